@@ -1,0 +1,1 @@
+//! `audin-operator`: the Audin operator client.

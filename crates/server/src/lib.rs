@@ -1,0 +1,1 @@
+//! `audin-server`: the Audin operator reference service.

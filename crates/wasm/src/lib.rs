@@ -1,0 +1,1 @@
+//! wasm-bindgen bindings of the `audin-operator` core for the TypeScript facade.

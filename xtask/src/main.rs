@@ -1,0 +1,2 @@
+//! `cargo xtask`: project automation (setup, test, bench, demo, dist).
+fn main() {}

@@ -1,0 +1,532 @@
+//! WebSocket messages of both sockets, both directions.
+//!
+//! Every text message is a JSON object with a `type` field. Unknown fields
+//! are ignored (so minor versions can add fields); an unknown `type` gets an
+//! `error` reply with `UNKNOWN_MESSAGE` and the connection stays up.
+
+use crate::{EndReason, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Client → server on the presence socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientMessage {
+    /// First message of the socket: authenticates it with a session token.
+    Hello {
+        /// The session token.
+        token: String,
+        /// Free-form client identification, e.g. `"operator-sdk/0.1.0"`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Announces (or replaces) the set of numbers the operator takes calls on.
+    GoOnline {
+        /// Phone number ids; an empty list means "online on nothing".
+        phone_number_ids: Vec<String>,
+        /// Echoed in the `availability` reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// App-level heartbeat; answered by `pong` with the same id.
+    Ping {
+        /// Any number; echoed back.
+        id: u64,
+    },
+    /// Swaps the socket's token for a fresh one before it expires.
+    RefreshToken {
+        /// The new session token (same account and operator).
+        token: String,
+        /// Echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// Answers a ringing offer.
+    Accept {
+        /// The offered call.
+        call_sid: String,
+    },
+    /// Declines a ringing offer.
+    Reject {
+        /// The offered call.
+        call_sid: String,
+        /// `declined` (the operator said no) or `busy` (auto-decline).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<RejectReason>,
+    },
+    /// Places an outbound call.
+    Dial {
+        /// Correlates the `dialAccepted` or `error` reply.
+        request_id: String,
+        /// Callee, E.164.
+        to: String,
+        /// One of the account's numbers, E.164.
+        caller_id: String,
+    },
+    /// Ends the operator's call when its audio socket is not attached.
+    Hangup {
+        /// The call.
+        call_sid: String,
+        /// `hangup` (default) or `offline`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<HangupReason>,
+    },
+}
+
+/// Why an operator declined an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The operator chose to decline.
+    Declined,
+    /// The SDK declined because the operator is on another call.
+    Busy,
+}
+
+/// Why the operator side ends a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupReason {
+    /// `call.hangup()`.
+    Hangup,
+    /// `goOffline()` during the call.
+    Offline,
+}
+
+impl From<HangupReason> for EndReason {
+    fn from(r: HangupReason) -> Self {
+        match r {
+            HangupReason::Hangup => EndReason::Hangup,
+            HangupReason::Offline => EndReason::Offline,
+        }
+    }
+}
+
+/// The call an operator holds, as told in `welcome` after a reconnect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveCall {
+    /// The call.
+    pub call_sid: String,
+    /// Whether the far end has answered.
+    pub answered: bool,
+}
+
+/// Server → client on the presence socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage {
+    /// The socket is authenticated.
+    Welcome {
+        /// This connection's id (for logs and support).
+        session_id: String,
+        /// The operator the token names.
+        operator_ref: String,
+        /// The token's expiry, RFC 3339.
+        expires_at: String,
+        /// Silence after which the server drops the socket, in ms.
+        silence_timeout_ms: u64,
+        /// The call this operator still holds on the server, if any.
+        #[serde(default)]
+        active_call: Option<ActiveCall>,
+    },
+    /// Which numbers the operator is now online on.
+    Availability {
+        /// Numbers the operator now takes calls on.
+        accepted: Vec<String>,
+        /// Numbers refused (not owned by the account, or not in the token).
+        rejected: Vec<String>,
+        /// Echo of the `goOnline` request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
+    /// The socket now runs on the refreshed token.
+    TokenRefreshed {
+        /// The new expiry, RFC 3339.
+        expires_at: String,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// An inbound call is ringing for this operator.
+    CallOffer {
+        /// The call.
+        call_sid: String,
+        /// Caller, E.164.
+        from: String,
+        /// The account's number that was called, E.164.
+        to: String,
+        /// Id of that number.
+        phone_number_id: String,
+    },
+    /// This operator's `accept` won; open the audio socket now.
+    CallAccepted {
+        /// The call.
+        call_sid: String,
+    },
+    /// The `dial` was accepted; open the audio socket now.
+    DialAccepted {
+        /// Echo of the dial's request id.
+        request_id: String,
+        /// The new call.
+        call_sid: String,
+        /// Caller id used, E.164.
+        from: String,
+        /// Callee, E.164.
+        to: String,
+    },
+    /// A call this operator was offered or holds has ended.
+    CallEnded {
+        /// The call.
+        call_sid: String,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A request failed, or a message could not be understood.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Explanation; never contains a secret.
+        message: String,
+        /// Echo of the failing request's id, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// The call concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_sid: Option<String>,
+    },
+}
+
+/// Client → server text messages on a call's audio socket. Audio itself is
+/// binary: frames of exactly [`crate::FRAME_BYTES`] bytes of mu-law.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum AudioClientMessage {
+    /// First message: attaches the socket to the operator's call (also used
+    /// to reattach after a drop, within the grace window).
+    Attach {
+        /// A session token of the operator holding the call.
+        token: String,
+        /// The call.
+        call_sid: String,
+    },
+    /// Tells the service the operator muted or unmuted (the SDK sends
+    /// silence while muted either way).
+    Mute {
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Sends one DTMF digit to the far end.
+    Dtmf {
+        /// `0-9`, `*` or `#`.
+        digit: String,
+    },
+    /// Ends the call.
+    Hangup {
+        /// `hangup` (default) or `offline`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<HangupReason>,
+    },
+}
+
+/// Server → client text messages on a call's audio socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum AudioServerMessage {
+    /// The socket is attached; audio flows from now on.
+    Attached {
+        /// The call.
+        call_sid: String,
+        /// Whether the far end has answered (always true for inbound).
+        answered: bool,
+        /// Whether this was a reattach inside the grace window.
+        resumed: bool,
+    },
+    /// The far end of an outbound call answered.
+    Answered {
+        /// The call.
+        call_sid: String,
+    },
+    /// The call ended; the server closes the socket with 1000 next.
+    Ended {
+        /// The call.
+        call_sid: String,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A control message or frame was refused.
+    Error {
+        /// Stable code.
+        code: ErrorCode,
+        /// Explanation; never contains a secret.
+        message: String,
+    },
+}
+
+/// Why a text message could not be decoded. Each maps to an [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not JSON at all.
+    InvalidJson(String),
+    /// A JSON object whose `type` this side does not know.
+    UnknownType(String),
+    /// A known `type` with missing or ill-typed fields, or no `type`.
+    InvalidMessage(String),
+    /// Over [`crate::MAX_TEXT_MESSAGE_BYTES`].
+    TooLarge(usize),
+}
+
+impl DecodeError {
+    /// The error code to reply with.
+    ///
+    /// ```
+    /// use audin_protocol::{decode_client_message, ErrorCode};
+    /// let err = decode_client_message(r#"{"type":"teleport"}"#).unwrap_err();
+    /// assert_eq!(err.code(), ErrorCode::UnknownMessage);
+    /// ```
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidJson(_) => ErrorCode::InvalidJson,
+            Self::UnknownType(_) => ErrorCode::UnknownMessage,
+            Self::InvalidMessage(_) => ErrorCode::InvalidMessage,
+            Self::TooLarge(_) => ErrorCode::MessageTooLarge,
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidJson(e) => write!(f, "message is not valid JSON: {e}"),
+            Self::UnknownType(t) => write!(f, "unknown message type {t:?}"),
+            Self::InvalidMessage(e) => write!(f, "invalid message: {e}"),
+            Self::TooLarge(n) => write!(
+                f,
+                "message of {n} bytes exceeds the {} byte limit",
+                crate::MAX_TEXT_MESSAGE_BYTES
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+const CLIENT_TYPES: &[&str] = &[
+    "hello",
+    "goOnline",
+    "ping",
+    "refreshToken",
+    "accept",
+    "reject",
+    "dial",
+    "hangup",
+];
+const SERVER_TYPES: &[&str] = &[
+    "welcome",
+    "availability",
+    "pong",
+    "tokenRefreshed",
+    "callOffer",
+    "callAccepted",
+    "dialAccepted",
+    "callEnded",
+    "error",
+];
+const AUDIO_CLIENT_TYPES: &[&str] = &["attach", "mute", "dtmf", "hangup"];
+const AUDIO_SERVER_TYPES: &[&str] = &["attached", "answered", "ended", "error"];
+
+/// Decodes a text message, classifying failures so the reply can say
+/// exactly what was wrong.
+fn decode<T: DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeError> {
+    if text.len() > crate::MAX_TEXT_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge(text.len()));
+    }
+    match serde_json::from_str::<T>(text) {
+        Ok(msg) => Ok(msg),
+        Err(err) => Err(classify(text, known, err)),
+    }
+}
+
+fn classify(text: &str, known: &[&str], err: serde_json::Error) -> DecodeError {
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        kind: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<Tagged>(text) {
+        Err(_) if serde_json::from_str::<serde_json::Value>(text).is_err() => {
+            DecodeError::InvalidJson(err.to_string())
+        }
+        Err(_) => DecodeError::InvalidMessage("a message must be a JSON object".into()),
+        Ok(Tagged { kind: None }) => DecodeError::InvalidMessage("missing \"type\"".into()),
+        Ok(Tagged {
+            kind: Some(serde_json::Value::String(t)),
+        }) if !known.contains(&t.as_str()) => {
+            DecodeError::UnknownType(t.chars().take(64).collect())
+        }
+        Ok(_) => DecodeError::InvalidMessage(err.to_string()),
+    }
+}
+
+/// Decodes a client → server presence message.
+///
+/// ```
+/// use audin_protocol::{decode_client_message, ErrorCode};
+/// assert_eq!(decode_client_message("{oops").unwrap_err().code(), ErrorCode::InvalidJson);
+/// assert_eq!(
+///     decode_client_message(r#"{"type":"dial","to":"+1"}"#).unwrap_err().code(),
+///     ErrorCode::InvalidMessage
+/// );
+/// ```
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
+    decode(text, CLIENT_TYPES)
+}
+
+/// Decodes a server → client presence message.
+///
+/// ```
+/// use audin_protocol::{decode_server_message, ServerMessage};
+/// let m = decode_server_message(r#"{"type":"pong","id":1,"future":true}"#).unwrap();
+/// assert_eq!(m, ServerMessage::Pong { id: 1 });
+/// ```
+pub fn decode_server_message(text: &str) -> Result<ServerMessage, DecodeError> {
+    decode(text, SERVER_TYPES)
+}
+
+/// Decodes a client → server audio-socket control message.
+///
+/// ```
+/// use audin_protocol::{decode_audio_client_message, AudioClientMessage};
+/// let m = decode_audio_client_message(r#"{"type":"mute","muted":true}"#).unwrap();
+/// assert_eq!(m, AudioClientMessage::Mute { muted: true });
+/// ```
+pub fn decode_audio_client_message(text: &str) -> Result<AudioClientMessage, DecodeError> {
+    decode(text, AUDIO_CLIENT_TYPES)
+}
+
+/// Decodes a server → client audio-socket control message.
+///
+/// ```
+/// use audin_protocol::{decode_audio_server_message, AudioServerMessage, EndReason};
+/// let m = decode_audio_server_message(
+///     r#"{"type":"ended","callSid":"CA1","reason":"remote_hangup"}"#,
+/// ).unwrap();
+/// assert_eq!(m, AudioServerMessage::Ended { call_sid: "CA1".into(), reason: EndReason::RemoteHangup });
+/// ```
+pub fn decode_audio_server_message(text: &str) -> Result<AudioServerMessage, DecodeError> {
+    decode(text, AUDIO_SERVER_TYPES)
+}
+
+macro_rules! impl_encode {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// Encodes the message as its JSON text.
+            pub fn to_json(&self) -> String {
+                serde_json::to_string(self).expect("protocol messages always serialise")
+            }
+        }
+    )*};
+}
+impl_encode!(
+    ClientMessage,
+    ServerMessage,
+    AudioClientMessage,
+    AudioServerMessage
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_lists_match_the_enums() {
+        let samples = [
+            ClientMessage::Hello {
+                token: "t".into(),
+                client: None,
+            }
+            .to_json(),
+            ClientMessage::GoOnline {
+                phone_number_ids: vec![],
+                request_id: None,
+            }
+            .to_json(),
+            ClientMessage::Ping { id: 1 }.to_json(),
+            ClientMessage::RefreshToken {
+                token: "t".into(),
+                request_id: None,
+            }
+            .to_json(),
+            ClientMessage::Accept {
+                call_sid: "c".into(),
+            }
+            .to_json(),
+            ClientMessage::Reject {
+                call_sid: "c".into(),
+                reason: None,
+            }
+            .to_json(),
+            ClientMessage::Dial {
+                request_id: "r".into(),
+                to: "+1".into(),
+                caller_id: "+2".into(),
+            }
+            .to_json(),
+            ClientMessage::Hangup {
+                call_sid: "c".into(),
+                reason: None,
+            }
+            .to_json(),
+        ];
+        for (json, ty) in samples.iter().zip(CLIENT_TYPES) {
+            assert!(
+                json.contains(&format!("\"type\":\"{ty}\"")),
+                "{json} vs {ty}"
+            );
+        }
+        assert_eq!(samples.len(), CLIENT_TYPES.len());
+    }
+
+    #[test]
+    fn classification() {
+        let code = |s: &str| decode_client_message(s).unwrap_err().code();
+        assert_eq!(code(""), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("42"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"token":"x"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"nope"}"#), ErrorCode::UnknownMessage);
+        assert_eq!(
+            code(r#"{"type":"ping","id":"x"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"attach","token":"t","callSid":"c"}"#),
+            ErrorCode::UnknownMessage
+        );
+        let big = format!(r#"{{"type":"hello","token":"{}"}}"#, "a".repeat(20_000));
+        assert_eq!(code(&big), ErrorCode::MessageTooLarge);
+    }
+}

@@ -1,2 +1,219 @@
-//! `cargo xtask`: project automation (setup, test, bench, demo, dist).
-fn main() {}
+//! `cargo xtask`: project automation for the Audin operator softphone.
+//!
+//! ```text
+//! cargo xtask setup                 install toolchain pieces, Chromium, npm deps
+//! cargo xtask test  [flags]         setup + every check CI runs (`.ci/run`)
+//! cargo xtask wasm                  build the wasm modules into the npm package
+//! cargo xtask bench [-- args]       codec micro-benchmarks (criterion, short)
+//! cargo xtask demo  [-- args]       build the SDK and run the dev server
+//! cargo xtask dist                  wasm + npm build + `npm pack` into target/dist
+//! ```
+//!
+//! Plain std + anyhow on purpose: xtask is compiled on every fresh clone.
+
+mod setup;
+mod steps;
+mod util;
+mod wasm;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::steps::{Plan, Step};
+use crate::util::{Ctx, run};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup            idempotent installs: rustfmt/clippy, wasm target, wasm-bindgen-cli
+                   (Cargo.lock version), chromium (apt), npm packages (incl. wasm-opt)
+  test             setup, then fmt, clippy, cargo test, wasm builds, npm build,
+                   npm test (typecheck + node --test incl. Chromium)
+  wasm             build crates/wasm + crates/worklet into packages/operator-sdk/src/generated
+  bench [-- ARGS]  cargo bench -p audin-codec (short criterion times; ARGS replace them)
+  demo  [-- ARGS]  setup, wasm, npm build, then run audin-server --dev [ARGS]
+  dist             wasm, npm build, npm pack into target/dist
+  help             this text
+
+options for test / demo / dist:
+  --list                  print the steps and exit
+  --only A,B              run only these steps or groups
+  --skip A,B              skip these steps or groups
+  --from STEP             start at STEP (skips the earlier ones)
+  --no-setup              same as --skip setup
+  --skip-browser          run npm test with AUDIN_SKIP_BROWSER=1 (no Chromium)
+
+groups: setup, rust, wasm, npm";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let command = args.remove(0);
+    // Everything after `--` is passed through (bench, demo).
+    let passthrough = match args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let rest = args.split_off(i + 1);
+            args.pop();
+            rest
+        }
+        None => Vec::new(),
+    };
+    let mut ctx = Ctx::new()?;
+    let plan = match command.as_str() {
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        "setup" => vec![Step::new("setup", "setup", setup::run_all)],
+        "wasm" => vec![Step::new("wasm", "wasm", wasm::run_all)],
+        "test" => steps::test_steps(),
+        "dist" => steps::dist_steps(),
+        "demo" => steps::demo_build_steps(),
+        "bench" => return bench(&ctx, &args, &passthrough),
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    };
+    let mut plan = Plan::new(&command, plan);
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        let mut value = || -> Result<String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--list" => plan.list_only = true,
+            "--only" => plan.only(&value()?)?,
+            "--skip" => plan.skip(&value()?)?,
+            "--from" => plan.from(&value()?)?,
+            "--no-setup" => plan.skip("setup")?,
+            "--skip-browser" => ctx.skip_browser = true,
+            other => bail!("unknown option `{other}` for `{command}`\n\n{USAGE}"),
+        }
+        i += 1;
+    }
+    if !passthrough.is_empty() && command != "demo" {
+        bail!("`{command}` takes no arguments after `--`");
+    }
+    plan.run(&ctx)?;
+    if command == "demo" && !plan.list_only {
+        demo_serve(&ctx, &passthrough)?;
+    }
+    Ok(())
+}
+
+/// Criterion defaults are far too slow for a quick look; ARGS replace these.
+const BENCH_DEFAULT_ARGS: &[&str] = &["--warm-up-time", "1", "--measurement-time", "2"];
+
+fn bench(ctx: &Ctx, args: &[String], passthrough: &[String]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("unknown option `{arg}` for `bench` (criterion options go after `--`)");
+    }
+    let criterion: Vec<&str> = if passthrough.is_empty() {
+        BENCH_DEFAULT_ARGS.to_vec()
+    } else {
+        passthrough.iter().map(String::as_str).collect()
+    };
+    // (name, what) of the benchmark suites; add load benchmarks here.
+    println!("\n==> bench: codec (criterion)");
+    run(ctx
+        .cargo()
+        .args(["bench", "-p", "audin-codec", "--benches", "--"])
+        .args(&criterion))?;
+    for (name, status) in LATER_BENCHES {
+        println!("\n==> bench: {name}: {status}");
+    }
+    Ok(())
+}
+
+/// Placeholder hooks for the load benchmarks that come with the server.
+const LATER_BENCHES: &[(&str, &str)] = &[
+    ("server-load", "not implemented yet (needs audin-server)"),
+    (
+        "browser-audio",
+        "not implemented yet (needs the SDK audio path)",
+    ),
+];
+
+/// Where the dev server serves the demo page (the server serves
+/// `packages/operator-sdk` under `/sdk/`).
+const DEMO_PATH: &str = "/sdk/examples/operator-demo.html";
+const DEMO_DEFAULT_ORIGIN: &str = "http://127.0.0.1:8080";
+
+/// Runs `audin-server --dev`, echoing its stdout; once it prints its ready
+/// line, prints the demo URL.
+fn demo_serve(ctx: &Ctx, extra: &[String]) -> Result<()> {
+    println!("\n==> demo: audin-server --dev (Ctrl-C to stop)");
+    let mut cmd = ctx.cargo();
+    cmd.args(["run", "--release", "-p", "audin-server", "--", "--dev"])
+        .args(extra)
+        .stdout(Stdio::piped());
+    println!("$ {}", util::display(&cmd));
+    let mut child = cmd.spawn().context("starting audin-server")?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut announced = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if !announced && is_ready_line(&line) {
+            announced = true;
+            let origin = http_origin(&line).unwrap_or_else(|| DEMO_DEFAULT_ORIGIN.to_owned());
+            println!("\n    Audin operator demo: {origin}{DEMO_PATH}\n");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("audin-server exited with {status}");
+    }
+    Ok(())
+}
+
+fn is_ready_line(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    l.contains("listening") || l.contains("ready")
+}
+
+/// `http://127.0.0.1:8080` from a line like `listening on http://127.0.0.1:8080/`.
+fn http_origin(line: &str) -> Option<String> {
+    let start = line.find("http://").or_else(|| line.find("https://"))?;
+    let url = line[start..].split_whitespace().next()?;
+    let scheme_end = url.find("://")? + 3;
+    let host_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    Some(url[..host_end].trim_end_matches([',', '.', ')']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_origin_in_ready_line() {
+        let line = "INFO audin_server: listening on http://127.0.0.1:8080/ (dev)";
+        assert!(is_ready_line(line));
+        assert_eq!(http_origin(line).as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            http_origin("ready at http://127.0.0.1:9000").as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(http_origin("ready"), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Configuration of the operator core and the URLs derived from it.
+
+use super::types::OperatorError;
+use audin_protocol::{
+    AUDIO_PATH, DEFAULT_AUDIO_GRACE_MS, DEFAULT_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_RECONNECT_BACKOFF_MS, ErrorCode, PHONE_NUMBERS_PATH, PRESENCE_PATH,
+};
+use serde::{Deserialize, Serialize};
+
+/// Default time an API request (e.g. `dial`) waits for the server's answer.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// Default time a `getToken` call may take before it counts as failed.
+pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 10_000;
+
+/// How the operator core behaves. JSON (for the wasm binding): camelCase
+/// keys, every key but `coreUrl` optional:
+/// `{"coreUrl":"https://core.audin.ai","heartbeatIntervalMs":25000,
+/// "reconnectBackoffMs":[1000,2000,5000,10000,30000],"clientName":"…",
+/// "requestTimeoutMs":10000,"tokenTimeoutMs":10000,"audioReattachWindowMs":15000}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Config {
+    /// Base URL of the operator service. `http(s)` is upgraded to `ws(s)` for
+    /// the sockets; `ws(s)` is accepted too; a trailing slash is tolerated.
+    pub core_url: String,
+    /// Presence heartbeat interval (a `ping` this often; a missing `pong`
+    /// by the next ping means the socket is dead).
+    pub heartbeat_interval_ms: u64,
+    /// Presence reconnect delays; the last one repeats. Non-empty, no zero.
+    pub reconnect_backoff_ms: Vec<u64>,
+    /// Sent in `hello` as `client`, e.g. `operator-sdk/0.1.0`.
+    pub client_name: String,
+    /// How long `dial` (and the presence handshake, and HTTP requests) wait.
+    pub request_timeout_ms: u64,
+    /// How long a `getToken` call may take.
+    pub token_timeout_ms: u64,
+    /// How long the core keeps trying to (re)attach a call's audio socket
+    /// before ending the call `failed`; match the server's grace window.
+    pub audio_reattach_window_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            core_url: String::new(),
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            reconnect_backoff_ms: DEFAULT_RECONNECT_BACKOFF_MS.to_vec(),
+            client_name: concat!("audin-operator/", env!("CARGO_PKG_VERSION")).to_string(),
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            token_timeout_ms: DEFAULT_TOKEN_TIMEOUT_MS,
+            audio_reattach_window_ms: DEFAULT_AUDIO_GRACE_MS,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults with the given service URL.
+    pub fn new(core_url: impl Into<String>) -> Self {
+        Self {
+            core_url: core_url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// An invalid configuration value (code `INVALID_CONFIG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// Always [`ErrorCode::InvalidConfig`].
+    pub const fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidConfig
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "INVALID_CONFIG: {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for OperatorError {
+    fn from(e: ConfigError) -> Self {
+        OperatorError::new(ErrorCode::InvalidConfig, e.message)
+    }
+}
+
+/// The URLs the core uses, derived once from [`Config::core_url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Urls {
+    pub presence: String,
+    pub audio: String,
+    pub phone_numbers: String,
+}
+
+impl Urls {
+    pub(crate) fn from_core_url(core_url: &str) -> Result<Urls, ConfigError> {
+        let (secure, rest) = split_scheme(core_url.trim())?;
+        let rest = rest.trim_end_matches('/');
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() || rest.contains(['?', '#', ' ']) {
+            return Err(ConfigError::new(format!(
+                "coreUrl {core_url:?} must be an absolute http(s) or ws(s) URL without query"
+            )));
+        }
+        let (ws, http) = if secure {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        Ok(Urls {
+            presence: format!("{ws}://{rest}{PRESENCE_PATH}"),
+            audio: format!("{ws}://{rest}{AUDIO_PATH}"),
+            phone_numbers: format!("{http}://{rest}{PHONE_NUMBERS_PATH}"),
+        })
+    }
+}
+
+/// Splits `scheme://rest`, returning whether the scheme is the TLS one.
+fn split_scheme(url: &str) -> Result<(bool, &str), ConfigError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| ConfigError::new(format!("coreUrl {url:?} has no scheme")))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" | "wss" => Ok((true, rest)),
+        "http" | "ws" => Ok((false, rest)),
+        other => Err(ConfigError::new(format!(
+            "coreUrl scheme {other:?} is not http, https, ws or wss"
+        ))),
+    }
+}
+
+/// Checks every value; returns the derived URLs.
+pub(crate) fn validate(config: &Config) -> Result<Urls, ConfigError> {
+    let positive = [
+        ("heartbeatIntervalMs", config.heartbeat_interval_ms),
+        ("requestTimeoutMs", config.request_timeout_ms),
+        ("tokenTimeoutMs", config.token_timeout_ms),
+        ("audioReattachWindowMs", config.audio_reattach_window_ms),
+    ];
+    if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(ConfigError::new(format!("{name} must be greater than 0")));
+    }
+    if config.reconnect_backoff_ms.is_empty() {
+        return Err(ConfigError::new("reconnectBackoffMs must not be empty"));
+    }
+    if config.reconnect_backoff_ms.contains(&0) {
+        return Err(ConfigError::new(
+            "reconnectBackoffMs values must be greater than 0",
+        ));
+    }
+    Urls::from_core_url(&config.core_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_upgraded_and_trailing_slash_tolerated() {
+        let u = Urls::from_core_url("https://core.audin.ai/").unwrap();
+        assert_eq!(u.presence, "wss://core.audin.ai/v1/operator/presence");
+        assert_eq!(u.audio, "wss://core.audin.ai/v1/operator/audio");
+        assert_eq!(u.phone_numbers, "https://core.audin.ai/v1/phone-numbers");
+        let u = Urls::from_core_url("http://127.0.0.1:8080").unwrap();
+        assert_eq!(u.presence, "ws://127.0.0.1:8080/v1/operator/presence");
+        let u = Urls::from_core_url("ws://h/base//").unwrap();
+        assert_eq!(u.phone_numbers, "http://h/base/v1/phone-numbers");
+    }
+
+    #[test]
+    fn bad_urls_are_invalid_config() {
+        for bad in ["", "core.audin.ai", "ftp://x", "https://", "https://x/?a=1"] {
+            assert!(Urls::from_core_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_invalid_config() {
+        let ok = Config::new("http://x");
+        assert!(validate(&ok).is_ok());
+        let mut c = ok.clone();
+        c.reconnect_backoff_ms.clear();
+        assert!(validate(&c).is_err());
+        let mut c = ok.clone();
+        c.reconnect_backoff_ms = vec![1000, 0];
+        assert!(validate(&c).is_err());
+        let mut c = ok;
+        c.heartbeat_interval_ms = 0;
+        assert_eq!(validate(&c).unwrap_err().code(), ErrorCode::InvalidConfig);
+    }
+}

@@ -131,12 +131,21 @@ fn bench(ctx: &Ctx, args: &[String], passthrough: &[String]) -> Result<()> {
     } else {
         passthrough.iter().map(String::as_str).collect()
     };
-    // (name, what) of the benchmark suites; add load benchmarks here.
     println!("\n==> bench: codec (criterion)");
-    run(ctx
-        .cargo()
-        .args(["bench", "-p", "audin-codec", "--benches", "--"])
-        .args(&criterion))?;
+    let benches = ctx.root.join("crates/codec/benches");
+    let has_benches = std::fs::read_dir(&benches).is_ok_and(|dir| {
+        dir.flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "rs"))
+    });
+    if has_benches {
+        // `--bench '*'`: only the criterion targets, not the lib's unit tests.
+        run(ctx
+            .cargo()
+            .args(["bench", "-p", "audin-codec", "--bench", "*", "--"])
+            .args(&criterion))?;
+    } else {
+        println!("no benchmarks yet (no {}/*.rs)", benches.display());
+    }
     for (name, status) in LATER_BENCHES {
         println!("\n==> bench: {name}: {status}");
     }
@@ -186,8 +195,8 @@ fn demo_serve(ctx: &Ctx, extra: &[String]) -> Result<()> {
 }
 
 fn is_ready_line(line: &str) -> bool {
-    let l = line.to_ascii_lowercase();
-    l.contains("listening") || l.contains("ready")
+    line.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|w| w.eq_ignore_ascii_case("listening") || w.eq_ignore_ascii_case("ready"))
 }
 
 /// `http://127.0.0.1:8080` from a line like `listening on http://127.0.0.1:8080/`.
@@ -215,5 +224,6 @@ mod tests {
             Some("http://127.0.0.1:9000")
         );
         assert_eq!(http_origin("ready"), None);
+        assert!(!is_ready_line("error: address already in use"));
     }
 }

@@ -241,12 +241,13 @@ export function cargoBinary(name, { profile = "release" } = {}) {
  * @returns {Promise<{ url: string | undefined, readyLine: string,
  *   stdoutLines: string[], stderrLines: string[],
  *   process: import("node:child_process").ChildProcess,
- *   kill: () => Promise<number | null> }>}
+ *   kill: () => Promise<number | null> }>} `kill()` sends SIGTERM (SIGKILL
+ *   after 5 s) and resolves to the exit code (null if ended by a signal).
  */
 export async function startAudinServer({
   binary = cargoBinary("audin-server"),
   args = [],
-  readyPattern = /(?:listening|ready)\b.*?(https?:\/\/[^\s/]+)/i,
+  readyPattern = /\b(?:listening|ready)\b.*?(https?:\/\/[^\s/]+)/i,
   timeoutMs = 30_000,
   env = {},
   cwd = REPO_ROOT,

@@ -19,12 +19,13 @@
 //! Audio frames never pass through the core: [`Output::StartMedia`] tells the
 //! driver which socket carries a call's audio.
 //!
-//! ```no_run
+//! ```
 //! use audin_operator::core::{Config, Millis, Operator, Output};
 //! let mut op = Operator::new(Config::new("https://core.audin.ai")).unwrap();
 //! let _pending = op.go_online(Millis(0), vec!["pn_1".into()]);
 //! // The first thing the core needs is a session token.
-//! assert!(matches!(op.poll_output(), Some(Output::FetchToken { .. })));
+//! let outputs: Vec<Output> = std::iter::from_fn(|| op.poll_output()).collect();
+//! assert!(outputs.iter().any(|o| matches!(o, Output::FetchToken { .. })));
 //! ```
 //!
 //! # Error codes the client emits

@@ -1,0 +1,640 @@
+//! The call: offers, accept/reject, dial, the audio leg (attach, reattach
+//! within the grace window), mute, DTMF, hangup, and the one place a call
+//! ends.
+
+use super::{CachedToken, Operator, TokenPurpose};
+use crate::core::types::*;
+use audin_protocol::{
+    AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction, EndReason,
+    ErrorCode, HangupReason, RejectReason, decode_audio_server_message, validate_dtmf_digit,
+    validate_e164,
+};
+
+/// Delays between audio (re)attach attempts; the last repeats until the
+/// reattach window is over. Short, because the far end hears silence
+/// meanwhile.
+pub const REATTACH_DELAYS_MS: [u64; 4] = [250, 500, 1_000, 2_000];
+
+#[derive(Debug)]
+pub(super) struct Call {
+    pub(super) info: CallInfo,
+    leg: Leg,
+    /// `CallStarted` was emitted.
+    started: bool,
+    /// The socket media was last started on (`StartMedia`).
+    media: Option<SocketId>,
+    /// End of the current (re)attach window; None while attached.
+    window_end: Option<Millis>,
+    /// Index into [`REATTACH_DELAYS_MS`].
+    retry: usize,
+}
+
+/// The call's audio socket.
+#[derive(Debug)]
+enum Leg {
+    /// Not started (ringing, or waiting for `callAccepted`).
+    Idle,
+    FetchingToken {
+        request: TokenRequestId,
+    },
+    /// Opening; `attach` is sent on open; `attached` is due by `deadline`.
+    Connecting {
+        socket: SocketId,
+        token: Option<String>,
+        deadline: Millis,
+    },
+    Attached {
+        socket: SocketId,
+    },
+    /// Between attempts.
+    RetryWait {
+        until: Millis,
+    },
+}
+
+impl Leg {
+    fn socket(&self) -> Option<SocketId> {
+        match self {
+            Leg::Connecting { socket, .. } | Leg::Attached { socket } => Some(*socket),
+            _ => None,
+        }
+    }
+}
+
+/// A `dial` waiting for `dialAccepted`.
+#[derive(Debug)]
+pub(super) struct PendingDial {
+    op: OpId,
+    request_id: String,
+    deadline: Millis,
+}
+
+impl Operator {
+    pub(super) fn call_owns(&self, socket: SocketId) -> bool {
+        self.call.as_ref().and_then(|c| c.leg.socket()) == Some(socket)
+    }
+
+    /// The current call if it is `call_sid`.
+    fn call_mut(&mut self, call_sid: &str) -> Option<&mut Call> {
+        self.call.as_mut().filter(|c| c.info.call_sid == call_sid)
+    }
+
+    fn call_state(&self, call_sid: &str) -> Option<CallState> {
+        self.call
+            .as_ref()
+            .filter(|c| c.info.call_sid == call_sid)
+            .map(|c| c.info.state)
+    }
+
+    fn attached_socket(&self) -> Option<SocketId> {
+        match self.call.as_ref()?.leg {
+            Leg::Attached { socket } => Some(socket),
+            _ => None,
+        }
+    }
+
+    fn send_audio(&mut self, msg: &AudioClientMessage) -> bool {
+        let Some(socket) = self.attached_socket() else {
+            return false;
+        };
+        self.send_text(socket, msg.to_json());
+        true
+    }
+
+    fn emit_call(&mut self, make: fn(CallInfo) -> Event) {
+        if let Some(call) = &self.call {
+            let event = make(call.info.clone());
+            self.emit(event);
+        }
+    }
+
+    fn set_call_state(&mut self, state: CallState) {
+        if let Some(call) = &mut self.call {
+            call.info.state = state;
+        }
+    }
+
+    fn new_call(
+        &mut self,
+        direction: Direction,
+        sid: String,
+        from: String,
+        to: String,
+        state: CallState,
+    ) {
+        self.call = Some(Call {
+            info: CallInfo {
+                call_sid: sid,
+                direction,
+                from,
+                to,
+                state,
+                end_reason: None,
+                muted: false,
+            },
+            leg: Leg::Idle,
+            started: false,
+            media: None,
+            window_end: None,
+            retry: 0,
+        });
+    }
+
+    // ── inbound ────────────────────────────────────────────────────────
+
+    pub(super) fn on_call_offer(&mut self, _now: Millis, sid: String, from: String, to: String) {
+        if self.call.is_some() || self.dial.is_some() {
+            // One call at a time: decline silently (no incomingCall event).
+            self.log(LogLevel::Info, format!("offer {sid} auto-declined: busy"));
+            let reject = ClientMessage::Reject {
+                call_sid: sid,
+                reason: Some(RejectReason::Busy),
+            };
+            self.send_presence(&reject);
+            return;
+        }
+        self.new_call(Direction::Inbound, sid, from, to, CallState::Ringing);
+        self.emit_call(|call| Event::IncomingCall { call });
+    }
+
+    pub(super) fn call_accept(&mut self, _now: Millis, sid: &str) {
+        if self.call_state(sid) != Some(CallState::Ringing) {
+            return;
+        }
+        let accept = ClientMessage::Accept {
+            call_sid: sid.to_string(),
+        };
+        if !self.send_presence(&accept) {
+            return self.log(LogLevel::Warn, "accept ignored: presence is not connected");
+        }
+        self.set_call_state(CallState::Connecting);
+        self.emit_call(|call| Event::CallUpdated { call });
+    }
+
+    pub(super) fn on_call_accepted(&mut self, now: Millis, sid: &str) {
+        let waiting = self
+            .call_mut(sid)
+            .is_some_and(|c| c.info.state == CallState::Connecting && matches!(c.leg, Leg::Idle));
+        if waiting {
+            self.start_audio(now);
+        }
+    }
+
+    pub(super) fn call_reject(&mut self, now: Millis, sid: &str) {
+        if self.call_state(sid) != Some(CallState::Ringing) {
+            return;
+        }
+        let reject = ClientMessage::Reject {
+            call_sid: sid.to_string(),
+            reason: Some(RejectReason::Declined),
+        };
+        self.send_presence(&reject);
+        self.end_call(now, EndReason::Rejected, None);
+    }
+
+    // ── outbound ───────────────────────────────────────────────────────
+
+    pub(super) fn call_dial(
+        &mut self,
+        now: Millis,
+        to: &str,
+        caller_id: &str,
+    ) -> Result<OpId, OperatorError> {
+        for (name, number) in [("to", to), ("callerId", caller_id)] {
+            if let Err(e) = validate_e164(number) {
+                let message = format!("{name} {number:?} is not E.164: {e}");
+                return Err(OperatorError::new(ErrorCode::InvalidNumber, message));
+            }
+        }
+        if self.call.is_some() || self.dial.is_some() {
+            let message = "the operator already has a call (one call at a time)";
+            return Err(OperatorError::new(ErrorCode::OperatorBusy, message));
+        }
+        if self.state() != PresenceState::Online {
+            let message = format!("cannot dial while presence is {:?}", self.state());
+            return Err(OperatorError::new(ErrorCode::NotOnline, message));
+        }
+        let op = OpId(self.new_id());
+        let request_id = format!("dial-{}", op.0);
+        self.send_presence(&ClientMessage::Dial {
+            request_id: request_id.clone(),
+            to: to.to_string(),
+            caller_id: caller_id.to_string(),
+        });
+        self.dial = Some(PendingDial {
+            op,
+            request_id,
+            deadline: now.plus(self.config.request_timeout_ms),
+        });
+        Ok(op)
+    }
+
+    pub(super) fn dial_request_is(&self, rid: &str) -> bool {
+        self.dial.as_ref().is_some_and(|d| d.request_id == rid)
+    }
+
+    /// Fails the pending dial, if any.
+    pub(super) fn fail_dial(&mut self, code: ErrorCode, message: &str) {
+        if let Some(dial) = self.dial.take() {
+            self.complete(dial.op, Err(OperatorError::new(code, message)));
+        }
+    }
+
+    pub(super) fn on_dial_accepted(
+        &mut self,
+        now: Millis,
+        rid: &str,
+        sid: String,
+        from: String,
+        to: String,
+    ) {
+        if !self.dial_request_is(rid) {
+            // A dial we gave up on (timeout, offline): do not let it linger.
+            self.log(
+                LogLevel::Warn,
+                format!("stale dialAccepted for {sid}: hanging up"),
+            );
+            let hangup = ClientMessage::Hangup {
+                call_sid: sid,
+                reason: Some(HangupReason::Hangup),
+            };
+            self.send_presence(&hangup);
+            return;
+        }
+        let Some(dial) = self.dial.take() else { return };
+        self.new_call(Direction::Outbound, sid, from, to, CallState::Connecting);
+        let call = self.call.as_ref().map(|c| c.info.clone());
+        if let Some(call) = call {
+            self.complete(dial.op, Ok(OpValue::Call { call }));
+        }
+        self.start_audio(now);
+    }
+
+    // ── ending ─────────────────────────────────────────────────────────
+
+    pub(super) fn on_call_ended(&mut self, now: Millis, sid: &str, reason: EndReason) {
+        if self.call_state(sid).is_some() {
+            self.end_call(now, reason, None);
+        }
+    }
+
+    /// Ends the current call: the one place `CallEnded` is emitted, so it
+    /// is emitted exactly once (later reports of the same end find no call).
+    fn end_call(&mut self, _now: Millis, reason: EndReason, error: Option<(ErrorCode, String)>) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        call.info.state = CallState::Ended;
+        call.info.end_reason = Some(reason);
+        if call.media.is_some() {
+            let call_sid = call.info.call_sid.clone();
+            self.push(Output::StopMedia { call_sid });
+        }
+        if let Some(socket) = call.leg.socket() {
+            self.close_socket(socket, CloseCode::Normal.code(), "call ended");
+        }
+        if let Some((code, message)) = error {
+            self.emit_error(code, message, None);
+        }
+        self.log(
+            LogLevel::Info,
+            format!("call {} ended: {reason}", call.info.call_sid),
+        );
+        self.emit(Event::CallEnded { call: call.info });
+    }
+
+    /// Tells the server the operator ends the call (audio socket if
+    /// attached, else presence).
+    fn send_hangup(&mut self, sid: &str, reason: HangupReason) {
+        if !self.send_audio(&AudioClientMessage::Hangup {
+            reason: Some(reason),
+        }) {
+            self.send_presence(&ClientMessage::Hangup {
+                call_sid: sid.to_string(),
+                reason: Some(reason),
+            });
+        }
+    }
+
+    pub(super) fn call_hangup(&mut self, now: Millis, sid: &str) {
+        match self.call_state(sid) {
+            Some(CallState::Ringing) => self.call_reject(now, sid),
+            Some(_) => {
+                self.send_hangup(sid, HangupReason::Hangup);
+                self.end_call(now, EndReason::Hangup, None);
+            }
+            None => {}
+        }
+    }
+
+    /// `go_offline` during a call: the call ends `offline`.
+    pub(super) fn end_call_for_offline(&mut self, now: Millis) {
+        let Some(call) = &self.call else { return };
+        let sid = call.info.call_sid.clone();
+        if call.info.state == CallState::Ringing {
+            self.send_presence(&ClientMessage::Reject {
+                call_sid: sid,
+                reason: Some(RejectReason::Declined),
+            });
+        } else {
+            self.send_hangup(&sid, HangupReason::Offline);
+        }
+        self.end_call(now, EndReason::Offline, None);
+    }
+
+    pub(super) fn call_media_failed(
+        &mut self,
+        now: Millis,
+        sid: &str,
+        code: ErrorCode,
+        message: &str,
+    ) {
+        if self.call_state(sid).is_none() {
+            return;
+        }
+        self.send_hangup(sid, HangupReason::Hangup);
+        self.end_call(now, EndReason::Failed, Some((code, message.to_string())));
+    }
+
+    /// A presence `error` about a call; true if it was handled here.
+    pub(super) fn call_error(
+        &mut self,
+        now: Millis,
+        sid: &str,
+        code: ErrorCode,
+        message: &str,
+    ) -> bool {
+        if self.call_state(sid).is_none() || code != ErrorCode::CallNotFound {
+            return false;
+        }
+        self.end_call(now, EndReason::Failed, Some((code, message.to_string())));
+        true
+    }
+
+    /// After a (re)connect: a call the server no longer holds is over.
+    pub(super) fn reconcile_call(&mut self, now: Millis, server_call: Option<String>) {
+        let Some(call) = &self.call else { return };
+        if server_call.as_deref() == Some(call.info.call_sid.as_str()) {
+            return;
+        }
+        let message = format!("the service no longer holds call {}", call.info.call_sid);
+        self.end_call(
+            now,
+            EndReason::Failed,
+            Some((ErrorCode::ConnectionLost, message)),
+        );
+    }
+
+    // ── controls ───────────────────────────────────────────────────────
+
+    pub(super) fn call_mute(&mut self, _now: Millis, sid: &str, muted: bool) {
+        let Some(call) = self.call_mut(sid) else {
+            return;
+        };
+        if call.info.muted == muted {
+            return;
+        }
+        call.info.muted = muted;
+        let call_sid = call.info.call_sid.clone();
+        self.push(Output::SetMuted { call_sid, muted });
+        self.send_audio(&AudioClientMessage::Mute { muted });
+        self.emit_call(|call| Event::CallUpdated { call });
+    }
+
+    pub(super) fn call_send_dtmf(
+        &mut self,
+        _now: Millis,
+        sid: &str,
+        digit: &str,
+    ) -> Result<(), OperatorError> {
+        let digit = validate_dtmf_digit(digit)
+            .map_err(|e| OperatorError::new(ErrorCode::InvalidDtmf, e.to_string()))?;
+        let attached = self.call_state(sid).is_some() && self.attached_socket().is_some();
+        if !attached {
+            let message = format!("no call {sid:?} with attached audio");
+            return Err(OperatorError::new(ErrorCode::CallNotFound, message));
+        }
+        self.send_audio(&AudioClientMessage::Dtmf {
+            digit: digit.to_string(),
+        });
+        Ok(())
+    }
+
+    // ── the audio leg ──────────────────────────────────────────────────
+
+    /// Starts attaching the audio socket, within a fresh window.
+    fn start_audio(&mut self, now: Millis) {
+        let window = self.config.audio_reattach_window_ms;
+        if let Some(call) = &mut self.call {
+            call.window_end = Some(now.plus(window));
+            call.retry = 0;
+        }
+        self.begin_attach(now);
+    }
+
+    fn begin_attach(&mut self, now: Millis) {
+        let Some(call) = &self.call else { return };
+        let call_sid = call.info.call_sid.clone();
+        let request = self.fetch_token(now, TokenPurpose::Audio { call_sid });
+        self.set_leg(Leg::FetchingToken { request });
+    }
+
+    fn set_leg(&mut self, leg: Leg) {
+        if let Some(call) = &mut self.call {
+            call.leg = leg;
+        }
+    }
+
+    pub(super) fn audio_token(
+        &mut self,
+        now: Millis,
+        id: TokenRequestId,
+        sid: &str,
+        result: Result<CachedToken, String>,
+    ) {
+        let expected = self
+            .call_mut(sid)
+            .is_some_and(|c| matches!(c.leg, Leg::FetchingToken { request } if request == id));
+        if !expected {
+            return;
+        }
+        match result {
+            Ok(token) => {
+                let socket = self.open_socket(SocketKind::Audio {
+                    call_sid: sid.to_string(),
+                });
+                let deadline = self.attempt_deadline(now);
+                self.set_leg(Leg::Connecting {
+                    socket,
+                    token: Some(token.token),
+                    deadline,
+                });
+            }
+            Err(cause) => {
+                let message = "getToken failed for the call's audio leg; retrying";
+                self.emit_error(ErrorCode::TokenFetchFailed, message, Some(cause));
+                self.retry_attach(now);
+            }
+        }
+    }
+
+    /// One attempt may take the request timeout, but not past the window.
+    fn attempt_deadline(&self, now: Millis) -> Millis {
+        let limit = now.plus(self.config.request_timeout_ms);
+        match self.call.as_ref().and_then(|c| c.window_end) {
+            Some(end) => end.min(limit),
+            None => limit,
+        }
+    }
+
+    pub(super) fn audio_socket_open(&mut self, _now: Millis, socket: SocketId) {
+        let Some(call) = &mut self.call else { return };
+        let Leg::Connecting { token, .. } = &mut call.leg else {
+            return;
+        };
+        let Some(token) = token.take() else { return };
+        let attach = AudioClientMessage::Attach {
+            token,
+            call_sid: call.info.call_sid.clone(),
+        };
+        self.send_text(socket, attach.to_json());
+    }
+
+    pub(super) fn audio_text(&mut self, now: Millis, text: &str) {
+        let msg = match decode_audio_server_message(text) {
+            Ok(msg) => msg,
+            Err(err) => return self.log_undecodable("audio", &err),
+        };
+        match msg {
+            AudioServerMessage::Attached {
+                answered, resumed, ..
+            } => self.on_attached(now, answered, resumed),
+            AudioServerMessage::Answered { .. } => self.on_answered(),
+            AudioServerMessage::Ended { reason, .. } => self.end_call(now, reason, None),
+            AudioServerMessage::Error { code, message } => self.emit_error(code, message, None),
+        }
+    }
+
+    fn on_attached(&mut self, _now: Millis, answered: bool, resumed: bool) {
+        let Some(call) = &mut self.call else { return };
+        let Leg::Connecting { socket, .. } = call.leg else {
+            return;
+        };
+        let reattached = resumed || call.media.is_some();
+        call.leg = Leg::Attached { socket };
+        call.window_end = None;
+        call.retry = 0;
+        call.media = Some(socket);
+        let (call_sid, muted) = (call.info.call_sid.clone(), call.info.muted);
+        self.push(Output::StartMedia { call_sid, socket });
+        if muted {
+            // The server does not keep the flag across sockets.
+            self.send_audio(&AudioClientMessage::Mute { muted });
+        }
+        if reattached {
+            self.emit_call(|call| Event::CallReconnected { call });
+        }
+        if answered {
+            self.on_answered();
+        }
+    }
+
+    fn on_answered(&mut self) {
+        let Some(call) = &mut self.call else { return };
+        if call.started || call.info.state == CallState::Ended {
+            return;
+        }
+        call.started = true;
+        call.info.state = CallState::Active;
+        self.emit_call(|call| Event::CallStarted { call });
+    }
+
+    pub(super) fn audio_lost(&mut self, now: Millis, code: Option<u16>, reason: &str) {
+        let close = code.and_then(CloseCode::from_code);
+        if matches!(close, Some(CloseCode::Forbidden | CloseCode::CallNotFound)) {
+            let code = close.map_or(ErrorCode::CallNotFound, CloseCode::error_code);
+            let message = format!("the audio socket was refused ({reason})");
+            return self.end_call(now, EndReason::Failed, Some((code, message)));
+        }
+        let window = self.config.audio_reattach_window_ms;
+        let Some(call) = &mut self.call else { return };
+        let was_attached = matches!(call.leg, Leg::Attached { .. });
+        call.leg = Leg::Idle;
+        if was_attached {
+            call.window_end = Some(now.plus(window));
+            call.retry = 0;
+            self.log(
+                LogLevel::Warn,
+                format!("audio socket lost ({code:?} {reason}); reattaching"),
+            );
+            self.emit_call(|call| Event::CallReconnecting { call });
+        }
+        self.retry_attach(now);
+    }
+
+    /// Waits the next short delay, or gives up when the window is over.
+    fn retry_attach(&mut self, now: Millis) {
+        let Some(call) = &mut self.call else { return };
+        let window_end = call.window_end.unwrap_or(now);
+        if now >= window_end {
+            return self.audio_gave_up(now);
+        }
+        let delay = REATTACH_DELAYS_MS[call.retry.min(REATTACH_DELAYS_MS.len() - 1)];
+        call.retry += 1;
+        call.leg = Leg::RetryWait {
+            until: now.plus(delay).min(window_end),
+        };
+    }
+
+    fn audio_gave_up(&mut self, now: Millis) {
+        let window = self.config.audio_reattach_window_ms;
+        let message = format!("the call's audio could not be (re)attached within {window} ms");
+        if let Some(sid) = self.call.as_ref().map(|c| c.info.call_sid.clone()) {
+            self.send_hangup(&sid, HangupReason::Hangup);
+        }
+        self.end_call(
+            now,
+            EndReason::Failed,
+            Some((ErrorCode::AudioConnectionLost, message)),
+        );
+    }
+
+    // ── timers ─────────────────────────────────────────────────────────
+
+    pub(super) fn call_deadline(&self) -> Option<Millis> {
+        let dial = self.dial.as_ref().map(|d| d.deadline);
+        let leg = self.call.as_ref().and_then(|c| match c.leg {
+            Leg::Connecting { deadline, .. } => Some(deadline),
+            Leg::RetryWait { until } => Some(until),
+            Leg::FetchingToken { .. } => c.window_end,
+            Leg::Idle | Leg::Attached { .. } => None,
+        });
+        dial.into_iter().chain(leg).min()
+    }
+
+    pub(super) fn call_timeout(&mut self, now: Millis) {
+        if self.dial.as_ref().is_some_and(|d| d.deadline <= now) {
+            let message = format!(
+                "no answer to dial within {} ms",
+                self.config.request_timeout_ms
+            );
+            self.fail_dial(ErrorCode::Timeout, &message);
+        }
+        let Some(call) = &self.call else { return };
+        let window_over = call.window_end.is_some_and(|end| end <= now);
+        match call.leg {
+            Leg::RetryWait { until } if until <= now && !window_over => self.begin_attach(now),
+            Leg::Connecting {
+                socket, deadline, ..
+            } if deadline <= now => {
+                self.close_socket(socket, CloseCode::Normal.code(), "attach timeout");
+                self.set_leg(Leg::Idle);
+                self.retry_attach(now);
+            }
+            Leg::RetryWait { .. } | Leg::FetchingToken { .. } if window_over => {
+                self.audio_gave_up(now)
+            }
+            _ => {}
+        }
+    }
+}

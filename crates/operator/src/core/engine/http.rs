@@ -1,0 +1,141 @@
+//! `listPhoneNumbers`: `GET {coreUrl}/v1/phone-numbers` with the session
+//! token, one retry with a fresh token on a 401.
+
+use super::{CachedToken, Operator, TokenPurpose};
+use crate::core::time::REFRESH_BEFORE_EXPIRY_MS;
+use crate::core::types::*;
+use audin_protocol::{ErrorBody, ErrorCode, PhoneNumberInfo};
+
+#[derive(Debug)]
+pub(super) struct HttpFetch {
+    op: OpId,
+    /// Already retried once after a 401.
+    retried: bool,
+    pub(super) deadline: Millis,
+}
+
+impl Operator {
+    pub(super) fn http_list_phone_numbers(&mut self, now: Millis, op: OpId) {
+        match self.fresh_token(now) {
+            Some(token) => self.send_http(now, op, false, token),
+            None => {
+                self.fetch_token(now, TokenPurpose::Http { op, retried: false });
+            }
+        }
+    }
+
+    /// The last token, if it is not about to expire.
+    fn fresh_token(&self, now: Millis) -> Option<String> {
+        let token = self.last_token.as_ref()?;
+        let fresh = token
+            .expires
+            .is_none_or(|exp| exp > now.plus(REFRESH_BEFORE_EXPIRY_MS));
+        fresh.then(|| token.token.clone())
+    }
+
+    fn send_http(&mut self, now: Millis, op: OpId, retried: bool, bearer_token: String) {
+        let id = RequestId(self.new_id());
+        let deadline = now.plus(self.config.request_timeout_ms);
+        self.http.insert(
+            id,
+            HttpFetch {
+                op,
+                retried,
+                deadline,
+            },
+        );
+        self.push(Output::HttpRequest {
+            id,
+            method: "GET".to_string(),
+            url: self.urls.phone_numbers.clone(),
+            bearer_token,
+        });
+    }
+
+    pub(super) fn http_token(
+        &mut self,
+        now: Millis,
+        op: OpId,
+        retried: bool,
+        result: Result<CachedToken, String>,
+    ) {
+        match result {
+            Ok(token) => self.send_http(now, op, retried, token.token),
+            Err(cause) => self.fail_op(
+                op,
+                ErrorCode::RequestFailed,
+                format!("getToken failed: {cause}"),
+            ),
+        }
+    }
+
+    fn fail_op(&mut self, op: OpId, code: ErrorCode, message: String) {
+        self.complete(op, Err(OperatorError::new(code, message)));
+    }
+
+    pub(super) fn http_response(&mut self, now: Millis, id: RequestId, status: u16, body: &str) {
+        let Some(fetch) = self.http.remove(&id) else {
+            return;
+        };
+        match status {
+            200..=299 => match serde_json::from_str::<Vec<PhoneNumberInfo>>(body) {
+                Ok(phone_numbers) => {
+                    self.complete(fetch.op, Ok(OpValue::PhoneNumbers { phone_numbers }))
+                }
+                Err(e) => self.fail_op(
+                    fetch.op,
+                    ErrorCode::RequestFailed,
+                    format!("bad phone-number list: {e}"),
+                ),
+            },
+            401 if !fetch.retried => {
+                // The token may have expired or been revoked: one retry with a fresh one.
+                self.last_token = None;
+                self.fetch_token(
+                    now,
+                    TokenPurpose::Http {
+                        op: fetch.op,
+                        retried: true,
+                    },
+                );
+            }
+            401 => {
+                let message = format!(
+                    "the session token was refused twice: {}",
+                    server_message(body)
+                );
+                self.fail_op(fetch.op, ErrorCode::Unauthorized, message);
+            }
+            _ => {
+                let message = format!("HTTP {status}: {}", server_message(body));
+                self.fail_op(fetch.op, ErrorCode::RequestFailed, message);
+            }
+        }
+    }
+
+    pub(super) fn http_failed(&mut self, _now: Millis, id: RequestId, message: &str) {
+        if let Some(fetch) = self.http.remove(&id) {
+            self.fail_op(fetch.op, ErrorCode::RequestFailed, message.to_string());
+        }
+    }
+
+    pub(super) fn http_timeout(&mut self, now: Millis) {
+        let expired: Vec<RequestId> = self
+            .http
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.http_failed(now, id, "the request timed out");
+        }
+    }
+}
+
+/// The `{code, message}` of an error body, or a note that there was none.
+fn server_message(body: &str) -> String {
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => format!("{} ({})", b.error.message, b.error.code),
+        Err(_) => "no error body".to_string(),
+    }
+}

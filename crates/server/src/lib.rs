@@ -1,1 +1,172 @@
 //! `audin-server`: the Audin operator reference service.
+//!
+//! It implements the operator side of `docs/protocol-v1.md`: the token
+//! endpoint, the phone-number and call-record listings, the presence and
+//! audio WebSockets, the call routing between operators and the phone
+//! network, and a simulated carrier (`sim`) for development and tests.
+//!
+//! It must not depend on the SDKs (`audin-operator`, the wasm or worklet
+//! crates), on a browser or on wasm: it talks to them only through the wire
+//! protocol, whose types come from `audin-protocol`.
+//!
+//! Module map:
+//! - [`config`]: flags, `AUDIN_*` variables, origin allow-list;
+//! - [`http`]: HTTP endpoints, CORS, dev endpoints, static files;
+//! - [`ws`]: the WebSocket layer (buffers, bounded queues) in one place;
+//! - [`presence`], [`audio`]: the two sockets' protocol logic;
+//! - [`engine`]: live calls (one task each) and presence sockets;
+//! - [`routing`]: the [`routing::Routing`] trait (operators, offers,
+//!   assignment) and its in-memory implementation;
+//! - [`carrier`]: the [`carrier::Carrier`] / [`carrier::CarrierLeg`]
+//!   boundary; [`sim`]: the simulated network;
+//! - [`db`]: SQLite on a dedicated thread; [`auth`]: API keys and tokens;
+//! - [`metrics`], [`ratelimit`], [`mulaw`], [`util`], [`cli`].
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let handle = audin_server::Server::start(audin_server::ServerConfig::for_tests()).await?;
+//! println!("listening on {}", handle.local_addr);
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod audio;
+pub mod auth;
+pub mod carrier;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod mulaw;
+pub mod presence;
+pub mod ratelimit;
+pub mod routing;
+pub mod sim;
+pub mod util;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+pub use engine::Engine;
+
+/// The service.
+#[derive(Debug)]
+pub struct Server;
+
+/// A running service.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// The dev account's API key (with `dev`).
+    pub dev_api_key: Option<String>,
+    /// The engine (tests inspect it).
+    pub engine: Arc<Engine>,
+    stop: Option<oneshot::Sender<()>>,
+    serve: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Opens the database, binds `config.listen` and serves until
+    /// [`ServerHandle::shutdown`].
+    pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
+        let path = config.database.clone();
+        let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
+            .await
+            .context("database thread")??;
+        let closed = db.call(db::close_open_calls).await?;
+        if closed > 0 {
+            tracing::warn!(closed, "closed call records left open by a crash as failed");
+        }
+        let secret = match &config.signing_secret {
+            Some(s) => s.clone(),
+            None => db.call(db::signing_secret).await?,
+        };
+        let dev_api_key = if config.dev {
+            Some(db.call(db::seed_dev).await?)
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let print_ready = config.print_ready;
+        let dev = config.dev;
+        let engine = Engine::new(config, db, auth::TokenSigner::new(secret.as_bytes()));
+        let app = http::router(engine.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            let result = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "server error");
+            }
+        });
+        tracing::info!(%local_addr, dev, "audin-server started");
+        if print_ready {
+            if let Some(key) = &dev_api_key {
+                println!("AUDIN_DEV_API_KEY={key}");
+                for (id, number, name) in db::DEV_NUMBERS {
+                    println!("dev number {id} {number} {name}");
+                }
+            }
+            println!("audin-server listening on http://{local_addr}");
+        }
+        Ok(ServerHandle {
+            local_addr,
+            dev_api_key,
+            engine,
+            stop: Some(stop_tx),
+            serve: Some(serve),
+        })
+    }
+}
+
+impl ServerHandle {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// `ws://ADDR`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Graceful shutdown: live calls end `failed` (`ended` / `callEnded`
+    /// sent, records closed), sockets close with 1001, then the listener
+    /// stops.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        self.engine.shutdown().await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(serve) = self.serve.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), serve).await;
+        }
+    }
+
+    /// Stops accepting connections at once, without ending calls or
+    /// closing records (simulates a crash in tests).
+    pub fn abort(mut self) {
+        if let Some(serve) = self.serve.take() {
+            serve.abort();
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The audio socket (`GET /v1/operator/audio`): attach, 160-byte mu-law
+//! frames both ways, mute / DTMF / hangup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use audin_protocol::{
+    AudioClientMessage, AudioServerMessage, CloseCode, EndReason, ErrorCode, FRAME_BYTES,
+    decode_audio_client_message, validate_dtmf_digit,
+};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use tokio::time::Instant;
+
+use crate::engine::{AttachError, Attachment, CallCmd, Engine};
+use crate::metrics::Metrics;
+use crate::presence::{close_for_token, origin_ok, pre_auth_reply};
+use crate::ratelimit::{Bucket, SocketLimiter, Verdict};
+use crate::routing::OperatorKey;
+use crate::ws::{self, Incoming, Kind, WsConn};
+
+fn error_msg(code: ErrorCode, message: impl Into<String>) -> String {
+    AudioServerMessage::Error {
+        code,
+        message: message.into(),
+    }
+    .to_json()
+}
+
+/// The upgrade handler.
+pub async fn handler(
+    State(engine): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ws = match ws::prepare(ws, &headers) {
+        Ok(ws) => ws,
+        Err(resp) => return resp,
+    };
+    let allowed = origin_ok(&engine, &headers);
+    ws.on_upgrade(move |socket| async move {
+        let mut conn = WsConn::start(socket, Kind::Audio, engine.metrics.clone());
+        if !allowed {
+            tracing::info!(%peer, "audio socket from a disallowed origin");
+            conn.close_with(
+                Some(error_msg(ErrorCode::Forbidden, "origin not allowed")),
+                CloseCode::PolicyViolation,
+                "FORBIDDEN",
+            )
+            .await;
+            return;
+        }
+        run(engine, conn).await;
+    })
+}
+
+async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Attachment)> {
+    let deadline = Instant::now() + engine.cfg.auth_timeout;
+    let mut limiter = SocketLimiter::default();
+    loop {
+        let inc = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                conn.close_with(
+                    Some(error_msg(ErrorCode::NotAuthenticated, "no attach within the auth timeout")),
+                    CloseCode::AuthTimeout,
+                    "NOT_AUTHENTICATED",
+                ).await;
+                return None;
+            }
+            inc = conn.recv() => inc,
+        };
+        let inc = pre_auth_reply(conn, inc).await?;
+        match limiter.check() {
+            Verdict::Allow => {}
+            Verdict::Limited { .. } => continue,
+            Verdict::Close => {
+                conn.close_with(None, CloseCode::RateLimited, "RATE_LIMITED")
+                    .await;
+                return None;
+            }
+        }
+        let text = match inc {
+            Incoming::Binary(_) => {
+                conn.outbox().send_text(error_msg(
+                    ErrorCode::NotAuthenticated,
+                    "attach before sending audio",
+                ));
+                continue;
+            }
+            Incoming::Text(t) => t,
+            Incoming::Closed | Incoming::TooLarge(_) => return None,
+        };
+        match decode_audio_client_message(text.as_str()) {
+            Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),
+            Ok(AudioClientMessage::Attach { token, call_sid }) => {
+                let claims = match engine.signer.verify(&token) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        close_for_token(conn, e).await;
+                        return None;
+                    }
+                };
+                return match engine
+                    .attach(&claims, &call_sid, conn.outbox().clone())
+                    .await
+                {
+                    Ok(a) => Some((
+                        OperatorKey {
+                            account: claims.acc,
+                            operator_ref: claims.sub,
+                        },
+                        a,
+                    )),
+                    Err(AttachError::Forbidden) => {
+                        conn.close_with(
+                            Some(error_msg(ErrorCode::Forbidden, "not this operator's call")),
+                            CloseCode::Forbidden,
+                            "FORBIDDEN",
+                        )
+                        .await;
+                        None
+                    }
+                    Err(AttachError::NotFound) => {
+                        conn.close_with(
+                            Some(error_msg(ErrorCode::CallNotFound, "unknown or ended call")),
+                            CloseCode::CallNotFound,
+                            "CALL_NOT_FOUND",
+                        )
+                        .await;
+                        None
+                    }
+                };
+            }
+            Ok(_) => conn.outbox().send_text(error_msg(
+                ErrorCode::NotAuthenticated,
+                "the first message must be attach",
+            )),
+        }
+    }
+}
+
+async fn run(engine: Arc<Engine>, mut conn: WsConn) {
+    let Some((op, att)) = attach(&engine, &mut conn).await else {
+        return;
+    };
+    let mut limiter = SocketLimiter::default();
+    // 100 frames/s (2x real time), small burst for catch-up after a stall.
+    let mut frames = Bucket::new(100.0, 50.0);
+    let mut bad_frame_replies = Bucket::new(1.0, 5.0);
+    loop {
+        let inc = conn.recv().await;
+        let Some(inc) = pre_auth_reply(&mut conn, inc).await else {
+            break;
+        };
+        match inc {
+            Incoming::Binary(frame) => {
+                if frame.len() != FRAME_BYTES {
+                    if bad_frame_replies.take() {
+                        conn.outbox().send_text(error_msg(
+                            ErrorCode::InvalidFrame,
+                            format!("audio frames are {FRAME_BYTES} bytes, got {}", frame.len()),
+                        ));
+                    }
+                    continue;
+                }
+                if !frames.take() {
+                    Metrics::inc(&engine.metrics.frames_dropped);
+                    continue;
+                }
+                if att.media.to_carrier(frame) {
+                    Metrics::inc(&engine.metrics.frames_to_carrier);
+                }
+            }
+            Incoming::Text(t) => {
+                match limiter.check() {
+                    Verdict::Allow => {}
+                    Verdict::Limited { reply } => {
+                        if reply {
+                            conn.outbox()
+                                .send_text(error_msg(ErrorCode::RateLimited, "too many messages"));
+                        }
+                        continue;
+                    }
+                    Verdict::Close => {
+                        conn.close_with(
+                            Some(error_msg(ErrorCode::RateLimited, "message flood")),
+                            CloseCode::RateLimited,
+                            "RATE_LIMITED",
+                        )
+                        .await;
+                        break;
+                    }
+                }
+                match decode_audio_client_message(t.as_str()) {
+                    Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),
+                    Ok(AudioClientMessage::Attach { .. }) => conn
+                        .outbox()
+                        .send_text(error_msg(ErrorCode::InvalidMessage, "already attached")),
+                    Ok(AudioClientMessage::Mute { muted }) => {
+                        let _ = att.cmd.send(CallCmd::Mute(muted)).await;
+                    }
+                    Ok(AudioClientMessage::Dtmf { digit }) => match validate_dtmf_digit(&digit) {
+                        Ok(d) => {
+                            let _ = att.cmd.send(CallCmd::Dtmf(d)).await;
+                        }
+                        Err(e) => conn
+                            .outbox()
+                            .send_text(error_msg(ErrorCode::InvalidDtmf, e.to_string())),
+                    },
+                    Ok(AudioClientMessage::Hangup { reason }) => {
+                        let _ = att
+                            .cmd
+                            .send(CallCmd::Hangup {
+                                op: op.clone(),
+                                reason: reason.map_or(EndReason::Hangup, EndReason::from),
+                                from_presence: false,
+                            })
+                            .await;
+                    }
+                }
+            }
+            Incoming::Closed | Incoming::TooLarge(_) => break,
+        }
+    }
+    let _ = att.cmd.send(CallCmd::AudioClosed(att.attach_id)).await;
+}

@@ -1,0 +1,122 @@
+//! The `admin` and `sim` subcommands.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{AdminCommand, ServeArgs, SimCommand};
+use crate::db;
+
+/// Runs an `admin` subcommand against the configured database.
+pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
+    let path = args.database_path();
+    let mut conn = db::open_sync(&path)?;
+    match action {
+        AdminCommand::CreateAccount { name } => {
+            let id = db::create_account(&mut conn, &name)?;
+            let key = db::create_api_key(&mut conn, &id, "")?;
+            println!("account {id}");
+            println!("api key {key}");
+            println!("(the key is shown once; store it now)");
+        }
+        AdminCommand::CreateKey { account } => {
+            let key = db::create_api_key(&mut conn, &account, "")?;
+            println!("api key {key}");
+            println!("(the key is shown once; store it now)");
+        }
+        AdminCommand::AddNumber {
+            account,
+            number,
+            name,
+        } => {
+            if let Err(e) = audin_protocol::validate_e164(&number) {
+                bail!("{number}: {e}");
+            }
+            let id = db::add_number(&mut conn, &account, &number, &name)
+                .with_context(|| format!("adding {number} to {account}"))?;
+            println!("number {id} {number} {name}");
+        }
+        AdminCommand::List => print!("{}", db::admin_listing(&mut conn)?),
+    }
+    Ok(())
+}
+
+/// Runs a `sim` subcommand against a running server.
+pub fn sim(action: SimCommand) -> Result<()> {
+    match action {
+        SimCommand::Call {
+            server,
+            from,
+            to,
+            behaviour,
+        } => {
+            let mut body = serde_json::json!({ "from": from, "to": to });
+            if let Some(b) = behaviour {
+                body["behaviour"] = serde_json::Value::String(b);
+            }
+            let (status, text) = post_json(&server, "/dev/sim/calls", &body.to_string())?;
+            if status != 200 {
+                bail!("server answered {status}: {text}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&text).context("answer is not JSON")?;
+            println!("{}", v["callSid"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 POST (plain `http://` only; the CLI talks to a local
+/// dev server).
+fn post_json(base: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let rest = base
+        .strip_prefix("http://")
+        .context("--server must be an http:// URL")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let addr = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    let mut stream = TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").context("malformed answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed status line")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

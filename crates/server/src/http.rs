@@ -1,0 +1,441 @@
+//! HTTP endpoints, CORS and the router.
+
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use audin_protocol::{ErrorBody, ErrorCode, TokenResponse, validate_e164};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::db;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::sim::Behaviour;
+use crate::util::{new_call_sid, rfc3339};
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(ErrorBody::new(self.0, self.1))).into_response()
+    }
+}
+
+impl ApiError {
+    fn new(code: ErrorCode, msg: impl Into<String>) -> Self {
+        Self(code, msg.into())
+    }
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %e, "internal error");
+    ApiError::new(ErrorCode::Internal, "internal error")
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the router.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let mut r = Router::new()
+        .route(audin_protocol::TOKEN_PATH, post(issue_token))
+        .route(audin_protocol::PHONE_NUMBERS_PATH, get(phone_numbers))
+        .route(audin_protocol::CALLS_PATH, get(list_calls))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route(audin_protocol::PRESENCE_PATH, get(crate::presence::handler))
+        .route(audin_protocol::AUDIO_PATH, get(crate::audio::handler));
+    if engine.cfg.dev {
+        r = r
+            .route("/api/operator/token", post(dev_token))
+            .route("/dev/sim/calls", post(sim_start))
+            .route("/dev/sim/calls/{sid}", get(sim_status))
+            .route("/dev/sim/calls/{sid}/hangup", post(sim_hangup))
+            .route("/dev/sim/calls/{sid}/recording.wav", get(sim_recording));
+    }
+    if engine.cfg.static_dir.is_some() {
+        r = r.route("/sdk/{*path}", get(static_file));
+    }
+    r.layer(middleware::from_fn_with_state(engine.clone(), cors))
+        .with_state(engine)
+}
+
+// ── CORS ──────────────────────────────────────────────────────────────────
+
+async fn cors(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| crate::config::origin_allowed(&engine.cfg.allowed_origins, o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if origin.is_some() {
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Authorization, Content-Type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    }
+    resp
+}
+
+// ── helpers ───────────────────────────────────────────────────────────────
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        if serde_json::from_slice::<serde_json::Value>(body).is_err() {
+            ApiError::new(ErrorCode::InvalidJson, "the body is not JSON")
+        } else {
+            ApiError::new(ErrorCode::InvalidMessage, format!("invalid body: {e}"))
+        }
+    })
+}
+
+/// Resolves `X-API-Key` to an account, counting failures per address.
+async fn api_key_account(
+    engine: &Engine,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> ApiResult<String> {
+    let ip = peer.ip();
+    if engine.auth_limiter.blocked(ip) {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many failed API-key attempts; try again later",
+        ));
+    }
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let account = match presented {
+        Some(key) => engine
+            .db
+            .call(move |c| db::account_for_key(c, &key))
+            .await
+            .map_err(internal)?,
+        None => None,
+    };
+    match account {
+        Some(a) => Ok(a),
+        None => {
+            engine.auth_limiter.failed(ip);
+            Metrics::inc(&engine.metrics.auth_failures);
+            tracing::info!(%ip, "rejected API key");
+            Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TokenBody {
+    operator_ref: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    phone_number_ids: Option<Vec<String>>,
+}
+
+async fn issue_for(
+    engine: &Engine,
+    account: String,
+    operator_ref: String,
+    display_name: String,
+    ids: Option<Vec<String>>,
+) -> ApiResult<Response> {
+    let n = operator_ref.chars().count();
+    if n == 0 || n > 128 || operator_ref.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "operatorRef must be 1-128 printable characters",
+        ));
+    }
+    if display_name.chars().count() > 128 || display_name.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "displayName must be at most 128 printable characters",
+        ));
+    }
+    let acc = account.clone();
+    let owned = engine
+        .db
+        .call(move |c| db::numbers_of(c, &acc))
+        .await
+        .map_err(internal)?;
+    let ids = match ids {
+        Some(ids) => ids,
+        None => owned.iter().map(|n| n.id.clone()).collect(),
+    };
+    if let Some(bad) = ids.iter().find(|id| !owned.iter().any(|n| &n.id == *id)) {
+        return Err(ApiError::new(
+            ErrorCode::NumberNotOwned,
+            format!("phone number {bad:?} is not a number of this account"),
+        ));
+    }
+    let (token, claims) = engine.signer.issue(
+        &account,
+        &operator_ref,
+        &display_name,
+        ids,
+        engine.cfg.token_ttl.as_secs(),
+    );
+    tracing::info!(operator = %operator_ref, "session token issued");
+    Ok(axum::Json(TokenResponse {
+        token,
+        expires_at: rfc3339(claims.exp),
+    })
+    .into_response())
+}
+
+// ── endpoints ─────────────────────────────────────────────────────────────
+
+async fn issue_token(
+    State(engine): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let account = api_key_account(&engine, &headers, peer).await?;
+    let req: TokenBody = parse_json(&body)?;
+    let operator_ref = req
+        .operator_ref
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidMessage, "operatorRef is required"))?;
+    issue_for(
+        &engine,
+        account,
+        operator_ref,
+        req.display_name.unwrap_or_default(),
+        Some(req.phone_number_ids.unwrap_or_default()),
+    )
+    .await
+}
+
+async fn dev_token(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<Response> {
+    let req: TokenBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    issue_for(
+        &engine,
+        db::DEV_ACCOUNT_ID.to_owned(),
+        req.operator_ref.unwrap_or_else(|| "dev-operator".into()),
+        req.display_name.unwrap_or_else(|| "Dev operator".into()),
+        req.phone_number_ids,
+    )
+    .await
+}
+
+async fn phone_numbers(
+    State(engine): State<Arc<Engine>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing bearer token"))?;
+    let claims = engine.signer.verify(token.trim()).map_err(|e| match e {
+        crate::auth::TokenError::Expired => {
+            ApiError::new(ErrorCode::TokenExpired, "the session token expired")
+        }
+        crate::auth::TokenError::Invalid => ApiError::new(ErrorCode::Unauthorized, "invalid token"),
+    })?;
+    let acc = claims.acc;
+    let numbers = engine
+        .db
+        .call(move |c| db::numbers_of(c, &acc))
+        .await
+        .map_err(internal)?;
+    let infos: Vec<_> = numbers.iter().map(db::NumberRow::info).collect();
+    Ok(axum::Json(infos).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CallsQuery {
+    limit: Option<u32>,
+}
+
+async fn list_calls(
+    State(engine): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<CallsQuery>,
+) -> ApiResult<Response> {
+    let account = api_key_account(&engine, &headers, peer).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let records = engine
+        .db
+        .call(move |c| db::list_calls(c, &account, limit))
+        .await
+        .map_err(internal)?;
+    Ok(axum::Json(records).into_response())
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
+    let (online, by_state) = engine.gauges();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        engine.metrics.render(online, &by_state),
+    )
+        .into_response()
+}
+
+// ── the sim network (dev) ─────────────────────────────────────────────────
+
+#[derive(Debug, Deserialize)]
+struct SimCallBody {
+    from: String,
+    to: String,
+    #[serde(default)]
+    behaviour: Option<String>,
+}
+
+async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<Response> {
+    let req: SimCallBody = parse_json(&body)?;
+    for n in [&req.from, &req.to] {
+        validate_e164(n)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidNumber, format!("{n:?}: {e}")))?;
+    }
+    let behaviour = match req.behaviour.as_deref() {
+        None => Behaviour::Tone,
+        Some(b) => Behaviour::parse(b).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidMessage,
+                "behaviour must be tone, echo or silence",
+            )
+        })?,
+    };
+    let sid = new_call_sid();
+    let call = engine
+        .sim
+        .start_inbound(&sid, &req.from, &req.to, behaviour);
+    engine
+        .inbound(call)
+        .await
+        .map_err(|(code, m)| ApiError(code, m))?;
+    Ok(axum::Json(serde_json::json!({ "callSid": sid })).into_response())
+}
+
+async fn sim_hangup(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(sid): UrlPath<String>,
+) -> ApiResult<Response> {
+    if engine.sim.caller_hangs_up(&sid) {
+        Ok(axum::Json(serde_json::json!({})).into_response())
+    } else {
+        Err(ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
+    }
+}
+
+async fn sim_status(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(sid): UrlPath<String>,
+) -> ApiResult<Response> {
+    engine
+        .sim
+        .status(&sid)
+        .map(|s| axum::Json(s).into_response())
+        .ok_or_else(|| ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
+}
+
+async fn sim_recording(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(sid): UrlPath<String>,
+) -> ApiResult<Response> {
+    let wav = engine
+        .sim
+        .recording_wav(&sid)
+        .ok_or_else(|| ApiError::new(ErrorCode::CallNotFound, "no such sim call"))?;
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
+}
+
+// ── static files under /sdk/ ──────────────────────────────────────────────
+
+fn safe_join(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" | "cjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "wasm" => "application/wasm",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "wav" => "audio/wav",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn static_file(State(engine): State<Arc<Engine>>, UrlPath(rel): UrlPath<String>) -> Response {
+    let Some(root) = engine.cfg.static_dir.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(mut path) = safe_join(&root, &rel) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
+        path.push("index.html");
+    }
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, content_type(&path)),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}

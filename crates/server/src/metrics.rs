@@ -1,0 +1,99 @@
+//! Counters and gauges, exposed as Prometheus text on `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Process-wide counters. Gauges that are cheaper to compute on demand
+/// (operators online, calls by state) are passed to [`Metrics::render`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open presence sockets.
+    pub presence_sockets: AtomicI64,
+    /// Open audio sockets.
+    pub audio_sockets: AtomicI64,
+    /// Frames from operators to the carrier.
+    pub frames_to_carrier: AtomicU64,
+    /// Frames from the carrier to operators.
+    pub frames_to_operator: AtomicU64,
+    /// Frames dropped by a full queue (slow peer).
+    pub frames_dropped: AtomicU64,
+    /// Calls ended, total.
+    pub calls_ended: AtomicU64,
+    /// Failed API-key attempts.
+    pub auth_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    /// Renders the exposition text.
+    pub fn render(&self, operators_online: usize, calls_by_state: &[(&str, usize)]) -> String {
+        let mut s = String::with_capacity(1024);
+        let _ = writeln!(
+            s,
+            "# HELP audin_operators_online Operators with an authenticated presence socket."
+        );
+        let _ = writeln!(s, "# TYPE audin_operators_online gauge");
+        let _ = writeln!(s, "audin_operators_online {operators_online}");
+        let _ = writeln!(s, "# HELP audin_calls Live calls by state.");
+        let _ = writeln!(s, "# TYPE audin_calls gauge");
+        for (state, n) in calls_by_state {
+            let _ = writeln!(s, "audin_calls{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(s, "# HELP audin_calls_ended_total Calls ended since start.");
+        let _ = writeln!(s, "# TYPE audin_calls_ended_total counter");
+        let _ = writeln!(
+            s,
+            "audin_calls_ended_total {}",
+            self.calls_ended.load(Relaxed)
+        );
+        let _ = writeln!(s, "# HELP audin_sockets_open Open WebSockets by kind.");
+        let _ = writeln!(s, "# TYPE audin_sockets_open gauge");
+        let _ = writeln!(
+            s,
+            "audin_sockets_open{{kind=\"presence\"}} {}",
+            self.presence_sockets.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "audin_sockets_open{{kind=\"audio\"}} {}",
+            self.audio_sockets.load(Relaxed)
+        );
+        let _ = writeln!(s, "# HELP audin_frames_relayed_total Audio frames relayed.");
+        let _ = writeln!(s, "# TYPE audin_frames_relayed_total counter");
+        let _ = writeln!(
+            s,
+            "audin_frames_relayed_total{{direction=\"to_carrier\"}} {}",
+            self.frames_to_carrier.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "audin_frames_relayed_total{{direction=\"to_operator\"}} {}",
+            self.frames_to_operator.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP audin_frames_dropped_total Audio frames dropped for a slow peer."
+        );
+        let _ = writeln!(s, "# TYPE audin_frames_dropped_total counter");
+        let _ = writeln!(
+            s,
+            "audin_frames_dropped_total {}",
+            self.frames_dropped.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP audin_api_key_failures_total Failed API-key attempts."
+        );
+        let _ = writeln!(s, "# TYPE audin_api_key_failures_total counter");
+        let _ = writeln!(
+            s,
+            "audin_api_key_failures_total {}",
+            self.auth_failures.load(Relaxed)
+        );
+        s
+    }
+}

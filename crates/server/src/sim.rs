@@ -1,0 +1,499 @@
+//! The simulated phone network (carrier `sim`).
+//!
+//! Outbound numbers behave as in the table of `docs/protocol-v1.md`; inbound
+//! calls are started by the dev endpoints. Every far end paces its audio at
+//! 20 ms, records what it hears (decoded to PCM, at most five minutes) and
+//! the DTMF digits it receives.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use audin_protocol::{EndReason, FRAME_BYTES};
+use axum::body::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::carrier::{
+    Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EventReceiver, EventSender, InboundCall,
+    OutboundRequest,
+};
+use crate::mulaw;
+use crate::ws::FrameQueue;
+
+/// Most PCM samples recorded per call: five minutes at 8 kHz.
+const MAX_RECORDED_SAMPLES: usize = 8_000 * 300;
+/// Ended sim calls kept for inspection.
+const KEEP_ENDED: usize = 32;
+
+/// What a far end plays once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Plays a steady 440 Hz tone.
+    Tone,
+    /// Sends back what it hears.
+    Echo,
+    /// Sends silence.
+    Silence,
+}
+
+impl Behaviour {
+    /// Parses `tone`, `echo` or `silence`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tone" => Some(Self::Tone),
+            "echo" => Some(Self::Echo),
+            "silence" => Some(Self::Silence),
+            _ => None,
+        }
+    }
+}
+
+/// The script of a far end.
+#[derive(Debug, Clone)]
+struct Script {
+    behaviour: Behaviour,
+    /// Outbound: answer after this long (`None`: never, or see below).
+    answer_after: Option<Duration>,
+    /// Busy at once.
+    busy: bool,
+    /// Decline after this long.
+    decline_after: Option<Duration>,
+    /// Carrier error at once.
+    fail: bool,
+    /// Hang up this long after answering.
+    hangup_after_answer: Option<Duration>,
+}
+
+impl Script {
+    fn plain(behaviour: Behaviour, answer_after: Option<Duration>) -> Self {
+        Self {
+            behaviour,
+            answer_after,
+            busy: false,
+            decline_after: None,
+            fail: false,
+            hangup_after_answer: None,
+        }
+    }
+
+    /// The behaviour of an outbound number, per the doc's table.
+    fn for_number(to: &str) -> Self {
+        let ms = Duration::from_millis;
+        match to {
+            "+15550100001" => Self::plain(Behaviour::Echo, Some(ms(300))),
+            "+15550100002" => Self::plain(Behaviour::Tone, Some(ms(300))),
+            "+15550100003" => Self {
+                busy: true,
+                ..Self::plain(Behaviour::Silence, None)
+            },
+            "+15550100004" => Self::plain(Behaviour::Silence, None),
+            "+15550100005" => Self {
+                decline_after: Some(ms(1_000)),
+                ..Self::plain(Behaviour::Silence, None)
+            },
+            "+15550100006" => Self {
+                fail: true,
+                ..Self::plain(Behaviour::Silence, None)
+            },
+            "+15550100007" => Self {
+                hangup_after_answer: Some(ms(3_000)),
+                ..Self::plain(Behaviour::Tone, Some(ms(300)))
+            },
+            _ => Self::plain(Behaviour::Echo, Some(ms(1_000))),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Observed {
+    state: &'static str,
+    end_reason: Option<EndReason>,
+    dtmf: String,
+    frames_heard: u64,
+    pcm: Vec<i16>,
+}
+
+#[derive(Debug)]
+enum FarCmd {
+    Answer,
+    Dtmf(char),
+    HangUp(EndReason),
+    CallerHangsUp,
+}
+
+/// One far end.
+#[derive(Debug)]
+struct SimCall {
+    observed: Mutex<Observed>,
+    heard: FrameQueue,
+    cmd: mpsc::Sender<FarCmd>,
+}
+
+/// The leg the engine holds.
+#[derive(Debug)]
+struct SimLeg {
+    call: Arc<SimCall>,
+}
+
+impl CarrierLeg for SimLeg {
+    fn answer(&self) {
+        let _ = self.call.cmd.try_send(FarCmd::Answer);
+    }
+
+    fn send_audio(&self, frame: Bytes) {
+        self.call.heard.push(frame);
+    }
+
+    fn send_dtmf(&self, digit: char) {
+        let _ = self.call.cmd.try_send(FarCmd::Dtmf(digit));
+    }
+
+    fn hang_up(&self, reason: EndReason) {
+        {
+            let mut o = self.call.observed.lock().expect("sim lock");
+            if o.end_reason.is_none() {
+                o.end_reason = Some(reason);
+                o.state = "ended";
+            }
+        }
+        let _ = self.call.cmd.try_send(FarCmd::HangUp(reason));
+    }
+}
+
+/// What `GET /dev/sim/calls/{sid}` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimCallStatus {
+    /// The call.
+    pub call_sid: String,
+    /// `ringing`, `answered` or `ended`.
+    pub state: String,
+    /// Why it ended, once it has.
+    pub end_reason: Option<EndReason>,
+    /// Digits received, in order.
+    pub dtmf: String,
+    /// Audio frames heard.
+    pub frames_heard: u64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    calls: HashMap<String, Arc<SimCall>>,
+    ended: VecDeque<String>,
+}
+
+/// The simulated carrier.
+#[derive(Debug, Default)]
+pub struct SimCarrier {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl SimCarrier {
+    /// A sim network with no calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn spawn(
+        &self,
+        call_sid: &str,
+        script: Script,
+        inbound: bool,
+        events: EventSender,
+    ) -> Arc<SimCall> {
+        let (cmd_tx, cmd_rx) = mpsc::channel(32);
+        let call = Arc::new(SimCall {
+            observed: Mutex::new(Observed {
+                state: "ringing",
+                ..Observed::default()
+            }),
+            heard: FrameQueue::new(crate::ws::AUDIO_QUEUE_FRAMES),
+            cmd: cmd_tx,
+        });
+        self.registry
+            .lock()
+            .expect("sim lock")
+            .calls
+            .insert(call_sid.to_owned(), call.clone());
+        let far = FarEnd {
+            call: call.clone(),
+            script,
+            inbound,
+            events,
+            cmd: cmd_rx,
+            registry: self.registry.clone(),
+            call_sid: call_sid.to_owned(),
+        };
+        tokio::spawn(far.run());
+        call
+    }
+
+    /// Starts an inbound call from `from` to `to`; hand the result to the
+    /// engine.
+    pub fn start_inbound(
+        &self,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        behaviour: Behaviour,
+    ) -> InboundCall {
+        let (tx, events): (EventSender, EventReceiver) = mpsc::channel(EVENT_QUEUE);
+        let call = self.spawn(call_sid, Script::plain(behaviour, None), true, tx);
+        InboundCall {
+            call_sid: call_sid.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            leg: Arc::new(SimLeg { call }),
+            events,
+        }
+    }
+
+    /// The caller of an inbound call hangs up.
+    pub fn caller_hangs_up(&self, call_sid: &str) -> bool {
+        let call = self
+            .registry
+            .lock()
+            .expect("sim lock")
+            .calls
+            .get(call_sid)
+            .cloned();
+        match call {
+            Some(c) => {
+                let _ = c.cmd.try_send(FarCmd::CallerHangsUp);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The far end's view of a call.
+    pub fn status(&self, call_sid: &str) -> Option<SimCallStatus> {
+        let call = self
+            .registry
+            .lock()
+            .expect("sim lock")
+            .calls
+            .get(call_sid)
+            .cloned()?;
+        let o = call.observed.lock().expect("sim lock");
+        Some(SimCallStatus {
+            call_sid: call_sid.to_owned(),
+            state: o.state.to_owned(),
+            end_reason: o.end_reason,
+            dtmf: o.dtmf.clone(),
+            frames_heard: o.frames_heard,
+        })
+    }
+
+    /// What the far end heard, as an 8 kHz 16-bit mono WAV file.
+    pub fn recording_wav(&self, call_sid: &str) -> Option<Vec<u8>> {
+        let call = self
+            .registry
+            .lock()
+            .expect("sim lock")
+            .calls
+            .get(call_sid)
+            .cloned()?;
+        let o = call.observed.lock().expect("sim lock");
+        Some(wav(&o.pcm))
+    }
+}
+
+impl Carrier for SimCarrier {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn place_call(&self, req: OutboundRequest, events: EventSender) -> Arc<dyn CarrierLeg> {
+        let call = self.spawn(&req.call_sid, Script::for_number(&req.to), false, events);
+        Arc::new(SimLeg { call })
+    }
+}
+
+struct FarEnd {
+    call: Arc<SimCall>,
+    script: Script,
+    inbound: bool,
+    events: EventSender,
+    cmd: mpsc::Receiver<FarCmd>,
+    registry: Arc<Mutex<Registry>>,
+    call_sid: String,
+}
+
+fn at(d: Option<Duration>) -> Option<Instant> {
+    d.map(|d| Instant::now() + d)
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl FarEnd {
+    fn set_state(&self, state: &'static str) {
+        let mut o = self.call.observed.lock().expect("sim lock");
+        if o.end_reason.is_none() {
+            o.state = state;
+        }
+    }
+
+    fn end(&self, reason: EndReason) {
+        let mut o = self.call.observed.lock().expect("sim lock");
+        if o.end_reason.is_none() {
+            o.end_reason = Some(reason);
+        }
+        o.state = "ended";
+    }
+
+    async fn emit(&self, ev: CarrierEvent) -> bool {
+        self.events.send(ev).await.is_ok()
+    }
+
+    async fn run(mut self) {
+        self.script_loop().await;
+        self.call.heard.clear();
+        let mut reg = self.registry.lock().expect("sim lock");
+        reg.ended.push_back(self.call_sid.clone());
+        while reg.ended.len() > KEEP_ENDED {
+            if let Some(old) = reg.ended.pop_front() {
+                reg.calls.remove(&old);
+            }
+        }
+    }
+
+    async fn script_loop(&mut self) {
+        if !self.inbound {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.script.fail {
+                self.end(EndReason::Failed);
+                self.emit(CarrierEvent::Failed("sim: carrier error".into()))
+                    .await;
+                return;
+            }
+            if self.script.busy {
+                self.end(EndReason::Rejected);
+                self.emit(CarrierEvent::Busy).await;
+                return;
+            }
+        }
+        let mut answer_at = at(self.script.answer_after);
+        let decline_at = at(self.script.decline_after);
+        let mut hangup_at: Option<Instant> = None;
+        let mut answered = false;
+        let mut tone = mulaw::Tone::new(440.0);
+        let mut echo: VecDeque<Bytes> = VecDeque::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = self.cmd.recv() => match cmd {
+                    Some(FarCmd::Answer) if self.inbound && !answered => {
+                        answered = true;
+                        self.set_state("answered");
+                        hangup_at = at(self.script.hangup_after_answer);
+                    }
+                    Some(FarCmd::Answer) => {}
+                    Some(FarCmd::Dtmf(d)) => {
+                        self.call.observed.lock().expect("sim lock").dtmf.push(d);
+                    }
+                    Some(FarCmd::HangUp(reason)) => {
+                        self.end(reason);
+                        return;
+                    }
+                    Some(FarCmd::CallerHangsUp) => {
+                        self.end(EndReason::RemoteHangup);
+                        self.emit(CarrierEvent::RemoteHangup).await;
+                        return;
+                    }
+                    None => {
+                        self.end(EndReason::Failed);
+                        return;
+                    }
+                },
+                _ = sleep_opt(answer_at) => {
+                    answer_at = None;
+                    answered = true;
+                    self.set_state("answered");
+                    hangup_at = at(self.script.hangup_after_answer);
+                    if !self.emit(CarrierEvent::Answered).await {
+                        return;
+                    }
+                }
+                _ = sleep_opt(decline_at) => {
+                    self.end(EndReason::Rejected);
+                    self.emit(CarrierEvent::Declined).await;
+                    return;
+                }
+                _ = sleep_opt(hangup_at) => {
+                    self.end(EndReason::RemoteHangup);
+                    self.emit(CarrierEvent::RemoteHangup).await;
+                    return;
+                }
+                _ = self.call.heard.ready() => {
+                    while let Some(frame) = self.call.heard.pop() {
+                        if !answered {
+                            continue;
+                        }
+                        {
+                            let mut o = self.call.observed.lock().expect("sim lock");
+                            o.frames_heard += 1;
+                            let room = MAX_RECORDED_SAMPLES.saturating_sub(o.pcm.len());
+                            o.pcm.extend(frame.iter().take(room).map(|&b| mulaw::decode(b)));
+                        }
+                        if self.script.behaviour == Behaviour::Echo {
+                            if echo.len() >= crate::ws::AUDIO_QUEUE_FRAMES {
+                                echo.pop_front();
+                            }
+                            echo.push_back(frame);
+                        }
+                    }
+                }
+                _ = tick.tick(), if answered => {
+                    let frame = match self.script.behaviour {
+                        Behaviour::Echo => match echo.pop_front() {
+                            Some(f) => f,
+                            None => continue,
+                        },
+                        Behaviour::Tone => {
+                            let mut buf = vec![0u8; FRAME_BYTES];
+                            tone.fill(&mut buf);
+                            Bytes::from(buf)
+                        }
+                        Behaviour::Silence => Bytes::from_static(&[mulaw::SILENCE; FRAME_BYTES]),
+                    };
+                    if let Err(mpsc::error::TrySendError::Closed(_)) =
+                        self.events.try_send(CarrierEvent::Audio(frame))
+                    {
+                        self.end(EndReason::Failed);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 16-bit mono 8 kHz WAV.
+fn wav(pcm: &[i16]) -> Vec<u8> {
+    let data_len = (pcm.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes()); // byte rate
+    out.extend_from_slice(&2u16.to_le_bytes()); // block align
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}

@@ -1,0 +1,377 @@
+//! The WebSocket layer, in one place so the stack can be swapped (e.g. for
+//! fastwebsockets) without touching the presence or audio logic.
+//!
+//! A connection is split in two: the session task reads with
+//! [`WsConn::recv`], and a writer task drains the connection's [`Outbox`]:
+//! a bounded control queue (a peer that cannot keep up is dropped) and an
+//! audio queue of at most [`AUDIO_QUEUE_FRAMES`] frames that drops the
+//! oldest frame when full. Buffers are small (4 KiB) instead of
+//! tungstenite's 128 KiB default.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use audin_protocol::{CloseCode, ErrorBody, ErrorCode, MAX_TEXT_MESSAGE_BYTES, SUBPROTOCOL};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Write buffer per connection.
+const WRITE_BUFFER: usize = 4 * 1024;
+/// Hard cap of the write buffer (a few messages).
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// Largest message the WebSocket layer assembles. Text over
+/// [`MAX_TEXT_MESSAGE_BYTES`] is refused by the session with 1009; this cap
+/// only bounds memory for anything larger.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Frames queued per direction for a slow peer.
+pub const AUDIO_QUEUE_FRAMES: usize = 10;
+/// Control messages queued for a peer before it is considered stuck.
+const CONTROL_QUEUE: usize = 64;
+/// Longest a single write may take before the peer is considered stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which socket this is (for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `/v1/operator/presence`.
+    Presence,
+    /// `/v1/operator/audio`.
+    Audio,
+}
+
+/// Checks the handshake: the subprotocol must be offered. Returns the
+/// configured upgrade, or the 400 answer.
+#[allow(clippy::result_large_err)]
+pub fn prepare(ws: WebSocketUpgrade, headers: &HeaderMap) -> Result<WebSocketUpgrade, Response> {
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        let body = ErrorBody::new(
+            ErrorCode::UnsupportedProtocol,
+            format!("the WebSocket subprotocol {SUBPROTOCOL} must be offered"),
+        );
+        return Err((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+    }
+    Ok(ws
+        .protocols([SUBPROTOCOL])
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE))
+}
+
+/// A drop-oldest queue of audio frames.
+#[derive(Debug)]
+pub struct FrameQueue {
+    frames: Mutex<VecDeque<Bytes>>,
+    notify: Notify,
+    cap: usize,
+}
+
+impl FrameQueue {
+    /// A queue holding at most `cap` frames.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            frames: Mutex::new(VecDeque::with_capacity(cap)),
+            notify: Notify::new(),
+            cap,
+        }
+    }
+
+    /// Pushes a frame; returns `true` if the oldest frame was dropped.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let dropped = {
+            let mut q = self.frames.lock().expect("frame queue lock");
+            let dropped = if q.len() >= self.cap {
+                q.pop_front();
+                true
+            } else {
+                false
+            };
+            q.push_back(frame);
+            dropped
+        };
+        self.notify.notify_one();
+        dropped
+    }
+
+    /// Takes the oldest frame, if any.
+    pub fn pop(&self) -> Option<Bytes> {
+        self.frames.lock().expect("frame queue lock").pop_front()
+    }
+
+    /// Waits until a frame is pushed (returns at once if one is queued).
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if !self.frames.lock().expect("frame queue lock").is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&self) {
+        self.frames.lock().expect("frame queue lock").clear();
+    }
+}
+
+enum Out {
+    Text(String),
+    Close(u16, String),
+}
+
+#[derive(Debug)]
+struct Shared {
+    audio: FrameQueue,
+    kill: Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// The sending half of a connection; cheap to clone and safe to use from
+/// any task. Nothing here ever waits for the peer.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    ctrl: mpsc::Sender<Out>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Out::Text(_) => f.write_str("Text"),
+            Out::Close(c, _) => write!(f, "Close({c})"),
+        }
+    }
+}
+
+impl Outbox {
+    /// Queues a text message. A peer whose control queue is full is cut off.
+    pub fn send_text(&self, text: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.ctrl.try_send(Out::Text(text)) {
+            tracing::warn!("peer cannot keep up with control messages; dropping it");
+            self.shared.kill.notify_one();
+        }
+    }
+
+    /// Queues a close frame after whatever is queued; the connection ends
+    /// once it is sent.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self
+            .ctrl
+            .try_send(Out::Close(code.code(), reason.to_owned()))
+        {
+            self.shared.kill.notify_one();
+        }
+    }
+
+    /// Queues an audio frame, dropping the oldest one beyond the limit.
+    pub fn push_audio(&self, frame: Bytes) {
+        if self.shared.audio.push(frame) {
+            Metrics::inc(&self.shared.metrics.frames_dropped);
+        }
+    }
+
+    /// Whether the connection is still being written to.
+    pub fn is_open(&self) -> bool {
+        !self.ctrl.is_closed()
+    }
+}
+
+/// What the session task reads.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text message within the size limit.
+    Text(Utf8Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A message over the size limit: the session must close with 1009.
+    TooLarge(usize),
+    /// The connection is over (peer closed, error, or our close was sent).
+    Closed,
+}
+
+/// The reading half plus the connection's outbox.
+#[derive(Debug)]
+pub struct WsConn {
+    stream: SplitStream<WebSocket>,
+    done: watch::Receiver<bool>,
+    outbox: Outbox,
+    kind: Kind,
+    finished: bool,
+}
+
+impl WsConn {
+    /// Starts the writer task for an upgraded socket.
+    pub fn start(socket: WebSocket, kind: Kind, metrics: Arc<Metrics>) -> Self {
+        let (sink, stream) = socket.split();
+        let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+        let shared = Arc::new(Shared {
+            audio: FrameQueue::new(AUDIO_QUEUE_FRAMES),
+            kill: Notify::new(),
+            metrics: metrics.clone(),
+        });
+        let (done_tx, done_rx) = watch::channel(false);
+        match kind {
+            Kind::Presence => metrics
+                .presence_sockets
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Kind::Audio => metrics
+                .audio_sockets
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        tokio::spawn(writer(sink, ctrl_rx, shared.clone(), done_tx));
+        Self {
+            stream,
+            done: done_rx,
+            outbox: Outbox {
+                ctrl: ctrl_tx,
+                shared,
+            },
+            kind,
+            finished: false,
+        }
+    }
+
+    /// The connection's outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Reads the next message. Pings are answered by the stack.
+    pub async fn recv(&mut self) -> Incoming {
+        if self.finished {
+            return Incoming::Closed;
+        }
+        loop {
+            let msg = tokio::select! {
+                _ = self.done.wait_for(|d| *d) => {
+                    self.finished = true;
+                    return Incoming::Closed;
+                }
+                msg = self.stream.next() => msg,
+            };
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.len() > MAX_TEXT_MESSAGE_BYTES {
+                        return Incoming::TooLarge(t.len());
+                    }
+                    return Incoming::Text(t);
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if b.len() > MAX_TEXT_MESSAGE_BYTES {
+                        return Incoming::TooLarge(b.len());
+                    }
+                    return Incoming::Binary(b);
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => {
+                    self.finished = true;
+                    return Incoming::Closed;
+                }
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("Space limit exceeded")
+                        || text.contains("too long")
+                        || text.contains("Capacity")
+                    {
+                        return Incoming::TooLarge(MAX_MESSAGE + 1);
+                    }
+                    tracing::debug!(kind = ?self.kind, error = %text, "socket read error");
+                    self.finished = true;
+                    return Incoming::Closed;
+                }
+            }
+        }
+    }
+
+    /// Sends `error` as JSON then closes with `code`, and waits (briefly)
+    /// for the writer to flush.
+    pub async fn close_with(&mut self, error_json: Option<String>, code: CloseCode, reason: &str) {
+        if let Some(e) = error_json {
+            self.outbox.send_text(e);
+        }
+        self.outbox.close(code, reason);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.done.wait_for(|d| *d)).await;
+        self.finished = true;
+    }
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        // Stops the writer if it is still running (e.g. the session ended
+        // without a close frame).
+        self.outbox.shared.kill.notify_one();
+        let m = &self.outbox.shared.metrics;
+        match self.kind {
+            Kind::Presence => m
+                .presence_sockets
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
+            Kind::Audio => m
+                .audio_sockets
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed),
+        };
+    }
+}
+
+async fn writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut ctrl: mpsc::Receiver<Out>,
+    shared: Arc<Shared>,
+    done: watch::Sender<bool>,
+) {
+    let work = async {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                out = ctrl.recv() => match out {
+                    Some(Out::Text(t)) => Message::Text(t.into()),
+                    Some(Out::Close(code, reason)) => {
+                        let frame = CloseFrame { code, reason: reason.into() };
+                        let _ = tokio::time::timeout(
+                            WRITE_TIMEOUT,
+                            sink.send(Message::Close(Some(frame))),
+                        )
+                        .await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = shared.audio.ready() => match shared.audio.pop() {
+                    Some(f) => Message::Binary(f),
+                    None => continue,
+                },
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        _ = shared.kill.notified() => {}
+    }
+    // Refuse further messages; drop queued audio.
+    ctrl.close();
+    shared.audio.clear();
+    let _ = done.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

@@ -49,6 +49,8 @@ pub const MAX_TAPS_PER_PHASE: usize = 256;
 pub const MAX_COEFS: usize = 17_664;
 /// Largest supported interpolation factor `L` after reduction.
 pub const MAX_UP: u32 = 512;
+/// Largest `L` handled by the integer-interpolation kernel.
+const MAX_INT_UP: usize = 8;
 /// Input samples buffered per inner step (beyond the filter history).
 const CHUNK: usize = 512;
 const BUF_LEN: usize = MAX_TAPS_PER_PHASE + CHUNK;
@@ -122,6 +124,10 @@ pub struct Resampler {
     next_k: usize,
     /// Phase of the next output.
     phase: u32,
+    /// Integer interpolation (`M == 1`, `2 <= L <= 8`): `coefs` holds
+    /// `coefs[(i * L + p) * 4 + lane]` (each tap four times) and outputs are
+    /// computed four input positions at a time, see [`int_up_group`].
+    int_up: bool,
     /// Inputs consumed and outputs produced since the last reset.
     total_in: u64,
     total_out: u64,
@@ -247,6 +253,7 @@ impl Resampler {
             buf_len: LANES - 1,
             next_k: LANES - 1,
             phase: 0,
+            int_up: false,
             total_in: 0,
             total_out: 0,
         }
@@ -318,6 +325,19 @@ impl Resampler {
                     branch[k - 1 - j] = (v / sum) as f32;
                 }
             }
+        }
+        self.int_up = d.down == 1 && (2..=MAX_INT_UP).contains(&l);
+        if self.int_up {
+            // Re-lay the branches as `[tap][phase][4 copies]` for the kernel
+            // that computes all phases of four input positions at once.
+            let mut splat = [0.0f32; MAX_COEFS];
+            for p in 0..l {
+                for i in 0..k {
+                    let at = (i * l + p) * 4;
+                    splat[at..at + 4].fill(self.coefs[p * k + i]);
+                }
+            }
+            self.coefs = splat;
         }
         self.reset();
         Ok(())
@@ -479,6 +499,34 @@ impl Resampler {
             self.buf[self.buf_len..self.buf_len + n].copy_from_slice(&rest[..n]);
             self.buf_len += n;
             rest = &rest[n..];
+            if self.int_up {
+                // Whole groups of four input positions, all phases at once.
+                let l = up as usize;
+                while self.phase == 0 && self.next_k + 4 <= self.buf_len {
+                    let start = self.next_k + 1 - k;
+                    int_up_group(
+                        &self.coefs[..k * l * 4],
+                        &self.buf[start..start + k + 3],
+                        l,
+                        &mut output[produced..produced + 4 * l],
+                    );
+                    produced += 4 * l;
+                    self.next_k += 4;
+                }
+                // The rest one output at a time, same arithmetic.
+                while self.next_k < self.buf_len {
+                    let start = self.next_k + 1 - k;
+                    let p = self.phase as usize;
+                    output[produced] = int_up_one(&self.coefs, &self.buf[start..start + k], l, p);
+                    produced += 1;
+                    self.phase += 1;
+                    if self.phase >= up {
+                        self.phase = 0;
+                        self.next_k += 1;
+                    }
+                }
+                continue;
+            }
             while self.next_k < self.buf_len {
                 let start = self.next_k + 1 - k;
                 let p = self.phase as usize;
@@ -500,37 +548,206 @@ impl Resampler {
     }
 }
 
-/// Dot product of two equal-length slices whose length is a multiple of 8,
-/// written with independent lanes so LLVM vectorises it without needing to
-/// reassociate floating-point additions. The summation order is fixed, so the
-/// result does not depend on where the data sits in memory.
+/// Dot product of two equal-length slices whose length is a multiple of 8.
+///
+/// Sixteen lanes in four groups of four: `acc[g][l] += c[16k + 4g + l] *
+/// x[16k + 4g + l]`, a trailing group of 8 into groups 0 and 1, then
+/// `(acc0 + acc1) + (acc2 + acc3)` lane-wise and `(s0 + s2) + (s1 + s3)`.
+/// The SSE (x86-64 baseline), SIMD128 and portable versions perform exactly
+/// these operations in this order, without fused multiply-add, so every
+/// target produces bit-identical output, and the result does not depend on
+/// where the data sits in memory (hence on block boundaries).
 #[inline(always)]
 fn dot(c: &[f32], x: &[f32]) -> f32 {
     debug_assert_eq!(c.len(), x.len());
     debug_assert_eq!(c.len() % LANES, 0);
-    let mut acc = [0.0f32; 16];
+    let n = c.len().min(x.len()) / LANES * LANES;
+    dot_impl(&c[..n], &x[..n])
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot_impl(c: &[f32], x: &[f32]) -> f32 {
+    use core::arch::x86_64::{
+        __m128, _mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_setzero_ps, _mm_storeu_ps,
+    };
+    let n = c.len();
+    let (cp, xp) = (c.as_ptr(), x.as_ptr());
+    // SAFETY: SSE is part of the x86-64 baseline; every load reads 4 floats
+    // at an offset `i + 4 * g + 3 < n`, inside both slices (`x.len() == n`).
+    unsafe {
+        let mul =
+            |i: usize| -> __m128 { _mm_mul_ps(_mm_loadu_ps(cp.add(i)), _mm_loadu_ps(xp.add(i))) };
+        let (mut a0, mut a1, mut a2, mut a3) = (
+            _mm_setzero_ps(),
+            _mm_setzero_ps(),
+            _mm_setzero_ps(),
+            _mm_setzero_ps(),
+        );
+        let mut i = 0;
+        while i + 16 <= n {
+            a0 = _mm_add_ps(a0, mul(i));
+            a1 = _mm_add_ps(a1, mul(i + 4));
+            a2 = _mm_add_ps(a2, mul(i + 8));
+            a3 = _mm_add_ps(a3, mul(i + 12));
+            i += 16;
+        }
+        if i + 8 <= n {
+            a0 = _mm_add_ps(a0, mul(i));
+            a1 = _mm_add_ps(a1, mul(i + 4));
+        }
+        let s = _mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3));
+        let mut l = [0.0f32; 4];
+        _mm_storeu_ps(l.as_mut_ptr(), s);
+        (l[0] + l[2]) + (l[1] + l[3])
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn dot_impl(c: &[f32], x: &[f32]) -> f32 {
+    use core::arch::wasm32::{
+        f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, v128, v128_load,
+    };
+    let n = c.len();
+    let (cp, xp) = (c.as_ptr(), x.as_ptr());
+    // SAFETY: every unaligned load reads 4 floats inside both slices.
+    unsafe {
+        let mul = |i: usize| -> v128 {
+            f32x4_mul(v128_load(cp.add(i).cast()), v128_load(xp.add(i).cast()))
+        };
+        let z = f32x4_splat(0.0);
+        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+        let mut i = 0;
+        while i + 16 <= n {
+            a0 = f32x4_add(a0, mul(i));
+            a1 = f32x4_add(a1, mul(i + 4));
+            a2 = f32x4_add(a2, mul(i + 8));
+            a3 = f32x4_add(a3, mul(i + 12));
+            i += 16;
+        }
+        if i + 8 <= n {
+            a0 = f32x4_add(a0, mul(i));
+            a1 = f32x4_add(a1, mul(i + 4));
+        }
+        let s = f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3));
+        (f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<2>(s))
+            + (f32x4_extract_lane::<1>(s) + f32x4_extract_lane::<3>(s))
+    }
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+#[inline(always)]
+fn dot_impl(c: &[f32], x: &[f32]) -> f32 {
+    dot_portable(c, x)
+}
+
+/// The portable statement of [`dot`]'s arithmetic (also the fallback).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn dot_portable(c: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [[0.0f32; 4]; 4];
     let mut cc = c.chunks_exact(16);
     let mut xc = x.chunks_exact(16);
     for (a, b) in (&mut cc).zip(&mut xc) {
-        for i in 0..16 {
-            acc[i] += a[i] * b[i];
+        for (g, acc) in acc.iter_mut().enumerate() {
+            for (l, v) in acc.iter_mut().enumerate() {
+                *v += a[4 * g + l] * b[4 * g + l];
+            }
         }
     }
-    let (cr, xr) = (cc.remainder(), xc.remainder());
-    for i in 0..cr.len().min(xr.len()) {
-        acc[i] += cr[i] * xr[i];
+    let (a, b) = (cc.remainder(), xc.remainder());
+    if a.len() == 8 && b.len() == 8 {
+        for (g, acc) in acc.iter_mut().take(2).enumerate() {
+            for (l, v) in acc.iter_mut().enumerate() {
+                *v += a[4 * g + l] * b[4 * g + l];
+            }
+        }
     }
-    let mut half = [0.0f32; 8];
-    for i in 0..8 {
-        half[i] = acc[i] + acc[i + 8];
+    let mut s = [0.0f32; 4];
+    for (l, v) in s.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
     }
-    let q = [
-        half[0] + half[4],
-        half[1] + half[5],
-        half[2] + half[6],
-        half[3] + half[7],
-    ];
-    (q[0] + q[2]) + (q[1] + q[3])
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// One output of the integer interpolator: `sum_i c[p][i] * x[i]`, summed
+/// sequentially in `i` (the order [`int_up_group`] uses in each lane).
+#[inline(always)]
+fn int_up_one(coefs: &[f32], x: &[f32], up: usize, p: usize) -> f32 {
+    let mut acc = 0.0f32;
+    for (i, &v) in x.iter().enumerate() {
+        acc += coefs[(i * up + p) * 4] * v;
+    }
+    acc
+}
+
+/// All `up` phases of four consecutive input positions: `out[j * up + p] =
+/// sum_i c[p][i] * x[j + i]`, each lane summed sequentially in `i`, so the
+/// result equals [`int_up_one`] bit for bit. `x` holds `taps + 3` samples.
+#[inline(always)]
+fn int_up_group(coefs: &[f32], x: &[f32], up: usize, out: &mut [f32]) {
+    match up {
+        2 => int_up_group_n::<2>(coefs, x, out),
+        3 => int_up_group_n::<3>(coefs, x, out),
+        4 => int_up_group_n::<4>(coefs, x, out),
+        5 => int_up_group_n::<5>(coefs, x, out),
+        6 => int_up_group_n::<6>(coefs, x, out),
+        7 => int_up_group_n::<7>(coefs, x, out),
+        _ => int_up_group_n::<8>(coefs, x, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn int_up_group_n<const UP: usize>(coefs: &[f32], x: &[f32], out: &mut [f32]) {
+    use core::arch::x86_64::{_mm_add_ps, _mm_loadu_ps, _mm_mul_ps, _mm_setzero_ps, _mm_storeu_ps};
+    let taps = x.len() - 3;
+    assert!(coefs.len() >= taps * UP * 4 && out.len() >= 4 * UP);
+    // SAFETY: SSE is baseline on x86-64; loads stay inside `x` (`i + 3 <
+    // x.len()`) and `coefs` (checked above).
+    unsafe {
+        let mut acc = [_mm_setzero_ps(); UP];
+        let (cp, xp) = (coefs.as_ptr(), x.as_ptr());
+        for i in 0..taps {
+            let xv = _mm_loadu_ps(xp.add(i));
+            let c = cp.add(i * UP * 4);
+            for (p, a) in acc.iter_mut().enumerate() {
+                *a = _mm_add_ps(*a, _mm_mul_ps(_mm_loadu_ps(c.add(p * 4)), xv));
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            let mut l = [0.0f32; 4];
+            _mm_storeu_ps(l.as_mut_ptr(), *a);
+            for (j, v) in l.iter().enumerate() {
+                out[j * UP + p] = *v;
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn int_up_group_n<const UP: usize>(coefs: &[f32], x: &[f32], out: &mut [f32]) {
+    let taps = x.len() - 3;
+    let mut acc = [[0.0f32; 4]; UP];
+    for i in 0..taps {
+        let xv = [x[i], x[i + 1], x[i + 2], x[i + 3]];
+        let c = &coefs[i * UP * 4..(i + 1) * UP * 4];
+        for (p, a) in acc.iter_mut().enumerate() {
+            for j in 0..4 {
+                a[j] += c[p * 4 + j] * xv[j];
+            }
+        }
+    }
+    for (p, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            out[j * UP + p] = *v;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -552,6 +769,24 @@ mod tests {
         }
         assert_eq!(plan(11_025, 8_000).unwrap_err(), ResamplerError::TooComplex);
         assert_eq!(plan(8_000, 44_101).unwrap_err(), ResamplerError::TooComplex);
+    }
+
+    #[test]
+    fn simd_dot_equals_portable_dot_bit_for_bit() {
+        let mut seed = 1u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for n in (0..=64).step_by(8) {
+            let c: std::vec::Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let x: std::vec::Vec<f32> = (0..n).map(|_| rnd()).collect();
+            assert_eq!(
+                dot(&c, &x).to_bits(),
+                dot_portable(&c, &x).to_bits(),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]

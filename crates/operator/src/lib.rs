@@ -9,3 +9,11 @@
 //!   (tokio-tungstenite sockets, an HTTP client, per-call audio channels).
 
 pub mod core;
+
+#[cfg(feature = "tokio")]
+mod driver;
+#[cfg(feature = "tokio")]
+pub use driver::{
+    AudinOperator, AudinOperatorBuilder, AudioIo, Availability, Call, EVENT_CAPACITY, Frame,
+    PcmFrame, QUEUE_FRAMES,
+};

@@ -1,0 +1,143 @@
+//! One WebSocket, owned by one task: connects (offering the protocol's
+//! subprotocol), reports open/text/close to the driver, sends what the
+//! driver asks, and moves a call's audio frames between the socket and the
+//! call's queues without involving the driver or the core.
+
+use super::audio::{CallMedia, Frame};
+use super::task::IoEvent;
+use crate::core::SocketId;
+use audin_protocol::{FRAME_BYTES, SUBPROTOCOL};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+
+/// What the driver asks of a socket task.
+#[derive(Debug)]
+pub(crate) enum WsOut {
+    Text(String),
+    Close(u16, String),
+    /// Start (Some) or stop (None) moving this call's audio on the socket.
+    Media(Option<Arc<CallMedia>>),
+}
+
+pub(crate) struct SocketTask {
+    pub(crate) tx: UnboundedSender<WsOut>,
+    pub(crate) handle: JoinHandle<()>,
+}
+
+pub(crate) fn spawn(id: SocketId, url: String, events: UnboundedSender<IoEvent>) -> SocketTask {
+    let (tx, rx) = unbounded_channel();
+    let handle = tokio::spawn(run(id, url, rx, events));
+    SocketTask { tx, handle }
+}
+
+async fn run(
+    id: SocketId,
+    url: String,
+    mut commands: UnboundedReceiver<WsOut>,
+    events: UnboundedSender<IoEvent>,
+) {
+    let closed = |code: Option<u16>, reason: String| IoEvent::SocketClosed(id, code, reason);
+    let ws = match connect(&url).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            let _ = events.send(closed(None, e));
+            return;
+        }
+    };
+    let _ = events.send(IoEvent::SocketOpen(id));
+    let (mut sink, mut stream) = ws.split();
+    let mut media: Option<Arc<CallMedia>> = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(WsOut::Text(text)) => {
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        let _ = events.send(closed(None, e.to_string()));
+                        return;
+                    }
+                }
+                Some(WsOut::Close(code, reason)) => {
+                    let frame = CloseFrame { code: code.into(), reason: reason.into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+                Some(WsOut::Media(m)) => media = m,
+                // The driver is gone.
+                None => return,
+            },
+            frame = next_outgoing(media.as_deref()) => match (frame, &media) {
+                (Some(frame), Some(m)) => {
+                    let bytes = m.wire_frame(frame).to_vec();
+                    if let Err(e) = sink.send(Message::binary(bytes)).await {
+                        let _ = events.send(closed(None, e.to_string()));
+                        return;
+                    }
+                }
+                // The call's queue closed: stop sending.
+                _ => media = None,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = events.send(IoEvent::SocketText(id, text.to_string()));
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let (Some(m), Ok(frame)) = (&media, Frame::try_from(&bytes[..])) {
+                        m.incoming.push(frame);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame
+                        .map(|f| (Some(u16::from(f.code)), f.reason.to_string()))
+                        .unwrap_or((None, "closed without a code".into()));
+                    let _ = events.send(closed(code, reason));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = events.send(closed(None, e.to_string()));
+                    return;
+                }
+                None => {
+                    let _ = events.send(closed(None, "connection ended".into()));
+                    return;
+                }
+            },
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str) -> Result<Ws, String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    // Small buffers: a client has one or two sockets carrying 160-byte frames.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 * 1024));
+    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// The next frame the application queued; never resolves without media.
+async fn next_outgoing(media: Option<&CallMedia>) -> Option<Frame> {
+    match media {
+        Some(m) => m.outgoing.pop().await,
+        None => std::future::pending().await,
+    }
+}
+
+const _: () = assert!(FRAME_BYTES == 160);

@@ -57,6 +57,28 @@ use tokio::task::JoinHandle;
 pub use config::ServerConfig;
 pub use engine::Engine;
 
+/// Dependencies whose trace output can carry message payloads (and so
+/// tokens): they are capped at `warn` whatever the requested filter says.
+const QUIET_DEPENDENCIES: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+];
+
+/// The log filter the binary uses: `requested` (e.g. `RUST_LOG`, default
+/// `info`) with the WebSocket and HTTP stacks capped at `warn`, so that no
+/// frame or header dump (which may hold a token or API key) is ever logged.
+pub fn log_filter(requested: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut spec = requested.unwrap_or("info").to_owned();
+    for dep in QUIET_DEPENDENCIES {
+        spec.push_str(&format!(",{dep}=warn"));
+    }
+    tracing_subscriber::EnvFilter::new(spec)
+}
+
 /// The service.
 #[derive(Debug)]
 pub struct Server;

@@ -101,7 +101,8 @@ impl WasmOperator {
 
     /// `"offline" | "connecting" | "online" | "reconnecting"`.
     pub fn state(&self) -> String {
-        json(&self.core.state())
+        // A unit variant serialises as a JSON string: drop the quotes.
+        json(&self.core.state()).trim_matches('"').to_owned()
     }
 
     /// The current (not yet ended) call as `CallInfo` JSON, if any.

@@ -1,0 +1,170 @@
+// The audio graph of one call: microphone → AudioWorklet (wasm: anti-aliased
+// resampling to 8 kHz, G.711 μ-law, 20 ms frames) → audio WebSocket, and
+// audio WebSocket → AudioWorklet (wasm: jitter buffer, decoding, upsampling)
+// → speakers. The core decides when media starts, moves, mutes and stops;
+// audio samples never pass through it.
+
+import { workletModule } from "./core.js";
+import type { OperatorErrorCode, OperatorLogger } from "./types.js";
+import { PROCESSOR_NAME, PROCESSOR_SOURCE } from "./worklet-source.js";
+
+/**
+ * A tap message of the worklet (test hook): a snapshot of recent samples.
+ * Install `globalThis.__audinTestTap = (tap) => …` before a call starts to
+ * receive them; the SDK then asks the worklet for periodic snapshots.
+ */
+export interface AudioTap {
+  /** `playback`: what is sent to the speakers; `capture`: the microphone input. */
+  kind: "playback" | "capture";
+  /** The AudioContext rate of `samples`. */
+  sampleRate: number;
+  /** The most recent samples, oldest first. */
+  samples: Float32Array;
+}
+
+/** @internal */
+export interface MediaSessionOptions {
+  /** The audio socket the frames go to at first. */
+  socket: number;
+  constraints: MediaTrackConstraints;
+  logger: OperatorLogger;
+  /** Sends one 160-byte frame on an audio socket (if it is open). */
+  send(socket: number, frame: ArrayBuffer): void;
+  /** The media could not start or broke: report to the core. */
+  failed(code: OperatorErrorCode, message: string): void;
+}
+
+type TapHook = (tap: AudioTap) => void;
+
+function tapHook(): TapHook | undefined {
+  const hook = (globalThis as { __audinTestTap?: unknown }).__audinTestTap;
+  return typeof hook === "function" ? (hook as TapHook) : undefined;
+}
+
+function describe(e: unknown): string {
+  if (e && typeof e === "object" && "name" in e && "message" in e) return `${String(e.name)}: ${String(e.message)}`;
+  return String(e);
+}
+
+/**
+ * One call's capture and playback. Performs what the core asked
+ * (`startMedia` / `setMuted` / `stopMedia`); holds no call logic.
+ * @internal
+ */
+export class MediaSession {
+  private socket: number;
+  private muted = false;
+  private stopped = false;
+  private stream: MediaStream | undefined;
+  private context: AudioContext | undefined;
+  private source: MediaStreamAudioSourceNode | undefined;
+  private node: AudioWorkletNode | undefined;
+
+  constructor(private readonly opts: MediaSessionOptions) {
+    this.socket = opts.socket;
+  }
+
+  /** Opens the microphone and builds the audio graph (asynchronously). */
+  start(): void {
+    this.run().catch((e: unknown) => {
+      if (!this.stopped) this.opts.failed("AUDIO_FAILED", `audio graph failed: ${describe(e)}`);
+    });
+  }
+
+  private async run(): Promise<void> {
+    const { constraints, logger } = this.opts;
+    try {
+      if (!navigator.mediaDevices?.getUserMedia) throw new Error("getUserMedia is not available (insecure context?)");
+      this.stream = await navigator.mediaDevices.getUserMedia({ audio: constraints });
+    } catch (e) {
+      if (!this.stopped) this.opts.failed("MEDIA_ACCESS_DENIED", `microphone unavailable: ${describe(e)}`);
+      return;
+    }
+    if (this.stopped) return this.release();
+    // Created only after the grant: a context created before it stays
+    // suspended without a user gesture (Chromium).
+    const ctx = new AudioContext({ latencyHint: "interactive" });
+    this.context = ctx;
+    if (ctx.state !== "running") {
+      // Resolves once autoplay rules allow audio; does not block the graph.
+      ctx.resume().catch((e: unknown) => logger.warn("audin: AudioContext.resume() failed", e));
+    }
+    const url = URL.createObjectURL(new Blob([PROCESSOR_SOURCE], { type: "text/javascript" }));
+    try {
+      await ctx.audioWorklet.addModule(url);
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+    const module = await workletModule();
+    if (this.stopped) return this.release();
+    const tap = tapHook();
+    const node = new AudioWorkletNode(ctx, PROCESSOR_NAME, {
+      numberOfInputs: 1,
+      numberOfOutputs: 1,
+      outputChannelCount: [1],
+      processorOptions: { module, muted: this.muted, tap: tap !== undefined },
+    });
+    this.node = node;
+    node.port.onmessage = (ev: MessageEvent) => {
+      const data: unknown = ev.data;
+      if (data instanceof ArrayBuffer) {
+        this.opts.send(this.socket, data);
+      } else if (data && typeof data === "object" && "type" in data) {
+        const msg = data as { type: string; message?: string } & AudioTap;
+        if (msg.type === "tap") tapHook()?.({ kind: msg.kind, sampleRate: msg.sampleRate, samples: msg.samples });
+        else if (msg.type === "error" && !this.stopped) this.opts.failed("AUDIO_FAILED", `audio worklet: ${msg.message}`);
+      }
+    };
+    node.onprocessorerror = () => {
+      if (!this.stopped) this.opts.failed("AUDIO_FAILED", "the audio worklet crashed");
+    };
+    this.source = ctx.createMediaStreamSource(this.stream);
+    this.source.connect(node);
+    node.connect(ctx.destination);
+    logger.debug(`audin: audio graph running at ${ctx.sampleRate} Hz (${ctx.state})`);
+  }
+
+  /** Moves the call's audio onto another socket (after a reattach). */
+  bind(socket: number): void {
+    this.socket = socket;
+  }
+
+  /** A binary frame from the far end (on any socket of this call). */
+  receive(_socket: number, frame: ArrayBuffer): void {
+    this.node?.port.postMessage(frame, [frame]);
+  }
+
+  /** Muted: the worklet sends silence frames (`0xFF`) instead of the microphone. */
+  setMuted(muted: boolean): void {
+    this.muted = muted;
+    this.node?.port.postMessage({ type: "mute", muted });
+  }
+
+  /** Stops capture and playback and releases the microphone. Idempotent. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.release();
+  }
+
+  private release(): void {
+    for (const track of this.stream?.getTracks() ?? []) track.stop();
+    this.stream = undefined;
+    try {
+      this.source?.disconnect();
+      if (this.node) {
+        this.node.port.onmessage = null;
+        this.node.port.postMessage({ type: "stop" });
+        this.node.disconnect();
+        this.node.port.close();
+      }
+    } catch {
+      // already disconnected
+    }
+    this.source = undefined;
+    this.node = undefined;
+    const ctx = this.context;
+    this.context = undefined;
+    if (ctx && ctx.state !== "closed") ctx.close().catch(() => undefined);
+  }
+}

@@ -122,7 +122,7 @@ pub fn residual_db(s: &mut Subject<'_>, freq: f64) -> f64 {
 }
 
 /// Group delay in ms from the phase slope between `f1` and `f1 + 100` Hz
-/// (unambiguous below 10 ms).
+/// (unambiguous within +-5 ms).
 pub fn delay_ms(s: &mut Subject<'_>, f1: f64) -> f64 {
     let f2 = f1 + 100.0;
     let w = window(s.to);
@@ -131,7 +131,8 @@ pub fn delay_ms(s: &mut Subject<'_>, f1: f64) -> f64 {
     let (r1, i1) = dft(&y1, st, w, f1, s.to);
     let (r2, i2) = dft(&y2, st, w, f2, s.to);
     let dphi = i2.atan2(r2) - i1.atan2(r1);
-    let tau = (-dphi / (2.0 * PI * 100.0)).rem_euclid(0.01);
+    // Wrapped to [-5, 5) ms: a resampler may also be slightly early.
+    let tau = (-dphi / (2.0 * PI * 100.0) + 0.005).rem_euclid(0.01) - 0.005;
     tau * 1000.0
 }
 

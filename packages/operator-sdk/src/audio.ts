@@ -59,6 +59,7 @@ export class MediaSession {
   private context: AudioContext | undefined;
   private source: MediaStreamAudioSourceNode | undefined;
   private node: AudioWorkletNode | undefined;
+  private removeGestureListeners: (() => void) | undefined;
 
   constructor(private readonly opts: MediaSessionOptions) {
     this.socket = opts.socket;
@@ -85,10 +86,12 @@ export class MediaSession {
     // suspended without a user gesture (Chromium).
     const ctx = new AudioContext({ latencyHint: "interactive" });
     this.context = ctx;
-    if (ctx.state !== "running") {
-      // Resolves once autoplay rules allow audio; does not block the graph.
-      ctx.resume().catch((e: unknown) => logger.warn("audin: AudioContext.resume() failed", e));
-    }
+    // Not awaited here: under autoplay rules it resolves only after a user
+    // gesture, and the graph can be built meanwhile.
+    const resumed = ctx.resume().then(
+      () => true,
+      (e: unknown) => (logger.warn("audin: AudioContext.resume() failed", e), false),
+    );
     const url = URL.createObjectURL(new Blob([PROCESSOR_SOURCE], { type: "text/javascript" }));
     try {
       await ctx.audioWorklet.addModule(url);
@@ -121,7 +124,28 @@ export class MediaSession {
     this.source = ctx.createMediaStreamSource(this.stream);
     this.source.connect(node);
     node.connect(ctx.destination);
-    logger.debug(`audin: audio graph running at ${ctx.sampleRate} Hz (${ctx.state})`);
+    const running = await Promise.race([resumed, new Promise<boolean>((r) => setTimeout(r, 500, false))]);
+    if (this.stopped) return;
+    if (!running && ctx.state !== "running") this.resumeOnGesture(ctx);
+    logger.debug(`audin: audio graph at ${ctx.sampleRate} Hz, context ${ctx.state}`);
+  }
+
+  /**
+   * Autoplay policies keep a context suspended until the user interacts with
+   * the page: resume it at the next gesture (listeners removed on stop).
+   */
+  private resumeOnGesture(ctx: AudioContext): void {
+    const types = ["pointerdown", "keydown", "touchend"] as const;
+    const onGesture = (): void => {
+      this.removeGestureListeners?.();
+      if (this.context === ctx && ctx.state === "suspended") ctx.resume().catch(() => undefined);
+    };
+    for (const t of types) addEventListener(t, onGesture, true);
+    this.removeGestureListeners = () => {
+      for (const t of types) removeEventListener(t, onGesture, true);
+      this.removeGestureListeners = undefined;
+    };
+    this.opts.logger.warn("audin: the AudioContext is suspended (autoplay policy); audio starts at the next user gesture");
   }
 
   /** Moves the call's audio onto another socket (after a reattach). */
@@ -148,6 +172,7 @@ export class MediaSession {
   }
 
   private release(): void {
+    this.removeGestureListeners?.();
     for (const track of this.stream?.getTracks() ?? []) track.stop();
     this.stream = undefined;
     try {

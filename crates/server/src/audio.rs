@@ -60,8 +60,13 @@ pub async fn handler(
 async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Attachment)> {
     let deadline = Instant::now() + engine.cfg.auth_timeout;
     let mut limiter = SocketLimiter::default();
+    let mut shutdown = engine.shutdown_signal();
     loop {
         let inc = tokio::select! {
+            _ = crate::util::raised(&mut shutdown) => {
+                conn.close_with(None, CloseCode::GoingAway, "SERVER_SHUTDOWN").await;
+                return None;
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 conn.close_with(
                     Some(error_msg(ErrorCode::NotAuthenticated, "no attach within the auth timeout")),

@@ -30,10 +30,14 @@ const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 /// Hard cap of the write buffer (a few messages).
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
-/// Largest message the WebSocket layer assembles. Text over
-/// [`MAX_TEXT_MESSAGE_BYTES`] is refused by the session with 1009; this cap
-/// only bounds memory for anything larger.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// Largest message the WebSocket layer assembles: the protocol's 16 KiB.
+/// A larger one ends the read side; the session then answers
+/// `MESSAGE_TOO_LARGE` and closes with 1009.
+const MAX_MESSAGE: usize = MAX_TEXT_MESSAGE_BYTES;
+/// How long a connection whose read side failed is kept open after the
+/// close frame went out, so the peer reads it before the TCP reset that
+/// unread input causes.
+const LINGER: Duration = Duration::from_secs(1);
 /// Frames queued per direction for a slow peer.
 pub const AUDIO_QUEUE_FRAMES: usize = 10;
 /// Control messages queued for a peer before it is considered stuck.
@@ -216,6 +220,7 @@ pub struct WsConn {
     outbox: Outbox,
     kind: Kind,
     finished: bool,
+    read_failed: bool,
 }
 
 impl WsConn {
@@ -247,6 +252,7 @@ impl WsConn {
             },
             kind,
             finished: false,
+            read_failed: false,
         }
     }
 
@@ -292,6 +298,7 @@ impl WsConn {
                         || text.contains("too long")
                         || text.contains("Capacity")
                     {
+                        self.read_failed = true;
                         return Incoming::TooLarge(MAX_MESSAGE + 1);
                     }
                     tracing::debug!(kind = ?self.kind, error = %text, "socket read error");
@@ -311,6 +318,9 @@ impl WsConn {
         self.outbox.close(code, reason);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.done.wait_for(|d| *d)).await;
         self.finished = true;
+        if self.read_failed {
+            tokio::time::sleep(LINGER).await;
+        }
     }
 }
 

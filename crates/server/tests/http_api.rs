@@ -320,3 +320,37 @@ async fn sim_call_validation() {
     assert_eq!(r.status(), 404);
     s.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn static_dir_is_served_under_sdk() {
+    let dir = std::env::temp_dir().join(format!("audin-static-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("examples")).unwrap();
+    std::fs::write(dir.join("examples/demo.html"), "<h1>demo</h1>").unwrap();
+    let mut cfg = config();
+    cfg.static_dir = Some(dir.clone());
+    let s = TestServer::with(cfg).await;
+    let r = s
+        .http
+        .get(s.url("/sdk/examples/demo.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(r.text().await.unwrap(), "<h1>demo</h1>");
+    let r = s.http.get(s.url("/sdk/missing.js")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .http
+        .get(s.url("/sdk/..%2F..%2Fetc%2Fpasswd"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    s.handle.shutdown().await;
+}

@@ -274,3 +274,17 @@ async fn message_flood_is_rate_limited() {
     assert!((40..60).contains(&pongs), "{pongs} pongs");
     s.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn huge_message_closes_1009() {
+    let s = TestServer::start().await;
+    let (mut ws, _) = s.presence("op-1", &[MILANO]).await;
+    // Beyond the WebSocket layer's own cap (64 KiB), not only the 16 KiB rule.
+    ws.send_text("x".repeat(100 * 1024)).await;
+    assert_eq!(ws.closed().await, Some(1009));
+    // The server is fine.
+    let (mut ws, _) = s.presence("op-2", &[MILANO]).await;
+    ws.send_json(json!({"type": "ping", "id": 1})).await;
+    ws.expect("pong").await;
+    s.handle.shutdown().await;
+}

@@ -1,0 +1,2 @@
+//! `audin-loadgen`: drives operators and calls against a running `audin-server`.
+fn main() {}

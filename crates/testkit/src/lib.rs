@@ -1,0 +1,1 @@
+//! `audin-testkit`: test support (fault-injecting proxy, server process control).

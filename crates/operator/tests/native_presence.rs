@@ -1,0 +1,122 @@
+//! The tokio driver against a real in-process `audin-server`: presence,
+//! availability, phone numbers, replacement, restart, half-open sockets.
+
+mod native_support;
+
+use audin_operator::core::{ErrorCode, Event, PresenceState};
+use native_support::*;
+use std::time::{Duration, Instant};
+
+fn state_is(want: PresenceState) -> impl FnMut(&Event) -> Option<()> {
+    move |e| matches!(e, Event::PresenceStateChanged { state } if *state == want).then_some(())
+}
+
+#[tokio::test]
+async fn online_offline_availability_and_phone_numbers() {
+    let server = start_server(server_config()).await;
+    let op = operator(&server.url(), "op-avail");
+    let mut events = op.events();
+    let numbers = op.list_phone_numbers().await.unwrap();
+    let ids: Vec<&str> = numbers.iter().map(|n| n.id.as_str()).collect();
+    assert!(ids.contains(&MILANO) && ids.contains(&ROMA), "{ids:?}");
+    let milano = numbers.iter().find(|n| n.id == MILANO).unwrap();
+    assert_eq!(milano.phone_number, MILANO_E164);
+
+    let availability = op.go_online([MILANO, "pn_not_ours"]).await.unwrap();
+    assert_eq!(availability.accepted, [MILANO]);
+    assert_eq!(availability.rejected, ["pn_not_ours"]);
+    assert_eq!(op.state(), PresenceState::Online);
+    wait_event(&mut events, state_is(PresenceState::Connecting)).await;
+    wait_event(&mut events, state_is(PresenceState::Online)).await;
+    wait_event(&mut events, |e| match e {
+        Event::AvailabilityChanged { accepted, .. } => Some(accepted.clone()),
+        _ => None,
+    })
+    .await;
+
+    // Change the set on the live socket.
+    let availability = op.go_online([ROMA]).await.unwrap();
+    assert_eq!(availability.accepted, [ROMA]);
+
+    op.go_offline().await.unwrap();
+    assert_eq!(op.state(), PresenceState::Offline);
+    wait_event(&mut events, state_is(PresenceState::Offline)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_session_of_the_same_operator_replaces_the_first() {
+    let server = start_server(server_config()).await;
+    let first = operator(&server.url(), "op-same");
+    let second = operator(&server.url(), "op-same");
+    let mut events = first.events();
+    first.go_online([MILANO]).await.unwrap();
+    second.go_online([MILANO]).await.unwrap();
+    let code = wait_event(&mut events, |e| match e {
+        Event::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::Replaced);
+    assert_eq!(first.state(), PresenceState::Offline);
+    // No reconnect fights the new session.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(first.state(), PresenceState::Offline);
+    assert_eq!(second.state(), PresenceState::Online);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_restart_reconnecting_then_online_within_the_first_backoff_step() {
+    let config = server_config();
+    let server = start_server(config.clone()).await;
+    let addr = server.local_addr;
+    let op = operator(&server.url(), "op-restart");
+    let mut events = op.events();
+    op.go_online([MILANO]).await.unwrap();
+
+    server.shutdown().await;
+    wait_event(&mut events, state_is(PresenceState::Reconnecting)).await;
+    let mut config = config;
+    config.listen = addr;
+    let server = start_server(config).await;
+    let back = Instant::now();
+    wait_event(&mut events, state_is(PresenceState::Online)).await;
+    let took = back.elapsed();
+    assert!(
+        took <= Duration::from_millis(1_500),
+        "online {took:?} after restart"
+    );
+    // Availability is re-announced on the new server.
+    let accepted = wait_event(&mut events, |e| match e {
+        Event::AvailabilityChanged { accepted, .. } => Some(accepted.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(accepted, [MILANO]);
+    op.go_offline().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_half_open_presence_socket_is_detected_by_the_heartbeat() {
+    let server = start_server(server_config()).await;
+    let proxy = Proxy::start(server.local_addr).await;
+    let op = operator_with(&proxy.url(), "op-halfopen", |b| {
+        b.heartbeat_interval(Duration::from_millis(300))
+            .reconnect_backoff([Duration::from_millis(100)])
+    });
+    let mut events = op.events();
+    op.go_online([MILANO]).await.unwrap();
+    // Freeze the socket: the proxy stops forwarding without closing.
+    assert_eq!(proxy.freeze("/v1/operator/presence"), 1);
+    let code = wait_event(&mut events, |e| match e {
+        Event::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::HeartbeatTimeout);
+    wait_event(&mut events, state_is(PresenceState::Online)).await;
+    op.go_offline().await.unwrap();
+    server.shutdown().await;
+}

@@ -114,9 +114,10 @@ pub struct Resampler {
     /// advance per output.
     step_int: usize,
     step_frac: u32,
-    /// Phase-major, time-reversed branches: `coefs[p * taps + i]` multiplies
-    /// `buf[k0 + 1 - taps + i]` for an output of phase `p` whose newest input
-    /// is `k0`.
+    /// Time-reversed polyphase branches in output order: `coefs[m * taps +
+    /// i]` multiplies `buf[k0 + 1 - taps + i]` for output number `m mod L`
+    /// (phase `m * M mod L`) whose newest input is `k0`. See `int_up` for the
+    /// integer-interpolation layout.
     coefs: [f32; MAX_COEFS],
     buf: [f32; BUF_LEN],
     buf_len: usize,
@@ -124,6 +125,9 @@ pub struct Resampler {
     next_k: usize,
     /// Phase of the next output.
     phase: u32,
+    /// Index of the next output's branch in `coefs` (outputs modulo `L`;
+    /// branches are stored in output order).
+    branch: u32,
     /// Integer interpolation (`M == 1`, `2 <= L <= 8`): `coefs` holds
     /// `coefs[(i * L + p) * 4 + lane]` (each tap four times) and outputs are
     /// computed four input positions at a time, see [`int_up_group`].
@@ -253,6 +257,7 @@ impl Resampler {
             buf_len: LANES - 1,
             next_k: LANES - 1,
             phase: 0,
+            branch: 0,
             int_up: false,
             total_in: 0,
             total_out: 0,
@@ -327,6 +332,17 @@ impl Resampler {
             }
         }
         self.int_up = d.down == 1 && (2..=MAX_INT_UP).contains(&l);
+        if !self.int_up && l > 1 {
+            // Store the branches in the order the outputs use them (output
+            // `m` uses phase `m * M mod L`, a permutation since gcd(L, M) =
+            // 1), so consecutive outputs read consecutive memory.
+            let mut ordered = [0.0f32; MAX_COEFS];
+            for m in 0..l {
+                let p = (m * d.down as usize) % l;
+                ordered[m * k..(m + 1) * k].copy_from_slice(&self.coefs[p * k..(p + 1) * k]);
+            }
+            self.coefs = ordered;
+        }
         if self.int_up {
             // Re-lay the branches as `[tap][phase][4 copies]` for the kernel
             // that computes all phases of four input positions at once.
@@ -361,6 +377,7 @@ impl Resampler {
         self.buf_len = self.taps - 1;
         self.next_k = self.taps - 1;
         self.phase = 0;
+        self.branch = 0;
         self.total_in = 0;
         self.total_out = 0;
     }
@@ -529,10 +546,14 @@ impl Resampler {
             }
             while self.next_k < self.buf_len {
                 let start = self.next_k + 1 - k;
-                let p = self.phase as usize;
+                let m = self.branch as usize;
                 output[produced] =
-                    dot(&self.coefs[p * k..(p + 1) * k], &self.buf[start..start + k]);
+                    dot(&self.coefs[m * k..(m + 1) * k], &self.buf[start..start + k]);
                 produced += 1;
+                self.branch += 1;
+                if self.branch == up {
+                    self.branch = 0;
+                }
                 self.next_k += self.step_int;
                 self.phase += self.step_frac;
                 if self.phase >= up {
@@ -646,7 +667,13 @@ fn dot_impl(c: &[f32], x: &[f32]) -> f32 {
 }
 
 /// The portable statement of [`dot`]'s arithmetic (also the fallback).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[cfg_attr(
+    any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ),
+    allow(dead_code)
+)]
 #[inline(always)]
 fn dot_portable(c: &[f32], x: &[f32]) -> f32 {
     let mut acc = [[0.0f32; 4]; 4];
@@ -729,7 +756,38 @@ fn int_up_group_n<const UP: usize>(coefs: &[f32], x: &[f32], out: &mut [f32]) {
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn int_up_group_n<const UP: usize>(coefs: &[f32], x: &[f32], out: &mut [f32]) {
+    use core::arch::wasm32::{f32x4_add, f32x4_mul, f32x4_splat, v128_load, v128_store};
+    let taps = x.len() - 3;
+    assert!(coefs.len() >= taps * UP * 4 && out.len() >= 4 * UP);
+    // SAFETY: loads stay inside `x` (`i + 3 < x.len()`) and `coefs` (checked
+    // above); stores go to a local array.
+    unsafe {
+        let mut acc = [f32x4_splat(0.0); UP];
+        let (cp, xp) = (coefs.as_ptr(), x.as_ptr());
+        for i in 0..taps {
+            let xv = v128_load(xp.add(i).cast());
+            let c = cp.add(i * UP * 4);
+            for (p, a) in acc.iter_mut().enumerate() {
+                *a = f32x4_add(*a, f32x4_mul(v128_load(c.add(p * 4).cast()), xv));
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            let mut l = [0.0f32; 4];
+            v128_store(l.as_mut_ptr().cast(), *a);
+            for (j, v) in l.iter().enumerate() {
+                out[j * UP + p] = *v;
+            }
+        }
+    }
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
 #[inline(always)]
 fn int_up_group_n<const UP: usize>(coefs: &[f32], x: &[f32], out: &mut [f32]) {
     let taps = x.len() - 3;

@@ -1,0 +1,80 @@
+// Throughput of the AudioWorklet wasm module in Node (V8, one core).
+//
+//   cargo build -p audin-operator-worklet --target wasm32-unknown-unknown --profile wasm-release
+//   node crates/worklet/bench/node-bench.mjs [path/to/audin_operator_worklet.wasm]
+//
+// Instantiates the module exactly as the AudioWorklet does (no imports),
+// checks that it has none, then measures mu-law encode/decode in samples/s
+// (bulk 16,384-sample calls and 160-sample frame calls) and the cost of the
+// capture and playback paths per 128-frame render quantum at 48 kHz.
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const path =
+  process.argv[2] ??
+  resolve(here, "../../../target/wasm32-unknown-unknown/wasm-release/audin_operator_worklet.wasm");
+const bytes = readFileSync(path);
+const module = new WebAssembly.Module(bytes);
+const imports = WebAssembly.Module.imports(module);
+if (imports.length !== 0) throw new Error(`module has imports: ${JSON.stringify(imports)}`);
+const w = new WebAssembly.Instance(module, {}).exports;
+
+function time(label, iterations, fn) {
+  for (let i = 0; i < Math.min(iterations, 200); i++) fn(); // warm-up (JIT tiers)
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < iterations; i++) fn();
+  const ns = Number(process.hrtime.bigint() - t0);
+  return ns / iterations;
+}
+
+const N = 16384;
+let seed = 12345;
+const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+new Float32Array(w.memory.buffer, w.audin_codec_f32_ptr(), N).set(
+  Float32Array.from({ length: N }, () => rnd() * Math.pow(2, -8 * Math.random())),
+);
+w.audin_encode_mulaw(N);
+
+const rows = [];
+const perSample = (ns, n) => (n / ns) * 1e3; // M samples/s
+let ns = time("encode", 4000, () => w.audin_encode_mulaw(N));
+rows.push(["mu-law encode f32, 16384-sample calls", `${perSample(ns, N).toFixed(0)} M samples/s`]);
+ns = time("decode", 4000, () => w.audin_decode_mulaw(N));
+rows.push(["mu-law decode f32, 16384-sample calls", `${perSample(ns, N).toFixed(0)} M samples/s`]);
+ns = time("encode160", 200000, () => w.audin_encode_mulaw(160));
+rows.push(["mu-law encode f32, 160-sample calls", `${perSample(ns, 160).toFixed(0)} M samples/s`]);
+ns = time("decode160", 200000, () => w.audin_decode_mulaw(160));
+rows.push(["mu-law decode f32, 160-sample calls", `${perSample(ns, 160).toFixed(0)} M samples/s`]);
+
+for (const rate of [48000, 44100]) {
+  if (w.audin_init(rate) !== 0) throw new Error("init failed");
+  const input = new Float32Array(w.memory.buffer, w.audin_capture_input_ptr(), 128);
+  for (let i = 0; i < 128; i++) input[i] = 0.5 * Math.sin((2 * Math.PI * 1000 * i) / rate);
+  ns = time("capture", 100000, () => w.audin_capture(128));
+  const quanta20ms = rate / 50 / 128;
+  rows.push([
+    `capture ${rate / 1000} kHz -> 8 kHz -> mu-law, per 128-frame quantum`,
+    `${(ns / 1e3).toFixed(2)} us (${((ns * quanta20ms) / 1e3).toFixed(1)} us per 20 ms, ${(20e6 / (ns * quanta20ms)).toFixed(0)}x real time)`,
+  ]);
+  const frame = new Uint8Array(w.memory.buffer, w.audin_playback_frame_ptr(), 160);
+  frame.fill(0x80);
+  let seq = 0;
+  let now = 0;
+  ns = time("playback", 100000, () => {
+    now += (128 / rate) * 1000;
+    while (seq * 20 <= now) w.audin_playback_push(seq++, now);
+    w.audin_playback_pull(128, now);
+  });
+  rows.push([
+    `playback jitter -> decode -> 8 kHz -> ${rate / 1000} kHz, per 128-frame quantum`,
+    `${(ns / 1e3).toFixed(2)} us (${((ns * quanta20ms) / 1e3).toFixed(1)} us per 20 ms, ${(20e6 / (ns * quanta20ms)).toFixed(0)}x real time)`,
+  ]);
+}
+
+console.log(`module: ${path} (${bytes.length} bytes, imports: [])`);
+console.log(`node ${process.version}`);
+console.log("| measurement (wasm in Node, one core) | result |");
+console.log("|---|---|");
+for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

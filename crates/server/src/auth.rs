@@ -9,7 +9,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::util::{hex, random_hex, unix_now};
+use crate::util::{random_hex, unix_now};
 
 /// Issuer claim of every token.
 pub const ISSUER: &str = "audin-server";
@@ -214,11 +214,6 @@ impl TokenSigner {
         }
         Ok(claims)
     }
-}
-
-/// Hex SHA-256 (for diagnostics that must not show a secret).
-pub fn fingerprint(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes())[..4])
 }
 
 #[cfg(test)]

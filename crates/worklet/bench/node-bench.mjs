@@ -37,6 +37,44 @@ new Float32Array(w.memory.buffer, w.audin_codec_f32_ptr(), N).set(
 );
 w.audin_encode_mulaw(N);
 
+// Bit-identity with the native build: the scenario of
+// `cross_platform_checksum` in crates/worklet/tests/worklet.rs.
+const CROSS_CHECK = 0x5b62fd37;
+function fnv(h, bytes) {
+  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h;
+}
+function crossPlatformChecksum() {
+  if (w.audin_init(48000) !== 0) throw new Error("init failed");
+  let h = 0x811c9dc5;
+  const frames = [];
+  for (let q = 0; q < 100; q++) {
+    const input = new Float32Array(w.memory.buffer, w.audin_capture_input_ptr(), 128);
+    for (let i = 0; i < 128; i++) input[i] = ((((q * 128 + i) * 7919) % 2001) - 1000) / 1024;
+    const n = w.audin_capture(128);
+    const bytes = new Uint8Array(w.memory.buffer, w.audin_capture_frames_ptr(), n * 160);
+    for (let f = 0; f < n; f++) {
+      const frame = bytes.slice(f * 160, (f + 1) * 160);
+      h = fnv(h, frame);
+      frames.push(frame);
+    }
+  }
+  let next = 0;
+  for (let q = 0; q < 200; q++) {
+    const now = (q * 128) / 48;
+    while (next < frames.length && next * 20 <= now) {
+      new Uint8Array(w.memory.buffer, w.audin_playback_frame_ptr(), 160).set(frames[next]);
+      w.audin_playback_push(next, now);
+      next++;
+    }
+    w.audin_playback_pull(128, now);
+    const out = new Float32Array(w.memory.buffer, w.audin_playback_output_ptr(), 128);
+    h = fnv(h, new Uint8Array(out.buffer, out.byteOffset, 512).slice());
+  }
+  return h;
+}
+const checksum = crossPlatformChecksum();
+
 const rows = [];
 const perSample = (ns, n) => (n / ns) * 1e3; // M samples/s
 let ns = time("encode", 4000, () => w.audin_encode_mulaw(N));
@@ -75,6 +113,10 @@ for (const rate of [48000, 44100]) {
 
 console.log(`module: ${path} (${bytes.length} bytes, imports: [])`);
 console.log(`node ${process.version}`);
+console.log(
+  `cross-platform checksum ${checksum.toString(16)}: ${checksum === CROSS_CHECK ? "identical to the native build" : "MISMATCH (expected " + CROSS_CHECK.toString(16) + ")"}`,
+);
+if (checksum !== CROSS_CHECK) process.exitCode = 1;
 console.log("| measurement (wasm in Node, one core) | result |");
 console.log("|---|---|");
 for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

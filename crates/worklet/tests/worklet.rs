@@ -153,3 +153,57 @@ fn raw_exports_work_without_pointers() {
         assert_eq!(audin_decode_mulaw(4), 4);
     }
 }
+
+/// FNV-1a over bytes.
+fn fnv(h: &mut u32, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= u32::from(b);
+        *h = h.wrapping_mul(0x0100_0193);
+    }
+}
+
+/// The same deterministic scenario as `bench/node-bench.mjs`'s checksum: the
+/// wasm build (with or without SIMD128) must produce the same bits as this
+/// native build. Keep `CROSS_CHECK` in both files equal.
+pub fn cross_platform_checksum(w: &mut Worklet) -> u32 {
+    assert_eq!(w.init(48_000), 0);
+    let mut h = 0x811c_9dc5u32;
+    let mut frames: Vec<[u8; 160]> = Vec::new();
+    for q in 0..100usize {
+        for (i, v) in w.capture_input()[..128].iter_mut().enumerate() {
+            *v = (((q * 128 + i) * 7919 % 2001) as f32 - 1000.0) / 1024.0;
+        }
+        let n = w.capture(128);
+        for f in w.capture_frames()[..n * 160].chunks_exact(160) {
+            fnv(&mut h, f);
+            frames.push(f.try_into().unwrap());
+        }
+    }
+    let mut next = 0;
+    for q in 0..200usize {
+        let now = q as f64 * 128.0 / 48.0;
+        while next < frames.len() && next as f64 * 20.0 <= now {
+            *w.playback_frame() = frames[next];
+            w.playback_push(next as u32, now);
+            next += 1;
+        }
+        w.playback_pull(128, now);
+        for v in &w.playback_output()[..128] {
+            fnv(&mut h, &v.to_bits().to_le_bytes());
+        }
+    }
+    h
+}
+
+const CROSS_CHECK: u32 = 0x5b62_fd37;
+
+#[test]
+fn native_output_matches_the_cross_platform_checksum() {
+    let mut w = Box::new(Worklet::new());
+    let h = cross_platform_checksum(&mut w);
+    println!("cross-platform checksum: {h:#010x}");
+    assert_eq!(
+        h, CROSS_CHECK,
+        "update CROSS_CHECK here and in bench/node-bench.mjs only if the DSP changed on purpose"
+    );
+}

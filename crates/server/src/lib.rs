@@ -20,7 +20,7 @@
 //! - [`carrier`]: the [`carrier::Carrier`] / [`carrier::CarrierLeg`]
 //!   boundary; [`sim`]: the simulated network;
 //! - [`db`]: SQLite on a dedicated thread; [`auth`]: API keys and tokens;
-//! - [`metrics`], [`ratelimit`], [`mulaw`], [`util`], [`cli`].
+//! - [`metrics`], [`ratelimit`], [`tone`], [`util`], [`cli`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -39,11 +39,11 @@ pub mod db;
 pub mod engine;
 pub mod http;
 pub mod metrics;
-pub mod mulaw;
 pub mod presence;
 pub mod ratelimit;
 pub mod routing;
 pub mod sim;
+pub mod tone;
 pub mod util;
 pub mod ws;
 

@@ -18,7 +18,7 @@ use crate::carrier::{
     Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EventReceiver, EventSender, InboundCall,
     OutboundRequest,
 };
-use crate::mulaw;
+use crate::tone;
 use crate::ws::FrameQueue;
 
 /// Most PCM samples recorded per call: five minutes at 8 kHz.
@@ -383,7 +383,7 @@ impl FarEnd {
         let decline_at = at(self.script.decline_after);
         let mut hangup_at: Option<Instant> = None;
         let mut answered = false;
-        let mut tone = mulaw::Tone::new(440.0);
+        let mut tone = tone::Tone::new(440.0);
         let mut echo: VecDeque<Bytes> = VecDeque::new();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -441,7 +441,7 @@ impl FarEnd {
                             let mut o = self.call.observed.lock().expect("sim lock");
                             o.frames_heard += 1;
                             let room = MAX_RECORDED_SAMPLES.saturating_sub(o.pcm.len());
-                            o.pcm.extend(frame.iter().take(room).map(|&b| mulaw::decode(b)));
+                            o.pcm.extend(frame.iter().take(room).map(|&b| audin_codec::mulaw::decode(b)));
                         }
                         if self.script.behaviour == Behaviour::Echo {
                             if echo.len() >= crate::ws::AUDIO_QUEUE_FRAMES {
@@ -462,7 +462,7 @@ impl FarEnd {
                             tone.fill(&mut buf);
                             Bytes::from(buf)
                         }
-                        Behaviour::Silence => Bytes::from_static(&[mulaw::SILENCE; FRAME_BYTES]),
+                        Behaviour::Silence => Bytes::from_static(&[tone::SILENCE; FRAME_BYTES]),
                     };
                     if let Err(mpsc::error::TrySendError::Closed(_)) =
                         self.events.try_send(CarrierEvent::Audio(frame))

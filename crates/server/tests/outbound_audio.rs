@@ -88,7 +88,7 @@ async fn tone_number_plays_440_hz() {
     let mut pcm = Vec::new();
     for _ in 0..5 {
         let f = audio.frame().await;
-        pcm.extend(f.iter().map(|&b| audin_server::mulaw::decode(b)));
+        pcm.extend(f.iter().map(|&b| audin_codec::mulaw::decode(b)));
     }
     // 440 Hz at 8 kHz: 880 zero crossings per second, 88 in 100 ms.
     let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();

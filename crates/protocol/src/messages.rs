@@ -135,7 +135,7 @@ pub enum ServerMessage {
         /// Silence after which the server drops the socket, in ms.
         silence_timeout_ms: u64,
         /// The call this operator still holds on the server, if any.
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         active_call: Option<ActiveCall>,
     },
     /// Which numbers the operator is now online on.

@@ -1,6 +1,12 @@
 //! ITU-T G.711 mu-law and A-law, bit-exact with the ITU-T G.191 reference
 //! (`g711.c`: `ulaw_compress`, `ulaw_expand`, `alaw_compress`, `alaw_expand`).
 //!
+//! ```
+//! use audin_codec::{alaw, mulaw};
+//! assert_eq!(mulaw::decode(mulaw::encode(-1000)), -988);
+//! assert_eq!(alaw::decode(alaw::encode(-1000)), -1008);
+//! ```
+//!
 //! # Bit-exactness
 //!
 //! The reference works on 16-bit left-justified samples and only looks at the
@@ -38,6 +44,10 @@
 //! Rounding is to nearest, ties to even.
 
 /// Scale between `f32` samples in `[-1, 1]` and `i16` samples.
+///
+/// ```
+/// assert_eq!(audin_codec::g711::F32_SCALE, 32768.0);
+/// ```
 pub const F32_SCALE: f32 = 32768.0;
 
 /// Converts an `f32` sample to `i16` the way every `*_f32` encoder does:
@@ -115,6 +125,13 @@ const fn build_encode_lut(alaw: bool) -> [u8; 65536] {
 }
 
 /// The mu-law (PCMU, G.711 Annex "mu-law") codec.
+///
+/// ```
+/// use audin_codec::mulaw;
+/// let mut frame = [0u8; 160];
+/// mulaw::encode_f32_slice(&[0.25; 160], &mut frame);
+/// assert!(frame.iter().all(|&c| c == frame[0]));
+/// ```
 pub mod mulaw {
     use super::{f32_to_i16, map_slice};
 
@@ -370,6 +387,11 @@ pub mod mulaw {
 }
 
 /// The A-law (PCMA) codec.
+///
+/// ```
+/// use audin_codec::alaw;
+/// assert_eq!(alaw::decode(alaw::encode(1000)), 1008);
+/// ```
 pub mod alaw {
     use super::{f32_to_i16, map_slice};
 

@@ -1,5 +1,13 @@
 //! Adaptive playout (jitter) buffer for 20 ms, 160-sample telephone frames.
 //!
+//! ```
+//! use audin_codec::jitter::{JitterBuffer, Playout};
+//! let mut jb = JitterBuffer::new();
+//! let mut out = [0i16; 160];
+//! jb.push(0, &[7; 160], 0.0);
+//! assert_eq!(jb.pop(20.0, &mut out), Playout::Played);
+//! ```
+//!
 //! Fixed capacity ([`CAPACITY`] frames), no allocation. Frames are keyed by a
 //! 32-bit wrapping sequence number, one per 20 ms; arrival and playout times
 //! are milliseconds on **one** clock (in the AudioWorklet: `currentTime *
@@ -35,22 +43,58 @@
 //! sender's timeline moved (a pause, a clock jump): the buffer re-primes.
 
 /// Samples per frame (20 ms at 8 kHz).
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::FRAME_SAMPLES, 160);
+/// ```
 pub const FRAME_SAMPLES: usize = 160;
 /// Frame duration in milliseconds.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::FRAME_MS, 20.0);
+/// ```
 pub const FRAME_MS: f64 = 20.0;
 /// Frames the buffer holds at most (320 ms).
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::CAPACITY, 16);
+/// ```
 pub const CAPACITY: usize = 16;
 /// Arrivals remembered for the jitter estimate (2 s).
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::HISTORY, 100);
+/// ```
 pub const HISTORY: usize = 100;
 /// Smallest target delay.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::MIN_TARGET_MS, 20.0);
+/// ```
 pub const MIN_TARGET_MS: f64 = 20.0;
 /// Largest target delay.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::MAX_TARGET_MS, 60.0);
+/// ```
 pub const MAX_TARGET_MS: f64 = 60.0;
 /// Added to the 95th-percentile jitter to form the target.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::TARGET_MARGIN_MS, 10.0);
+/// ```
 pub const TARGET_MARGIN_MS: f64 = 10.0;
 /// Concealed frames until silence.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::FADE_FRAMES, 3);
+/// ```
 pub const FADE_FRAMES: u32 = 3;
 /// Consecutive late arrivals that make the buffer re-prime.
+///
+/// ```
+/// assert_eq!(audin_codec::jitter::RESYNC_AFTER_LATE, 3);
+/// ```
 pub const RESYNC_AFTER_LATE: u32 = 3;
 
 const EMPTY: i64 = i64::MIN;

@@ -1,5 +1,10 @@
 //! The seed SDK's linear-interpolation resampler, kept for compatibility.
 //!
+//! ```
+//! let mut out = [0.0f32; 2];
+//! assert_eq!(audin_codec::linear::resample_linear(&[0.0; 12], 48_000, 8_000, &mut out), 2);
+//! ```
+//!
 //! It is stateless (each block is resampled on its own, as the seed did) and
 //! has no anti-aliasing filter: at 48 kHz -> 8 kHz every output lands on an
 //! input sample, so it is plain decimation and everything above 4 kHz aliases

@@ -1,6 +1,12 @@
 //! Streaming anti-aliased resampler: rational polyphase FIR with a
 //! Kaiser-windowed sinc prototype.
 //!
+//! ```
+//! let mut r = audin_codec::resampler::Resampler::new(48_000, 8_000).unwrap();
+//! let mut out = [0.0f32; 22];
+//! assert_eq!(r.process(&[0.0; 128], &mut out), 22); // ceil(128 / 6)
+//! ```
+//!
 //! # Design
 //!
 //! A rate change `from -> to` is `L / M` with `L = to / gcd`, `M = from / gcd`
@@ -37,17 +43,44 @@
 use core::f64::consts::PI;
 
 /// Stop-band attenuation the Kaiser window is designed for, in dB.
+///
+/// ```
+/// assert!(audin_codec::resampler::STOPBAND_DB >= 80.0);
+/// ```
 pub const STOPBAND_DB: f64 = 88.0;
 /// Pass-band edge as a fraction of the lower rate (3.4 kHz at 8 kHz).
+///
+/// ```
+/// assert_eq!(8000.0 * audin_codec::resampler::PASSBAND_EDGE, 3400.0);
+/// ```
 pub const PASSBAND_EDGE: f64 = 0.425;
 /// Stop-band edge as a fraction of the lower rate (4.6 kHz at 8 kHz).
+///
+/// ```
+/// assert_eq!(8000.0 * audin_codec::resampler::STOPBAND_EDGE, 4600.0);
+/// ```
 pub const STOPBAND_EDGE: f64 = 0.575;
 
 /// Largest supported taps per polyphase branch.
+///
+/// ```
+/// let r = audin_codec::Resampler::new(44_100, 8_000).unwrap();
+/// assert!(r.taps_per_phase() <= audin_codec::resampler::MAX_TAPS_PER_PHASE);
+/// ```
 pub const MAX_TAPS_PER_PHASE: usize = 256;
 /// Largest supported total of coefficients (taps per phase times `L`).
+///
+/// ```
+/// let r = audin_codec::Resampler::new(8_000, 44_100).unwrap();
+/// let (l, _) = r.ratio();
+/// assert!(r.taps_per_phase() * l as usize <= audin_codec::resampler::MAX_COEFS);
+/// ```
 pub const MAX_COEFS: usize = 17_664;
 /// Largest supported interpolation factor `L` after reduction.
+///
+/// ```
+/// assert!(audin_codec::Resampler::new(8_000, 44_100).unwrap().ratio().0 <= audin_codec::resampler::MAX_UP);
+/// ```
 pub const MAX_UP: u32 = 512;
 /// Largest `L` handled by the integer-interpolation kernel.
 const MAX_INT_UP: usize = 8;

@@ -52,8 +52,8 @@ export function loadCore(): Promise<void> {
 }
 
 /**
- * The wire protocol version of the wasm core, e.g. `"v1"`.
- * @internal
+ * Diagnostics: instantiates the wasm core and returns the wire protocol
+ * version it speaks, e.g. `"v1"`.
  */
 export async function coreProtocolVersion(): Promise<string> {
   await loadCore();
@@ -64,10 +64,9 @@ let workletCompiled: WebAssembly.Module | undefined;
 let workletPromise: Promise<WebAssembly.Module> | undefined;
 
 /**
- * The AudioWorklet codec module, compiled on the main thread; it is passed to
- * the worklet in `processorOptions` (AudioWorkletGlobalScope cannot decode
- * base64) and instantiated there with no imports.
- * @internal
+ * Diagnostics: the AudioWorklet's wasm module (audio maths, no imports),
+ * compiled on the main thread. The SDK passes it to its worklet in
+ * `processorOptions` (an AudioWorkletGlobalScope cannot decode base64).
  */
 export function workletModule(): Promise<WebAssembly.Module> {
   if (workletCompiled) return Promise.resolve(workletCompiled);

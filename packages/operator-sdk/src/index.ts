@@ -20,6 +20,5 @@ export type {
 } from "./types.js";
 export type { AudioTap } from "./audio.js";
 export { Resampler, decodeALaw, decodeMuLaw, encodeALaw, encodeMuLaw, resampleLinear } from "./codec.js";
-// Used by the package's smoke test (tests/smoke.test.mjs) to check the
-// inlined wasm modules; not part of the documented API.
+// Diagnostics (also used by tests/smoke.test.mjs to check the inlined wasm).
 export { coreProtocolVersion, workletModule } from "./core.js";

@@ -42,8 +42,7 @@ fn main() {
 
     println!("| operation | best of 2000 x {N} samples |");
     println!("|---|---|");
-    let row =
-        |name: &str, t: f64| println!("| {name} | {:.2} G samples/s |", N as f64 / t / 1e9);
+    let row = |name: &str, t: f64| println!("| {name} | {:.2} G samples/s |", N as f64 / t / 1e9);
     row(
         "mu-law encode i16, table",
         best(2000, || {
@@ -75,13 +74,13 @@ fn main() {
         }),
     );
     row(
-        "mu-law encode f32 (default encoder)",
+        "mu-law encode f32 (bit maths)",
         best(2000, || {
             mulaw::encode_f32_slice(black_box(&pcm_f32), &mut u8s);
         }),
     );
     row(
-        "A-law encode f32 (default encoder)",
+        "A-law encode f32 (bit maths)",
         best(2000, || {
             alaw::encode_f32_slice(black_box(&pcm_f32), &mut u8s);
         }),

@@ -27,11 +27,13 @@
 //! and a branch-free bit-maths encoder ([`mulaw::encode_bitmath`]) that finds
 //! the segment through the exponent of an exact `i32 -> f32` conversion, so it
 //! vectorises with plain SSE2/SIMD128 instructions. Both are exact; the
-//! plain [`mulaw::encode`] / [`alaw::encode`] (and every slice and `f32`
+//! plain [`mulaw::encode`] / [`alaw::encode`] (and the `i16` slice
 //! encoder built on them) use the faster one per target, as measured
-//! (`docs/performance-codec.md`): the table on native targets (3.2 vs 1.9 G
-//! samples/s on x86-64), the bit maths on `wasm32` (faster in V8 too, and it
-//! keeps 64 KiB of table out of the AudioWorklet module).
+//! (`docs/performance-codec.md`): the table on native targets (about 3 vs
+//! 1.5-1.9 G samples/s on x86-64), the bit maths on `wasm32` (faster in V8
+//! too, and it keeps 64 KiB of table out of the AudioWorklet module). The
+//! `f32` encoders always use the bit maths, which vectorises together with
+//! the `f32 -> i16` conversion (a table lookup would not).
 //!
 //! # `f32` samples
 //!
@@ -306,7 +308,9 @@ pub mod mulaw {
     /// ```
     #[inline(always)]
     pub fn encode_f32(x: f32) -> u8 {
-        encode(f32_to_i16(x))
+        // The conversion and the bit maths vectorise together; a table
+        // lookup would break the loop into scalar loads (2x slower).
+        encode_bitmath(f32_to_i16(x))
     }
 
     /// Decodes one code to `f32` in `[-1, 1]`.
@@ -560,7 +564,9 @@ pub mod alaw {
     /// ```
     #[inline(always)]
     pub fn encode_f32(x: f32) -> u8 {
-        encode(f32_to_i16(x))
+        // The conversion and the bit maths vectorise together; a table
+        // lookup would break the loop into scalar loads (2x slower).
+        encode_bitmath(f32_to_i16(x))
     }
 
     /// Decodes one code to `f32` in `[-1, 1]`.

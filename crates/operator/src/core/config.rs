@@ -112,7 +112,7 @@ impl Urls {
         let host = rest.split('/').next().unwrap_or("");
         if host.is_empty() || rest.contains(['?', '#', ' ']) {
             return Err(ConfigError::new(format!(
-                "coreUrl {core_url:?} must be an absolute http(s) or ws(s) URL without query"
+                "coreUrl \"{core_url}\" must be an absolute http(s) or ws(s) URL without query"
             )));
         }
         let (ws, http) = if secure {
@@ -132,12 +132,12 @@ impl Urls {
 fn split_scheme(url: &str) -> Result<(bool, &str), ConfigError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| ConfigError::new(format!("coreUrl {url:?} has no scheme")))?;
+        .ok_or_else(|| ConfigError::new(format!("coreUrl \"{url}\" has no scheme")))?;
     match scheme.to_ascii_lowercase().as_str() {
         "https" | "wss" => Ok((true, rest)),
         "http" | "ws" => Ok((false, rest)),
         other => Err(ConfigError::new(format!(
-            "coreUrl scheme {other:?} is not http, https, ws or wss"
+            "coreUrl scheme \"{other}\" is not http, https, ws or wss"
         ))),
     }
 }

@@ -58,6 +58,7 @@ mod config;
 mod engine;
 mod time;
 mod types;
+mod wire;
 
 pub use config::{Config, ConfigError, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_TOKEN_TIMEOUT_MS};
 pub use time::{
@@ -72,3 +73,4 @@ pub use types::{
 pub use audin_protocol::{Direction, EndReason, ErrorCode, PhoneNumberInfo};
 
 pub use engine::Operator;
+pub use wire::{WireError, decode_audio, decode_presence};

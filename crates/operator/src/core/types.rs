@@ -98,6 +98,18 @@ pub enum PresenceState {
     Reconnecting,
 }
 
+impl PresenceState {
+    /// The SDK spelling, e.g. `"reconnecting"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Offline => "offline",
+            Self::Connecting => "connecting",
+            Self::Online => "online",
+            Self::Reconnecting => "reconnecting",
+        }
+    }
+}
+
 /// A call's state: `ringing → connecting → active → ended`.
 ///
 /// JSON: `"ringing" | "connecting" | "active" | "ended"`.

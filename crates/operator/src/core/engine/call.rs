@@ -4,10 +4,10 @@
 
 use super::{CachedToken, Operator, TokenPurpose};
 use crate::core::types::*;
+use crate::core::wire::decode_audio;
 use audin_protocol::{
     AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction, EndReason,
-    ErrorCode, HangupReason, RejectReason, decode_audio_server_message, validate_dtmf_digit,
-    validate_e164,
+    ErrorCode, HangupReason, RejectReason, validate_dtmf_digit, validate_e164,
 };
 
 /// Delays between audio (re)attach attempts; the last repeats until the
@@ -202,7 +202,7 @@ impl Operator {
     ) -> Result<OpId, OperatorError> {
         for (name, number) in [("to", to), ("callerId", caller_id)] {
             if let Err(e) = validate_e164(number) {
-                let message = format!("{name} {number:?} is not E.164: {e}");
+                let message = format!("{name} \"{number}\" is not E.164: {e}");
                 return Err(OperatorError::new(ErrorCode::InvalidNumber, message));
             }
         }
@@ -211,7 +211,7 @@ impl Operator {
             return Err(OperatorError::new(ErrorCode::OperatorBusy, message));
         }
         if self.state() != PresenceState::Online {
-            let message = format!("cannot dial while presence is {:?}", self.state());
+            let message = format!("cannot dial while presence is {}", self.state().as_str());
             return Err(OperatorError::new(ErrorCode::NotOnline, message));
         }
         let op = OpId(self.new_id());
@@ -407,11 +407,15 @@ impl Operator {
         sid: &str,
         digit: &str,
     ) -> Result<(), OperatorError> {
-        let digit = validate_dtmf_digit(digit)
-            .map_err(|e| OperatorError::new(ErrorCode::InvalidDtmf, e.to_string()))?;
+        let digit = validate_dtmf_digit(digit).map_err(|_| {
+            // Not DtmfError's Display: it pulls `str: Debug` into the wasm.
+            let shown: String = digit.chars().take(16).collect();
+            let message = format!("invalid DTMF digit \"{shown}\": expected one of 0-9, * or #");
+            OperatorError::new(ErrorCode::InvalidDtmf, message)
+        })?;
         let attached = self.call_state(sid).is_some() && self.attached_socket().is_some();
         if !attached {
-            let message = format!("no call {sid:?} with attached audio");
+            let message = format!("no call \"{sid}\" with attached audio");
             return Err(OperatorError::new(ErrorCode::CallNotFound, message));
         }
         self.send_audio(&AudioClientMessage::Dtmf {
@@ -501,7 +505,7 @@ impl Operator {
     }
 
     pub(super) fn audio_text(&mut self, now: Millis, text: &str) {
-        let msg = match decode_audio_server_message(text) {
+        let msg = match decode_audio(text) {
             Ok(msg) => msg,
             Err(err) => return self.log_undecodable("audio", &err),
         };
@@ -565,7 +569,10 @@ impl Operator {
             call.retry = 0;
             self.log(
                 LogLevel::Warn,
-                format!("audio socket lost ({code:?} {reason}); reattaching"),
+                format!(
+                    "audio socket lost ({} {reason}); reattaching",
+                    code.unwrap_or(0)
+                ),
             );
             self.emit_call(|call| Event::CallReconnecting { call });
         }

@@ -4,7 +4,8 @@
 use super::{CachedToken, Operator, TokenPurpose};
 use crate::core::time::REFRESH_BEFORE_EXPIRY_MS;
 use crate::core::types::*;
-use audin_protocol::{ErrorBody, ErrorCode, PhoneNumberInfo};
+use crate::core::wire::http_error;
+use audin_protocol::{ErrorCode, PhoneNumberInfo};
 
 #[derive(Debug)]
 pub(super) struct HttpFetch {
@@ -120,13 +121,7 @@ impl Operator {
     }
 
     pub(super) fn http_timeout(&mut self, now: Millis) {
-        let expired: Vec<RequestId> = self
-            .http
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for id in self.http.keys_where(|f| f.deadline <= now) {
             self.http_failed(now, id, "the request timed out");
         }
     }
@@ -134,8 +129,8 @@ impl Operator {
 
 /// The `{code, message}` of an error body, or a note that there was none.
 fn server_message(body: &str) -> String {
-    match serde_json::from_str::<ErrorBody>(body) {
-        Ok(b) => format!("{} ({})", b.error.message, b.error.code),
-        Err(_) => "no error body".to_string(),
+    match http_error(body) {
+        Some((code, message)) => format!("{message} ({code})"),
+        None => "no error body".to_string(),
     }
 }

@@ -11,7 +11,7 @@ use super::config::{Config, ConfigError, Urls};
 use super::time::token_expiry_ms;
 use super::types::*;
 use audin_protocol::ErrorCode;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// The operator client's state machine. See the [module docs](crate::core).
 #[derive(Debug)]
@@ -21,13 +21,47 @@ pub struct Operator {
     out: VecDeque<Output>,
     next_id: u32,
     /// `getToken` calls in flight and what each is for.
-    tokens: BTreeMap<TokenRequestId, TokenFetch>,
+    tokens: Pending<TokenRequestId, TokenFetch>,
     /// The most recent token, reused for HTTP requests while it is fresh.
     last_token: Option<CachedToken>,
     presence: presence::Presence,
     call: Option<call::Call>,
     dial: Option<call::PendingDial>,
-    http: BTreeMap<RequestId, http::HttpFetch>,
+    http: Pending<RequestId, http::HttpFetch>,
+}
+
+/// A few in-flight requests keyed by id. A `Vec` costs far less wasm than
+/// a `BTreeMap`, and there are never more than a handful.
+#[derive(Debug)]
+struct Pending<K, V>(Vec<(K, V)>);
+
+impl<K, V> Default for Pending<K, V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<K: PartialEq + Copy, V> Pending<K, V> {
+    fn insert(&mut self, key: K, value: V) {
+        self.0.push((key, value));
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let index = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(index).1)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    fn keys_where(&self, pick: impl Fn(&V) -> bool) -> Vec<K> {
+        self.0
+            .iter()
+            .filter(|(_, v)| pick(v))
+            .map(|(k, _)| *k)
+            .collect()
+    }
 }
 
 /// Why a `getToken` call was made; a late answer whose purpose is gone is
@@ -69,12 +103,12 @@ impl Operator {
             urls,
             out: VecDeque::new(),
             next_id: 0,
-            tokens: BTreeMap::new(),
+            tokens: Pending::default(),
             last_token: None,
             presence: presence::Presence::default(),
             call: None,
             dial: None,
-            http: BTreeMap::new(),
+            http: Pending::default(),
         })
     }
 
@@ -259,13 +293,7 @@ impl Operator {
     /// The time of [`Operator::poll_timeout`] was reached (calling it early
     /// or late is harmless).
     pub fn handle_timeout(&mut self, now: Millis) {
-        let expired: Vec<TokenRequestId> = self
-            .tokens
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
+        for id in self.tokens.keys_where(|f| f.deadline <= now) {
             if let Some(fetch) = self.tokens.remove(&id) {
                 let err = Err("getToken timed out".to_string());
                 self.route_token(now, id, fetch.purpose, err);

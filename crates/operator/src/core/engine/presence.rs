@@ -4,9 +4,8 @@
 use super::{CachedToken, Operator, TokenPurpose};
 use crate::core::time::refresh_delay_ms;
 use crate::core::types::*;
-use audin_protocol::{
-    ClientMessage, CloseCode, DecodeError, ErrorCode, ServerMessage, decode_server_message,
-};
+use crate::core::wire::{WireError, decode_presence};
+use audin_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 
 #[derive(Debug)]
 pub(super) struct Presence {
@@ -130,7 +129,7 @@ impl Operator {
     fn set_state(&mut self, state: PresenceState) {
         if self.presence.state != state {
             self.presence.state = state;
-            self.log(LogLevel::Info, format!("presence {state:?}"));
+            self.log(LogLevel::Info, format!("presence {}", state.as_str()));
             self.emit(Event::PresenceStateChanged { state });
         }
     }
@@ -504,7 +503,7 @@ impl Operator {
     // ── server messages ────────────────────────────────────────────────
 
     pub(super) fn presence_text(&mut self, now: Millis, text: &str) {
-        let msg = match decode_server_message(text) {
+        let msg = match decode_presence(text) {
             Ok(msg) => msg,
             Err(err) => return self.log_undecodable("presence", &err),
         };
@@ -549,10 +548,10 @@ impl Operator {
         }
     }
 
-    pub(super) fn log_undecodable(&mut self, socket: &str, err: &DecodeError) {
+    pub(super) fn log_undecodable(&mut self, socket: &str, err: &WireError) {
         let level = match err {
-            DecodeError::UnknownType(_) => LogLevel::Debug,
-            _ => LogLevel::Warn,
+            WireError::UnknownType(_) => LogLevel::Debug,
+            WireError::Invalid(_) => LogLevel::Warn,
         };
         self.log(level, format!("{socket} message ignored: {err}"));
     }

@@ -120,3 +120,28 @@ async fn a_half_open_presence_socket_is_detected_by_the_heartbeat() {
     op.go_offline().await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn short_lived_tokens_are_refreshed_on_the_live_socket() {
+    let mut config = server_config();
+    config.token_ttl = Duration::from_secs(3);
+    let server = start_server(config).await;
+    let op = operator(&server.url(), "op-refresh");
+    op.go_online([MILANO]).await.unwrap();
+    let mut events = op.events();
+    // Two and a half token lifetimes: without refreshes the server would
+    // close the socket with 4003 at expiry.
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    assert_eq!(op.state(), PresenceState::Online);
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                Event::Error { .. } | Event::PresenceStateChanged { .. }
+            ),
+            "{event:?}"
+        );
+    }
+    op.go_offline().await.unwrap();
+    server.shutdown().await;
+}

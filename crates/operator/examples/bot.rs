@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             event = events.recv() => match event {
                 Ok(Event::IncomingCall { call }) => {
                     println!("ringing: {} from {}", call.call_sid, call.from);
-                    if let Some(call) = op.current_call() {
+                    if let Some(call) = op.call(&call.call_sid) {
                         call.accept();
                         let task = tokio::spawn(serve(call, options.clone(), prompt.clone()));
                         handled += 1;

@@ -1,12 +1,48 @@
 //! `audin-operator`: the Audin operator client for Rust.
 //!
-//! - [`core`] (always compiled) is the sans-IO state machine that holds every
-//!   client behaviour: presence, heartbeats, reconnects, token refresh, calls
-//!   and their audio legs. It has no I/O, no clock reads, no threads, no
-//!   tokio and no wasm-bindgen; it depends only on `audin-protocol`, `serde`
-//!   and `serde_json`, and is also compiled to wasm for the browser SDK.
-//! - With the `tokio` feature, [`AudinOperator`] drives the core natively
-//!   (tokio-tungstenite sockets, an HTTP client, per-call audio channels).
+//! Two layers:
+//!
+//! - [`core`] (always compiled) is the sans-IO state machine that holds
+//!   every client behaviour: presence, heartbeats, reconnects, token refresh,
+//!   availability, calls and their audio legs, `listPhoneNumbers`. It must
+//!   not depend on I/O, a clock, threads, tokio or wasm-bindgen: it depends
+//!   only on `audin-protocol`, `serde` and `serde_json`, because the same
+//!   code is compiled to wasm for the browser SDK (`@audin.ai/operator-sdk`),
+//!   whose TypeScript facade performs the I/O the core asks for.
+//! - With the `tokio` feature (off by default, so the wasm build never pulls
+//!   tokio), [`AudinOperator`] drives the core natively: tokio-tungstenite
+//!   sockets, a reqwest HTTP client, and per-call [`AudioIo`] channels of
+//!   8 kHz mu-law frames. Add the `tls` feature for `https://` / `wss://`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio")]
+//! # async fn demo() -> Result<(), audin_operator::core::OperatorError> {
+//! use audin_operator::AudinOperator;
+//! use audin_operator::core::{Event, TokenGrant};
+//!
+//! let op = AudinOperator::builder("http://127.0.0.1:8080")
+//!     // Call YOUR backend, which holds the account API key.
+//!     .get_token(|| async { Ok(TokenGrant::new("eyJ…")) })
+//!     .build()?;
+//! let mut events = op.events(); // subscribe before going online
+//! op.go_online(["pn_1"]).await?;
+//! while let Ok(event) = events.recv().await {
+//!     if let Event::IncomingCall { call } = event {
+//!         if let Some(call) = op.call(&call.call_sid) {
+//!             call.accept();
+//!             let audio = call.audio();
+//!             while let Some(pcm) = audio.recv_pcm().await {
+//!                 audio.send_pcm(&pcm); // echo
+//!             }
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The driver task stops when the [`AudinOperator`] and every [`Call`]
+//! handle are dropped (it goes offline first); call `go_offline` for an
+//! orderly exit you can await.
 
 pub mod core;
 

@@ -17,8 +17,10 @@ async fn incoming(op: &AudinOperator, events: &mut broadcast::Receiver<Event>) -
     .await;
     assert_eq!(info.state, CallState::Ringing);
     assert_eq!(info.from, CALLER);
-    let call = op.current_call().expect("the offer is the current call");
-    assert_eq!(call.call_sid(), info.call_sid);
+    let call = op
+        .call(&info.call_sid)
+        .expect("the offer is the current call");
+    assert_eq!(op.current_call().unwrap().call_sid(), info.call_sid);
     call
 }
 

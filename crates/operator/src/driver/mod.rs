@@ -66,8 +66,8 @@ pub struct Availability {
 /// let mut events = op.events();
 /// op.go_online(["pn_1"]).await?;
 /// while let Ok(event) = events.recv().await {
-///     if let audin_operator::core::Event::IncomingCall { .. } = event {
-///         if let Some(call) = op.current_call() {
+///     if let audin_operator::core::Event::IncomingCall { call } = event {
+///         if let Some(call) = op.call(&call.call_sid) {
 ///             call.accept();
 ///         }
 ///     }
@@ -258,6 +258,12 @@ impl AudinOperator {
             shared,
             commands: self.commands.clone(),
         })
+    }
+
+    /// The call `call_sid` if it is the current one (use it on an
+    /// `IncomingCall` event: the current call may have moved on since).
+    pub fn call(&self, call_sid: &str) -> Option<Call> {
+        self.current_call().filter(|c| c.call_sid() == call_sid)
     }
 
     /// A receiver of every event from now on.

@@ -145,3 +145,43 @@ async fn short_lived_tokens_are_refreshed_on_the_live_socket() {
     op.go_offline().await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn get_token_failures_are_reported_and_retried_until_it_works() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = start_server(server_config()).await;
+    let token_url = format!("{}/api/operator/token", server.url());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let op = audin_operator::AudinOperator::builder(server.url())
+        .reconnect_backoff([Duration::from_millis(100), Duration::from_millis(200)])
+        .get_token(move || {
+            let (n, url) = (counter.fetch_add(1, Ordering::SeqCst), token_url.clone());
+            async move {
+                match n {
+                    0 => Err("backend down".to_string()),
+                    // Hangs past the token timeout.
+                    1 => std::future::pending().await,
+                    _ => fetch_token(&reqwest::Client::new(), &url, "op-flaky").await,
+                }
+            }
+        })
+        .token_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut events = op.events();
+    op.go_online([MILANO]).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    for _ in 0..2 {
+        let code = wait_event(&mut events, |e| match e {
+            Event::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await;
+        assert_eq!(code, ErrorCode::TokenFetchFailed);
+    }
+    assert_eq!(op.state(), PresenceState::Online);
+    op.go_offline().await.unwrap();
+    server.shutdown().await;
+}

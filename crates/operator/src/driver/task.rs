@@ -266,14 +266,20 @@ impl Driver {
     fn fetch_token(&self, id: TokenRequestId) {
         let get_token = self.get_token.clone();
         let io = self.io_tx.clone();
+        // The core gives up after the same time; dropping the future then
+        // keeps a hanging getToken from piling up tasks.
+        let limit = Duration::from_millis(self.core.config().token_timeout_ms);
         tokio::spawn(async move {
-            let result = get_token().await;
+            let result = tokio::time::timeout(limit, get_token())
+                .await
+                .unwrap_or_else(|_| Err("getToken timed out".to_string()));
             let _ = io.send(IoEvent::Token(id, result));
         });
     }
 
     fn http_get(&self, id: RequestId, url: String, token: String) {
-        let request = self.http.get(url).bearer_auth(token);
+        let limit = Duration::from_millis(self.core.config().request_timeout_ms);
+        let request = self.http.get(url).bearer_auth(token).timeout(limit);
         let io = self.io_tx.clone();
         tokio::spawn(async move {
             let result = match request.send().await {

@@ -372,19 +372,18 @@ impl JitterBuffer {
     pub fn push(&mut self, seq: u32, frame: &[i16; FRAME_SAMPLES], arrival_ms: f64) -> Pushed {
         self.stats.received += 1;
         let mut ext = self.unwrap_seq(seq);
-        let transit = arrival_ms - ext as f64 * FRAME_MS;
         if self.started && ext < self.next {
-            self.record_transit(transit);
-            self.stats.late += 1;
             self.late_run += 1;
             if self.late_run < RESYNC_AFTER_LATE {
+                // Still evidence of jitter: it counts towards the target.
+                self.record_transit(arrival_ms - ext as f64 * FRAME_MS);
+                self.stats.late += 1;
                 return Pushed::Late;
             }
             // The sender's timeline moved: start over from this frame.
             self.resync();
             self.have_seq = false;
             ext = self.unwrap_seq(seq);
-            self.stats.late -= 1;
         }
         self.late_run = 0;
         if self.present(ext) {

@@ -881,6 +881,34 @@ mod tests {
     }
 
     #[test]
+    fn int_up_group_equals_one_at_a_time_bit_for_bit() {
+        let mut seed = 7u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for up in 2..=MAX_INT_UP {
+            let taps = 40;
+            let coefs: std::vec::Vec<f32> = (0..taps * up)
+                .flat_map(|_| [rnd(); 4]) // each tap four times, as laid out
+                .collect();
+            let x: std::vec::Vec<f32> = (0..taps + 3).map(|_| rnd()).collect();
+            let mut group = std::vec![0.0f32; 4 * up];
+            int_up_group(&coefs, &x, up, &mut group);
+            for j in 0..4 {
+                for p in 0..up {
+                    let one = int_up_one(&coefs, &x[j..j + taps], up, p);
+                    assert_eq!(
+                        group[j * up + p].to_bits(),
+                        one.to_bits(),
+                        "up {up} j {j} p {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bessel_matches_known_values() {
         assert!((bessel_i0(0.0) - 1.0).abs() < 1e-15);
         assert!((bessel_i0(1.0) - 1.266_065_877_752_008_4).abs() < 1e-12);

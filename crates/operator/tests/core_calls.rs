@@ -756,3 +756,20 @@ fn ended_calls_leave_no_timers_or_sockets_behind() {
     sim.drain();
     assert!(!sim.has_token_request());
 }
+
+#[test]
+fn an_accept_whose_confirmation_was_lost_resumes_from_welcome() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    sim.offer(presence, "CA1");
+    sim.op.accept(sim.now, "CA1");
+    // The socket dies before callAccepted arrives.
+    sim.close(presence, None);
+    sim.fire_next_timer();
+    let presence = sim.connect_presence(json!({"callSid":"CA1","answered":true}));
+    sim.answer_go_online(presence);
+    sim.attach_audio("CA1", true, false);
+    let events = sim.events();
+    assert!(names(&events).contains(&"callStarted"), "{events:?}");
+    assert_eq!(state(&sim), Some(CallState::Active));
+}

@@ -375,6 +375,11 @@ impl Operator {
     pub(super) fn reconcile_call(&mut self, now: Millis, server_call: Option<String>) {
         let Some(call) = &self.call else { return };
         if server_call.as_deref() == Some(call.info.call_sid.as_str()) {
+            // Our accept won but its `callAccepted` was lost with the socket:
+            // the server holds the call for us, so open its audio now.
+            if call.info.state == CallState::Connecting && matches!(call.leg, Leg::Idle) {
+                self.start_audio(now);
+            }
             return;
         }
         let message = format!("the service no longer holds call {}", call.info.call_sid);

@@ -194,7 +194,7 @@ impl AudinOperator {
     async fn request(
         &self,
         make: impl FnOnce(task::Reply) -> Command,
-    ) -> Result<OpValue, OperatorError> {
+    ) -> Result<task::Done, OperatorError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(make(reply)).map_err(|_| driver_gone())?;
         answer.await.map_err(|_| driver_gone())?
@@ -209,7 +209,11 @@ impl AudinOperator {
         S: Into<String>,
     {
         let ids = phone_number_ids.into_iter().map(Into::into).collect();
-        match self.request(|reply| Command::GoOnline(ids, reply)).await? {
+        match self
+            .request(|reply| Command::GoOnline(ids, reply))
+            .await?
+            .value
+        {
             OpValue::Availability { accepted, rejected } => Ok(Availability { accepted, rejected }),
             other => Err(unexpected(other)),
         }
@@ -225,22 +229,25 @@ impl AudinOperator {
     /// leg is opening (state `connecting`).
     pub async fn dial(&self, to: &str, caller_id: &str) -> Result<Call, OperatorError> {
         let (to, caller_id) = (to.to_string(), caller_id.to_string());
-        let value = self
+        let done = self
             .request(|reply| Command::Dial {
                 to,
                 caller_id,
                 reply,
             })
             .await?;
-        let OpValue::Call { call } = value else {
-            return Err(unexpected(value));
-        };
-        Ok(self.handle_for(call))
+        match done.call {
+            Some(shared) => Ok(Call {
+                shared,
+                commands: self.commands.clone(),
+            }),
+            None => Err(unexpected(done.value)),
+        }
     }
 
     /// The account's phone numbers (`UNAUTHORIZED` / `REQUEST_FAILED` on failure).
     pub async fn list_phone_numbers(&self) -> Result<Vec<PhoneNumberInfo>, OperatorError> {
-        match self.request(Command::ListPhoneNumbers).await? {
+        match self.request(Command::ListPhoneNumbers).await?.value {
             OpValue::PhoneNumbers { phone_numbers } => Ok(phone_numbers),
             other => Err(unexpected(other)),
         }
@@ -269,22 +276,6 @@ impl AudinOperator {
     /// A receiver of every event from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
-    }
-
-    /// The handle of `info`'s call: the live one if it is current, else a
-    /// detached, already-ended one.
-    fn handle_for(&self, info: CallInfo) -> Call {
-        if let Some(call) = self.current_call() {
-            if call.call_sid() == info.call_sid {
-                return call;
-            }
-        }
-        let shared = Arc::new(CallShared::new(info));
-        shared.media.close();
-        Call {
-            shared,
-            commands: self.commands.clone(),
-        }
     }
 }
 

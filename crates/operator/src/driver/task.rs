@@ -20,7 +20,14 @@ use tokio::time::Instant;
 pub(crate) type TokenFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<TokenGrant, String>> + Send>> + Send + Sync>;
 
-pub(crate) type Reply = oneshot::Sender<Result<OpValue, OperatorError>>;
+/// A completed operation, with the call it created (for `dial`).
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) value: OpValue,
+    pub(crate) call: Option<Arc<CallShared>>,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Done, OperatorError>>;
 
 /// API calls, from [`super::AudinOperator`] and [`Call`] handles.
 #[derive(Debug)]
@@ -345,13 +352,18 @@ impl Driver {
     }
 
     fn completed(&mut self, op: OpId, result: Result<OpValue, OperatorError>) {
-        if let Ok(OpValue::Call { call }) = &result {
+        let done = result.map(|value| {
             // Register before replying so `current_call()` and the media
-            // outputs that follow find it.
-            self.register_call(call.clone());
-        }
+            // outputs that follow find it; the reply carries the same shared
+            // state, so the handle stays live even if the call ends first.
+            let call = match &value {
+                OpValue::Call { call } => Some(self.register_call(call.clone())),
+                _ => None,
+            };
+            Done { value, call }
+        });
         if let Some(reply) = self.replies.remove(&op) {
-            let _ = reply.send(result);
+            let _ = reply.send(done);
         }
     }
 }

@@ -641,7 +641,7 @@ fn dtmf_is_validated_and_sent_on_the_audio_socket() {
     let presence = sim.online();
     sim.offer(presence, "CA1");
     let err = sim.op.send_dtmf(sim.now, "CA1", "5").unwrap_err();
-    assert_eq!(err.code, ErrorCode::CallNotFound, "not attached yet");
+    assert_eq!(err.code, ErrorCode::CallNotFound, "still ringing");
     sim.op.accept(sim.now, "CA1");
     sim.server(presence, json!({"type":"callAccepted","callSid":"CA1"}));
     let audio = sim.attach_audio("CA1", true, false);
@@ -658,6 +658,37 @@ fn dtmf_is_validated_and_sent_on_the_audio_socket() {
     }
     let err = sim.op.send_dtmf(sim.now, "CA-other", "1").unwrap_err();
     assert_eq!(err.code, ErrorCode::CallNotFound);
+}
+
+#[test]
+fn dtmf_sent_while_connecting_is_held_until_the_audio_attaches() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    sim.offer(presence, "CA1");
+    sim.op.accept(sim.now, "CA1");
+    sim.server(presence, json!({"type":"callAccepted","callSid":"CA1"}));
+    // The seed's Quick start sends DTMF right after the call object exists.
+    sim.op.send_dtmf(sim.now, "CA1", "1").unwrap();
+    sim.op.send_dtmf(sim.now, "CA1", "#").unwrap();
+    let err = sim.op.send_dtmf(sim.now, "CA1", "x").unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::InvalidDtmf,
+        "validated before queueing"
+    );
+    let audio = sim.attach_audio("CA1", true, false);
+    let digits: Vec<Value> = sim
+        .sent(audio)
+        .into_iter()
+        .filter(|m| m["type"] == "dtmf")
+        .collect();
+    assert_eq!(
+        digits,
+        [
+            json!({"type":"dtmf","digit":"1"}),
+            json!({"type":"dtmf","digit":"#"})
+        ]
+    );
 }
 
 #[test]

@@ -41,7 +41,8 @@
 //! | `INVALID_DTMF` | [`Operator::send_dtmf`] (sync) | not exactly one of `0-9 * #` |
 //! | `OPERATOR_BUSY` | [`Operator::dial`] (sync) | a call (or a dial) already exists |
 //! | `NOT_ONLINE` | [`Operator::dial`] (sync) | presence is not `online` |
-//! | `CALL_NOT_FOUND` | [`Operator::send_dtmf`] (sync) | no such call, or its audio is not attached |
+//! | `CALL_NOT_FOUND` | [`Operator::send_dtmf`] (sync) | no such call, or it is still ringing or over (digits sent while the audio leg attaches are held and sent on attach) |
+//! | `RATE_LIMITED` | [`Operator::send_dtmf`] (sync) | more than 32 digits waiting for the audio leg |
 //! | `TIMEOUT` | `dial` completion | no `dialAccepted` within `requestTimeoutMs` |
 //! | `CANCELLED` | `dial` / `goOnline` completion | `go_offline` was called first |
 //! | `CONNECTION_LOST` | `dial` completion; `error` event | presence lost before the answer; presence could not connect or was lost |

@@ -27,7 +27,13 @@ pub(super) struct Call {
     window_end: Option<Millis>,
     /// Index into [`REATTACH_DELAYS_MS`].
     retry: usize,
+    /// DTMF digits sent before the audio leg attached, flushed on `attached`
+    /// (the seed's Quick start calls `sendDtmf` right after `dial` resolves).
+    pending_dtmf: String,
 }
+
+/// Most DTMF digits held while the audio leg is attaching.
+pub const MAX_PENDING_DTMF: usize = 32;
 
 /// The call's audio socket.
 #[derive(Debug)]
@@ -137,6 +143,7 @@ impl Operator {
             media: None,
             window_end: None,
             retry: 0,
+            pending_dtmf: String::new(),
         });
     }
 
@@ -418,14 +425,27 @@ impl Operator {
             let message = format!("invalid DTMF digit \"{shown}\": expected one of 0-9, * or #");
             OperatorError::new(ErrorCode::InvalidDtmf, message)
         })?;
-        let attached = self.call_state(sid).is_some() && self.attached_socket().is_some();
-        if !attached {
-            let message = format!("no call \"{sid}\" with attached audio");
+        let live = matches!(
+            self.call_state(sid),
+            Some(CallState::Connecting | CallState::Active)
+        );
+        if !live {
+            let message = format!("no connected call \"{sid}\"");
             return Err(OperatorError::new(ErrorCode::CallNotFound, message));
         }
-        self.send_audio(&AudioClientMessage::Dtmf {
+        let msg = AudioClientMessage::Dtmf {
             digit: digit.to_string(),
-        });
+        };
+        if self.send_audio(&msg) {
+            return Ok(());
+        }
+        // Audio not attached yet (or reattaching): hold the digit until it is.
+        let call = self.call.as_mut().expect("live call checked above");
+        if call.pending_dtmf.len() >= MAX_PENDING_DTMF {
+            let message = format!("more than {MAX_PENDING_DTMF} DTMF digits waiting for audio");
+            return Err(OperatorError::new(ErrorCode::RateLimited, message));
+        }
+        call.pending_dtmf.push(digit);
         Ok(())
     }
 
@@ -540,11 +560,22 @@ impl Operator {
             // The server does not keep the flag across sockets.
             self.send_audio(&AudioClientMessage::Mute { muted });
         }
+        self.flush_pending_dtmf();
         if reattached {
             self.emit_call(|call| Event::CallReconnected { call });
         }
         if answered {
             self.on_answered();
+        }
+    }
+
+    fn flush_pending_dtmf(&mut self) {
+        let Some(call) = &mut self.call else { return };
+        let digits = std::mem::take(&mut call.pending_dtmf);
+        for digit in digits.chars() {
+            self.send_audio(&AudioClientMessage::Dtmf {
+                digit: digit.to_string(),
+            });
         }
     }
 

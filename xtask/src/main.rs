@@ -46,7 +46,7 @@ options for test / demo / dist:
   --no-setup              same as --skip setup
   --skip-browser          run npm test with AUDIN_SKIP_BROWSER=1 (no Chromium)
 
-groups: setup, rust, wasm, npm";
+groups: setup, rust, wasm, npm, fuzz";
 
 fn main() -> ExitCode {
     match real_main() {

@@ -21,6 +21,7 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     rust_components(ctx)?;
     wasm_target(ctx)?;
     wasm_bindgen_cli(ctx)?;
+    cargo_fuzz(ctx)?;
     apt_packages()?;
     node(ctx)?;
     npm_packages(ctx)?;
@@ -121,6 +122,30 @@ fn wasm_bindgen_cli(ctx: &Ctx) -> Result<()> {
              is another wasm-bindgen earlier on PATH than ~/.cargo/bin?"
         ),
     }
+}
+
+/// The fuzz step needs a nightly toolchain (sanitizers) and cargo-fuzz.
+fn cargo_fuzz(ctx: &Ctx) -> Result<()> {
+    let nightly = probe(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
+    if nightly.is_none() {
+        println!("setup: nightly toolchain     missing; installing (cargo fuzz needs it)");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain for cargo fuzz")?;
+    }
+    if probe(ctx.cargo().args(["fuzz", "--version"])).is_some() {
+        done("cargo-fuzz", "already installed, skipped");
+        return Ok(());
+    }
+    run(ctx.cargo().args(["install", "cargo-fuzz", "--locked"]))
+        .context("installing cargo-fuzz")?;
+    done("cargo-fuzz", "installed");
+    Ok(())
 }
 
 fn apt_packages() -> Result<()> {

@@ -72,6 +72,15 @@ pub fn test_steps() -> Vec<Step> {
         Step::new("wasm", "wasm", wasm::run_all),
         Step::new("npm-build", "npm", npm_build),
         Step::new("npm-test", "npm", |c| run(c.npm().args(["test"]))),
+        // Bounded: every target fuzzes for FUZZ_SECONDS (default 45) after
+        // replaying the committed regression inputs.
+        Step::new("fuzz", "fuzz", |c| {
+            let secs = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "45".into());
+            run(std::process::Command::new("bash")
+                .current_dir(&c.root)
+                .arg("fuzz/run-bounded.sh")
+                .arg(secs))
+        }),
     ]
 }
 
@@ -141,7 +150,7 @@ impl Plan {
             {
                 let known: Vec<&str> = self.steps.iter().map(|(s, _)| s.name).collect();
                 bail!(
-                    "`{name}` is no step or group of `{}` (steps: {}; groups: setup, rust, wasm, npm)",
+                    "`{name}` is no step or group of `{}` (steps: {}; groups: setup, rust, wasm, npm, fuzz)",
                     self.command,
                     known.join(", ")
                 );

@@ -1,1 +1,22 @@
-//! `audin-testkit`: test support (fault-injecting proxy, server process control).
+//! `audin-testkit`: test support for the Audin operator project.
+//!
+//! - [`proxy`]: a fault-injecting TCP proxy (pass, delay, stall, black-hole,
+//!   drop, reset, refuse) controlled from tests, per connection path and
+//!   for existing and/or new connections;
+//! - [`server`]: the real `audin-server` binary as a child process (ready
+//!   line, captured logs, SIGKILL, restart on the same port and database);
+//! - [`support`]: tokens, SDK operators, event logs, call records,
+//!   `/metrics`, and a raw WebSocket client for hostile inputs.
+//!
+//! The reliability and security suites live in `tests/`; the bounded soak
+//! is `src/bin/soak.rs`. Only loopback addresses are ever targeted.
+//!
+//! It is test-only code (`publish = false`): it may depend on the SDK and
+//! on the server's library, but product crates must never depend on it.
+
+pub mod proxy;
+pub mod server;
+pub mod support;
+
+pub use proxy::{ConnInfo, Fault, FaultProxy, Scope};
+pub use server::{ServerOptions, ServerProcess, server_binary, temp_dir};

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::db;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::sim::Behaviour;
+use crate::sim::{Behaviour, Impairment, JitterDistribution, MAX_JITTER_MS};
 use crate::util::{new_call_sid, rfc3339};
 
 /// An HTTP error answer.
@@ -61,6 +61,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             .route("/dev/sim/calls", post(sim_start))
             .route("/dev/sim/calls/{sid}", get(sim_status))
             .route("/dev/sim/calls/{sid}/hangup", post(sim_hangup))
+            .route("/dev/sim/calls/{sid}/impair", post(sim_impair))
             .route("/dev/sim/calls/{sid}/recording.wav", get(sim_recording));
     }
     if engine.cfg.static_dir.is_some() {
@@ -340,7 +341,7 @@ async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<
         Some(b) => Behaviour::parse(b).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidMessage,
-                "behaviour must be tone, echo or silence",
+                "behaviour must be tone, echo, silence or click",
             )
         })?,
     };
@@ -361,6 +362,59 @@ async fn sim_hangup(
 ) -> ApiResult<Response> {
     if engine.sim.caller_hangs_up(&sid) {
         Ok(axum::Json(serde_json::json!({})).into_response())
+    } else {
+        Err(ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ImpairBody {
+    #[serde(default)]
+    jitter_ms: u32,
+    #[serde(default)]
+    loss_percent: f64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    distribution: Option<String>,
+}
+
+async fn sim_impair(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(sid): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: ImpairBody = parse_json(&body)?;
+    if req.jitter_ms > MAX_JITTER_MS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            format!("jitterMs must be at most {MAX_JITTER_MS}"),
+        ));
+    }
+    if !(0.0..=100.0).contains(&req.loss_percent) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "lossPercent must be between 0 and 100",
+        ));
+    }
+    let distribution = match req.distribution.as_deref() {
+        None => JitterDistribution::Uniform,
+        Some(d) => JitterDistribution::parse(d).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidMessage,
+                "distribution must be uniform or pareto",
+            )
+        })?,
+    };
+    let impairment = Impairment {
+        jitter_ms: req.jitter_ms,
+        loss_percent: req.loss_percent,
+        seed: req.seed,
+        distribution,
+    };
+    if engine.sim.impair(&sid, impairment) {
+        Ok(axum::Json(impairment).into_response())
     } else {
         Err(ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
     }

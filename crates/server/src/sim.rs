@@ -3,7 +3,9 @@
 //! Outbound numbers behave as in the table of `docs/protocol-v1.md`; inbound
 //! calls are started by the dev endpoints. Every far end paces its audio at
 //! 20 ms, records what it hears (decoded to PCM, at most five minutes) and
-//! the DTMF digits it receives.
+//! the DTMF digits it receives. A dev endpoint can impair what a far end
+//! sends toward the operator ([`Impairment`]: random delay that keeps the
+//! order, random loss) to exercise the clients' jitter buffers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,13 @@ use crate::ws::FrameQueue;
 const MAX_RECORDED_SAMPLES: usize = 8_000 * 300;
 /// Ended sim calls kept for inspection.
 const KEEP_ENDED: usize = 32;
+/// Largest jitter an impairment may add, ms.
+pub const MAX_JITTER_MS: u32 = 1_000;
+/// Frames a far end holds back at most while impaired (1 s of audio plus
+/// slack); beyond that the oldest is dropped, as a bounded queue would.
+const MAX_DELAYED: usize = 64;
+/// The `click` behaviour clicks once every this many frames (500 ms).
+pub const CLICK_EVERY_FRAMES: u64 = 25;
 
 /// What a far end plays once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +44,9 @@ pub enum Behaviour {
     Echo,
     /// Sends silence.
     Silence,
+    /// Sends silence whose every 25th frame (500 ms) starts with one
+    /// full-scale sample: a click to time playback latency by.
+    Click,
 }
 
 impl Behaviour {
@@ -44,6 +56,7 @@ impl Behaviour {
             "tone" => Some(Self::Tone),
             "echo" => Some(Self::Echo),
             "silence" => Some(Self::Silence),
+            "click" => Some(Self::Click),
             _ => None,
         }
     }
@@ -105,12 +118,115 @@ impl Script {
     }
 }
 
+/// How the extra delay of an impaired frame is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterDistribution {
+    /// Uniform in `[0, jitter]`.
+    #[default]
+    Uniform,
+    /// Heavy-tailed: Lomax (Pareto II) with shape 2 and scale `jitter / 4`,
+    /// capped at `jitter`: median 0.1 x jitter, 4 % of frames at the cap.
+    Pareto,
+}
+
+impl JitterDistribution {
+    /// Parses `uniform` or `pareto`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "uniform" => Some(Self::Uniform),
+            "pareto" => Some(Self::Pareto),
+            _ => None,
+        }
+    }
+}
+
+/// Network impairment of the frames a far end sends toward the operator.
+///
+/// Each frame gets a random extra delay in `[0, jitter_ms]` but keeps its
+/// order, like audio over TCP (a WebSocket): a frame is never handed on
+/// before the one in front of it, so frames behind a delayed one wait.
+/// Independently, each frame is lost with probability `loss_percent / 100`
+/// (a lost RTP packet upstream of the service). The draws come from a PRNG
+/// seeded with `seed`, so a run is repeatable frame for frame.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Impairment {
+    /// Largest extra delay, ms (`0..=MAX_JITTER_MS`).
+    pub jitter_ms: u32,
+    /// Chance of losing a frame, percent (`0..=100`).
+    pub loss_percent: f64,
+    /// PRNG seed.
+    pub seed: u64,
+    /// How the delay is drawn.
+    pub distribution: JitterDistribution,
+}
+
+impl Impairment {
+    /// No delay, no loss.
+    pub fn is_none(&self) -> bool {
+        self.jitter_ms == 0 && self.loss_percent <= 0.0
+    }
+}
+
+/// SplitMix64: tiny, seedable and stable across crate versions.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Decides the fate of each frame under an [`Impairment`].
+#[derive(Debug, Clone)]
+struct Impairer {
+    cfg: Impairment,
+    rng: SplitMix64,
+}
+
+impl Impairer {
+    fn new(cfg: Impairment) -> Self {
+        Self {
+            cfg,
+            rng: SplitMix64(cfg.seed),
+        }
+    }
+
+    /// The extra delay of the next frame, or `None` if it is lost. Both
+    /// draws are always made, so the sequence depends only on the seed.
+    fn next(&mut self) -> Option<Duration> {
+        let lost = self.rng.unit() * 100.0 < self.cfg.loss_percent;
+        let u = self.rng.unit();
+        let max = f64::from(self.cfg.jitter_ms.min(MAX_JITTER_MS));
+        let ms = match self.cfg.distribution {
+            JitterDistribution::Uniform => u * max,
+            // Inverse CDF of Lomax(shape 2, scale max/4); 1 - u is in (0, 1].
+            JitterDistribution::Pareto => ((max / 4.0) * ((1.0 - u).powf(-0.5) - 1.0)).min(max),
+        };
+        (!lost).then(|| Duration::from_secs_f64(ms / 1_000.0))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Observed {
     state: &'static str,
     end_reason: Option<EndReason>,
     dtmf: String,
     frames_heard: u64,
+    frames_sent: u64,
+    frames_lost: u64,
+    impairment: Impairment,
     pcm: Vec<i16>,
 }
 
@@ -120,6 +236,7 @@ enum FarCmd {
     Dtmf(char),
     HangUp(EndReason),
     CallerHangsUp,
+    Impair(Impairment),
 }
 
 /// One far end.
@@ -175,6 +292,12 @@ pub struct SimCallStatus {
     pub dtmf: String,
     /// Audio frames heard.
     pub frames_heard: u64,
+    /// Audio frames handed toward the operator (after impairment).
+    pub frames_sent: u64,
+    /// Audio frames the impairment dropped.
+    pub frames_lost: u64,
+    /// The impairment in force (all zero: none).
+    pub impairment: Impairment,
 }
 
 #[derive(Debug, Default)]
@@ -267,6 +390,23 @@ impl SimCarrier {
         }
     }
 
+    /// Impairs what the far end of `call_sid` sends from now on (replacing
+    /// any earlier impairment; all zero turns it off). False if the call is
+    /// unknown or over.
+    pub fn impair(&self, call_sid: &str, impairment: Impairment) -> bool {
+        let call = self
+            .registry
+            .lock()
+            .expect("sim lock")
+            .calls
+            .get(call_sid)
+            .cloned();
+        match call {
+            Some(c) => c.cmd.try_send(FarCmd::Impair(impairment)).is_ok(),
+            None => false,
+        }
+    }
+
     /// The far end's view of a call.
     pub fn status(&self, call_sid: &str) -> Option<SimCallStatus> {
         let call = self
@@ -283,6 +423,9 @@ impl SimCarrier {
             end_reason: o.end_reason,
             dtmf: o.dtmf.clone(),
             frames_heard: o.frames_heard,
+            frames_sent: o.frames_sent,
+            frames_lost: o.frames_lost,
+            impairment: o.impairment,
         })
     }
 
@@ -352,6 +495,22 @@ impl FarEnd {
         self.events.send(ev).await.is_ok()
     }
 
+    /// Hands one audio frame to the engine (dropped if the engine is
+    /// behind). False, after ending the call, if the engine is gone.
+    fn send_frame(&self, frame: Bytes) -> bool {
+        match self.events.try_send(CarrierEvent::Audio(frame)) {
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.end(EndReason::Failed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Ok(()) => {
+                self.call.observed.lock().expect("sim lock").frames_sent += 1;
+                true
+            }
+        }
+    }
+
     async fn run(mut self) {
         self.script_loop().await;
         self.call.heard.clear();
@@ -384,7 +543,11 @@ impl FarEnd {
         let mut hangup_at: Option<Instant> = None;
         let mut answered = false;
         let mut tone = tone::Tone::new(440.0);
+        let mut clicks: u64 = 0;
         let mut echo: VecDeque<Bytes> = VecDeque::new();
+        let mut impairer: Option<Impairer> = None;
+        // Impaired frames waiting for their release time, in order.
+        let mut delayed: VecDeque<(Instant, Bytes)> = VecDeque::new();
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -407,6 +570,10 @@ impl FarEnd {
                         self.end(EndReason::RemoteHangup);
                         self.emit(CarrierEvent::RemoteHangup).await;
                         return;
+                    }
+                    Some(FarCmd::Impair(cfg)) => {
+                        self.call.observed.lock().expect("sim lock").impairment = cfg;
+                        impairer = (!cfg.is_none()).then(|| Impairer::new(cfg));
                     }
                     None => {
                         self.end(EndReason::Failed);
@@ -451,6 +618,15 @@ impl FarEnd {
                         }
                     }
                 }
+                _ = sleep_opt(delayed.front().map(|d| d.0)) => {
+                    let now = Instant::now();
+                    while delayed.front().is_some_and(|d| d.0 <= now) {
+                        let Some((_, frame)) = delayed.pop_front() else { break };
+                        if !self.send_frame(frame) {
+                            return;
+                        }
+                    }
+                }
                 _ = tick.tick(), if answered => {
                     let frame = match self.script.behaviour {
                         Behaviour::Echo => match echo.pop_front() {
@@ -463,12 +639,36 @@ impl FarEnd {
                             Bytes::from(buf)
                         }
                         Behaviour::Silence => Bytes::from_static(&[tone::SILENCE; FRAME_BYTES]),
+                        Behaviour::Click => {
+                            let mut buf = vec![tone::SILENCE; FRAME_BYTES];
+                            if clicks % CLICK_EVERY_FRAMES == 0 {
+                                buf[0] = audin_codec::mulaw::encode(i16::MAX);
+                            }
+                            clicks += 1;
+                            Bytes::from(buf)
+                        }
                     };
-                    if let Err(mpsc::error::TrySendError::Closed(_)) =
-                        self.events.try_send(CarrierEvent::Audio(frame))
-                    {
-                        self.end(EndReason::Failed);
-                        return;
+                    let now = Instant::now();
+                    let release = match impairer.as_mut().map(Impairer::next) {
+                        // Lost on the way.
+                        Some(None) => {
+                            self.call.observed.lock().expect("sim lock").frames_lost += 1;
+                            continue;
+                        }
+                        Some(Some(extra)) => now + extra,
+                        None => now,
+                    };
+                    // In order: never before the frame in front of it.
+                    let release = delayed.back().map_or(release, |d| release.max(d.0));
+                    if release <= now {
+                        if !self.send_frame(frame) {
+                            return;
+                        }
+                    } else {
+                        if delayed.len() >= MAX_DELAYED {
+                            delayed.pop_front();
+                        }
+                        delayed.push_back((release, frame));
                     }
                 }
             }
@@ -496,4 +696,63 @@ fn wav(pcm: &[i16]) -> Vec<u8> {
         out.extend_from_slice(&s.to_le_bytes());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(cfg: Impairment, n: usize) -> Vec<Option<Duration>> {
+        let mut imp = Impairer::new(cfg);
+        (0..n).map(|_| imp.next()).collect()
+    }
+
+    #[test]
+    fn impairer_is_bounded_repeatable_and_loses_the_configured_share() {
+        let cfg = Impairment {
+            jitter_ms: 30,
+            loss_percent: 5.0,
+            seed: 7,
+            distribution: JitterDistribution::Uniform,
+        };
+        let a = draws(cfg, 10_000);
+        assert_eq!(a, draws(cfg, 10_000), "same seed, same fates");
+        assert_ne!(a, draws(Impairment { seed: 8, ..cfg }, 10_000));
+        let lost = a.iter().filter(|d| d.is_none()).count();
+        assert!((400..=600).contains(&lost), "lost {lost} of 10000 at 5 %");
+        let ms: Vec<f64> = a.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
+        assert!(ms.iter().all(|&d| (0.0..=30.0).contains(&d)));
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        assert!((14.0..=16.0).contains(&mean), "uniform mean {mean}");
+    }
+
+    #[test]
+    fn pareto_is_heavy_tailed_and_capped() {
+        let cfg = Impairment {
+            jitter_ms: 100,
+            loss_percent: 0.0,
+            seed: 1,
+            distribution: JitterDistribution::Pareto,
+        };
+        let mut ms: Vec<f64> = draws(cfg, 10_000)
+            .into_iter()
+            .map(|d| d.expect("no loss").as_secs_f64() * 1e3)
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let median = ms[5_000];
+        let capped = ms.iter().filter(|&&d| d >= 100.0).count();
+        assert!((8.0..=12.0).contains(&median), "median {median}");
+        assert!((300..=500).contains(&capped), "{capped} at the cap");
+        assert!(ms[9_999] <= 100.0);
+    }
+
+    #[test]
+    fn no_impairment_means_no_delay_and_no_loss() {
+        let cfg = Impairment {
+            seed: 3,
+            ..Impairment::default()
+        };
+        assert!(cfg.is_none());
+        assert!(draws(cfg, 100).iter().all(|d| *d == Some(Duration::ZERO)));
+    }
 }

@@ -6,9 +6,10 @@
 //!   every client behaviour: presence, heartbeats, reconnects, token refresh,
 //!   availability, calls and their audio legs, `listPhoneNumbers`. It must
 //!   not depend on I/O, a clock, threads, tokio or wasm-bindgen: it depends
-//!   only on `audin-protocol`, `serde` and `serde_json`, because the same
-//!   code is compiled to wasm for the browser SDK (`@audin.ai/operator-sdk`),
-//!   whose TypeScript facade performs the I/O the core asks for.
+//!   only on `audin-protocol` and `serde` (derives), because the same code
+//!   is compiled to wasm for the browser SDK (`@audin.ai/operator-sdk`),
+//!   whose TypeScript facade performs the I/O the core asks for. Its JSON
+//!   goes through the tiny [`core::json`] module, not `serde_json`.
 //! - With the `tokio` feature (off by default, so the wasm build never pulls
 //!   tokio), [`AudinOperator`] drives the core natively: tokio-tungstenite
 //!   sockets, a reqwest HTTP client, and per-call [`AudioIo`] channels of

@@ -1,5 +1,6 @@
 //! Configuration of the operator core and the URLs derived from it.
 
+use super::json::{self, Value, cat};
 use super::types::OperatorError;
 use audin_protocol::{
     AUDIO_PATH, DEFAULT_AUDIO_GRACE_MS, DEFAULT_HEARTBEAT_INTERVAL_MS,
@@ -61,6 +62,58 @@ impl Config {
             ..Self::default()
         }
     }
+
+    /// Reads the JSON form (see the type's docs): a JSON object whose known
+    /// keys must have the right type (unsigned integers for the `…Ms`
+    /// values, `null` is not a value); absent keys keep their defaults,
+    /// unknown keys are ignored, as with the `serde` form. The values are
+    /// not validated here: [`crate::core::Operator::new`] does that.
+    ///
+    /// ```
+    /// use audin_operator::core::Config;
+    /// let c = Config::from_json(r#"{"coreUrl":"http://x","reconnectBackoffMs":[5]}"#).unwrap();
+    /// assert_eq!((c.heartbeat_interval_ms, c.reconnect_backoff_ms), (25_000, vec![5]));
+    /// assert!(Config::from_json(r#"{"coreUrl":"http://x","heartbeatIntervalMs":-5}"#).is_err());
+    /// ```
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let v = json::parse(text).map_err(|e| ConfigError::new(e.message))?;
+        let mut c = Config::default();
+        let bad = |key: &str, what: &str| ConfigError::new(cat(&[key, " must be ", what]));
+        let string = |key: &str, into: &mut String| -> Result<(), ConfigError> {
+            if let Some(value) = field(&v, key)? {
+                *into = value
+                    .as_str()
+                    .ok_or_else(|| bad(key, "a string"))?
+                    .to_string();
+            }
+            Ok(())
+        };
+        string("coreUrl", &mut c.core_url)?;
+        string("clientName", &mut c.client_name)?;
+        for (key, into) in [
+            ("heartbeatIntervalMs", &mut c.heartbeat_interval_ms),
+            ("requestTimeoutMs", &mut c.request_timeout_ms),
+            ("tokenTimeoutMs", &mut c.token_timeout_ms),
+            ("audioReattachWindowMs", &mut c.audio_reattach_window_ms),
+        ] {
+            if let Some(value) = field(&v, key)? {
+                *into = value
+                    .as_u64()
+                    .ok_or_else(|| bad(key, "a whole number of milliseconds"))?;
+            }
+        }
+        if let Some(value) = field(&v, "reconnectBackoffMs")? {
+            c.reconnect_backoff_ms = value
+                .as_array()
+                .and_then(|items| items.iter().map(Value::as_u64).collect())
+                .ok_or_else(|| bad("reconnectBackoffMs", "an array of whole milliseconds"))?;
+        }
+        Ok(c)
+    }
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a Value>, ConfigError> {
+    v.field(key).map_err(|e| ConfigError::new(e.message))
 }
 
 /// An invalid configuration value (code `INVALID_CONFIG`).
@@ -111,9 +164,11 @@ impl Urls {
         let rest = rest.trim_end_matches('/');
         let host = rest.split('/').next().unwrap_or("");
         if host.is_empty() || rest.contains(['?', '#', ' ']) {
-            return Err(ConfigError::new(format!(
-                "coreUrl \"{core_url}\" must be an absolute http(s) or ws(s) URL without query"
-            )));
+            return Err(ConfigError::new(cat(&[
+                "coreUrl \"",
+                core_url,
+                "\" must be an absolute http(s) or ws(s) URL without query",
+            ])));
         }
         let (ws, http) = if secure {
             ("wss", "https")
@@ -121,24 +176,29 @@ impl Urls {
             ("ws", "http")
         };
         Ok(Urls {
-            presence: format!("{ws}://{rest}{PRESENCE_PATH}"),
-            audio: format!("{ws}://{rest}{AUDIO_PATH}"),
-            phone_numbers: format!("{http}://{rest}{PHONE_NUMBERS_PATH}"),
+            presence: cat(&[ws, "://", rest, PRESENCE_PATH]),
+            audio: cat(&[ws, "://", rest, AUDIO_PATH]),
+            phone_numbers: cat(&[http, "://", rest, PHONE_NUMBERS_PATH]),
         })
     }
 }
 
 /// Splits `scheme://rest`, returning whether the scheme is the TLS one.
 fn split_scheme(url: &str) -> Result<(bool, &str), ConfigError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| ConfigError::new(format!("coreUrl \"{url}\" has no scheme")))?;
+    // Not `split_once("://")`: its searcher's panic path alone costs the
+    // wasm build ~8 KB of formatting code and Unicode tables.
+    let at = url.as_bytes().windows(3).position(|w| w == b"://");
+    let (scheme, rest) = at
+        .and_then(|at| Some((url.get(..at)?, url.get(at + 3..)?)))
+        .ok_or_else(|| ConfigError::new(cat(&["coreUrl \"", url, "\" has no scheme"])))?;
     match scheme.to_ascii_lowercase().as_str() {
         "https" | "wss" => Ok((true, rest)),
         "http" | "ws" => Ok((false, rest)),
-        other => Err(ConfigError::new(format!(
-            "coreUrl scheme \"{other}\" is not http, https, ws or wss"
-        ))),
+        other => Err(ConfigError::new(cat(&[
+            "coreUrl scheme \"",
+            other,
+            "\" is not http, https, ws or wss",
+        ]))),
     }
 }
 
@@ -151,7 +211,7 @@ pub(crate) fn validate(config: &Config) -> Result<Urls, ConfigError> {
         ("audioReattachWindowMs", config.audio_reattach_window_ms),
     ];
     if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-        return Err(ConfigError::new(format!("{name} must be greater than 0")));
+        return Err(ConfigError::new(cat(&[name, " must be greater than 0"])));
     }
     if config.reconnect_backoff_ms.is_empty() {
         return Err(ConfigError::new("reconnectBackoffMs must not be empty"));

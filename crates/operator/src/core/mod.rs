@@ -4,8 +4,10 @@
 //! never touches a socket, a clock, a thread or an async runtime: the driver
 //! (the tokio driver in this crate, or the TypeScript facade through the wasm
 //! binding) performs the I/O the core asks for and feeds back what happened.
-//! It depends only on `audin-protocol`, `serde` and `serde_json`, because it
-//! ships in a browser bundle with a 60 KB gzip budget.
+//! It depends only on `audin-protocol` and `serde` (derives, for native
+//! users), because it ships in a browser bundle with a 60 KB gzip budget:
+//! its JSON is read and written by the tiny [`json`] module, not
+//! `serde_json`, and it avoids `core::fmt` (`format!`) on its paths.
 //!
 //! # Driving it
 //!
@@ -57,6 +59,7 @@
 
 mod config;
 mod engine;
+pub mod json;
 mod time;
 mod types;
 mod wire;
@@ -74,4 +77,4 @@ pub use types::{
 pub use audin_protocol::{Direction, EndReason, ErrorCode, PhoneNumberInfo};
 
 pub use engine::Operator;
-pub use wire::{WireError, decode_audio, decode_presence};
+pub use wire::{WireError, decode_audio, decode_presence, encode_audio, encode_presence};

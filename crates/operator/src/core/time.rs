@@ -28,7 +28,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     if second > 60 {
         return None;
     }
-    let (millis, zone) = split_fraction(&s[19..])?;
+    let (millis, zone) = split_fraction(s.get(19..)?)?;
     let offset_s = parse_offset(zone)?;
     let days = days_from_civil(year as i64, month, day);
     let secs = days * 86_400 + (hour * 3_600 + minute * 60 + second) as i64 - offset_s;
@@ -53,8 +53,13 @@ fn split_fraction(rest: &str) -> Option<(u64, &str)> {
     if end == 0 {
         return None;
     }
-    let ms: String = frac[..end].chars().chain("00".chars()).take(3).collect();
-    Some((ms.parse().ok()?, &frac[end..]))
+    let ms: String = frac
+        .get(..end)?
+        .chars()
+        .chain("00".chars())
+        .take(3)
+        .collect();
+    Some((ms.parse().ok()?, frac.get(end..)?))
 }
 
 /// `Z` → 0, `+01:30` → 5400 seconds east of UTC.
@@ -63,13 +68,13 @@ fn parse_offset(zone: &str) -> Option<i64> {
         return Some(0);
     }
     let (sign, hm) = match zone.as_bytes().first()? {
-        b'+' => (1, &zone[1..]),
-        b'-' => (-1, &zone[1..]),
+        b'+' => (1, zone.get(1..)?),
+        b'-' => (-1, zone.get(1..)?),
         _ => return None,
     };
     let (h, m) = hm.split_once(':')?;
     let (h, m) = (digits(h)? as i64, digits(m)? as i64);
-    (h.to_string().len() <= 2 && h < 24 && m < 60).then_some(sign * (h * 3_600 + m * 60))
+    (h < 24 && m < 60).then_some(sign * (h * 3_600 + m * 60))
 }
 
 /// Days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -88,13 +93,52 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
 pub fn jwt_exp_ms(token: &str) -> Option<u64> {
     let mut parts = token.split('.');
     let payload = parts.nth(1)?;
-    let json = base64url_decode(payload)?;
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: f64,
+    let json = String::from_utf8(base64url_decode(payload)?).ok()?;
+    let claims = super::json::parse(&json).ok()?;
+    let exp = claims.field("exp").ok()??;
+    match exp {
+        super::json::Value::Number(n) => decimal_ms(n).filter(|&ms| ms > 0),
+        _ => None,
     }
-    let claims: Claims = serde_json::from_slice(&json).ok()?;
-    (claims.exp.is_finite() && claims.exp > 0.0).then_some((claims.exp * 1_000.0) as u64)
+}
+
+/// A JSON number of seconds (e.g. `1795464000`, `1.5`, `1.7e9`) in whole
+/// milliseconds, truncated; `None` when negative or too large. Exact integer
+/// arithmetic: no float parsing or formatting in the wasm build.
+fn decimal_ms(number: &str) -> Option<u64> {
+    if number.starts_with('-') {
+        return None;
+    }
+    let (mantissa, exponent) = match number.find(['e', 'E']) {
+        Some(at) => (number.get(..at)?, number.get(at + 1..)?),
+        None => (number, "0"),
+    };
+    let magnitude =
+        |e: &str| super::json::parse_u64_digits(e).map_or(10_000, |e| e.min(10_000)) as i64;
+    let exponent = match exponent.strip_prefix('-') {
+        Some(e) => -magnitude(e),
+        None => magnitude(exponent.trim_start_matches('+')),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // value = (int frac as one integer) × 10^(exponent + 3 − frac.len()) ms;
+    // a negative power drops digits (truncation).
+    let shift = exponent + 3 - frac.len() as i64;
+    let total = (int.len() + frac.len()) as i64;
+    let keep = if shift < 0 {
+        (total + shift).max(0)
+    } else {
+        total
+    } as usize;
+    let mut ms: u64 = 0;
+    for d in int.bytes().chain(frac.bytes()).take(keep) {
+        ms = ms.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if ms != 0 {
+        for _ in 0..shift.max(0) {
+            ms = ms.checked_mul(10)?;
+        }
+    }
+    Some(ms)
 }
 
 /// Decodes unpadded (or padded) base64url.
@@ -184,6 +228,26 @@ mod tests {
         assert_eq!(jwt_exp_ms("opaque"), None);
         assert_eq!(jwt_exp_ms("a.!!.c"), None);
         assert_eq!(jwt_exp_ms("a.e30.c"), None); // {}
+    }
+
+    #[test]
+    fn jwt_exp_forms() {
+        for (exp, ms) in [
+            ("1795464000", Some(1_795_464_000_000)),
+            ("1795464000.25", Some(1_795_464_000_250)),
+            ("1795464000.2599", Some(1_795_464_000_259)),
+            ("1.795464e9", Some(1_795_464_000_000)),
+            ("1.795464E+9", Some(1_795_464_000_000)),
+            ("17954640000e-1", Some(1_795_464_000_000)),
+            ("0.5", Some(500)),
+            ("5e-4", Some(0)),
+            ("0", Some(0)),
+            ("-5", None),
+            ("1e400", None),
+            ("1e-99999999999999999999999", Some(0)),
+        ] {
+            assert_eq!(decimal_ms(exp), ms, "{exp}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! (camelCase, tagged with `"type"`) so the wasm binding can hand it to
 //! TypeScript unchanged.
 
+use super::json::Obj;
 use audin_protocol::{Direction, EndReason, ErrorCode, PhoneNumberInfo};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,17 @@ impl TokenGrant {
             expires_at: None,
         }
     }
+
+    /// Reads `{"token":"…","expiresAt":"…"}` (`expiresAt` optional or
+    /// `null`; other keys ignored), as `getToken`'s value arrives from
+    /// JavaScript. `None` for anything else.
+    pub fn from_json(text: &str) -> Option<TokenGrant> {
+        let v = super::json::parse(text).ok()?;
+        Some(TokenGrant {
+            token: v.req_str("token").ok()?,
+            expires_at: v.opt_str("expiresAt").ok()?,
+        })
+    }
 }
 
 impl std::fmt::Debug for TokenGrant {
@@ -125,6 +137,18 @@ pub enum CallState {
     Active,
     /// Over; see [`CallInfo::end_reason`].
     Ended,
+}
+
+impl CallState {
+    /// The SDK spelling, e.g. `"connecting"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ringing => "ringing",
+            Self::Connecting => "connecting",
+            Self::Active => "active",
+            Self::Ended => "ended",
+        }
+    }
 }
 
 /// A snapshot of a call (the SDK's `OperatorCall` without its methods).
@@ -184,6 +208,18 @@ pub enum LogLevel {
     Warn,
     /// Something failed.
     Error,
+}
+
+impl LogLevel {
+    /// The JSON spelling, e.g. `"warn"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// What a completed operation yields.
@@ -450,15 +486,203 @@ fn serialize_result<S: serde::Serializer>(
 }
 
 impl Output {
-    /// This output as JSON text (the wasm binding's format).
+    /// This output as JSON text (the wasm binding's format; see the table
+    /// above). Written by [`crate::core::json`], byte-identical to the
+    /// `serde` serialisation of this type.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("outputs always serialise")
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        match self {
+            Output::FetchToken { id } => o.str("type", "fetchToken").num("id", id.0.into()),
+            Output::OpenSocket { id, url, kind } => o
+                .str("type", "openSocket")
+                .num("id", id.0.into())
+                .str("url", url)
+                .with("kind", |out| kind.write_json(out)),
+            Output::SendText { socket, text } => o
+                .str("type", "sendText")
+                .num("socket", socket.0.into())
+                .str("text", text),
+            Output::CloseSocket {
+                socket,
+                code,
+                reason,
+            } => o
+                .str("type", "closeSocket")
+                .num("socket", socket.0.into())
+                .num("code", (*code).into())
+                .str("reason", reason),
+            Output::HttpRequest {
+                id,
+                method,
+                url,
+                bearer_token,
+            } => o
+                .str("type", "httpRequest")
+                .num("id", id.0.into())
+                .str("method", method)
+                .str("url", url)
+                .str("bearerToken", bearer_token),
+            Output::StartMedia { call_sid, socket } => o
+                .str("type", "startMedia")
+                .str("callSid", call_sid)
+                .num("socket", socket.0.into()),
+            Output::StopMedia { call_sid } => o.str("type", "stopMedia").str("callSid", call_sid),
+            Output::SetMuted { call_sid, muted } => o
+                .str("type", "setMuted")
+                .str("callSid", call_sid)
+                .bool("muted", *muted),
+            Output::Event { event } => o
+                .str("type", "event")
+                .with("event", |out| event.write_json(out)),
+            Output::Completed { op, result } => o
+                .str("type", "completed")
+                .num("op", op.0.into())
+                .with("result", |out| {
+                    let mut r = Obj::new(out);
+                    match result {
+                        Ok(value) => r
+                            .bool("ok", true)
+                            .with("value", |out| value.write_json(out)),
+                        Err(error) => r
+                            .bool("ok", false)
+                            .with("error", |out| error.write_json(out)),
+                    }
+                    .end()
+                }),
+            Output::Log { level, message } => o
+                .str("type", "log")
+                .str("level", level.as_str())
+                .str("message", message),
+        }
+        .end();
     }
 }
 
 impl Event {
-    /// This event as JSON text.
+    /// This event as JSON text (see the table above).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("events always serialise")
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        let (ty, call) = match self {
+            Event::PresenceStateChanged { state } => {
+                o.str("type", "presenceStateChanged")
+                    .str("state", state.as_str())
+                    .end();
+                return;
+            }
+            Event::AvailabilityChanged { accepted, rejected } => {
+                o.str("type", "availabilityChanged")
+                    .strs("accepted", accepted)
+                    .strs("rejected", rejected)
+                    .end();
+                return;
+            }
+            Event::Error {
+                code,
+                message,
+                cause,
+            } => {
+                o.str("type", "error")
+                    .str("code", code.as_str())
+                    .str("message", message)
+                    .opt_str("cause", cause.as_deref())
+                    .end();
+                return;
+            }
+            Event::IncomingCall { call } => ("incomingCall", call),
+            Event::CallStarted { call } => ("callStarted", call),
+            Event::CallEnded { call } => ("callEnded", call),
+            Event::CallUpdated { call } => ("callUpdated", call),
+            Event::CallReconnecting { call } => ("callReconnecting", call),
+            Event::CallReconnected { call } => ("callReconnected", call),
+        };
+        o.str("type", ty)
+            .with("call", |out| call.write_json(out))
+            .end();
+    }
+}
+
+impl CallInfo {
+    /// This snapshot as JSON text (see the type's docs).
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut String) {
+        Obj::new(out)
+            .str("callSid", &self.call_sid)
+            .str("direction", self.direction.as_str())
+            .str("from", &self.from)
+            .str("to", &self.to)
+            .str("state", self.state.as_str())
+            .opt_str("endReason", self.end_reason.map(EndReason::as_str))
+            .bool("muted", self.muted)
+            .end();
+    }
+}
+
+impl SocketKind {
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        match self {
+            SocketKind::Presence => o.str("type", "presence"),
+            SocketKind::Audio { call_sid } => o.str("type", "audio").str("callSid", call_sid),
+        }
+        .end();
+    }
+}
+
+impl OpValue {
+    fn write_json(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        match self {
+            OpValue::None => o.str("type", "none"),
+            OpValue::Availability { accepted, rejected } => o
+                .str("type", "availability")
+                .strs("accepted", accepted)
+                .strs("rejected", rejected),
+            OpValue::Call { call } => o
+                .str("type", "call")
+                .with("call", |out| call.write_json(out)),
+            OpValue::PhoneNumbers { phone_numbers } => {
+                o.str("type", "phoneNumbers").with("phoneNumbers", |out| {
+                    out.push('[');
+                    for (i, n) in phone_numbers.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        Obj::new(out)
+                            .str("id", &n.id)
+                            .str("phoneNumber", &n.phone_number)
+                            .str("displayName", &n.display_name)
+                            .end();
+                    }
+                    out.push(']');
+                })
+            }
+        }
+        .end();
+    }
+}
+
+impl OperatorError {
+    fn write_json(&self, out: &mut String) {
+        Obj::new(out)
+            .str("code", self.code.as_str())
+            .str("message", &self.message)
+            .end();
     }
 }

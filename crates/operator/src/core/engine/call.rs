@@ -3,11 +3,12 @@
 //! ends.
 
 use super::{CachedToken, Operator, TokenPurpose};
+use crate::core::json::{cat, u64_string};
 use crate::core::types::*;
-use crate::core::wire::decode_audio;
+use crate::core::wire::{decode_audio, encode_audio};
 use audin_protocol::{
-    AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction, EndReason,
-    ErrorCode, HangupReason, RejectReason, validate_dtmf_digit, validate_e164,
+    AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction, E164Error,
+    EndReason, ErrorCode, HangupReason, RejectReason, validate_dtmf_digit, validate_e164,
 };
 
 /// Delays between audio (re)attach attempts; the last repeats until the
@@ -103,7 +104,7 @@ impl Operator {
         let Some(socket) = self.attached_socket() else {
             return false;
         };
-        self.send_text(socket, msg.to_json());
+        self.send_text(socket, encode_audio(msg));
         true
     }
 
@@ -152,7 +153,10 @@ impl Operator {
     pub(super) fn on_call_offer(&mut self, _now: Millis, sid: String, from: String, to: String) {
         if self.call.is_some() || self.dial.is_some() {
             // One call at a time: decline silently (no incomingCall event).
-            self.log(LogLevel::Info, format!("offer {sid} auto-declined: busy"));
+            self.log(
+                LogLevel::Info,
+                cat(&["offer ", &sid, " auto-declined: busy"]),
+            );
             let reject = ClientMessage::Reject {
                 call_sid: sid,
                 reason: Some(RejectReason::Busy),
@@ -209,7 +213,7 @@ impl Operator {
     ) -> Result<OpId, OperatorError> {
         for (name, number) in [("to", to), ("callerId", caller_id)] {
             if let Err(e) = validate_e164(number) {
-                let message = format!("{name} \"{number}\" is not E.164: {e}");
+                let message = cat(&[name, " \"", number, "\" is not E.164: ", &e164_problem(&e)]);
                 return Err(OperatorError::new(ErrorCode::InvalidNumber, message));
             }
         }
@@ -218,11 +222,11 @@ impl Operator {
             return Err(OperatorError::new(ErrorCode::OperatorBusy, message));
         }
         if self.state() != PresenceState::Online {
-            let message = format!("cannot dial while presence is {}", self.state().as_str());
+            let message = cat(&["cannot dial while presence is ", self.state().as_str()]);
             return Err(OperatorError::new(ErrorCode::NotOnline, message));
         }
         let op = OpId(self.new_id());
-        let request_id = format!("dial-{}", op.0);
+        let request_id = cat(&["dial-", &u64_string(op.0.into())]);
         self.send_presence(&ClientMessage::Dial {
             request_id: request_id.clone(),
             to: to.to_string(),
@@ -259,7 +263,7 @@ impl Operator {
             // A dial we gave up on (timeout, offline): do not let it linger.
             self.log(
                 LogLevel::Warn,
-                format!("stale dialAccepted for {sid}: hanging up"),
+                cat(&["stale dialAccepted for ", &sid, ": hanging up"]),
             );
             let hangup = ClientMessage::Hangup {
                 call_sid: sid,
@@ -305,7 +309,7 @@ impl Operator {
         }
         self.log(
             LogLevel::Info,
-            format!("call {} ended: {reason}", call.info.call_sid),
+            cat(&["call ", &call.info.call_sid, " ended: ", reason.as_str()]),
         );
         self.emit(Event::CallEnded { call: call.info });
     }
@@ -389,7 +393,7 @@ impl Operator {
             }
             return;
         }
-        let message = format!("the service no longer holds call {}", call.info.call_sid);
+        let message = cat(&["the service no longer holds call ", &call.info.call_sid]);
         self.end_call(
             now,
             EndReason::Failed,
@@ -422,7 +426,11 @@ impl Operator {
         let digit = validate_dtmf_digit(digit).map_err(|_| {
             // Not DtmfError's Display: it pulls `str: Debug` into the wasm.
             let shown: String = digit.chars().take(16).collect();
-            let message = format!("invalid DTMF digit \"{shown}\": expected one of 0-9, * or #");
+            let message = cat(&[
+                "invalid DTMF digit \"",
+                &shown,
+                "\": expected one of 0-9, * or #",
+            ]);
             OperatorError::new(ErrorCode::InvalidDtmf, message)
         })?;
         let live = matches!(
@@ -430,7 +438,7 @@ impl Operator {
             Some(CallState::Connecting | CallState::Active)
         );
         if !live {
-            let message = format!("no connected call \"{sid}\"");
+            let message = cat(&["no connected call \"", sid, "\""]);
             return Err(OperatorError::new(ErrorCode::CallNotFound, message));
         }
         let msg = AudioClientMessage::Dtmf {
@@ -442,7 +450,11 @@ impl Operator {
         // Audio not attached yet (or reattaching): hold the digit until it is.
         let call = self.call.as_mut().expect("live call checked above");
         if call.pending_dtmf.len() >= MAX_PENDING_DTMF {
-            let message = format!("more than {MAX_PENDING_DTMF} DTMF digits waiting for audio");
+            let message = cat(&[
+                "more than ",
+                &u64_string(MAX_PENDING_DTMF as u64),
+                " DTMF digits waiting for audio",
+            ]);
             return Err(OperatorError::new(ErrorCode::RateLimited, message));
         }
         call.pending_dtmf.push(digit);
@@ -526,7 +538,7 @@ impl Operator {
             token,
             call_sid: call.info.call_sid.clone(),
         };
-        self.send_text(socket, attach.to_json());
+        self.send_text(socket, encode_audio(&attach));
     }
 
     pub(super) fn audio_text(&mut self, now: Millis, text: &str) {
@@ -593,7 +605,7 @@ impl Operator {
         let close = code.and_then(CloseCode::from_code);
         if matches!(close, Some(CloseCode::Forbidden | CloseCode::CallNotFound)) {
             let code = close.map_or(ErrorCode::CallNotFound, CloseCode::error_code);
-            let message = format!("the audio socket was refused ({reason})");
+            let message = cat(&["the audio socket was refused (", reason, ")"]);
             return self.end_call(now, EndReason::Failed, Some((code, message)));
         }
         let window = self.config.audio_reattach_window_ms;
@@ -605,10 +617,13 @@ impl Operator {
             call.retry = 0;
             self.log(
                 LogLevel::Warn,
-                format!(
-                    "audio socket lost ({} {reason}); reattaching",
-                    code.unwrap_or(0)
-                ),
+                cat(&[
+                    "audio socket lost (",
+                    &u64_string(code.unwrap_or(0).into()),
+                    " ",
+                    reason,
+                    "); reattaching",
+                ]),
             );
             self.emit_call(|call| Event::CallReconnecting { call });
         }
@@ -631,7 +646,11 @@ impl Operator {
 
     fn audio_gave_up(&mut self, now: Millis) {
         let window = self.config.audio_reattach_window_ms;
-        let message = format!("the call's audio could not be (re)attached within {window} ms");
+        let message = cat(&[
+            "the call's audio could not be (re)attached within ",
+            &u64_string(window),
+            " ms",
+        ]);
         if let Some(sid) = self.call.as_ref().map(|c| c.info.call_sid.clone()) {
             self.send_hangup(&sid, HangupReason::Hangup);
         }
@@ -657,10 +676,11 @@ impl Operator {
 
     pub(super) fn call_timeout(&mut self, now: Millis) {
         if self.dial.as_ref().is_some_and(|d| d.deadline <= now) {
-            let message = format!(
-                "no answer to dial within {} ms",
-                self.config.request_timeout_ms
-            );
+            let message = cat(&[
+                "no answer to dial within ",
+                &u64_string(self.config.request_timeout_ms),
+                " ms",
+            ]);
             self.fail_dial(ErrorCode::Timeout, &message);
         }
         let Some(call) = &self.call else { return };
@@ -679,5 +699,20 @@ impl Operator {
             }
             _ => {}
         }
+    }
+}
+
+/// What is wrong with a number, without `E164Error`'s `Display` (which
+/// pulls integer formatting into the wasm build).
+fn e164_problem(e: &E164Error) -> String {
+    match e {
+        E164Error::Empty => "phone number is empty".into(),
+        E164Error::MissingPlus => "phone number must start with '+' (E.164)".into(),
+        E164Error::LeadingZero => "E.164 country code cannot start with 0".into(),
+        E164Error::NotADigit => "phone number may only hold digits after '+'".into(),
+        E164Error::BadLength(n) => cat(&[
+            "E.164 numbers have 2 to 15 digits, got ",
+            &u64_string(*n as u64),
+        ]),
     }
 }

@@ -2,10 +2,11 @@
 //! token, one retry with a fresh token on a 401.
 
 use super::{CachedToken, Operator, TokenPurpose};
+use crate::core::json::{cat, u64_string};
 use crate::core::time::REFRESH_BEFORE_EXPIRY_MS;
 use crate::core::types::*;
-use crate::core::wire::http_error;
-use audin_protocol::{ErrorCode, PhoneNumberInfo};
+use crate::core::wire::{decode_phone_numbers, http_error};
+use audin_protocol::ErrorCode;
 
 #[derive(Debug)]
 pub(super) struct HttpFetch {
@@ -65,7 +66,7 @@ impl Operator {
             Err(cause) => self.fail_op(
                 op,
                 ErrorCode::RequestFailed,
-                format!("getToken failed: {cause}"),
+                cat(&["getToken failed: ", &cause]),
             ),
         }
     }
@@ -79,14 +80,14 @@ impl Operator {
             return;
         };
         match status {
-            200..=299 => match serde_json::from_str::<Vec<PhoneNumberInfo>>(body) {
+            200..=299 => match decode_phone_numbers(body) {
                 Ok(phone_numbers) => {
                     self.complete(fetch.op, Ok(OpValue::PhoneNumbers { phone_numbers }))
                 }
                 Err(e) => self.fail_op(
                     fetch.op,
                     ErrorCode::RequestFailed,
-                    format!("bad phone-number list: {e}"),
+                    cat(&["bad phone-number list: ", &e.describe()]),
                 ),
             },
             401 if !fetch.retried => {
@@ -101,14 +102,19 @@ impl Operator {
                 );
             }
             401 => {
-                let message = format!(
-                    "the session token was refused twice: {}",
-                    server_message(body)
-                );
+                let message = cat(&[
+                    "the session token was refused twice: ",
+                    &server_message(body),
+                ]);
                 self.fail_op(fetch.op, ErrorCode::Unauthorized, message);
             }
             _ => {
-                let message = format!("HTTP {status}: {}", server_message(body));
+                let message = cat(&[
+                    "HTTP ",
+                    &u64_string(status.into()),
+                    ": ",
+                    &server_message(body),
+                ]);
                 self.fail_op(fetch.op, ErrorCode::RequestFailed, message);
             }
         }
@@ -130,7 +136,7 @@ impl Operator {
 /// The `{code, message}` of an error body, or a note that there was none.
 fn server_message(body: &str) -> String {
     match http_error(body) {
-        Some((code, message)) => format!("{message} ({code})"),
+        Some((code, message)) => cat(&[&message, " (", code.as_str(), ")"]),
         None => "no error body".to_string(),
     }
 }

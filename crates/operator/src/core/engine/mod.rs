@@ -8,6 +8,7 @@ mod http;
 mod presence;
 
 use super::config::{Config, ConfigError, Urls};
+use super::json::cat;
 use super::time::token_expiry_ms;
 use super::types::*;
 use audin_protocol::ErrorCode;
@@ -337,7 +338,7 @@ impl Operator {
 
     fn emit_error(&mut self, code: ErrorCode, message: impl Into<String>, cause: Option<String>) {
         let message = message.into();
-        self.log(LogLevel::Warn, format!("{code}: {message}"));
+        self.log(LogLevel::Warn, cat(&[code.as_str(), ": ", &message]));
         self.emit(Event::Error {
             code,
             message,

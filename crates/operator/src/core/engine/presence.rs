@@ -2,9 +2,10 @@
 //! reconnect on the backoff schedule, token refresh, replacement.
 
 use super::{CachedToken, Operator, TokenPurpose};
+use crate::core::json::{cat, u64_string};
 use crate::core::time::refresh_delay_ms;
 use crate::core::types::*;
-use crate::core::wire::{WireError, decode_presence};
+use crate::core::wire::{WireError, decode_presence, encode_presence};
 use audin_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 
 #[derive(Debug)]
@@ -122,21 +123,21 @@ impl Operator {
             return false;
         };
         let socket = live.socket;
-        self.send_text(socket, msg.to_json());
+        self.send_text(socket, encode_presence(msg));
         true
     }
 
     fn set_state(&mut self, state: PresenceState) {
         if self.presence.state != state {
             self.presence.state = state;
-            self.log(LogLevel::Info, format!("presence {}", state.as_str()));
+            self.log(LogLevel::Info, cat(&["presence ", state.as_str()]));
             self.emit(Event::PresenceStateChanged { state });
         }
     }
 
     fn new_request_id(&mut self, prefix: &str) -> String {
         self.presence.next_request += 1;
-        format!("{prefix}{}", self.presence.next_request)
+        cat(&[prefix, &u64_string(self.presence.next_request.into())])
     }
 
     // ── go online / offline ────────────────────────────────────────────
@@ -256,7 +257,10 @@ impl Operator {
     fn schedule_retry(&mut self, now: Millis) {
         let delay = self.backoff_delay(self.presence.attempt);
         self.presence.attempt += 1;
-        self.log(LogLevel::Info, format!("presence retry in {delay} ms"));
+        self.log(
+            LogLevel::Info,
+            cat(&["presence retry in ", &u64_string(delay), " ms"]),
+        );
         self.presence.phase = Phase::Waiting {
             until: now.plus(delay),
         };
@@ -277,7 +281,7 @@ impl Operator {
             token,
             client: Some(self.config.client_name.clone()),
         };
-        self.send_text(socket, hello.to_json());
+        self.send_text(socket, encode_presence(&hello));
     }
 
     fn on_welcome(&mut self, now: Millis, active_call: Option<audin_protocol::ActiveCall>) {
@@ -310,8 +314,14 @@ impl Operator {
         }
         let error = close.map_or(ErrorCode::ConnectionLost, CloseCode::error_code);
         let message = match code {
-            Some(c) => format!("presence socket closed ({c} {reason})"),
-            None => format!("presence socket failed: {reason}"),
+            Some(c) => cat(&[
+                "presence socket closed (",
+                &u64_string(c.into()),
+                " ",
+                reason,
+                ")",
+            ]),
+            None => cat(&["presence socket failed: ", reason]),
         };
         self.emit_error(error, message, None);
         self.fail_dial(
@@ -553,7 +563,7 @@ impl Operator {
             WireError::UnknownType(_) => LogLevel::Debug,
             WireError::Invalid(_) => LogLevel::Warn,
         };
-        self.log(level, format!("{socket} message ignored: {err}"));
+        self.log(level, cat(&[socket, " message ignored: ", &err.describe()]));
     }
 
     fn on_pong(&mut self, id: u64) {

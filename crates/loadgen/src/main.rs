@@ -1,2 +1,252 @@
-//! `audin-loadgen`: drives operators and calls against a running `audin-server`.
-fn main() {}
+//! `audin-loadgen`: drives operators and calls against `audin-server` and
+//! measures it. See `audin-loadgen --help` and `docs/performance-load.md`.
+
+use anyhow::{Context, Result, bail};
+use audin_loadgen::report::{LoadConfig, LoadRun, Machine};
+use audin_loadgen::server::{self, ServerProcess};
+use audin_loadgen::{doc, load};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "audin-loadgen",
+    version,
+    about = "Load generator for audin-server (native SDK)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run load steps (one fresh server per step with --server-bin).
+    Run(RunArgs),
+    /// Write the Markdown tables and PNG plots from JSON results.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Spawn this `audin-server` binary (release build) for each step, with
+    /// `--dev`, a loopback port and a temp database.
+    #[arg(long, conflicts_with = "server")]
+    server_bin: Option<PathBuf>,
+    /// Use a running `--dev` server at this URL (loopback only) instead.
+    #[arg(long)]
+    server: Option<String>,
+    /// With --server: its database (to add one number per operator).
+    #[arg(long, requires = "server")]
+    database: Option<PathBuf>,
+    /// With --server: its pid (CPU and RSS from /proc).
+    #[arg(long, requires = "server")]
+    server_pid: Option<u32>,
+    /// Concurrent calls; a comma-separated list runs one step per value.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    calls: Vec<usize>,
+    /// Operators online (default: the step's call count).
+    #[arg(long)]
+    operators: Option<usize>,
+    /// Share of inbound calls (0..1); the rest dial the echo number.
+    #[arg(long, default_value_t = 0.5)]
+    inbound_share: f64,
+    /// Steady measurement window, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Call starts are spread over this many seconds (default: 1 s per 100 calls, 2..20).
+    #[arg(long)]
+    ramp: Option<f64>,
+    /// Seconds between the ramp's end and the window.
+    #[arg(long, default_value_t = 3.0)]
+    settle: f64,
+    /// Operators going online at once.
+    #[arg(long, default_value_t = 64)]
+    online_concurrency: usize,
+    /// Downlink delay (ms) above which an echoed frame counts as late.
+    #[arg(long, default_value_t = 20)]
+    late_ms: u64,
+    /// RUST_LOG of the spawned server.
+    #[arg(long, default_value = "warn")]
+    server_log: String,
+    /// Worker threads of the load generator's runtime (default: CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the JSON results here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Stop stepping after the first failed step.
+    #[arg(long)]
+    stop_on_failure: bool,
+    /// Before each step, wait (at most this many seconds) until other
+    /// processes use less than --quiet-cores for 3 s (a shared machine).
+    #[arg(long, default_value_t = 0)]
+    wait_quiet: u64,
+    /// See --wait-quiet.
+    #[arg(long, default_value_t = 0.15)]
+    quiet_cores: f64,
+    /// Keep the spawned server's temp dir (database, log).
+    #[arg(long)]
+    keep_server_files: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// JSON of `audin-loadgen run`.
+    #[arg(long)]
+    load: PathBuf,
+    /// JSON of `ws_stack_bench` (optional).
+    #[arg(long)]
+    stacks: Option<PathBuf>,
+    /// Markdown file to create or update (generated blocks only).
+    #[arg(long)]
+    markdown: PathBuf,
+    /// Directory for the PNG plots.
+    #[arg(long)]
+    img_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Report(args) => doc::write(
+            &args.load,
+            args.stacks.as_deref(),
+            &args.markdown,
+            &args.img_dir,
+        )
+        .map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("audin-loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_ramp(calls: usize) -> f64 {
+    (calls as f64 / 100.0).clamp(2.0, 20.0)
+}
+
+fn run(args: RunArgs) -> Result<bool> {
+    if args.server_bin.is_none() && args.server.is_none() {
+        bail!("give --server-bin PATH (spawned per step) or --server URL");
+    }
+    if let Some(url) = &args.server {
+        if !url.starts_with("http://127.")
+            && !url.starts_with("http://localhost")
+            && !url.starts_with("http://[::1]")
+        {
+            bail!("--server must be a loopback http:// URL");
+        }
+    }
+    if !(0.0..=1.0).contains(&args.inbound_share) {
+        bail!("--inbound-share must be within 0..1");
+    }
+    let nofile = audin_loadgen::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    let _ = audin_loadgen::stamp::epoch();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build()?;
+    let mut out = LoadRun {
+        machine: Machine::detect(),
+        steps: Vec::new(),
+    };
+    let mut all_ok = true;
+    for &calls in &args.calls {
+        let operators = args.operators.unwrap_or(calls).max(calls);
+        let need_fds = (operators + calls) * 2 + 256;
+        if (nofile as usize) < need_fds {
+            eprintln!("warning: RLIMIT_NOFILE {nofile} < ~{need_fds} needed for {calls} calls");
+        }
+        let cfg = LoadConfig {
+            calls,
+            operators,
+            inbound_share: args.inbound_share,
+            ramp: Duration::from_secs_f64(args.ramp.unwrap_or_else(|| default_ramp(calls))),
+            settle: Duration::from_secs_f64(args.settle),
+            duration: Duration::from_secs_f64(args.duration),
+            online_concurrency: args.online_concurrency,
+            late_ms: args.late_ms,
+            ..LoadConfig::default()
+        };
+        if args.wait_quiet > 0 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_quiet);
+            loop {
+                let busy = audin_loadgen::procfs::others_busy(&[None], Duration::from_secs(3));
+                if busy < args.quiet_cores {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    eprintln!(
+                        "warning: other processes still use {:.0}% of a core; running anyway",
+                        busy * 100.0
+                    );
+                    break;
+                }
+                eprintln!(
+                    "waiting for a quiet machine (others use {:.0}% of a core)",
+                    busy * 100.0
+                );
+            }
+        }
+        eprintln!("-- step: {calls} calls, {operators} operators");
+        let (mut spawned, target) = match (&args.server_bin, &args.server) {
+            (Some(bin), _) => {
+                let sp = ServerProcess::spawn(bin, &args.server_log, &[])?;
+                let numbers = server::provision_numbers(&sp.database, operators)?;
+                let target = load::Target {
+                    url: sp.url.clone(),
+                    pid: Some(sp.pid),
+                    numbers,
+                };
+                (Some(sp), target)
+            }
+            (None, Some(url)) => {
+                let Some(db) = &args.database else {
+                    bail!(
+                        "--server needs --database (one number per operator is added to the dev account)"
+                    );
+                };
+                let numbers = server::provision_numbers(db, operators)?;
+                let target = load::Target {
+                    url: url.trim_end_matches('/').to_owned(),
+                    pid: args.server_pid,
+                    numbers,
+                };
+                (None, target)
+            }
+            _ => unreachable!(),
+        };
+        let report = rt.block_on(load::run(&cfg, &target));
+        if let Some(sp) = &mut spawned {
+            if args.keep_server_files || !report.as_ref().is_ok_and(|r| r.ok) {
+                sp.keep_files();
+                eprintln!("server files kept: {}", sp.log.display());
+            }
+        }
+        if let Some(sp) = spawned {
+            sp.stop()?;
+        }
+        let report = report?;
+        println!("{}", report.summary());
+        all_ok &= report.ok;
+        out.steps.push(report);
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&out)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if !all_ok && args.stop_on_failure {
+            break;
+        }
+    }
+    Ok(all_ok)
+}

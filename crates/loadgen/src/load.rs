@@ -1,0 +1,876 @@
+//! One load run through the native SDK.
+//!
+//! 1. N operators (`AudinOperator`, one presence socket each) get tokens
+//!    from the dev `POST /api/operator/token` (distinct `operatorRef`, one
+//!    phone number each) and go online, at most `online_concurrency` at a
+//!    time; `go_online` time is measured per operator.
+//! 2. M calls start staggered over `ramp`: inbound ones through
+//!    `POST /dev/sim/calls` (behaviour `echo`) to operator i's own number, the
+//!    operator accepting the offer; outbound ones dialling the sim echo
+//!    number `+15550100001`. Setup time is measured up to `CallStarted`.
+//! 3. Every active call sends one stamped 160-byte frame every 20 ms (tokio
+//!    interval, `MissedTickBehavior::Burst`) and reads the echo back.
+//! 4. Frames due inside the steady window (after ramp + settle, `duration`
+//!    long) are accounted: sent, echoed, lost, late, and their timings.
+//!    Server CPU and RSS are read from `/proc` at the window's edges.
+//! 5. Calls hang up; every call must have reached `active` and ended
+//!    `hangup`, or the run fails.
+//!
+//! What the timings mean: see [`crate::report::Latency`].
+
+use crate::procfs::{self, ProcSample};
+use crate::report::*;
+use crate::stamp::{self, Stamp};
+use crate::stats;
+use anyhow::{Context, Result, bail};
+use audin_operator::core::{CallState, EndReason, Event, TokenGrant};
+use audin_operator::{AudinOperator, Call};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// The sim number that answers after 300 ms and echoes.
+pub const ECHO_NUMBER: &str = "+15550100001";
+/// The caller id of inbound sim calls.
+pub const CALLER: &str = "+14155550100";
+const FRAME: Duration = Duration::from_millis(20);
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's pid, for CPU and RSS (same machine only).
+    pub pid: Option<u32>,
+    /// One phone number per operator (see [`crate::server::provision_numbers`]).
+    pub numbers: Vec<crate::server::Number>,
+}
+
+struct OpSlot {
+    op: AudinOperator,
+    number: crate::server::Number,
+}
+
+struct Shared {
+    http: reqwest::Client,
+    url: String,
+    cfg: LoadConfig,
+    window_start: Instant,
+    window_end: Instant,
+    drain_end: Instant,
+    /// Calls active right now.
+    active: AtomicI64,
+    /// Frames the SDK's queues dropped (all calls).
+    sdk_dropped: AtomicU64,
+}
+
+/// What one call task reports.
+#[derive(Debug, Default)]
+struct CallResult {
+    inbound: bool,
+    error: Option<String>,
+    post_to_offer_us: Option<u64>,
+    offer_to_started_us: Option<u64>,
+    dial_to_accepted_us: Option<u64>,
+    setup_us: Option<u64>,
+    sent: u64,
+    received: u64,
+    duplicates: u64,
+    misrouted: u64,
+    reordered: u64,
+    /// Echo round trip from the actual send, per in-window frame (µs).
+    rtt_us: Vec<u32>,
+    /// Echo round trip from the due time (µs), same frames.
+    rtt_due_us: Vec<u32>,
+    /// How late the load generator handed frames to the SDK (µs).
+    send_late_us: Vec<u32>,
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+async fn fetch_token(
+    http: &reqwest::Client,
+    url: &str,
+    operator_ref: &str,
+    number_id: &str,
+) -> Result<TokenGrant, String> {
+    let response = http
+        .post(url)
+        .json(&json!({
+            "operatorRef": operator_ref,
+            "displayName": "loadgen",
+            "phoneNumberIds": [number_id],
+        }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("token endpoint answered {}", response.status()));
+    }
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    Ok(TokenGrant {
+        token: body["token"].as_str().unwrap_or_default().to_owned(),
+        expires_at: body["expiresAt"].as_str().map(str::to_owned),
+    })
+}
+
+/// Scrapes the counters of `/metrics` that matter here.
+async fn scrape(http: &reqwest::Client, url: &str) -> ServerCounters {
+    let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
+        return ServerCounters::default();
+    };
+    let text = resp.text().await.unwrap_or_default();
+    let mut c = ServerCounters::default();
+    for line in text.lines() {
+        let mut parts = line.rsplitn(2, ' ');
+        let (Some(v), Some(k)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let v: u64 = v.trim().parse().unwrap_or(0);
+        match k {
+            "audin_frames_dropped_total" => c.frames_dropped = v,
+            "audin_frames_relayed_total{direction=\"to_carrier\"}" => c.frames_to_carrier = v,
+            "audin_frames_relayed_total{direction=\"to_operator\"}" => c.frames_to_operator = v,
+            "audin_calls_ended_total" => c.calls_ended = v,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// Runs one load step. `Ok` carries the report even when calls failed
+/// (see [`LoadReport::ok`]).
+pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
+    if cfg.operators < cfg.calls {
+        bail!(
+            "--operators ({}) must be at least --calls ({})",
+            cfg.operators,
+            cfg.calls
+        );
+    }
+    if target.numbers.len() < cfg.operators {
+        bail!(
+            "{} numbers for {} operators",
+            target.numbers.len(),
+            cfg.operators
+        );
+    }
+    let t_start = Instant::now();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let token_url = format!("{}/api/operator/token", target.url);
+    let pid = target.pid;
+    let server_idle = pid.and_then(|p| procfs::sample(Some(p)).ok());
+
+    // 1. Operators online.
+    let mut slots = Vec::with_capacity(cfg.operators);
+    for i in 0..cfg.operators {
+        let number = target.numbers[i].clone();
+        let (http, url) = (http.clone(), token_url.clone());
+        let (op_ref, id) = (format!("loadgen-op-{i}"), number.id.clone());
+        let op = AudinOperator::builder(&target.url)
+            .client_name("audin-loadgen/0.1")
+            .get_token(move || {
+                let (http, url, op_ref, id) =
+                    (http.clone(), url.clone(), op_ref.clone(), id.clone());
+                async move { fetch_token(&http, &url, &op_ref, &id).await }
+            })
+            .build()
+            .map_err(|e| anyhow::anyhow!("building operator {i}: {e}"))?;
+        slots.push(Arc::new(OpSlot { op, number }));
+    }
+    let online_started = Instant::now();
+    let sem = Arc::new(Semaphore::new(cfg.online_concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for slot in &slots {
+        let (slot, sem) = (slot.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let t0 = Instant::now();
+            let r = tokio::time::timeout(
+                Duration::from_secs(30),
+                slot.op.go_online([slot.number.id.clone()]),
+            )
+            .await;
+            match r {
+                Ok(Ok(a)) if a.accepted.contains(&slot.number.id) => Ok(us(t0.elapsed())),
+                Ok(Ok(a)) => Err(format!("number refused: {:?}", a.rejected)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("go_online timed out after 30 s".into()),
+            }
+        });
+    }
+    let mut online_us = Vec::new();
+    let mut failures = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(t) => online_us.push(t),
+            Err(e) => failures.push(format!("go online: {e}")),
+        }
+    }
+    let online_total = online_started.elapsed();
+    if !failures.is_empty() {
+        bail!(
+            "{} operators could not go online; first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+    let server_online = pid.and_then(|p| procfs::sample(Some(p)).ok());
+
+    // 2. Calls.
+    let ramp_start = Instant::now() + Duration::from_millis(200);
+    let window_start = ramp_start + cfg.ramp + cfg.settle;
+    let window_end = window_start + cfg.duration;
+    let shared = Arc::new(Shared {
+        http: http.clone(),
+        url: target.url.clone(),
+        cfg: cfg.clone(),
+        window_start,
+        window_end,
+        drain_end: window_end + Duration::from_millis(cfg.drain_ms),
+        active: AtomicI64::new(0),
+        sdk_dropped: AtomicU64::new(0),
+    });
+    let inbound_total = (cfg.calls as f64 * cfg.inbound_share).round() as usize;
+    let mut calls = JoinSet::new();
+    for (j, slot) in slots.iter().enumerate().take(cfg.calls) {
+        // Bresenham: spread inbound calls evenly among the outbound ones.
+        let inbound =
+            (j + 1) * inbound_total / cfg.calls.max(1) > j * inbound_total / cfg.calls.max(1);
+        let start_at = ramp_start + cfg.ramp.mul_f64(j as f64 / cfg.calls.max(1) as f64);
+        let (slot, shared) = (slot.clone(), shared.clone());
+        calls.spawn(async move {
+            tokio::time::sleep_until(start_at).await;
+            call_task(j as u32, inbound, slot, shared).await
+        });
+    }
+
+    // Window edges: server and load generator CPU / RSS, server counters;
+    // concurrency sampled every 100 ms inside the window.
+    let monitor = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut timeline = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut conc = tokio::time::interval(Duration::from_millis(100));
+            let mut min_active = i64::MAX;
+            let mut max_active = 0i64;
+            let mut edge_start = None;
+            let mut edge_end = None;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let t = ramp_start.elapsed().as_secs_f64();
+                        let s = pid.and_then(|p| procfs::sample(Some(p)).ok()).unwrap_or_default();
+                        timeline.push(TimelineSample {
+                            t_s: t,
+                            active_calls: shared.active.load(Ordering::Relaxed),
+                            server_cpu_s: s.cpu_s,
+                            server_rss_kb: s.rss_kb,
+                            loadgen_cpu_s: procfs::sample(None).map(|s| s.cpu_s).unwrap_or(0.0),
+                        });
+                        if Instant::now() > shared.drain_end + Duration::from_secs(2) {
+                            break;
+                        }
+                    }
+                    _ = conc.tick() => {
+                        let now = Instant::now();
+                        if now >= shared.window_start && now < shared.window_end {
+                            let a = shared.active.load(Ordering::Relaxed);
+                            min_active = min_active.min(a);
+                            max_active = max_active.max(a);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(shared.window_start), if edge_start.is_none() => {
+                        edge_start = Some(Edge::take(&shared.http, &shared.url, pid).await);
+                    }
+                    _ = tokio::time::sleep_until(shared.window_end), if edge_end.is_none() => {
+                        edge_end = Some(Edge::take(&shared.http, &shared.url, pid).await);
+                    }
+                }
+            }
+            (
+                timeline,
+                min_active.min(max_active),
+                max_active,
+                edge_start,
+                edge_end,
+            )
+        })
+    };
+
+    let mut results = Vec::with_capacity(cfg.calls);
+    while let Some(r) = calls.join_next().await {
+        results.push(r.context("call task panicked")?);
+    }
+    let (timeline, min_active, max_active, edge_start, edge_end) = monitor.await?;
+
+    // 3. Offline (bounded concurrency), server counters after the run.
+    let mut set = JoinSet::new();
+    for slot in &slots {
+        let (slot, sem) = (slot.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), slot.op.go_offline()).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+    drop(slots);
+
+    Ok(build_report(
+        cfg,
+        &results,
+        &shared,
+        online_us,
+        online_total,
+        server_idle,
+        server_online,
+        edge_start,
+        edge_end,
+        (min_active, max_active),
+        timeline,
+        t_start.elapsed(),
+    ))
+}
+
+/// Readings at a window edge.
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    at: std::time::Instant,
+    machine_busy_s: f64,
+    server: Option<ProcSample>,
+    loadgen: ProcSample,
+    counters: ServerCounters,
+}
+
+impl Edge {
+    async fn take(http: &reqwest::Client, url: &str, pid: Option<u32>) -> Edge {
+        let at = std::time::Instant::now();
+        let machine_busy_s = procfs::machine_cpu().0;
+        let server = pid.and_then(|p| procfs::sample(Some(p)).ok());
+        let loadgen = procfs::sample(None).unwrap_or_default();
+        let counters = scrape(http, url).await;
+        Edge {
+            at,
+            machine_busy_s,
+            server,
+            loadgen,
+            counters,
+        }
+    }
+}
+
+async fn wait_event<T>(
+    events: &mut broadcast::Receiver<Event>,
+    deadline: Instant,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Result<T, String> {
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => {
+                if let Some(t) = pick(&e) {
+                    return Ok(t);
+                }
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => return Err("operator stopped".into()),
+            Err(_) => return Err("timed out waiting for the offer".into()),
+        }
+    }
+}
+
+async fn call_task(idx: u32, inbound: bool, slot: Arc<OpSlot>, shared: Arc<Shared>) -> CallResult {
+    let mut r = CallResult {
+        inbound,
+        ..CallResult::default()
+    };
+    let setup_deadline = Instant::now() + shared.cfg.setup_timeout;
+    let t0 = Instant::now();
+    // Set up.
+    let call: Call = if inbound {
+        let mut events = slot.op.events();
+        let resp = shared
+            .http
+            .post(format!("{}/dev/sim/calls", shared.url))
+            .json(&json!({"from": CALLER, "to": slot.number.e164, "behaviour": "echo"}))
+            .send()
+            .await;
+        let sid = match resp {
+            Ok(resp) if resp.status().is_success() => {
+                match resp.json::<serde_json::Value>().await {
+                    Ok(v) => v["callSid"].as_str().unwrap_or_default().to_owned(),
+                    Err(e) => {
+                        r.error = Some(format!("sim call answer: {e}"));
+                        return r;
+                    }
+                }
+            }
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                r.error = Some(format!("POST /dev/sim/calls answered {status}: {body}"));
+                return r;
+            }
+            Err(e) => {
+                r.error = Some(format!("POST /dev/sim/calls: {e}"));
+                return r;
+            }
+        };
+        let offered = wait_event(&mut events, setup_deadline, |e| match e {
+            Event::IncomingCall { call } if call.call_sid == sid => Some(Instant::now()),
+            _ => None,
+        })
+        .await;
+        let offered = match offered {
+            Ok(t) => t,
+            Err(e) => {
+                r.error = Some(format!("inbound {sid}: {e}"));
+                return r;
+            }
+        };
+        r.post_to_offer_us = Some(us(offered - t0));
+        let Some(call) = slot.op.call(&sid) else {
+            r.error = Some(format!("inbound {sid}: offer is not the current call"));
+            return r;
+        };
+        call.accept();
+        let info =
+            match tokio::time::timeout_at(setup_deadline, call.wait_for(CallState::Active)).await {
+                Ok(info) => info,
+                Err(_) => {
+                    r.error = Some(format!(
+                        "inbound {sid}: not active within the setup timeout"
+                    ));
+                    call.hangup();
+                    return r;
+                }
+            };
+        if info.state != CallState::Active {
+            r.error = Some(format!(
+                "inbound {sid}: ended {:?} while setting up",
+                info.end_reason
+            ));
+            return r;
+        }
+        r.offer_to_started_us = Some(us(offered.elapsed()));
+        call
+    } else {
+        let call = match tokio::time::timeout_at(
+            setup_deadline,
+            slot.op.dial(ECHO_NUMBER, &slot.number.e164),
+        )
+        .await
+        {
+            Ok(Ok(call)) => call,
+            Ok(Err(e)) => {
+                r.error = Some(format!("dial: {e}"));
+                return r;
+            }
+            Err(_) => {
+                r.error = Some("dial: timed out".into());
+                return r;
+            }
+        };
+        r.dial_to_accepted_us = Some(us(t0.elapsed()));
+        let info =
+            match tokio::time::timeout_at(setup_deadline, call.wait_for(CallState::Active)).await {
+                Ok(info) => info,
+                Err(_) => {
+                    r.error = Some(format!(
+                        "outbound {}: not active within the setup timeout",
+                        call.call_sid()
+                    ));
+                    call.hangup();
+                    return r;
+                }
+            };
+        if info.state != CallState::Active {
+            r.error = Some(format!(
+                "outbound {}: ended {:?} while setting up",
+                info.call_sid, info.end_reason
+            ));
+            return r;
+        }
+        call
+    };
+    r.setup_us = Some(us(t0.elapsed()));
+    shared.active.fetch_add(1, Ordering::Relaxed);
+    let ended_early = media_loop(idx, &call, &shared, &mut r).await;
+    shared.active.fetch_sub(1, Ordering::Relaxed);
+    let audio = call.audio();
+    shared
+        .sdk_dropped
+        .fetch_add(audio.dropped_frames(), Ordering::Relaxed);
+    if ended_early {
+        let info = call.info();
+        r.error = Some(format!(
+            "{} ended {:?} before the load generator hung up",
+            info.call_sid, info.end_reason
+        ));
+        return r;
+    }
+    call.hangup();
+    match tokio::time::timeout(Duration::from_secs(15), call.ended()).await {
+        Ok(info) if info.end_reason == Some(EndReason::Hangup) => {}
+        Ok(info) => {
+            r.error = Some(format!(
+                "{} ended {:?} after hangup",
+                info.call_sid, info.end_reason
+            ))
+        }
+        Err(_) => r.error = Some(format!("{}: no end within 15 s of hangup", call.call_sid())),
+    }
+    r
+}
+
+/// Sends one stamped frame every 20 ms until the window ends, reads echoes
+/// until the drain ends. Returns true if the call ended on its own.
+async fn media_loop(idx: u32, call: &Call, shared: &Shared, r: &mut CallResult) -> bool {
+    let audio = call.audio();
+    let grid = Instant::now();
+    let mut tick = tokio::time::interval_at(grid, FRAME);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let (ws, we) = (shared.window_start, shared.window_end);
+    let in_window = |due: Instant| due >= ws && due < we;
+    let mut seq: u32 = 0;
+    let mut seen: Vec<bool> = Vec::new();
+    let mut last_seq: Option<u32> = None;
+    let mut sending = true;
+    let epoch = Instant::from_std(stamp::epoch());
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if sending => {
+                let due = grid + FRAME * seq;
+                if due >= we {
+                    sending = false;
+                    continue;
+                }
+                let sent = std::time::Instant::now();
+                let s = Stamp {
+                    call: idx,
+                    seq,
+                    due_ns: stamp::ns_since_epoch(due.into_std()),
+                    sent_ns: stamp::ns_since_epoch(sent),
+                };
+                audio.send_frame(s.encode());
+                if in_window(due) {
+                    r.sent += 1;
+                    r.send_late_us.push(sent.saturating_duration_since(due.into_std()).as_micros() as u32);
+                }
+                seq += 1;
+            }
+            frame = audio.recv_frame() => {
+                let Some(frame) = frame else { return true };
+                let now = stamp::now_ns();
+                let Some(s) = Stamp::decode(&frame) else { continue };
+                if s.call != idx {
+                    r.misrouted += 1;
+                    continue;
+                }
+                let due = epoch + Duration::from_nanos(s.due_ns);
+                if !in_window(due) {
+                    continue;
+                }
+                let i = s.seq as usize;
+                if seen.len() <= i {
+                    seen.resize(i + 1, false);
+                }
+                if seen[i] {
+                    r.duplicates += 1;
+                    continue;
+                }
+                seen[i] = true;
+                if last_seq.is_some_and(|l| s.seq < l) {
+                    r.reordered += 1;
+                }
+                last_seq = Some(s.seq);
+                r.received += 1;
+                r.rtt_us.push((now.saturating_sub(s.sent_ns) / 1000) as u32);
+                r.rtt_due_us.push((now.saturating_sub(s.due_ns) / 1000) as u32);
+            }
+            _ = tokio::time::sleep_until(shared.drain_end) => return false,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    cfg: &LoadConfig,
+    results: &[CallResult],
+    shared: &Shared,
+    online_us: Vec<u64>,
+    online_total: Duration,
+    server_idle: Option<ProcSample>,
+    server_online: Option<ProcSample>,
+    edge_start: Option<Edge>,
+    edge_end: Option<Edge>,
+    (min_active, max_active): (i64, i64),
+    timeline: Vec<TimelineSample>,
+    wall: Duration,
+) -> LoadReport {
+    let mut rtt = stats::histogram();
+    let mut down = stats::histogram();
+    let mut send_late = stats::histogram();
+    let mut rtt_floor = u64::MAX;
+    let late_us = cfg.late_ms * 1000;
+    let (mut sent, mut received, mut dup, mut mis, mut reord, mut late) = (0, 0, 0, 0, 0, 0u64);
+    let mut failures = Vec::new();
+    let debug = std::env::var_os("AUDIN_LOADGEN_DEBUG").is_some();
+    for (i, c) in results.iter().enumerate() {
+        if let Some(e) = &c.error {
+            failures.push(e.clone());
+        }
+        sent += c.sent;
+        received += c.received;
+        dup += c.duplicates;
+        mis += c.misrouted;
+        reord += c.reordered;
+        for &v in &c.rtt_us {
+            stats::record(&mut rtt, v as u64);
+            rtt_floor = rtt_floor.min(v as u64);
+        }
+        let d = downlink_delays(&c.rtt_due_us);
+        if debug {
+            let mut v = d.clone();
+            v.sort_unstable();
+            let q = |p: f64| {
+                v.get(((v.len() as f64 - 1.0) * p) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            eprintln!(
+                "call {i:4} {} downlink us p50 {} p99 {} max {}; rtt_due first {:?}",
+                if c.inbound { "in " } else { "out" },
+                q(0.5),
+                q(0.99),
+                q(1.0),
+                &c.rtt_due_us[..c.rtt_due_us.len().min(8)]
+            );
+        }
+        for v in d {
+            stats::record(&mut down, v as u64);
+            if v as u64 > late_us {
+                late += 1;
+            }
+        }
+        for &v in &c.send_late_us {
+            stats::record(&mut send_late, v as u64);
+        }
+    }
+    let setup =
+        |f: fn(&CallResult) -> Option<u64>| stats::pcts_of(results.iter().filter_map(f), 1000.0);
+    let window_s = cfg.duration.as_secs_f64();
+    let calls_ok = results.iter().filter(|c| c.error.is_none()).count();
+    let server = match (
+        edge_start.and_then(|e| e.server),
+        edge_end.and_then(|e| e.server),
+    ) {
+        (Some(a), Some(b)) => {
+            let dt = edge_end
+                .map(|e| e.at)
+                .zip(edge_start.map(|e| e.at))
+                .map_or(window_s, |(b, a)| b.duration_since(a).as_secs_f64());
+            let cpu = (b.cpu_s - a.cpu_s) / dt;
+            let idle_rss = server_online.map_or(0, |s| s.rss_kb);
+            let calls = max_active.max(1) as f64;
+            // The sim far end records what it hears (16-bit PCM, 16 KB/s per
+            // call, up to 5 min): not part of the relay's footprint.
+            let recorded_kb = 15.625 * (cfg.settle.as_secs_f64() + cfg.ramp.as_secs_f64() / 2.0);
+            Some(ServerFigures {
+                cpu_cores: cpu,
+                cpu_ms_per_call_second: if max_active > 0 {
+                    cpu * 1000.0 / max_active as f64
+                } else {
+                    0.0
+                },
+                rss_idle_kb: server_idle.map_or(0, |s| s.rss_kb),
+                rss_online_kb: idle_rss,
+                rss_window_start_kb: a.rss_kb,
+                rss_window_end_kb: b.rss_kb,
+                rss_per_operator_kb: server_idle.zip(server_online).map_or(0.0, |(i, o)| {
+                    (o.rss_kb as f64 - i.rss_kb as f64) / cfg.operators.max(1) as f64
+                }),
+                rss_per_call_kb: (a.rss_kb as f64 - idle_rss as f64) / calls,
+                sim_recording_per_call_kb_est: recorded_kb,
+                rss_growth_per_call_kb_s: (b.rss_kb as f64 - a.rss_kb as f64) / calls / dt,
+                threads: b.threads,
+            })
+        }
+        _ => None,
+    };
+    let loadgen = match (edge_start, edge_end) {
+        (Some(a), Some(b)) => {
+            let dt = b.at.duration_since(a.at).as_secs_f64();
+            let lg = (b.loadgen.cpu_s - a.loadgen.cpu_s) / dt;
+            let sv = match (a.server, b.server) {
+                (Some(x), Some(y)) => (y.cpu_s - x.cpu_s) / dt,
+                _ => 0.0,
+            };
+            LoadgenFigures {
+                cpu_cores: lg,
+                rss_kb: b.loadgen.rss_kb,
+                other_processes_cores: ((b.machine_busy_s - a.machine_busy_s) / dt - lg - sv)
+                    .max(0.0),
+            }
+        }
+        _ => LoadgenFigures::default(),
+    };
+    let counters = match (edge_start, edge_end) {
+        (Some(a), Some(b)) => ServerCounters {
+            frames_dropped: b
+                .counters
+                .frames_dropped
+                .saturating_sub(a.counters.frames_dropped),
+            frames_to_carrier: b
+                .counters
+                .frames_to_carrier
+                .saturating_sub(a.counters.frames_to_carrier),
+            frames_to_operator: b
+                .counters
+                .frames_to_operator
+                .saturating_sub(a.counters.frames_to_operator),
+            calls_ended: b
+                .counters
+                .calls_ended
+                .saturating_sub(a.counters.calls_ended),
+        },
+        _ => ServerCounters::default(),
+    };
+    let lost = sent.saturating_sub(received);
+    let ok = failures.is_empty() && calls_ok == cfg.calls;
+    failures.truncate(20);
+    LoadReport {
+        mode: "sdk".into(),
+        config: cfg.clone(),
+        ok,
+        calls_ok,
+        calls_failed: cfg.calls - calls_ok,
+        failures,
+        concurrent_calls: Concurrency {
+            min: min_active.max(0),
+            max: max_active,
+        },
+        frames: Frames {
+            sent,
+            received,
+            lost,
+            lost_outside_server: lost
+                .saturating_sub(counters.frames_dropped)
+                .saturating_sub(shared.sdk_dropped.load(Ordering::Relaxed)),
+            late,
+            duplicates: dup,
+            misrouted: mis,
+            reordered: reord,
+            sdk_dropped: shared.sdk_dropped.load(Ordering::Relaxed),
+            echoed_per_second: received as f64 / window_s,
+            relayed_per_second: (sent + received) as f64 / window_s,
+            server_window: counters,
+        },
+        latency: Latency {
+            rtt_ms: stats::pcts(&rtt, 1000.0),
+            rtt_floor_ms: if rtt_floor == u64::MAX {
+                0.0
+            } else {
+                rtt_floor as f64 / 1000.0
+            },
+            downlink_ms: stats::pcts(&down, 1000.0),
+            send_lateness_ms: stats::pcts(&send_late, 1000.0),
+        },
+        setup_ms: Setup {
+            inbound_post_to_offer: setup(|c| c.post_to_offer_us),
+            inbound_offer_to_started: setup(|c| c.offer_to_started_us),
+            inbound_total: setup(|c| c.setup_us.filter(|_| c.inbound)),
+            outbound_dial_to_accepted: setup(|c| c.dial_to_accepted_us),
+            outbound_dial_to_started: setup(|c| c.setup_us.filter(|_| !c.inbound)),
+        },
+        go_online_ms: stats::pcts_of(online_us, 1000.0),
+        go_online_total_s: online_total.as_secs_f64(),
+        server,
+        loadgen,
+        timeline,
+        wall_s: wall.as_secs_f64(),
+    }
+}
+
+/// Frames of look-back for the downlink baseline: one second.
+const BASELINE_FRAMES: usize = 50;
+const PERIOD_US: i64 = 20_000;
+
+/// One-way downlink delay of each echoed frame above the call's best frame
+/// of the previous second, in µs.
+///
+/// The sim far end emits echoes on its own 20 ms tick, so an echo arrives
+/// at `tick + downlink`, and `(arrival − due) mod 20 ms` is a constant per
+/// call (the tick's phase against our send clock) plus the downlink delay,
+/// whatever frames wait in the far end's echo queue (whole ticks). The
+/// phase series is unwrapped (consecutive frames differ by less than 10
+/// ms) and measured against its minimum over the last second, which also
+/// follows the far end's tick when a late tick re-phases it.
+pub fn downlink_delays(rtt_due_us: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(rtt_due_us.len());
+    let mut window: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
+    let mut prev: Option<(i64, i64)> = None; // (phase, unwrapped)
+    for &v in rtt_due_us {
+        let phase = (v as i64).rem_euclid(PERIOD_US);
+        let unwrapped = match prev {
+            None => phase,
+            Some((p, u)) => {
+                let mut d = (phase - p).rem_euclid(PERIOD_US);
+                if d > PERIOD_US / 2 {
+                    d -= PERIOD_US;
+                }
+                u + d
+            }
+        };
+        prev = Some((phase, unwrapped));
+        window.push_back(unwrapped);
+        if window.len() > BASELINE_FRAMES {
+            window.pop_front();
+        }
+        let base = window.iter().copied().min().unwrap_or(unwrapped);
+        out.push((unwrapped - base) as u32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::downlink_delays;
+
+    #[test]
+    fn backlog_is_invisible_and_jitter_is_seen() {
+        // Constant 7 ms phase, a queue of 0..3 whole ticks, one 4 ms bump.
+        let v: Vec<u32> = (0..200)
+            .map(|i| 7_000 + 20_000 * (i % 4) + if i == 100 { 4_000 } else { 0 })
+            .collect();
+        let d = downlink_delays(&v);
+        assert_eq!(d[100], 4_000);
+        assert!(d.iter().enumerate().all(|(i, &x)| i == 100 || x == 0));
+    }
+
+    #[test]
+    fn wraps_around_the_tick() {
+        // Phase near 20 ms: 19.8 ms, then 0.3 ms (= 20.3) is 0.5 ms later.
+        let d = downlink_delays(&[19_800, 20_300, 39_800]);
+        assert_eq!(d, vec![0, 500, 0]);
+    }
+
+    #[test]
+    fn follows_a_rephased_tick_within_a_second() {
+        let mut v = vec![5_000u32; 60];
+        v.extend(std::iter::repeat_n(11_000u32, 120));
+        let d = downlink_delays(&v);
+        assert_eq!(d[60], 6_000);
+        assert_eq!(*d.last().unwrap(), 0);
+    }
+}

@@ -364,3 +364,123 @@ async fn get_token_garbage_is_refused_by_the_server_and_retried_on_schedule() {
         && !c.as_deref().unwrap_or("").contains("DROP TABLE")));
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_path_is_slow_not_dead() {
+    let s = server().await;
+    let key = s.dev_api_key.clone().unwrap();
+    let proxy = FaultProxy::start(s.local_addr).await.unwrap();
+    // 100 ms each way from the first byte: RTT 200 ms under a 300 ms heartbeat.
+    proxy.set(Fault::delay_ms(100), Scope::All);
+    let tokens = TokenSource::new(&s.url(), &key);
+    let op = operator(
+        &proxy.url(),
+        &tokens,
+        "op-slow",
+        &[MILANO],
+        &Timings::default(),
+    );
+    let log = EventLog::record(&op);
+    let t0 = Instant::now();
+    online(&op, &[MILANO]).await;
+    let call = op.dial(SIM_ECHO, MILANO_E164).await.unwrap();
+    let info = tokio::time::timeout(
+        Duration::from_secs(5),
+        call.wait_for(audin_operator::core::CallState::Active),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.state, audin_operator::core::CallState::Active);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    call.hangup();
+    call.ended().await;
+    let states: Vec<PresenceState> = log
+        .since(t0, state_of)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        states,
+        [PresenceState::Connecting, PresenceState::Online],
+        "no false reconnect"
+    );
+    assert!(
+        log.since(t0, error_of).is_empty(),
+        "{:?}",
+        log.since(t0, error_of)
+    );
+    op.go_offline().await.unwrap();
+    s.shutdown().await;
+}
+
+/// Field note "two tabs fighting": a second session of the same operator
+/// replaces the first (4005); the first goes offline with `REPLACED` and
+/// does not reconnect, so the two never take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_tab_replaces_the_first_without_a_fight() {
+    let s = server().await;
+    let key = s.dev_api_key.clone().unwrap();
+    let proxy = FaultProxy::start(s.local_addr).await.unwrap();
+    let tokens = TokenSource::new(&s.url(), &key);
+    let t = Timings::default();
+    let first = operator(&proxy.url(), &tokens, "op-tabs", &[MILANO], &t);
+    let first_log = EventLog::record(&first);
+    online(&first, &[MILANO]).await;
+    let second = operator(&proxy.url(), &tokens, "op-tabs", &[MILANO], &t);
+    let second_log = EventLog::record(&second);
+    let t0 = Instant::now();
+    online(&second, &[MILANO]).await;
+    let replaced = first_log
+        .wait(t0, Duration::from_secs(3), |e| match e {
+            Event::Error {
+                code: ErrorCode::Replaced,
+                ..
+            } => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(replaced.is_some(), "the first tab is told REPLACED");
+    // Several backoff steps later: still offline, the second still online,
+    // and only the two original presence connections were ever made.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(first.state(), PresenceState::Offline);
+    assert_eq!(second.state(), PresenceState::Online);
+    let second_states: Vec<_> = second_log
+        .since(t0, state_of)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(
+        second_states,
+        [PresenceState::Connecting, PresenceState::Online]
+    );
+    let presence_conns = proxy
+        .connections()
+        .iter()
+        .filter(|c| c.path.as_deref() == Some(PRESENCE))
+        .count();
+    assert_eq!(presence_conns, 2, "no reconnect fight");
+    assert_eq!(
+        metrics(&s.url()).await.unwrap()["audin_operators_online"],
+        1.0
+    );
+    // The survivor takes calls.
+    let sid = sim_call(&s.url(), CALLER, MILANO_E164, "tone")
+        .await
+        .unwrap();
+    let offered = second_log
+        .wait(t0, Duration::from_secs(3), |e| match e {
+            Event::IncomingCall { call } if call.call_sid == sid => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(offered.is_some());
+    assert!(
+        first_log
+            .since(t0, |e| matches!(e, Event::IncomingCall { .. })
+                .then_some(()))
+            .is_empty()
+    );
+    second.go_offline().await.unwrap();
+    s.shutdown().await;
+}

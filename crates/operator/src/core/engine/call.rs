@@ -448,7 +448,9 @@ impl Operator {
             return Ok(());
         }
         // Audio not attached yet (or reattaching): hold the digit until it is.
-        let call = self.call.as_mut().expect("live call checked above");
+        let Some(call) = self.call.as_mut() else {
+            return Ok(()); // unreachable: `live` checked the call above
+        };
         if call.pending_dtmf.len() >= MAX_PENDING_DTMF {
             let message = cat(&[
                 "more than ",

@@ -39,10 +39,13 @@ function time(label, iterations, fn) {
 const N = 16384;
 let seed = 12345;
 const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-new Float32Array(w.memory.buffer, w.audin_codec_f32_ptr(), N).set(
+// The codec area: f32 input (decode reads its first N bytes as codes), and
+// room for N f32 outputs.
+if (w.audin_codec_reserve(N * 4, N * 4) !== 0) throw new Error("codec area");
+new Float32Array(w.memory.buffer, w.audin_codec_in_ptr(), N).set(
   Float32Array.from({ length: N }, () => rnd() * Math.pow(2, -8 * Math.random())),
 );
-w.audin_encode_mulaw(N);
+if (w.audin_encode_mulaw(N) !== N || w.audin_decode_mulaw(N) !== N) throw new Error("codec area calls");
 
 // Bit-identity with the native build: the scenario of
 // `cross_platform_checksum` in crates/worklet/tests/worklet.rs.

@@ -25,7 +25,26 @@
 //! ```
 //!
 //! Re-read `memory.buffer` views after every call if the memory could grow;
-//! this module never grows it (all state is static).
+//! the AudioWorklet path never grows it (all its state is static).
+//!
+//! # Codec helpers (main thread)
+//!
+//! The package root's `encodeMuLaw` … `Resampler` run on their own
+//! instances of this module, on the main thread. They exchange buffers of
+//! any length through the *codec area*, which lives past the static state
+//! and grows the memory on demand (the only exports that ever grow it):
+//!
+//! ```text
+//! if (w.audin_codec_reserve(n * 4, n) !== 0) throw new Error("out of memory");
+//! new Float32Array(w.memory.buffer, w.audin_codec_in_ptr(), n).set(samples);
+//! w.audin_encode_mulaw(n);                          // area in: f32 -> out: u8
+//! const codes = new Uint8Array(w.memory.buffer, w.audin_codec_out_ptr(), n).slice();
+//! // also audin_decode_mulaw, audin_encode_alaw, audin_decode_alaw,
+//! // audin_linear_len + audin_resample_linear, and the streaming resampler:
+//! w.audin_resampler_configure(48000, 8000);       // 0, or -1 unsupported
+//! const len = w.audin_resampler_output_len(n);     // reserve n * 4, len * 4
+//! w.audin_resampler_process(n);                    // returns len
+//! ```
 //!
 //! The state is a single global: the functions are not re-entrant and, on
 //! native targets (tests), must not be called from two threads at once.
@@ -37,7 +56,7 @@
 extern crate std;
 
 use audin_codec::jitter::{FRAME_SAMPLES, Pushed};
-use audin_codec::{JitterBuffer, Resampler, mulaw};
+use audin_codec::{JitterBuffer, Resampler, alaw, mulaw};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 
@@ -49,9 +68,9 @@ pub const MAX_BLOCK: usize = 1024;
 /// Complete frames one capture call can emit (1024 samples at 8 kHz is 6.4
 /// frames).
 pub const MAX_CAPTURE_FRAMES: usize = 8;
-/// Samples the raw codec scratch buffers hold.
-pub const CODEC_SCRATCH: usize = 16_384;
 const PENDING: usize = 1024;
+/// Alignment of the codec area and of its output part.
+const AREA_ALIGN: usize = 16;
 
 /// The whole state of the module: both directions plus codec scratch.
 pub struct Worklet {
@@ -70,8 +89,14 @@ pub struct Worklet {
     pending: [f32; PENDING],
     pending_start: usize,
     pending_len: usize,
-    codec_f32: [f32; CODEC_SCRATCH],
-    codec_u8: [u8; CODEC_SCRATCH],
+    /// The codec area: `area_in` input bytes at `area`, then (aligned)
+    /// `area_out` output bytes. 0 until the first reservation.
+    area: usize,
+    area_in: usize,
+    area_out: usize,
+    /// The main-thread streaming resampler (`audin_resampler_*`).
+    helper: Resampler,
+    helper_ready: bool,
 }
 
 impl core::fmt::Debug for Worklet {
@@ -109,8 +134,11 @@ impl Worklet {
             pending: [0.0; PENDING],
             pending_start: 0,
             pending_len: 0,
-            codec_f32: [0.0; CODEC_SCRATCH],
-            codec_u8: [0; CODEC_SCRATCH],
+            area: 0,
+            area_in: 0,
+            area_out: 0,
+            helper: Resampler::passthrough(),
+            helper_ready: false,
         }
     }
 
@@ -247,18 +275,231 @@ impl Worklet {
         self.playback.latency_seconds() * 1000.0
     }
 
-    /// mu-law encodes `n` samples of the codec `f32` scratch into the codec
-    /// byte scratch.
-    pub fn encode_mulaw(&mut self, n: usize) -> usize {
-        let n = n.min(CODEC_SCRATCH);
-        mulaw::encode_f32_slice(&self.codec_f32[..n], &mut self.codec_u8[..n])
+    // ── codec area (main-thread helpers) ─────────────────────────────────
+
+    /// Makes the codec area hold at least `in_bytes` of input and
+    /// `out_bytes` of output, growing the memory if needed. Returns false
+    /// when the memory cannot grow. The area's contents (and, after a
+    /// growth, its place) are undefined afterwards: write the input after
+    /// reserving.
+    pub fn codec_reserve(&mut self, in_bytes: usize, out_bytes: usize) -> bool {
+        let area_in = self.area_in.max(in_bytes).next_multiple_of(AREA_ALIGN);
+        let area_out = self.area_out.max(out_bytes);
+        if self.area != 0 && area_in == self.area_in && area_out == self.area_out {
+            return true;
+        }
+        match area::resize(self.area, self.area_in + self.area_out, area_in + area_out) {
+            Some(at) => {
+                (self.area, self.area_in, self.area_out) = (at, area_in, area_out);
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Decodes `n` mu-law bytes of the codec byte scratch into the codec
-    /// `f32` scratch.
+    /// The whole input part of the codec area.
+    pub fn codec_input(&mut self) -> &mut [u8] {
+        if self.area == 0 {
+            return &mut [];
+        }
+        // SAFETY: `area..area + area_in` is memory this state owns (see
+        // `area`), outside the state itself, borrowed through `&mut self`.
+        unsafe { core::slice::from_raw_parts_mut(self.area as *mut u8, self.area_in) }
+    }
+
+    /// The whole output part of the codec area.
+    pub fn codec_output(&self) -> &[u8] {
+        if self.area == 0 {
+            return &[];
+        }
+        // SAFETY: as in `codec_input`; the output follows the input part.
+        unsafe {
+            core::slice::from_raw_parts((self.area + self.area_in) as *const u8, self.area_out)
+        }
+    }
+
+    /// Byte offset of the input part (wasm: in `memory`).
+    pub fn codec_input_offset(&self) -> usize {
+        self.area
+    }
+
+    /// Byte offset of the output part (wasm: in `memory`).
+    pub fn codec_output_offset(&self) -> usize {
+        self.area + self.area_in
+    }
+
+    /// `n_in` inputs of type `I` and `n_out` outputs of type `O` in the
+    /// codec area, if it holds that many.
+    fn codec_io<I: Plain, O: Plain>(
+        &mut self,
+        n_in: usize,
+        n_out: usize,
+    ) -> Option<(&[I], &mut [O])> {
+        let fits = n_in.checked_mul(size_of::<I>())? <= self.area_in
+            && n_out.checked_mul(size_of::<O>())? <= self.area_out;
+        if !fits || self.area == 0 {
+            return None;
+        }
+        // SAFETY: both ranges lie in the (16-byte aligned) area, the input
+        // part before the output part, so they do not overlap; `I` and `O`
+        // are plain numbers valid for any bit pattern; the borrow of `self`
+        // keeps the area alive and unshared.
+        unsafe {
+            Some((
+                core::slice::from_raw_parts(self.area as *const I, n_in),
+                core::slice::from_raw_parts_mut((self.area + self.area_in) as *mut O, n_out),
+            ))
+        }
+    }
+
+    /// mu-law encodes `n` `f32` samples of the area's input into its output
+    /// (`n` bytes). Returns `n`, or 0 if the area is too small.
+    pub fn encode_mulaw(&mut self, n: usize) -> usize {
+        self.codec_io(n, n)
+            .map_or(0, |(i, o)| mulaw::encode_f32_slice(i, o))
+    }
+
+    /// Decodes `n` mu-law bytes of the area's input into `f32` samples.
     pub fn decode_mulaw(&mut self, n: usize) -> usize {
-        let n = n.min(CODEC_SCRATCH);
-        mulaw::decode_f32_slice(&self.codec_u8[..n], &mut self.codec_f32[..n])
+        self.codec_io(n, n)
+            .map_or(0, |(i, o)| mulaw::decode_f32_slice(i, o))
+    }
+
+    /// A-law encodes `n` `f32` samples of the area's input.
+    pub fn encode_alaw(&mut self, n: usize) -> usize {
+        self.codec_io(n, n)
+            .map_or(0, |(i, o)| alaw::encode_f32_slice(i, o))
+    }
+
+    /// Decodes `n` A-law bytes of the area's input into `f32` samples.
+    pub fn decode_alaw(&mut self, n: usize) -> usize {
+        self.codec_io(n, n)
+            .map_or(0, |(i, o)| alaw::decode_f32_slice(i, o))
+    }
+
+    /// The seed's linear-interpolation resampler over `n` `f32` inputs of
+    /// the area: writes [`audin_codec::resample_linear_len`] outputs and
+    /// returns their count (0 if the area is too small).
+    pub fn resample_linear(&mut self, n: usize, from_rate: u32, to_rate: u32) -> usize {
+        let len = audin_codec::resample_linear_len(n, from_rate, to_rate);
+        self.codec_io(n, len).map_or(0, |(i, o)| {
+            audin_codec::resample_linear(i, from_rate, to_rate, o)
+        })
+    }
+
+    /// Configures the main-thread streaming resampler (and forgets its
+    /// history). 0, or -1 for an unsupported pair (then it is unusable).
+    pub fn resampler_configure(&mut self, from_rate: u32, to_rate: u32) -> i32 {
+        self.helper_ready = self.helper.configure(from_rate, to_rate).is_ok();
+        if self.helper_ready { 0 } else { -1 }
+    }
+
+    /// Exactly how many outputs [`Worklet::resampler_process`] will produce
+    /// for `n` inputs (0 when not configured).
+    pub fn resampler_output_len(&self, n: usize) -> usize {
+        if self.helper_ready {
+            self.helper.output_len(n)
+        } else {
+            0
+        }
+    }
+
+    /// Resamples the next `n` `f32` inputs of the area into its output;
+    /// returns the count written. Consumes nothing and returns 0 when not
+    /// configured or when the area cannot hold the outputs.
+    pub fn resampler_process(&mut self, n: usize) -> usize {
+        let len = self.resampler_output_len(n);
+        if !self.helper_ready {
+            return 0;
+        }
+        // Not through `codec_io`'s closure: `self.helper` is borrowed too.
+        let Some((i, o)) = self.codec_io::<f32, f32>(n, len) else {
+            return 0;
+        };
+        let (i, o) = (i as *const [f32], o as *mut [f32]);
+        // SAFETY: the area is not part of `self`, so the slices stay valid
+        // and disjoint from `self.helper` while it is borrowed mutably.
+        unsafe { self.helper.process(&*i, &mut *o) }
+    }
+
+    /// Forgets the streaming resampler's history (as if just configured).
+    pub fn resampler_reset(&mut self) {
+        if self.helper_ready {
+            self.helper.reset();
+        }
+    }
+
+    /// The streaming resampler's group delay in seconds (0 when not
+    /// configured).
+    pub fn resampler_latency_seconds(&self) -> f64 {
+        if self.helper_ready {
+            self.helper.latency_seconds()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Numbers that any bit pattern is a valid value of.
+trait Plain: Copy {}
+impl Plain for u8 {}
+impl Plain for f32 {}
+
+#[cfg(target_arch = "wasm32")]
+mod area {
+    use core::arch::wasm32::{memory_grow, memory_size};
+    const PAGE: usize = 65_536;
+
+    /// The codec area starts where the initial memory ends (past the stack,
+    /// the static state and `__heap_base`: this module has no allocator), so
+    /// it only ever grows in place. Returns its byte offset.
+    pub(crate) fn resize(at: usize, _old: usize, new: usize) -> Option<usize> {
+        let at = if at == 0 { memory_size(0) * PAGE } else { at };
+        let end = at.checked_add(new)?;
+        let have = memory_size(0) * PAGE;
+        if end > have && memory_grow(0, (end - have).div_ceil(PAGE)) == usize::MAX {
+            return None;
+        }
+        Some(at)
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod area {
+    use std::alloc::{Layout, alloc_zeroed, dealloc};
+
+    fn layout(bytes: usize) -> Option<Layout> {
+        Layout::from_size_align(bytes.max(1), super::AREA_ALIGN).ok()
+    }
+
+    /// Native builds (tests) keep the area in a heap block; a new size
+    /// moves it. Returns its address.
+    pub(crate) fn resize(at: usize, old: usize, new: usize) -> Option<usize> {
+        // SAFETY: a non-zero size; `at` came from this function with `old`.
+        unsafe {
+            let p = alloc_zeroed(layout(new)?);
+            if p.is_null() {
+                return None;
+            }
+            if at != 0 {
+                dealloc(at as *mut u8, layout(old)?);
+            }
+            Some(p as usize)
+        }
+    }
+
+    pub(crate) fn free(at: usize, bytes: usize) {
+        if let (true, Some(l)) = (at != 0, layout(bytes)) {
+            // SAFETY: allocated by `resize` with this size.
+            unsafe { dealloc(at as *mut u8, l) }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for Worklet {
+    fn drop(&mut self) {
+        area::free(self.area, self.area_in + self.area_out);
     }
 }
 
@@ -396,20 +637,68 @@ export!(
     fn audin_playback_latency_ms() -> f64 = |w| w.playback_latency_ms()
 );
 export!(
-    /// Byte offset of the codec `f32` scratch (`f32[16384]`).
-    fn audin_codec_f32_ptr() -> u32 = |w| offset(w.codec_f32.as_ptr())
+    /// Makes the codec area hold `in_bytes` of input and `out_bytes` of
+    /// output (growing the memory): 0, or -1 if it cannot grow. Re-read the
+    /// pointers and `memory.buffer` afterwards.
+    fn audin_codec_reserve(in_bytes: u32, out_bytes: u32) -> i32 =
+        |w| if w.codec_reserve(in_bytes as usize, out_bytes as usize) { 0 } else { -1 }
 );
 export!(
-    /// Byte offset of the codec byte scratch (`u8[16384]`).
-    fn audin_codec_u8_ptr() -> u32 = |w| offset(w.codec_u8.as_ptr())
+    /// Byte offset of the codec area's input part.
+    fn audin_codec_in_ptr() -> u32 = |w| w.codec_input_offset() as u32
 );
 export!(
-    /// mu-law encodes `n` samples: `f32` scratch -> byte scratch.
+    /// Byte offset of the codec area's output part.
+    fn audin_codec_out_ptr() -> u32 = |w| w.codec_output_offset() as u32
+);
+export!(
+    /// mu-law encodes `n` samples: area `f32` input -> `u8` output.
     fn audin_encode_mulaw(n: u32) -> u32 = |w| w.encode_mulaw(n as usize) as u32
 );
 export!(
-    /// mu-law decodes `n` bytes: byte scratch -> `f32` scratch.
+    /// mu-law decodes `n` bytes: area `u8` input -> `f32` output.
     fn audin_decode_mulaw(n: u32) -> u32 = |w| w.decode_mulaw(n as usize) as u32
+);
+export!(
+    /// A-law encodes `n` samples: area `f32` input -> `u8` output.
+    fn audin_encode_alaw(n: u32) -> u32 = |w| w.encode_alaw(n as usize) as u32
+);
+export!(
+    /// A-law decodes `n` bytes: area `u8` input -> `f32` output.
+    fn audin_decode_alaw(n: u32) -> u32 = |w| w.decode_alaw(n as usize) as u32
+);
+export!(
+    /// Output length of `audin_resample_linear` for `n` inputs.
+    fn audin_linear_len(n: u32, from_rate: u32, to_rate: u32) -> u32 =
+        |_w| audin_codec::resample_linear_len(n as usize, from_rate, to_rate) as u32
+);
+export!(
+    /// The seed's linear resampler: `n` area `f32` inputs -> outputs;
+    /// returns their count.
+    fn audin_resample_linear(n: u32, from_rate: u32, to_rate: u32) -> u32 =
+        |w| w.resample_linear(n as usize, from_rate, to_rate) as u32
+);
+export!(
+    /// Configures the streaming resampler: 0, or -1 for an unsupported pair.
+    fn audin_resampler_configure(from_rate: u32, to_rate: u32) -> i32 =
+        |w| w.resampler_configure(from_rate, to_rate)
+);
+export!(
+    /// Outputs the next `audin_resampler_process(n)` will write.
+    fn audin_resampler_output_len(n: u32) -> u32 = |w| w.resampler_output_len(n as usize) as u32
+);
+export!(
+    /// Streams `n` area `f32` inputs through the resampler; returns the
+    /// outputs written to the area (0, consuming nothing, if they do not fit).
+    fn audin_resampler_process(n: u32) -> u32 = |w| w.resampler_process(n as usize) as u32
+);
+export!(
+    /// Forgets the streaming resampler's history.
+    fn audin_resampler_reset() -> () = |w| w.resampler_reset()
+);
+export!(
+    /// The streaming resampler's group delay, seconds.
+    fn audin_resampler_latency() -> f64 = |w| w.resampler_latency_seconds()
 );
 
 #[cfg(all(target_arch = "wasm32", not(test)))]

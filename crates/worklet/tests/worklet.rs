@@ -149,9 +149,120 @@ fn raw_exports_work_without_pointers() {
         assert_eq!(audin_stat_played(), 1);
         assert!(audin_stat_target_ms() >= 20.0);
         assert!(audin_capture_latency_ms() > 2.0 && audin_playback_latency_ms() < 3.0);
+        // The codec area: nothing fits before a reservation.
+        assert_eq!(audin_encode_mulaw(4), 0);
+        assert_eq!(audin_codec_reserve(16, 4), 0);
         assert_eq!(audin_encode_mulaw(4), 4);
+        assert_eq!(audin_encode_mulaw(5), 0);
+        assert_eq!(audin_decode_mulaw(4), 0, "4 f32 outputs need 16 bytes");
+        assert_eq!(audin_codec_reserve(4, 16), 0);
         assert_eq!(audin_decode_mulaw(4), 4);
+        assert_eq!(audin_decode_alaw(4), 4);
+        assert_eq!(audin_linear_len(960, 48_000, 8_000), 160);
+        assert_eq!(audin_resampler_configure(0, 8_000), -1);
+        assert_eq!(audin_resampler_process(4), 0);
+        assert_eq!(audin_resampler_configure(8_000, 48_000), 0);
+        assert_eq!(audin_resampler_output_len(4), 24);
+        assert_eq!(audin_resampler_process(4), 0, "24 outputs do not fit");
+        assert_eq!(audin_codec_reserve(16, 96), 0);
+        assert_eq!(audin_resampler_process(4), 24);
+        assert!(audin_resampler_latency() > 0.0);
+        audin_resampler_reset();
     }
+}
+
+/// A worklet state whose codec area holds `input`, reserved for `out_bytes`.
+fn area_with(input: &[u8], out_bytes: usize) -> Box<Worklet> {
+    let mut w = Box::new(Worklet::new());
+    assert!(w.codec_reserve(input.len(), out_bytes));
+    w.codec_input()[..input.len()].copy_from_slice(input);
+    w
+}
+
+fn f32_bytes(x: &[f32]) -> Vec<u8> {
+    x.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn codec_area_helpers_equal_audin_codec() {
+    use audin_codec::alaw;
+    let pcm: Vec<f32> = (0..50_000)
+        .map(|i| ((i * 7919 % 4001) as f32 - 2000.0) / 1800.0)
+        .collect();
+    let n = pcm.len();
+
+    let mut w = area_with(&f32_bytes(&pcm), n);
+    assert_eq!(w.encode_mulaw(n), n);
+    let mut want = vec![0u8; n];
+    mulaw::encode_f32_slice(&pcm, &mut want);
+    assert_eq!(&w.codec_output()[..n], &want[..]);
+    assert_eq!(w.encode_alaw(n), n);
+    alaw::encode_f32_slice(&pcm, &mut want);
+    assert_eq!(&w.codec_output()[..n], &want[..]);
+
+    let codes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let mut w = area_with(&codes, codes.len() * 4);
+    let mut want = vec![0f32; codes.len()];
+    assert_eq!(w.decode_mulaw(codes.len()), codes.len());
+    mulaw::decode_f32_slice(&codes, &mut want);
+    assert_eq!(f32s(w.codec_output()), want);
+    assert_eq!(w.decode_alaw(codes.len()), codes.len());
+    alaw::decode_f32_slice(&codes, &mut want);
+    assert_eq!(f32s(w.codec_output()), want);
+
+    for (from, to) in [
+        (48_000, 8_000),
+        (8_000, 48_000),
+        (44_100, 16_000),
+        (8_000, 8_000),
+    ] {
+        let len = audin_codec::resample_linear_len(n, from, to);
+        let mut w = area_with(&f32_bytes(&pcm), len * 4);
+        assert_eq!(w.resample_linear(n, from, to), len);
+        let mut want = vec![0f32; len];
+        audin_codec::resample_linear(&pcm, from, to, &mut want);
+        assert_eq!(f32s(&w.codec_output()[..len * 4]), want, "{from} -> {to}");
+    }
+}
+
+#[test]
+fn codec_area_streaming_resampler_equals_one_resampler() {
+    let pcm: Vec<f32> = (0..48_000)
+        .map(|i| (i as f32 * 0.0137).sin() * 0.5)
+        .collect();
+    for (from, to) in [(48_000, 8_000), (8_000, 48_000), (44_100, 8_000)] {
+        let mut reference = audin_codec::Resampler::new(from, to).unwrap();
+        let mut want = vec![0f32; reference.max_output_len(pcm.len())];
+        let mut w = Box::new(Worklet::new());
+        assert_eq!(w.resampler_configure(from, to), 0);
+        assert!(w.resampler_latency_seconds() > 0.0);
+        for round in 0..2 {
+            let mut got = Vec::new();
+            // Odd block sizes, growing the area as needed.
+            for block in pcm.chunks(997) {
+                let len = w.resampler_output_len(block.len());
+                assert!(w.codec_reserve(block.len() * 4, len * 4));
+                w.codec_input()[..block.len() * 4].copy_from_slice(&f32_bytes(block));
+                assert_eq!(w.resampler_process(block.len()), len);
+                got.extend(f32s(&w.codec_output()[..len * 4]));
+            }
+            reference.reset();
+            let n = reference.process(&pcm, &mut want);
+            assert_eq!(got, want[..n], "{from} -> {to}, round {round}");
+            w.resampler_reset();
+        }
+    }
+    let mut w = Box::new(Worklet::new());
+    assert_eq!(w.resampler_output_len(10), 0);
+    assert_eq!(w.resampler_configure(8_000, 12_345), -1);
+    assert_eq!(w.resampler_process(10), 0);
 }
 
 /// FNV-1a over bytes.

@@ -1,14 +1,23 @@
 //! `cargo xtask wasm`: builds the two wasm modules and inlines them into the
-//! TypeScript package as base64 modules under `src/generated/`.
+//! TypeScript package as compressed base64 modules under `src/generated/`.
 //!
 //! - `crates/wasm` (`audin-operator-wasm`) → `wasm-bindgen --target web`
-//!   → `wasm-opt -Oz` → `src/generated/core/audin_operator_wasm.{js,d.ts}`
-//!   (the bindgen glue) + `src/generated/core-wasm.ts` (`CORE_WASM_BASE64`).
+//!   → `wasm-opt -Oz --converge` →
+//!   `src/generated/core/audin_operator_wasm.{js,d.ts}` (the bindgen glue) +
+//!   `src/generated/core-wasm.ts` (`CORE_WASM_DEFLATED_BASE64`).
 //! - `crates/worklet` (`audin-operator-worklet`, raw `extern "C"`, no
 //!   imports) → `wasm-opt -O3` → `src/generated/worklet-wasm.ts`
-//!   (`WORKLET_WASM_BASE64`).
+//!   (`WORKLET_WASM_DEFLATED_BASE64`).
 //!
-//! The optimized `.wasm` files are also kept in `target/wasm-artifacts/`.
+//! Both modules are stored raw-DEFLATE compressed (RFC 1951, zlib level 9,
+//! by Node's `zlib.deflateRawSync`: Node is needed for the SDK anyway, and
+//! xtask keeps its dependencies tiny) before base64: the bundle's gzip
+//! cannot squeeze base64 text of wasm nearly as well, so this makes the
+//! gzipped bundle about as large as the compressed wasm. The SDK inflates
+//! them synchronously (`packages/operator-sdk/src/inflate.ts`).
+//!
+//! The optimized `.wasm` files (and their `.deflate`) are also kept in
+//! `target/wasm-artifacts/`.
 //!
 //! wasm-opt is binaryen's, pinned as the npm devDependency `binaryen` of the
 //! SDK package (`node_modules/.bin/wasm-opt`; `AUDIN_WASM_OPT` overrides).
@@ -87,43 +96,48 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     .context("wasm-bindgen (version must match Cargo.lock: run `cargo xtask setup`)")?;
     let bg = core_dir.join(format!("{CORE_STEM}_bg.wasm"));
     let core_opt = artifacts.join(format!("{CORE_STEM}.wasm"));
-    wasm_opt(ctx, &bg, &core_opt, "-Oz")?;
+    wasm_opt(ctx, &bg, &core_opt, &["-Oz", "--converge"])?;
     // The TS only imports the glue and the base64 module; drop the raw files.
     std::fs::remove_file(&bg)?;
     let _ = std::fs::remove_file(core_dir.join(format!("{CORE_STEM}_bg.wasm.d.ts")));
     let core_bytes = std::fs::read(&core_opt)?;
+    let core_deflated = deflate_raw(&core_opt)?;
     emit_ts(
         &generated.join("core-wasm.ts"),
         "CORE_WASM",
-        "crates/wasm (audin-operator-wasm): wasm-bindgen --target web, wasm-opt -Oz",
-        &core_bytes,
+        "crates/wasm (audin-operator-wasm): wasm-bindgen --target web, wasm-opt -Oz --converge",
+        core_bytes.len(),
+        &core_deflated,
     )?;
 
     // --- worklet: raw module, wasm-opt -O3 -----------------------------------
     let worklet_in = built.join(format!("{WORKLET_STEM}.wasm"));
     require_artifact(&worklet_in, "crates/worklet")?;
     let worklet_opt = artifacts.join(format!("{WORKLET_STEM}.wasm"));
-    wasm_opt(ctx, &worklet_in, &worklet_opt, "-O3")?;
+    wasm_opt(ctx, &worklet_in, &worklet_opt, &["-O3"])?;
     let worklet_bytes = std::fs::read(&worklet_opt)?;
+    let worklet_deflated = deflate_raw(&worklet_opt)?;
     emit_ts(
         &generated.join("worklet-wasm.ts"),
         "WORKLET_WASM",
         "crates/worklet (audin-operator-worklet): raw cdylib, wasm-opt -O3",
-        &worklet_bytes,
+        worklet_bytes.len(),
+        &worklet_deflated,
     )?;
 
-    for (name, input, bytes) in [
-        ("core", &core_in, &core_bytes),
-        ("worklet", &worklet_in, &worklet_bytes),
+    for (name, input, bytes, deflated) in [
+        ("core", &core_in, &core_bytes, &core_deflated),
+        ("worklet", &worklet_in, &worklet_bytes, &worklet_deflated),
     ] {
         let raw = std::fs::metadata(input)
             .map(|m| m.len() as usize)
             .unwrap_or(0);
         println!(
-            "wasm: {name:<8} {:>10} raw -> {:>10} optimized -> {:>10} base64",
+            "wasm: {name:<8} {:>10} raw -> {:>10} optimized -> {:>10} deflated -> {:>10} base64",
             fmt_size(raw),
             fmt_size(bytes.len()),
-            fmt_size(bytes.len().div_ceil(3) * 4)
+            fmt_size(deflated.len()),
+            fmt_size(deflated.len().div_ceil(3) * 4)
         );
     }
     println!("wasm: wrote {}", generated.display());
@@ -156,9 +170,9 @@ fn wasm_opt_bin(ctx: &Ctx) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn wasm_opt(ctx: &Ctx, input: &Path, output: &Path, level: &str) -> Result<()> {
+fn wasm_opt(ctx: &Ctx, input: &Path, output: &Path, passes: &[&str]) -> Result<()> {
     run(Command::new(wasm_opt_bin(ctx)?)
-        .arg(level)
+        .args(passes)
         .args(WASM_OPT_FEATURES)
         .args(["--strip-debug", "--strip-producers"])
         .arg(input)
@@ -167,16 +181,29 @@ fn wasm_opt(ctx: &Ctx, input: &Path, output: &Path, level: &str) -> Result<()> {
     .context("wasm-opt")
 }
 
-fn emit_ts(path: &Path, name: &str, what: &str, bytes: &[u8]) -> Result<()> {
+/// `file` compressed as raw DEFLATE (RFC 1951), zlib level 9, by Node;
+/// also written next to it as `<file>.deflate`.
+fn deflate_raw(file: &Path) -> Result<Vec<u8>> {
+    const SCRIPT: &str = "const fs = require('fs'), zlib = require('zlib');\
+        fs.writeFileSync(process.argv[2], zlib.deflateRawSync(fs.readFileSync(process.argv[1]), { level: 9 }));";
+    let out = file.with_extension("wasm.deflate");
+    run(Command::new("node")
+        .args(["-e", SCRIPT])
+        .arg(file)
+        .arg(&out))
+    .context("node (zlib deflateRawSync)")?;
+    Ok(std::fs::read(&out)?)
+}
+
+fn emit_ts(path: &Path, name: &str, what: &str, len: usize, deflated: &[u8]) -> Result<()> {
     let ts = format!(
         "// @generated by `cargo xtask wasm` — do not edit, not committed.\n\
-         // {what}\n\n\
-         /** Byte length of the decoded module. */\n\
+         // {what}, raw DEFLATE (zlib level 9)\n\n\
+         /** Byte length of the module (inflated). */\n\
          export const {name}_BYTE_LENGTH: number = {len};\n\n\
-         /** The wasm module, standard base64 (decode on the main thread). */\n\
-         export const {name}_BASE64: string =\n  \"{b64}\";\n",
-        len = bytes.len(),
-        b64 = base64(bytes),
+         /** The wasm module, raw DEFLATE (RFC 1951) then standard base64: inflate on the main thread. */\n\
+         export const {name}_DEFLATED_BASE64: string =\n  \"{b64}\";\n",
+        b64 = base64(deflated),
     );
     write_if_changed(path, ts.as_bytes())?;
     Ok(())

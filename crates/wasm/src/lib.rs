@@ -1,6 +1,5 @@
 //! `audin-operator-wasm`: wasm-bindgen bindings of the `audin-operator` core
-//! (and of a few `audin-codec` helpers) for the TypeScript facade of
-//! `@audin.ai/operator-sdk`.
+//! for the TypeScript facade of `@audin.ai/operator-sdk`.
 //!
 //! `cargo xtask wasm` builds this crate for `wasm32-unknown-unknown` with the
 //! `wasm-release` profile, runs `wasm-bindgen --target web` on it, shrinks it
@@ -13,9 +12,10 @@
 //!   [`audin_operator::core::Operator`], with plain JS types (numbers,
 //!   strings) in and JSON strings out. [`WasmOperator::poll_output`] hands
 //!   each [`Output`] to TypeScript as the JSON documented on that type.
-//! - the codec helpers of the package root (`encodeMuLaw`, `decodeMuLaw`,
-//!   `encodeALaw`, `decodeALaw`, `resampleLinear`, class `Resampler`), each a
-//!   one-line forward to `audin-codec`.
+//!
+//! The codec helpers of the package root (`encodeMuLaw`, …, `Resampler`)
+//! are not here: they run on the worklet module (`crates/worklet`), which
+//! the bundle carries anyway for the AudioWorklet.
 //!
 //! This crate is a thin binding layer and must stay one:
 //! - no logic of its own: everything it exports forwards to the sans-IO core
@@ -25,17 +25,17 @@
 //! - no I/O, timers, async runtime (`tokio`), `web-sys`/`js-sys` or
 //!   `wasm-bindgen-futures`: the TypeScript facade owns WebSockets, audio and
 //!   time, and drives the core by calling in;
+//! - no audio: samples never pass through the core (no `audin-codec`);
 //! - no dependency on the AudioWorklet crate (`audin-operator-worklet`), which
 //!   is a separate raw module with no imports;
 //! - nothing that pulls a large dependency into the bundle (the ESM bundle has
-//!   a 60 KB gzipped budget enforced by `npm run build`): no
-//!   `serde-wasm-bindgen`, no `format!`-heavy code; JSON strings cross the
-//!   boundary (outputs are rare; audio never passes here).
+//!   a 60 KB gzipped budget enforced by `npm run build`): no `serde_json`
+//!   or `serde-wasm-bindgen` (the core's own `core::json` reads and writes
+//!   the JSON strings that cross the boundary), no `format!` (`core::fmt`).
 
-use audin_codec::{alaw, mulaw};
 use audin_operator::core::{
-    Config, ErrorCode, Millis, OpId, Operator, OperatorError, Output, RequestId, SocketId,
-    TokenGrant, TokenRequestId,
+    CallInfo, Config, ErrorCode, Millis, OpId, Operator, OperatorError, Output, RequestId,
+    SocketId, TokenGrant, TokenRequestId, json,
 };
 use wasm_bindgen::prelude::{JsValue, wasm_bindgen};
 
@@ -93,32 +93,33 @@ impl WasmOperator {
     /// `code = "INVALID_CONFIG"` on a bad value.
     #[wasm_bindgen(constructor)]
     pub fn new(config_json: &str) -> Result<WasmOperator, JsValue> {
-        let config: Config = serde_json::from_str(config_json)
-            .map_err(|_| js_error(ErrorCode::InvalidConfig, "invalid configuration value"))?;
+        let config = Config::from_json(config_json).map_err(|e| js_error(e.code(), &e.message))?;
         let core = Operator::new(config).map_err(|e| js_error(e.code(), &e.message))?;
         Ok(WasmOperator { core })
     }
 
     /// `"offline" | "connecting" | "online" | "reconnecting"`.
     pub fn state(&self) -> String {
-        // A unit variant serialises as a JSON string: drop the quotes.
-        json(&self.core.state()).trim_matches('"').to_owned()
+        self.core.state().as_str().to_string()
     }
 
     /// The current (not yet ended) call as `CallInfo` JSON, if any.
     pub fn current_call(&self) -> Option<String> {
-        self.core.current_call().map(json)
+        self.core.current_call().map(CallInfo::to_json)
     }
 
     /// `goOnline`: `ids_json` is a JSON array of phone number ids. Returns the
     /// operation id of the later `completed` output.
     pub fn go_online(&mut self, now: f64, ids_json: &str) -> Result<u32, JsValue> {
-        let ids: Vec<String> = serde_json::from_str(ids_json).map_err(|_| {
-            js_error(
-                ErrorCode::InvalidMessage,
-                "phoneNumberIds must be an array of strings",
-            )
-        })?;
+        let ids = json::parse(ids_json)
+            .ok()
+            .and_then(|v| v.as_strings())
+            .ok_or_else(|| {
+                js_error(
+                    ErrorCode::InvalidMessage,
+                    "phoneNumberIds must be an array of strings",
+                )
+            })?;
         Ok(self.core.go_online(ms(now), ids).0)
     }
 
@@ -171,8 +172,8 @@ impl WasmOperator {
     /// `getToken` resolved with `grant_json` (its value, JSON-stringified).
     /// A value without a string `token` counts as a failed fetch.
     pub fn handle_token_grant(&mut self, now: f64, wall_clock_ms: f64, id: u32, grant_json: &str) {
-        let result = serde_json::from_str::<TokenGrant>(grant_json)
-            .map_err(|_| String::from("getToken returned no { token }"));
+        let result = TokenGrant::from_json(grant_json)
+            .ok_or_else(|| String::from("getToken returned no { token }"));
         self.core
             .handle_token(ms(now), wall_clock_ms as u64, TokenRequestId(id), result);
     }
@@ -238,93 +239,6 @@ impl WasmOperator {
     /// When `handle_timeout` must be called next (driver ms), or `undefined`.
     pub fn poll_timeout(&self) -> Option<f64> {
         self.core.poll_timeout().map(|Millis(t)| t as f64)
-    }
-}
-
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
-}
-
-// ── codec helpers (package root exports) ─────────────────────────────────
-
-/// G.711 mu-law encode (`[-1, 1]` floats → codes), bit-exact with ITU-T G.191.
-#[wasm_bindgen(js_name = encodeMuLaw)]
-pub fn encode_mu_law(samples: &[f32]) -> Vec<u8> {
-    let mut out = vec![0u8; samples.len()];
-    mulaw::encode_f32_slice(samples, &mut out);
-    out
-}
-
-/// G.711 mu-law decode (codes → `[-1, 1]` floats).
-#[wasm_bindgen(js_name = decodeMuLaw)]
-pub fn decode_mu_law(codes: &[u8]) -> Vec<f32> {
-    let mut out = vec![0f32; codes.len()];
-    mulaw::decode_f32_slice(codes, &mut out);
-    out
-}
-
-/// G.711 A-law encode (`[-1, 1]` floats → codes), bit-exact with ITU-T G.191.
-#[wasm_bindgen(js_name = encodeALaw)]
-pub fn encode_a_law(samples: &[f32]) -> Vec<u8> {
-    let mut out = vec![0u8; samples.len()];
-    alaw::encode_f32_slice(samples, &mut out);
-    out
-}
-
-/// G.711 A-law decode (codes → `[-1, 1]` floats).
-#[wasm_bindgen(js_name = decodeALaw)]
-pub fn decode_a_law(codes: &[u8]) -> Vec<f32> {
-    let mut out = vec![0f32; codes.len()];
-    alaw::decode_f32_slice(codes, &mut out);
-    out
-}
-
-/// The seed SDK's linear-interpolation resampler (no anti-aliasing).
-#[wasm_bindgen(js_name = resampleLinear)]
-pub fn resample_linear(input: &[f32], from_rate: u32, to_rate: u32) -> Vec<f32> {
-    let mut out = vec![0f32; audin_codec::resample_linear_len(input.len(), from_rate, to_rate)];
-    audin_codec::resample_linear(input, from_rate, to_rate, &mut out);
-    out
-}
-
-/// The streaming anti-aliased (Kaiser-windowed sinc, polyphase) resampler.
-#[wasm_bindgen]
-#[derive(Debug)]
-pub struct Resampler {
-    inner: Box<audin_codec::Resampler>,
-}
-
-#[wasm_bindgen]
-impl Resampler {
-    /// Designs a resampler from `from_rate` Hz to `to_rate` Hz; throws an
-    /// `Error` with `code = "INVALID_CONFIG"` for an unsupported pair.
-    #[wasm_bindgen(constructor)]
-    pub fn new(from_rate: u32, to_rate: u32) -> Result<Resampler, JsValue> {
-        let mut inner = Box::new(audin_codec::Resampler::passthrough());
-        inner
-            .configure(from_rate, to_rate)
-            .map_err(|_| js_error(ErrorCode::InvalidConfig, "unsupported resampling rate pair"))?;
-        Ok(Resampler { inner })
-    }
-
-    /// Resamples the next block of the stream (any length); returns the
-    /// outputs that became available.
-    pub fn process(&mut self, input: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; self.inner.output_len(input.len())];
-        let n = self.inner.process(input, &mut out);
-        out.truncate(n);
-        out
-    }
-
-    /// Forgets the stream history (as if new).
-    pub fn reset(&mut self) {
-        self.inner.reset();
-    }
-
-    /// Group delay added by the filter, in seconds.
-    #[wasm_bindgen(getter, js_name = latencySeconds)]
-    pub fn latency_seconds(&self) -> f64 {
-        self.inner.latency_seconds()
     }
 }
 

@@ -1,10 +1,20 @@
 // Loading of the two inlined wasm modules. Nothing here decides anything:
 // the core module (crates/wasm) holds the client logic, the worklet module
-// (crates/worklet) the audio maths of the AudioWorklet.
+// (crates/worklet) the audio maths of the AudioWorklet and of the codec
+// helpers of the package root.
+//
+// Both are inlined raw-DEFLATE compressed (then base64) and inflated
+// synchronously on first use (see inflate.ts). Compilation is synchronous
+// where the engine allows it on the main thread (Chrome since 2023 up to
+// 8 MB, Firefox, Safari; the core is ~100 KB), so `new AudinOperator()` can
+// validate its configuration in the core and throw at once; engines that
+// refuse (older Chromium/WebViews: 4 KB) fall back to asynchronous
+// compilation, and the operator waits for it before its first call.
 
 import initCore, { initSync, protocol_version } from "./generated/core/audin_operator_wasm.js";
-import { CORE_WASM_BASE64 } from "./generated/core-wasm.js";
-import { WORKLET_WASM_BASE64 } from "./generated/worklet-wasm.js";
+import { CORE_WASM_BYTE_LENGTH, CORE_WASM_DEFLATED_BASE64 } from "./generated/core-wasm.js";
+import { WORKLET_WASM_BYTE_LENGTH, WORKLET_WASM_DEFLATED_BASE64 } from "./generated/worklet-wasm.js";
+import { inflateRaw } from "./inflate.js";
 
 /**
  * Decodes standard base64 (main thread only: worklets have no `atob`).
@@ -17,20 +27,22 @@ export function base64ToBytes(base64: string): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
+const coreBytes = (): Uint8Array<ArrayBuffer> =>
+  inflateRaw(base64ToBytes(CORE_WASM_DEFLATED_BASE64), CORE_WASM_BYTE_LENGTH);
+
 let coreReady = false;
 let corePromise: Promise<void> | undefined;
 
 /**
- * Instantiates the wasm core synchronously if it is not yet (browsers allow
- * synchronous compilation of a module this size on the main thread). Returns
- * `false` when the engine refuses, in which case {@link loadCore} must be
- * awaited.
+ * Instantiates the wasm core synchronously if it is not yet. Returns
+ * `false` when the engine refuses synchronous compilation on this thread,
+ * in which case {@link loadCore} must be awaited.
  * @internal
  */
 export function loadCoreSync(): boolean {
   if (coreReady) return true;
   try {
-    initSync({ module: base64ToBytes(CORE_WASM_BASE64) });
+    initSync({ module: coreBytes() });
     coreReady = true;
   } catch {
     // e.g. an engine with a main-thread limit on synchronous compilation.
@@ -45,7 +57,7 @@ export function loadCoreSync(): boolean {
  */
 export function loadCore(): Promise<void> {
   if (coreReady || loadCoreSync()) return Promise.resolve();
-  corePromise ??= initCore({ module_or_path: base64ToBytes(CORE_WASM_BASE64) }).then(() => {
+  corePromise ??= initCore({ module_or_path: coreBytes() }).then(() => {
     coreReady = true;
   });
   return corePromise;
@@ -63,6 +75,25 @@ export async function coreProtocolVersion(): Promise<string> {
 let workletCompiled: WebAssembly.Module | undefined;
 let workletPromise: Promise<WebAssembly.Module> | undefined;
 
+const workletBytes = (): Uint8Array<ArrayBuffer> =>
+  inflateRaw(base64ToBytes(WORKLET_WASM_DEFLATED_BASE64), WORKLET_WASM_BYTE_LENGTH);
+
+/**
+ * The worklet module compiled synchronously (for the codec helpers), or
+ * `undefined` when the engine refuses synchronous compilation here.
+ * @internal
+ */
+export function workletModuleSync(): WebAssembly.Module | undefined {
+  if (!workletCompiled) {
+    try {
+      workletCompiled = new WebAssembly.Module(workletBytes());
+    } catch {
+      return undefined;
+    }
+  }
+  return workletCompiled;
+}
+
 /**
  * Diagnostics: the AudioWorklet's wasm module (audio maths, no imports),
  * compiled on the main thread. The SDK passes it to its worklet in
@@ -70,6 +101,6 @@ let workletPromise: Promise<WebAssembly.Module> | undefined;
  */
 export function workletModule(): Promise<WebAssembly.Module> {
   if (workletCompiled) return Promise.resolve(workletCompiled);
-  workletPromise ??= WebAssembly.compile(base64ToBytes(WORKLET_WASM_BASE64)).then((m) => (workletCompiled = m));
+  workletPromise ??= WebAssembly.compile(workletBytes()).then((m) => (workletCompiled = m));
   return workletPromise;
 }

@@ -31,7 +31,12 @@
 //! - nothing that pulls a large dependency into the bundle (the ESM bundle has
 //!   a 60 KB gzipped budget enforced by `npm run build`): no `serde_json`
 //!   or `serde-wasm-bindgen` (the core's own `core::json` reads and writes
-//!   the JSON strings that cross the boundary), no `format!` (`core::fmt`).
+//!   the JSON strings that cross the boundary), no `format!` (`core::fmt`);
+//!   a small size-class allocator ([`heap`]) instead of std's `dlmalloc`.
+
+// The global allocator of the wasm build (native builds keep std's).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod heap;
 
 use audin_operator::core::{
     CallInfo, Config, ErrorCode, Millis, OpId, Operator, OperatorError, Output, RequestId,

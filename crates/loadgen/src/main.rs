@@ -84,6 +84,10 @@ struct RunArgs {
     /// processes use less than --quiet-cores for 3 s (a shared machine).
     #[arg(long, default_value_t = 0)]
     wait_quiet: u64,
+    /// Re-run a step (at most this many times) when other processes used
+    /// more than twice --quiet-cores during its window.
+    #[arg(long, default_value_t = 0)]
+    retry_busy: u32,
     /// See --wait-quiet.
     #[arg(long, default_value_t = 0.15)]
     quiet_cores: f64,
@@ -178,65 +182,20 @@ fn run(args: RunArgs) -> Result<bool> {
             late_ms: args.late_ms,
             ..LoadConfig::default()
         };
-        if args.wait_quiet > 0 {
-            let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_quiet);
-            loop {
-                let busy = audin_loadgen::procfs::others_busy(&[None], Duration::from_secs(3));
-                if busy < args.quiet_cores {
-                    break;
-                }
-                if std::time::Instant::now() >= deadline {
-                    eprintln!(
-                        "warning: other processes still use {:.0}% of a core; running anyway",
-                        busy * 100.0
-                    );
-                    break;
-                }
+        let mut attempt = 0;
+        let report = loop {
+            attempt += 1;
+            let report = run_step(&args, &rt, &cfg, calls, operators)?;
+            let busy = report.loadgen.other_processes_cores;
+            if busy > 2.0 * args.quiet_cores && attempt <= args.retry_busy {
                 eprintln!(
-                    "waiting for a quiet machine (others use {:.0}% of a core)",
+                    "other processes used {:.0}% of a core during the window: running the step again",
                     busy * 100.0
                 );
+                continue;
             }
-        }
-        eprintln!("-- step: {calls} calls, {operators} operators");
-        let (mut spawned, target) = match (&args.server_bin, &args.server) {
-            (Some(bin), _) => {
-                let sp = ServerProcess::spawn(bin, &args.server_log, &[])?;
-                let numbers = server::provision_numbers(&sp.database, operators)?;
-                let target = load::Target {
-                    url: sp.url.clone(),
-                    pid: Some(sp.pid),
-                    numbers,
-                };
-                (Some(sp), target)
-            }
-            (None, Some(url)) => {
-                let Some(db) = &args.database else {
-                    bail!(
-                        "--server needs --database (one number per operator is added to the dev account)"
-                    );
-                };
-                let numbers = server::provision_numbers(db, operators)?;
-                let target = load::Target {
-                    url: url.trim_end_matches('/').to_owned(),
-                    pid: args.server_pid,
-                    numbers,
-                };
-                (None, target)
-            }
-            _ => unreachable!(),
+            break report;
         };
-        let report = rt.block_on(load::run(&cfg, &target));
-        if let Some(sp) = &mut spawned {
-            if args.keep_server_files || !report.as_ref().is_ok_and(|r| r.ok) {
-                sp.keep_files();
-                eprintln!("server files kept: {}", sp.log.display());
-            }
-        }
-        if let Some(sp) = spawned {
-            sp.stop()?;
-        }
-        let report = report?;
         println!("{}", report.summary());
         all_ok &= report.ok;
         out.steps.push(report);
@@ -249,4 +208,72 @@ fn run(args: RunArgs) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+fn run_step(
+    args: &RunArgs,
+    rt: &tokio::runtime::Runtime,
+    cfg: &LoadConfig,
+    calls: usize,
+    operators: usize,
+) -> Result<audin_loadgen::report::LoadReport> {
+    if args.wait_quiet > 0 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_quiet);
+        loop {
+            let busy = audin_loadgen::procfs::others_busy(&[None], Duration::from_secs(3));
+            if busy < args.quiet_cores {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "warning: other processes still use {:.0}% of a core; running anyway",
+                    busy * 100.0
+                );
+                break;
+            }
+            eprintln!(
+                "waiting for a quiet machine (others use {:.0}% of a core)",
+                busy * 100.0
+            );
+        }
+    }
+    eprintln!("-- step: {calls} calls, {operators} operators");
+    let (mut spawned, target) = match (&args.server_bin, &args.server) {
+        (Some(bin), _) => {
+            let sp = ServerProcess::spawn(bin, &args.server_log, &[])?;
+            let numbers = server::provision_numbers(&sp.database, operators)?;
+            let target = load::Target {
+                url: sp.url.clone(),
+                pid: Some(sp.pid),
+                numbers,
+            };
+            (Some(sp), target)
+        }
+        (None, Some(url)) => {
+            let Some(db) = &args.database else {
+                bail!(
+                    "--server needs --database (one number per operator is added to the dev account)"
+                );
+            };
+            let numbers = server::provision_numbers(db, operators)?;
+            let target = load::Target {
+                url: url.trim_end_matches('/').to_owned(),
+                pid: args.server_pid,
+                numbers,
+            };
+            (None, target)
+        }
+        _ => unreachable!(),
+    };
+    let report = rt.block_on(load::run(cfg, &target));
+    if let Some(sp) = &mut spawned {
+        if args.keep_server_files || !report.as_ref().is_ok_and(|r| r.ok) {
+            sp.keep_files();
+            eprintln!("server files kept: {}", sp.log.display());
+        }
+    }
+    if let Some(sp) = spawned {
+        sp.stop()?;
+    }
+    report
 }

@@ -1,0 +1,139 @@
+//! `cargo xtask bench` part 2: the server load benchmark (self-contained:
+//! std + anyhow, like the rest of xtask).
+//!
+//! 1. `cargo build --release -p audin-server -p audin-loadgen`;
+//! 2. `ws_stack_bench run`: the WebSocket stack comparison (relay harness);
+//! 3. `audin-loadgen run --server-bin <release audin-server>`: load steps,
+//!    a fresh server per step;
+//! 4. `audin-loadgen report`: tables into `docs/performance-load.md` (only
+//!    its generated blocks) and PNG plots into `docs/img/`.
+//!
+//! CI-friendly defaults (a few minutes): load steps 100, 500, 1000, 2000
+//! calls × 20 s; stacks at 500, 1000, 2000 connections × 10 s. Override
+//! with `AUDIN_BENCH_LOAD_CALLS=100,500`, `AUDIN_BENCH_LOAD_DURATION=20`,
+//! `AUDIN_BENCH_STACK_CONNS=1000`, `AUDIN_BENCH_STACK_DURATION=10`,
+//! `AUDIN_BENCH_WAIT_QUIET=<s>` (wait for other processes to go idle
+//! before each step; 0 = don't).
+//!
+//! Returns `Ok(false)` when a load step had failed calls (the docs are
+//! still written, with the failure in the table).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn target_dir(root: &Path) -> Result<PathBuf> {
+    let out = cargo(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("cargo metadata")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let key = "\"target_directory\":\"";
+    let start = text
+        .find(key)
+        .context("no target_directory in cargo metadata")?
+        + key.len();
+    let end = start
+        + text[start..]
+            .find('"')
+            .context("malformed cargo metadata")?;
+    Ok(PathBuf::from(text[start..end].replace("\\\\", "\\")))
+}
+
+fn status(cmd: &mut Command) -> Result<std::process::ExitStatus> {
+    println!("$ {cmd:?}");
+    cmd.status().with_context(|| format!("running {cmd:?}"))
+}
+
+/// Runs the load benchmark from the workspace `root`; see the module doc.
+pub fn bench_load(root: &Path) -> Result<bool> {
+    println!("\n==> bench: server-load (release build)");
+    if !status(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "audin-server",
+        "-p",
+        "audin-loadgen",
+    ]))?
+    .success()
+    {
+        bail!("release build failed");
+    }
+    let release = target_dir(root)?.join("release");
+    let out = target_dir(root)?.join("bench");
+    std::fs::create_dir_all(&out)?;
+    let (stacks_json, load_json) = (out.join("ws-stacks.json"), out.join("load.json"));
+    let wait = env_or("AUDIN_BENCH_WAIT_QUIET", "0");
+
+    println!("\n==> bench: WebSocket stacks (relay harness)");
+    if !status(
+        Command::new(release.join("ws_stack_bench"))
+            .args([
+                "run",
+                "--conns",
+                &env_or("AUDIN_BENCH_STACK_CONNS", "500,1000,2000"),
+                "--duration",
+                &env_or("AUDIN_BENCH_STACK_DURATION", "10"),
+                "--wait-quiet",
+                &wait,
+                "--json",
+            ])
+            .arg(&stacks_json),
+    )?
+    .success()
+    {
+        bail!("ws_stack_bench failed");
+    }
+
+    println!("\n==> bench: audin-server under load (native SDK)");
+    let load = status(
+        Command::new(release.join("audin-loadgen"))
+            .arg("run")
+            .arg("--server-bin")
+            .arg(release.join("audin-server"))
+            .args([
+                "--calls",
+                &env_or("AUDIN_BENCH_LOAD_CALLS", "100,500,1000,2000"),
+                "--duration",
+                &env_or("AUDIN_BENCH_LOAD_DURATION", "20"),
+                "--wait-quiet",
+                &wait,
+                "--json",
+            ])
+            .arg(&load_json),
+    )?;
+    // Exit 2: the run completed but calls failed; 1: it could not run.
+    if !load.success() && load.code() != Some(2) {
+        bail!("audin-loadgen failed ({load})");
+    }
+
+    println!("\n==> bench: docs/performance-load.md and docs/img/");
+    if !status(
+        Command::new(release.join("audin-loadgen"))
+            .args(["report", "--load"])
+            .arg(&load_json)
+            .arg("--stacks")
+            .arg(&stacks_json)
+            .arg("--markdown")
+            .arg(root.join("docs/performance-load.md"))
+            .arg("--img-dir")
+            .arg(root.join("docs/img")),
+    )?
+    .success()
+    {
+        bail!("audin-loadgen report failed");
+    }
+    Ok(load.success())
+}

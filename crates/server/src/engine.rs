@@ -407,12 +407,15 @@ impl Engine {
             ));
         }
         if let Err(e) = validate_e164(&to) {
-            return Err((ErrorCode::InvalidNumber, format!("to {to:?}: {e}")));
+            return Err((
+                ErrorCode::InvalidNumber,
+                format!("to {}: {e}", crate::util::quoted(&to)),
+            ));
         }
         if let Err(e) = validate_e164(&caller_id) {
             return Err((
                 ErrorCode::InvalidNumber,
-                format!("callerId {caller_id:?}: {e}"),
+                format!("callerId {}: {e}", crate::util::quoted(&caller_id)),
             ));
         }
         let lookup = caller_id.clone();
@@ -621,7 +624,10 @@ fn internal(e: anyhow::Error) -> ReqError {
 fn not_found(sid: String) -> ServerMessage {
     ServerMessage::Error {
         code: ErrorCode::CallNotFound,
-        message: format!("no live call {sid} for this operator"),
+        message: format!(
+            "no live call {} for this operator",
+            crate::util::quoted(&sid)
+        ),
         request_id: None,
         call_sid: Some(sid),
     }

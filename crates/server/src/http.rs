@@ -204,7 +204,10 @@ async fn issue_for(
     if let Some(bad) = ids.iter().find(|id| !owned.iter().any(|n| &n.id == *id)) {
         return Err(ApiError::new(
             ErrorCode::NumberNotOwned,
-            format!("phone number {bad:?} is not a number of this account"),
+            format!(
+                "phone number {} is not a number of this account",
+                crate::util::quoted(bad)
+            ),
         ));
     }
     let (token, claims) = engine.signer.issue(
@@ -333,8 +336,12 @@ struct SimCallBody {
 async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<Response> {
     let req: SimCallBody = parse_json(&body)?;
     for n in [&req.from, &req.to] {
-        validate_e164(n)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidNumber, format!("{n:?}: {e}")))?;
+        validate_e164(n).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidNumber,
+                format!("{}: {e}", crate::util::quoted(n)),
+            )
+        })?;
     }
     let behaviour = match req.behaviour.as_deref() {
         None => Behaviour::Tone,

@@ -72,11 +72,21 @@ const QUIET_DEPENDENCIES: &[&str] = &[
 /// `info`) with the WebSocket and HTTP stacks capped at `warn`, so that no
 /// frame or header dump (which may hold a token or API key) is ever logged.
 pub fn log_filter(requested: Option<&str>) -> tracing_subscriber::EnvFilter {
-    let mut spec = requested.unwrap_or("info").to_owned();
-    for dep in QUIET_DEPENDENCIES {
-        spec.push_str(&format!(",{dep}=warn"));
+    // Drop any directive the caller gave for a quiet dependency (e.g.
+    // `tungstenite=trace`) so the cap below is the only one that applies.
+    let mut spec: Vec<String> = requested
+        .unwrap_or("info")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter(|d| !QUIET_DEPENDENCIES.iter().any(|dep| d.starts_with(dep)))
+        .map(str::to_owned)
+        .collect();
+    if spec.iter().all(|d| d.contains('=')) {
+        spec.insert(0, "info".to_owned());
     }
-    tracing_subscriber::EnvFilter::new(spec)
+    spec.extend(QUIET_DEPENDENCIES.iter().map(|dep| format!("{dep}=warn")));
+    tracing_subscriber::EnvFilter::new(spec.join(","))
 }
 
 /// The service.

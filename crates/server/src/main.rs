@@ -8,9 +8,11 @@ use audin_server::{Server, cli};
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        // Never the raw RUST_LOG: the WebSocket stack's trace output carries
+        // message payloads, tokens included.
+        .with_env_filter(audin_server::log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ))
         .with_writer(std::io::stderr)
         .init();
     match args.command {

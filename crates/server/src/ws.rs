@@ -320,7 +320,20 @@ impl WsConn {
         self.finished = true;
         if self.read_failed {
             tokio::time::sleep(LINGER).await;
+            return;
         }
+        // Complete the closing handshake: read and discard until the peer's
+        // close frame or EOF. Dropping a socket with unread input makes the
+        // kernel answer with a reset, which can destroy our close frame
+        // before the peer reads it (and with it the close code).
+        let drain = async {
+            while let Some(Ok(msg)) = self.stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }
 

@@ -62,11 +62,15 @@ impl Heap {
         let Some(k) = class(layout) else {
             return core::ptr::null_mut();
         };
-        let head = self.free[k];
-        if head != 0 {
-            // SAFETY: `head` is a free block of this class (see `dealloc`).
-            self.free[k] = unsafe { *(head as *const usize) };
-            return head as *mut u8;
+        // `get_mut`, not indexing: no formatting panic path in the wasm.
+        let Some(head) = self.free.get_mut(k) else {
+            return core::ptr::null_mut();
+        };
+        if *head != 0 {
+            let block = *head;
+            // SAFETY: `block` is a free block of this class (see `dealloc`).
+            *head = unsafe { *(block as *const usize) };
+            return block as *mut u8;
         }
         let size = MIN_BLOCK << k;
         if self.next == 0 {
@@ -96,10 +100,10 @@ impl Heap {
     /// `ptr` came from [`Heap::alloc`] with the same `layout` and is not used
     /// any more.
     pub unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
-        if let Some(k) = class(layout) {
+        if let Some(head) = class(layout).and_then(|k| self.free.get_mut(k)) {
             // SAFETY: the block is ours again and holds at least a word.
-            unsafe { *(ptr as *mut usize) = self.free[k] };
-            self.free[k] = ptr as usize;
+            unsafe { *(ptr as *mut usize) = *head };
+            *head = ptr as usize;
         }
     }
 

@@ -161,9 +161,9 @@ pub(crate) struct Urls {
 impl Urls {
     pub(crate) fn from_core_url(core_url: &str) -> Result<Urls, ConfigError> {
         let (secure, rest) = split_scheme(core_url.trim())?;
-        let rest = rest.trim_end_matches('/');
-        let host = rest.split('/').next().unwrap_or("");
-        if host.is_empty() || rest.contains(['?', '#', ' ']) {
+        let rest = json::trim_end_byte(rest, b'/');
+        let host = json::split_byte(rest, b'/').map_or(rest, |(host, _)| host);
+        if host.is_empty() || rest.bytes().any(|c| matches!(c, b'?' | b'#' | b' ')) {
             return Err(ConfigError::new(cat(&[
                 "coreUrl \"",
                 core_url,

@@ -338,6 +338,19 @@ pub(crate) fn sub(s: &str, from: usize, to: usize) -> &str {
     s.get(from..to).unwrap_or_default()
 }
 
+/// `s` split at the first ASCII byte `b` (like `s.split_once(b as char)`,
+/// without `str`'s char searcher, whose panic path formats numbers).
+pub(crate) fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let at = s.bytes().position(|c| c == b)?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
+}
+
+/// `s` without the ASCII byte `b` repeated at its end.
+pub(crate) fn trim_end_byte(s: &str, b: u8) -> &str {
+    let keep = s.bytes().rposition(|c| c != b).map_or(0, |at| at + 1);
+    sub(s, 0, keep)
+}
+
 /// Parses `0`–`18446744073709551615` written with ASCII digits only.
 pub(crate) fn parse_u64_digits(s: &str) -> Option<u64> {
     if s.is_empty() {
@@ -502,20 +515,10 @@ pub fn write_str(out: &mut String, s: &str) {
 
 /// Appends `n` in decimal (no `core::fmt`).
 pub fn write_u64(out: &mut String, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+    if n >= 10 {
+        write_u64(out, n / 10);
     }
-    for &d in &buf[i..] {
-        out.push(char::from(d));
-    }
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// `n` in decimal, as a new string (no `core::fmt`).
@@ -652,6 +655,14 @@ mod tests {
             assert_eq!(u64_string(n), n.to_string());
         }
         assert_eq!(cat(&["a", "", "bc"]), "abc");
+    }
+
+    #[test]
+    fn byte_helpers_match_str_methods() {
+        for s in ["", "a", "a.b", ".", "a..b.", "é.ü", "https://x/y//", "///"] {
+            assert_eq!(split_byte(s, b'.'), s.split_once('.'), "{s}");
+            assert_eq!(trim_end_byte(s, b'/'), s.trim_end_matches('/'), "{s}");
+        }
     }
 
     #[test]

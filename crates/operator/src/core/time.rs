@@ -2,6 +2,8 @@
 //! schedule. Hand-written so the browser bundle carries no date or base64
 //! crate.
 
+use super::json::{split_byte, trim_end_byte};
+
 /// Refresh this long before the token expires (Plivo re-fetches 60 s before
 /// too; see `shared/field-notes.md`).
 pub const REFRESH_BEFORE_EXPIRY_MS: u64 = 60_000;
@@ -72,7 +74,7 @@ fn parse_offset(zone: &str) -> Option<i64> {
         b'-' => (-1, zone.get(1..)?),
         _ => return None,
     };
-    let (h, m) = hm.split_once(':')?;
+    let (h, m) = split_byte(hm, b':')?;
     let (h, m) = (digits(h)? as i64, digits(m)? as i64);
     (h < 24 && m < 60).then_some(sign * (h * 3_600 + m * 60))
 }
@@ -91,8 +93,8 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
 /// Reads the `exp` claim (Unix seconds) of a JWT, in Unix milliseconds.
 /// The token is not verified: only the service does that.
 pub fn jwt_exp_ms(token: &str) -> Option<u64> {
-    let mut parts = token.split('.');
-    let payload = parts.nth(1)?;
+    let (_, rest) = split_byte(token, b'.')?;
+    let payload = split_byte(rest, b'.').map_or(rest, |(payload, _)| payload);
     let json = String::from_utf8(base64url_decode(payload)?).ok()?;
     let claims = super::json::parse(&json).ok()?;
     let exp = claims.field("exp").ok()??;
@@ -109,17 +111,16 @@ fn decimal_ms(number: &str) -> Option<u64> {
     if number.starts_with('-') {
         return None;
     }
-    let (mantissa, exponent) = match number.find(['e', 'E']) {
-        Some(at) => (number.get(..at)?, number.get(at + 1..)?),
-        None => (number, "0"),
-    };
+    let (mantissa, exponent) = split_byte(number, b'e')
+        .or_else(|| split_byte(number, b'E'))
+        .unwrap_or((number, "0"));
     let magnitude =
         |e: &str| super::json::parse_u64_digits(e).map_or(10_000, |e| e.min(10_000)) as i64;
     let exponent = match exponent.strip_prefix('-') {
         Some(e) => -magnitude(e),
-        None => magnitude(exponent.trim_start_matches('+')),
+        None => magnitude(exponent.strip_prefix('+').unwrap_or(exponent)),
     };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let (int, frac) = split_byte(mantissa, b'.').unwrap_or((mantissa, ""));
     // value = (int frac as one integer) × 10^(exponent + 3 − frac.len()) ms;
     // a negative power drops digits (truncation).
     let shift = exponent + 3 - frac.len() as i64;
@@ -145,7 +146,7 @@ fn decimal_ms(number: &str) -> Option<u64> {
 fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.trim_end_matches('=').bytes() {
+    for c in trim_end_byte(s, b'=').bytes() {
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,

@@ -49,7 +49,10 @@ impl<K: PartialEq + Copy, V> Pending<K, V> {
 
     fn remove(&mut self, key: &K) -> Option<V> {
         let index = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(index).1)
+        // `Vec::remove` without its formatting panic path: move the entry
+        // to the end (order of the others kept) and pop it.
+        self.0.get_mut(index..)?.rotate_left(1);
+        self.0.pop().map(|(_, v)| v)
     }
 
     fn values(&self) -> impl Iterator<Item = &V> {
@@ -405,6 +408,11 @@ impl Operator {
     /// The `i`-th delay of the presence backoff schedule (the last repeats).
     fn backoff_delay(&self, attempt: usize) -> u64 {
         let schedule = &self.config.reconnect_backoff_ms;
-        schedule[attempt.min(schedule.len() - 1)]
+        // Never empty (validated); `get` keeps a formatting panic path out of
+        // the wasm build.
+        let delay = schedule.get(attempt).or(schedule.last());
+        delay
+            .copied()
+            .unwrap_or(audin_protocol::DEFAULT_RECONNECT_BACKOFF_MS[0])
     }
 }

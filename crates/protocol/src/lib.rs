@@ -65,6 +65,12 @@ pub const DEFAULT_RECONNECT_BACKOFF_MS: [u64; 5] = [1_000, 2_000, 5_000, 10_000,
 pub const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 62_500;
 /// Default time a call waits for its audio socket to (re)attach.
 pub const DEFAULT_AUDIO_GRACE_MS: u64 = 15_000;
+/// Default silence (no frame, no message, no ping) after which the server
+/// drops a call's audio socket; the call then waits in its grace window.
+pub const DEFAULT_AUDIO_SILENCE_TIMEOUT_MS: u64 = 5_000;
+/// Default silence after which a client treats its audio socket as dead and
+/// reattaches (the server sends a frame every 20 ms while a call is active).
+pub const DEFAULT_CLIENT_AUDIO_SILENCE_MS: u64 = 2_000;
 /// Default ring timeout of an inbound offer.
 pub const DEFAULT_RING_TIMEOUT_MS: u64 = 30_000;
 /// Default session token lifetime.

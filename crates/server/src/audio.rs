@@ -155,8 +155,24 @@ async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     // 100 frames/s (2x real time), small burst for catch-up after a stall.
     let mut frames = Bucket::new(100.0, 50.0);
     let mut bad_frame_replies = Bucket::new(1.0, 5.0);
+    let silence = engine.cfg.audio_silence_timeout;
     loop {
-        let inc = conn.recv().await;
+        let Some(inc) = conn.recv_or_silent(silence).await else {
+            // A client sends a frame every 20 ms (silence while muted) or at
+            // least pings: this path is dead or half-open. Dropping the
+            // socket starts the call's grace window for a reattach.
+            tracing::info!(operator = %op.operator_ref, "audio socket silent; closing");
+            conn.close_with(
+                Some(error_msg(
+                    ErrorCode::HeartbeatTimeout,
+                    "no audio or ping received",
+                )),
+                CloseCode::HeartbeatTimeout,
+                "HEARTBEAT_TIMEOUT",
+            )
+            .await;
+            break;
+        };
         let Some(inc) = pre_auth_reply(&mut conn, inc).await else {
             break;
         };

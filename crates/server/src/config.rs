@@ -24,6 +24,9 @@ pub struct ServerConfig {
     pub audio_grace: Duration,
     /// Presence silence after which the socket is closed with 4006.
     pub silence_timeout: Duration,
+    /// Audio-socket silence (no frame, message or ping) after which the
+    /// socket is closed with 4006 and the call enters its grace window.
+    pub audio_silence_timeout: Duration,
     /// Time a socket has to send its authenticating first message.
     pub auth_timeout: Duration,
     /// HS256 signing secret; generated and persisted in the DB when `None`.
@@ -48,6 +51,9 @@ impl ServerConfig {
             ring_timeout: Duration::from_millis(audin_protocol::DEFAULT_RING_TIMEOUT_MS),
             audio_grace: Duration::from_millis(audin_protocol::DEFAULT_AUDIO_GRACE_MS),
             silence_timeout: Duration::from_millis(audin_protocol::DEFAULT_SILENCE_TIMEOUT_MS),
+            audio_silence_timeout: Duration::from_millis(
+                audin_protocol::DEFAULT_AUDIO_SILENCE_TIMEOUT_MS,
+            ),
             auth_timeout: Duration::from_millis(audin_protocol::AUTH_TIMEOUT_MS),
             signing_secret: None,
             static_dir: None,
@@ -176,6 +182,9 @@ pub struct ServeArgs {
     /// Presence silence timeout in milliseconds.
     #[arg(long, env = "AUDIN_SILENCE_TIMEOUT_MS", default_value_t = audin_protocol::DEFAULT_SILENCE_TIMEOUT_MS, global = true)]
     pub silence_timeout_ms: u64,
+    /// Audio-socket silence timeout in milliseconds.
+    #[arg(long, env = "AUDIN_AUDIO_SILENCE_MS", default_value_t = audin_protocol::DEFAULT_AUDIO_SILENCE_TIMEOUT_MS, global = true)]
+    pub audio_silence_ms: u64,
     /// HS256 signing secret (generated and stored in the DB when absent).
     #[arg(
         long,
@@ -231,6 +240,7 @@ impl ServeArgs {
             ring_timeout: Duration::from_millis(self.ring_timeout_ms),
             audio_grace: Duration::from_millis(self.audio_grace_ms),
             silence_timeout: Duration::from_millis(self.silence_timeout_ms),
+            audio_silence_timeout: Duration::from_millis(self.audio_silence_ms),
             auth_timeout: Duration::from_millis(audin_protocol::AUTH_TIMEOUT_MS),
             signing_secret: self.signing_secret,
             static_dir,

@@ -221,6 +221,8 @@ pub struct WsConn {
     kind: Kind,
     finished: bool,
     read_failed: bool,
+    /// When anything at all (pings included) last arrived.
+    last_rx: tokio::time::Instant,
 }
 
 impl WsConn {
@@ -253,6 +255,7 @@ impl WsConn {
             kind,
             finished: false,
             read_failed: false,
+            last_rx: tokio::time::Instant::now(),
         }
     }
 
@@ -274,6 +277,9 @@ impl WsConn {
                 }
                 msg = self.stream.next() => msg,
             };
+            if let Some(Ok(_)) = &msg {
+                self.last_rx = tokio::time::Instant::now();
+            }
             match msg {
                 Some(Ok(Message::Text(t))) => {
                     if t.len() > MAX_TEXT_MESSAGE_BYTES {
@@ -304,6 +310,23 @@ impl WsConn {
                     tracing::debug!(kind = ?self.kind, error = %text, "socket read error");
                     self.finished = true;
                     return Incoming::Closed;
+                }
+            }
+        }
+    }
+
+    /// Like [`WsConn::recv`], but `None` once nothing at all (not even a
+    /// ping) has arrived for `limit`: the path may be half-open.
+    pub async fn recv_or_silent(&mut self, limit: Duration) -> Option<Incoming> {
+        loop {
+            let quiet_until = self.last_rx + limit;
+            tokio::select! {
+                inc = self.recv() => return Some(inc),
+                _ = tokio::time::sleep_until(quiet_until) => {
+                    // A ping consumed inside recv() may have moved last_rx.
+                    if self.last_rx + limit <= tokio::time::Instant::now() {
+                        return None;
+                    }
                 }
             }
         }

@@ -296,3 +296,20 @@ async fn dialled_call_without_audio_fails_after_grace() {
     assert_eq!(s.ended_record(&sid).await["endReason"], "failed");
     s.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_audio_socket_is_dropped_and_the_call_fails_after_grace() {
+    let mut cfg = config();
+    cfg.audio_silence_timeout = Duration::from_millis(800);
+    cfg.audio_grace = Duration::from_millis(300);
+    let s = TestServer::with(cfg).await;
+    let (mut p, mut audio, sid) = dial_attached(&s, "+15550100002").await;
+    audio.expect("answered").await;
+    // The client stops sending anything (a half-open path looks like this
+    // from the server): no frame, no message, no ping.
+    audio.expect_error("HEARTBEAT_TIMEOUT").await;
+    assert_eq!(audio.closed().await, Some(4006));
+    assert_eq!(p.expect("callEnded").await["reason"], "failed");
+    assert_eq!(s.ended_record(&sid).await["endReason"], "failed");
+    s.handle.shutdown().await;
+}

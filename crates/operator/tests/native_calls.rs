@@ -342,3 +342,33 @@ async fn audio_that_cannot_reattach_ends_the_call_failed() {
     assert_eq!(info.end_reason, Some(EndReason::Failed));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn listen_only_call_is_kept_alive_by_pings() {
+    // The service drops an audio socket on which nothing arrives; a bot that
+    // only listens sends no frames, so the driver pings instead.
+    let mut config = server_config();
+    config.audio_silence_timeout = Duration::from_millis(1_200);
+    let server = start_server(config).await;
+    let op = operator(&server.url(), "op-listen");
+    let mut events = op.events();
+    op.go_online([MILANO]).await.unwrap();
+    let sid = sim_call(&server.url(), MILANO_E164, "tone").await;
+    let call = incoming(&op, &mut events).await;
+    call.accept();
+    started(&mut events, &sid).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(
+                event,
+                Event::CallReconnecting { .. } | Event::CallEnded { .. }
+            ),
+            "a silent sender must not lose its audio socket: {event:?}"
+        );
+    }
+    assert_eq!(call.info().state, CallState::Active);
+    hears_440(&call).await;
+    call.hangup();
+    server.shutdown().await;
+}

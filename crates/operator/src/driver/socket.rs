@@ -16,6 +16,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
+/// Longest gap without anything sent on an audio socket with media.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the driver asks of a socket task.
 #[derive(Debug)]
 pub(crate) enum WsOut {
@@ -53,8 +56,22 @@ async fn run(
     let _ = events.send(IoEvent::SocketOpen(id));
     let (mut sink, mut stream) = ws.split();
     let mut media: Option<Arc<CallMedia>> = None;
+    // While media runs, a ping goes out in any second without a frame: the
+    // service drops an audio socket on which nothing arrives (half-open
+    // detection), and a listen-only bot sends no frames.
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent_since_tick = false;
     loop {
         tokio::select! {
+            _ = keepalive.tick(), if media.is_some() => {
+                if !std::mem::take(&mut sent_since_tick) {
+                    if let Err(e) = sink.send(Message::Ping(Vec::new().into())).await {
+                        let _ = events.send(closed(None, e.to_string()));
+                        return;
+                    }
+                }
+            }
             command = commands.recv() => match command {
                 Some(WsOut::Text(text)) => {
                     if let Err(e) = sink.send(Message::text(text)).await {
@@ -78,6 +95,7 @@ async fn run(
                         let _ = events.send(closed(None, e.to_string()));
                         return;
                     }
+                    sent_since_tick = true;
                 }
                 // The call's queue closed: stop sending.
                 _ => media = None,

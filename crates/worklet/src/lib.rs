@@ -1,11 +1,13 @@
-//! Raw `extern "C"` exports of `audin-codec` for the AudioWorklet.
+//! Raw `extern "C"` exports of `audin-codec` for the AudioWorklet (and for
+//! the package root's codec helpers on the main thread).
 //!
 //! The module is instantiated inside an `AudioWorkletGlobalScope` with
 //! `new WebAssembly.Instance(module, {})`: it has **no imports** (no
-//! wasm-bindgen, no allocator, no JS glue), owns all its buffers as statics
-//! and exports its linear memory as `memory`. Everything is `u32` / `f64`
-//! numbers; buffers are exchanged through fixed scratch areas whose byte
-//! offsets in `memory` the `*_ptr` functions return.
+//! wasm-bindgen, no allocator, no JS glue), owns the audio path's buffers as
+//! statics and exports its linear memory as `memory`. Everything is `u32` /
+//! `f64` numbers; buffers are exchanged through fixed scratch areas whose
+//! byte offsets in `memory` the `*_ptr` functions return (and, for the codec
+//! helpers only, through a codec area grown on demand; see below).
 //!
 //! # Calling convention (JS side)
 //!

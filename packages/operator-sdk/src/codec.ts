@@ -134,8 +134,10 @@ export function resampleLinear(input: Float32Array, fromRate: number, toRate: nu
  * 2.4 ms of delay). This is what the SDK's own audio path uses.
  *
  * Feed blocks of any length with {@link Resampler.process}; the filter
- * history carries across calls. Each resampler owns a small wasm instance:
- * call {@link Resampler.free} when done (or let it be garbage-collected).
+ * history carries across calls. Each resampler owns its own instance of the
+ * SDK's audio wasm module (about 1.3 MiB of linear memory, committed by the
+ * browser as it is touched): call {@link Resampler.free} when done (or let
+ * it be garbage-collected).
  *
  * ```ts
  * const down = new Resampler(48000, 8000);

@@ -3,9 +3,9 @@
 //!
 //! `cargo xtask wasm` builds this crate for `wasm32-unknown-unknown` with the
 //! `wasm-release` profile, runs `wasm-bindgen --target web` on it, shrinks it
-//! with `wasm-opt -Oz` and inlines it (base64) into
-//! `packages/operator-sdk/src/generated/`; the SDK instantiates it on the main
-//! thread.
+//! with `wasm-opt -Oz --converge` and inlines it (raw DEFLATE, then base64)
+//! into `packages/operator-sdk/src/generated/`; the SDK inflates and
+//! instantiates it on the main thread.
 //!
 //! What it exports:
 //! - [`WasmOperator`]: one method per input or API call of

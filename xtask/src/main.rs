@@ -4,13 +4,14 @@
 //! cargo xtask setup                 install toolchain pieces, Chromium, npm deps
 //! cargo xtask test  [flags]         setup + every check CI runs (`.ci/run`)
 //! cargo xtask wasm                  build the wasm modules into the npm package
-//! cargo xtask bench [-- args]       codec micro-benchmarks (criterion, short)
+//! cargo xtask bench [-- args]       codec, server-load and browser-audio benchmarks
 //! cargo xtask demo  [-- args]       build the SDK and run the dev server
 //! cargo xtask dist                  wasm + npm build + `npm pack` into target/dist
 //! ```
 //!
 //! Plain std + anyhow on purpose: xtask is compiled on every fresh clone.
 
+mod bench_load;
 mod setup;
 mod steps;
 mod util;
@@ -31,9 +32,11 @@ commands:
   setup            idempotent installs: rustfmt/clippy, wasm target, wasm-bindgen-cli
                    (Cargo.lock version), chromium (apt), npm packages (incl. wasm-opt)
   test             setup, then fmt, clippy, cargo test, wasm builds, npm build,
-                   npm test (typecheck + node --test incl. Chromium)
+                   npm test (typecheck + node --test incl. Chromium), bounded fuzzing
   wasm             build crates/wasm + crates/worklet into packages/operator-sdk/src/generated
-  bench [-- ARGS]  cargo bench -p audin-codec (short criterion times; ARGS replace them)
+  bench [-- ARGS]  codec criterion benches (short; ARGS replace the times), then the server
+                   load steps (docs/performance-load.md) and browser audio latency
+                   (docs/performance-browser.md)
   demo  [-- ARGS]  setup, wasm, npm build, then run audin-server --dev [ARGS]
   dist             wasm, npm build, npm pack into target/dist
   help             this text
@@ -146,20 +149,23 @@ fn bench(ctx: &Ctx, args: &[String], passthrough: &[String]) -> Result<()> {
     } else {
         println!("no benchmarks yet (no {}/*.rs)", benches.display());
     }
-    for (name, status) in LATER_BENCHES {
-        println!("\n==> bench: {name}: {status}");
+    println!("\n==> bench: server load (audin-loadgen against a release audin-server)");
+    let load_ok = bench_load::bench_load(&ctx.root)?;
+    println!("\n==> bench: browser audio latency (headless Chromium)");
+    crate::steps::build_sdk(ctx)?;
+    run(ctx.cargo().args(["build", "-p", "audin-server"]))?;
+    run(std::process::Command::new("node")
+        .current_dir(&ctx.root)
+        .args([
+            "packages/operator-sdk/bench/audio-latency.mjs",
+            "--out",
+            "docs/performance-browser.md",
+        ]))?;
+    if !load_ok {
+        bail!("a load step had failed calls (see docs/performance-load.md)");
     }
     Ok(())
 }
-
-/// Placeholder hooks for the load benchmarks that come with the server.
-const LATER_BENCHES: &[(&str, &str)] = &[
-    ("server-load", "not implemented yet (needs audin-server)"),
-    (
-        "browser-audio",
-        "not implemented yet (needs the SDK audio path)",
-    ),
-];
 
 /// Where the dev server serves the demo page (the server serves
 /// `packages/operator-sdk` under `/sdk/`).

@@ -107,6 +107,14 @@ pub fn demo_build_steps() -> Vec<Step> {
     ]
 }
 
+/// Setup, wasm and the npm build: what anything using `dist/` needs first.
+pub fn build_sdk(c: &Ctx) -> Result<()> {
+    for step in demo_build_steps() {
+        (step.run)(c)?;
+    }
+    Ok(())
+}
+
 fn npm_build(c: &Ctx) -> Result<()> {
     run(c.npm().args(["run", "build"]))
 }

@@ -346,9 +346,12 @@ export function captureFigures(data, { from = -Infinity, to = Infinity } = {}) {
  * - `totalMs` = post + inWorklet;
  * - `wallMs`: raw wall clock from the message event to the process() call
  *   that output the peak (quantised by the device's callback period);
- * - `fromNominalMs`: totalMs plus how late this frame arrived compared with
- *   the fastest click of the run (clicks leave the sim exactly 500 ms
- *   apart): the playout delay over the network's fastest path.
+ * - `arrivalLateMs`: how much later than the fastest click within 2.5 s
+ *   (either side) this click frame reached the socket: the jitter the
+ *   network and both hosts added (clicks leave the sim 500 ms apart; a
+ *   sliding window absorbs the sim's timer slipping);
+ * - `fromNominalMs` = totalMs + arrivalLateMs: the playout delay over the
+ *   fastest path, i.e. from when the frame would have arrived without jitter.
  */
 export function playbackFigures(data, { from = -Infinity, to = Infinity } = {}) {
   const recvs = data.worklet.filter((e) => e.type === "recv");
@@ -358,7 +361,6 @@ export function playbackFigures(data, { from = -Infinity, to = Infinity } = {}) 
     const k = Math.round((r.wall - base) / 500);
     return r.wall - base - k * 500;
   });
-  const fastest = Math.min(...offsets);
   const rows = [];
   data.wsRecv.forEach((r, j) => {
     if (r.wall < from || r.wall > to) return;
@@ -366,6 +368,10 @@ export function playbackFigures(data, { from = -Infinity, to = Infinity } = {}) 
     if (!inW) return;
     const play = plays.find((p) => p.ct >= inW.ct && p.ct - inW.ct < 0.3);
     if (!play) return;
+    let fastest = offsets[j];
+    data.wsRecv.forEach((o, i) => {
+      if (Math.abs(o.wall - r.wall) <= 2500) fastest = Math.min(fastest, offsets[i]);
+    });
     const post = inW.wall - r.wall;
     const inWorklet = (play.ct - inW.ct) * 1000;
     rows.push({
@@ -373,6 +379,7 @@ export function playbackFigures(data, { from = -Infinity, to = Infinity } = {}) 
       inWorkletMs: inWorklet,
       totalMs: post + inWorklet,
       wallMs: play.wall - r.wall,
+      arrivalLateMs: offsets[j] - fastest,
       fromNominalMs: post + inWorklet + (offsets[j] - fastest),
     });
   });

@@ -6,6 +6,7 @@
 //! cargo xtask wasm                  build the wasm modules into the npm package
 //! cargo xtask bench [-- args]       codec, server-load and browser-audio benchmarks
 //! cargo xtask demo  [-- args]       build the SDK and run the dev server
+//! cargo xtask soak  [-- args]       bounded soak of a release server (10 min default)
 //! cargo xtask dist                  wasm + npm build + `npm pack` into target/dist
 //! ```
 //!
@@ -39,6 +40,8 @@ commands:
                    (docs/performance-browser.md)
   demo  [-- ARGS]  setup, wasm, npm build, then run audin-server --dev [ARGS]
   dist             wasm, npm build, npm pack into target/dist
+  soak  [-- ARGS]  bounded soak: 200 SDK operators, a call every 50 ms, 10 minutes
+                   (ARGS replace those, e.g. -- --minutes 3)
   help             this text
 
 options for test / demo / dist:
@@ -89,6 +92,30 @@ fn real_main() -> Result<()> {
         "dist" => steps::dist_steps(),
         "demo" => steps::demo_build_steps(),
         "bench" => return bench(&ctx, &args, &passthrough),
+        "soak" => {
+            // Bounded soak (default 10 minutes); flags after `--` go to it.
+            let mut soak = ctx.cargo();
+            soak.args([
+                "run",
+                "--release",
+                "-p",
+                "audin-testkit",
+                "--bin",
+                "soak",
+                "--",
+            ]);
+            if passthrough.is_empty() {
+                soak.args([
+                    "--minutes",
+                    "10",
+                    "--operators",
+                    "200",
+                    "--call-interval-ms",
+                    "50",
+                ]);
+            }
+            return run(soak.args(&passthrough));
+        }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };
     let mut plan = Plan::new(&command, plan);

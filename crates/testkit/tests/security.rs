@@ -559,14 +559,9 @@ async fn flooding_a_socket_is_rate_limited_then_closed_4007() {
     println!(
         "flood: sent {sent}, pongs {pongs}, RATE_LIMITED {limited}, closed {closed:?} after {took:?}"
     );
-    // Close 4007; a flooding client usually has unread messages in flight
-    // when the server drops the socket, so it may see the TCP reset instead
-    // of the close frame (see `close_code_survives_a_client_that_sends_at_once`).
-    match &closed {
-        Some(Closed::Code(4007, r)) if r == "RATE_LIMITED" => {}
-        Some(Closed::Abrupt(e)) if e.contains("reset") => {}
-        other => panic!("expected close 4007, got {other:?}"),
-    }
+    // Close 4007, read by the client although it was still sending (the
+    // server completes the close handshake instead of resetting).
+    assert_eq!(closed, Some(Closed::Code(4007, "RATE_LIMITED".into())));
     assert!(
         took >= Duration::from_secs(5),
         "closed after 5 s of flooding: {took:?}"
@@ -1019,24 +1014,16 @@ async fn secrets_are_absent_from_logs_and_error_messages() {
     );
 }
 
+/// The same at `RUST_LOG=trace` (finding F1: the binary used to build its
+/// filter from `RUST_LOG` alone, and tungstenite's trace lines carried every
+/// `hello` / `attach` / `refreshToken` token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on audin-server main.rs: the binary builds its log filter from RUST_LOG without audin_server::log_filter, so RUST_LOG=trace logs every WebSocket message (tokens included)"]
 async fn secrets_are_absent_from_trace_logs() {
     let (mut s, key, e164, num) = prod_server(Some("trace")).await;
     let (secrets, _) = exercise_secrets(&s, &key, &e164, &num).await;
     s.terminate().await;
     let logs = s.logs();
-    assert!(logs.lines().count() > 50, "trace logging is on");
-    let key_lines = logs.lines().filter(|l| l.contains(&key[3..20])).count();
-    println!("lines with API key material: {key_lines}");
-    for line in logs
-        .lines()
-        .filter(|l| !leaks(l, &secrets).is_empty())
-        .take(3)
-    {
-        let cut: String = line.chars().take(160).collect();
-        println!("leaking line: {cut}");
-    }
+    assert!(logs.contains("session token issued"), "the run was logged");
     assert_eq!(
         leaks(&logs, &secrets),
         Vec::<String>::new(),
@@ -1045,12 +1032,11 @@ async fn secrets_are_absent_from_trace_logs() {
 }
 
 /// A server-initiated close must reach a client that sent its first message
-/// straight away (what every SDK does on open). Today the server drops the
-/// TCP connection right after its close frame with the client's message
-/// unread, so the kernel answers with a reset and the client often loses
-/// the close frame (1008 FORBIDDEN here; 4002, 4007 … likewise).
+/// straight away (what every SDK does on open). Before the server completed
+/// the close handshake, it dropped the TCP connection right after its close
+/// frame with the client's message unread; the kernel answered with a reset
+/// and the client lost the close frame in about 1 of 4 tries (finding F2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on audin-server ws.rs close_with: the socket is dropped without draining the peer's input, so a reset can replace the close frame"]
 async fn close_code_survives_a_client_that_sends_at_once() {
     let s = ServerProcess::spawn(ServerOptions {
         dev: false,
@@ -1076,9 +1062,8 @@ async fn close_code_survives_a_client_that_sends_at_once() {
 
 /// Error messages may quote what the client sent, but escaped: a client that
 /// logs `message` must not get raw control characters (terminal escapes,
-/// CR/LF log-line injection) from the server.
+/// CR/LF log-line injection) from the server (finding F3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on audin-server engine.rs not_found(): the callSid of accept/hangup is echoed raw in the CALL_NOT_FOUND message"]
 async fn error_messages_escape_echoed_input() {
     let s = dev_server().await;
     let tok = token(&s, &s.key(), "op-esc", &[MILANO]).await;

@@ -126,7 +126,8 @@ impl ServerOptions {
     }
 }
 
-/// A running `audin-server` process. Killed when dropped.
+/// A running `audin-server` process. Killed when dropped (and the temp
+/// directory it was given, if any, removed).
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Option<Child>,
@@ -143,6 +144,19 @@ pub struct ServerProcess {
     log: Arc<Mutex<String>>,
     /// How many times it was started.
     pub starts: u32,
+    /// The temp directory made for the database (removed on drop).
+    own_dir: Option<PathBuf>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if let Some(dir) = self.own_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// How long a start may take before it counts as failed.
@@ -153,9 +167,12 @@ impl ServerProcess {
     pub async fn spawn(opts: ServerOptions) -> Result<ServerProcess> {
         let release = opts.release;
         let bin = tokio::task::spawn_blocking(move || server_binary(release)).await??;
-        let database = match &opts.database {
-            Some(p) => p.clone(),
-            None => temp_dir("server")?.join("audin.sqlite3"),
+        let (database, own_dir) = match &opts.database {
+            Some(p) => (p.clone(), None),
+            None => {
+                let dir = temp_dir("server")?;
+                (dir.join("audin.sqlite3"), Some(dir))
+            }
         };
         let mut me = ServerProcess {
             child: None,
@@ -167,6 +184,7 @@ impl ServerProcess {
             pid: 0,
             log: Arc::new(Mutex::new(String::new())),
             starts: 0,
+            own_dir,
         };
         me.start().await?;
         Ok(me)

@@ -47,7 +47,8 @@ struct Args {
     /// A new call this often.
     #[arg(long, default_value_t = 50)]
     call_interval_ms: u64,
-    /// Warm-up before the RSS baseline (default: a fifth of the run, at most 60 s).
+    /// Warm-up before the RSS baseline (default: 40 % of the run, 60–360 s;
+    /// it must cover SQLite's page cache filling up, about 6,000 records).
     #[arg(long)]
     warmup_secs: Option<u64>,
     /// Allowed RSS growth after warm-up, percent.
@@ -245,7 +246,7 @@ async fn main() -> Result<()> {
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     let warmup = Duration::from_secs(
         args.warmup_secs
-            .unwrap_or_else(|| (run_for.as_secs() / 5).clamp(10, 60)),
+            .unwrap_or_else(|| (run_for.as_secs() * 2 / 5).clamp(60, 360)),
     );
     println!("soak: {args:?}");
     let server = ServerProcess::spawn(ServerOptions {
@@ -425,6 +426,23 @@ async fn main() -> Result<()> {
     let growth_pct =
         (loaded.rss_kib as f64 - baseline.rss_kib as f64) * 100.0 / baseline.rss_kib.max(1) as f64;
     let peak_rss = samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
+    // Least-squares RSS slope after warm-up, KiB per minute.
+    let warm: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.t_secs >= baseline.t_secs)
+        .map(|s| (s.t_secs / 60.0, s.rss_kib as f64))
+        .collect();
+    let slope = {
+        let n = warm.len() as f64;
+        let (sx, sy) = warm
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        let (mx, my) = (sx / n, sy / n);
+        let (num, den) = warm.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+            (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+        });
+        if den > 0.0 { num / den } else { 0.0 }
+    };
     let checks = [
         (
             "rss growth after warm-up",
@@ -476,6 +494,7 @@ async fn main() -> Result<()> {
         final_sample.rss_kib,
         growth_pct
     );
+    println!("RSS slope after warm-up: {slope:.1} KiB/min");
     println!(
         "threads {} → {}; fds {} → {}; operators not offered at the end: {not_offered}; open records: {open_records}",
         baseline.threads, final_sample.threads, baseline.fds, final_sample.fds
@@ -503,6 +522,8 @@ async fn main() -> Result<()> {
             "rssPeakKib": peak_rss,
             "rssAfterDrainKib": final_sample.rss_kib,
             "rssGrowthPct": growth_pct,
+            "rssSlopeKibPerMin": slope,
+            "warmupSecs": baseline.t_secs,
             "threads": [baseline.threads, final_sample.threads],
             "fds": [baseline.fds, final_sample.fds],
             "openRecords": open_records,

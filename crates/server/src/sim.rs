@@ -660,7 +660,7 @@ impl FarEnd {
                     };
                     // In order: never before the frame in front of it.
                     let release = delayed.back().map_or(release, |d| release.max(d.0));
-                    if release <= now {
+                    if release <= now && delayed.is_empty() {
                         if !self.send_frame(frame) {
                             return;
                         }

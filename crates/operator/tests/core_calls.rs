@@ -507,9 +507,45 @@ fn audio_reattach_within_the_window_resumes_the_call() {
         sim.sent_one(audio2, "mute"),
         json!({"type":"mute","muted":true})
     );
-    sim.advance(60_000);
+    sim.advance_with_audio(60_000, audio2);
     assert!(ended(&sim.events()).is_empty());
     assert_eq!(state(&sim), Some(CallState::Active));
+}
+
+#[test]
+fn a_silent_audio_socket_is_treated_as_dead_and_reattached() {
+    let mut sim = Sim::with(|c| c.audio_silence_ms = 2_000);
+    let (_presence, audio) = sim.active_inbound("CA1");
+    // Frames keep arriving: nothing happens however long the call lasts.
+    sim.advance_with_audio(30_000, audio);
+    assert!(sim.events().is_empty());
+    // Then the path goes silent without any close (half-open).
+    let silent_from = sim.now.0;
+    sim.fire_next_timer();
+    assert_eq!(sim.now.0 - silent_from, 2_000);
+    assert!(sim.closes().contains(&(audio, 4006)));
+    assert_eq!(names(&sim.events()), ["callReconnecting"]);
+    let audio2 = sim.attach_audio_after_retry("CA1");
+    assert_eq!(names(&sim.events()), ["callReconnected"]);
+    sim.advance_with_audio(10_000, audio2);
+    assert_eq!(state(&sim), Some(CallState::Active));
+}
+
+#[test]
+fn giving_up_on_audio_tells_the_service_the_call_failed() {
+    let mut sim = Sim::with(|c| c.audio_reattach_window_ms = 1_000);
+    let (presence, audio) = sim.active_inbound("CA1");
+    sim.close(audio, None);
+    sim.advance(5_000); // tokens never answered
+    let hangup = sim.sent_one(presence, "hangup");
+    assert_eq!(
+        hangup,
+        json!({"type":"hangup","callSid":"CA1","reason":"failed"})
+    );
+    assert_eq!(
+        ended(&sim.events()),
+        [("CA1".into(), Some(EndReason::Failed))]
+    );
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub enum ClientMessage {
     Hangup {
         /// The call.
         call_sid: String,
-        /// `hangup` (default) or `offline`.
+        /// `hangup` (default), `offline` or `failed`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<HangupReason>,
     },
@@ -95,6 +95,9 @@ pub enum HangupReason {
     Hangup,
     /// `goOffline()` during the call.
     Offline,
+    /// The client gave up on the call's audio (it could not reattach within
+    /// its window), so the record says `failed`, not `hangup`.
+    Failed,
 }
 
 impl From<HangupReason> for EndReason {
@@ -102,6 +105,7 @@ impl From<HangupReason> for EndReason {
         match r {
             HangupReason::Hangup => EndReason::Hangup,
             HangupReason::Offline => EndReason::Offline,
+            HangupReason::Failed => EndReason::Failed,
         }
     }
 }
@@ -240,7 +244,7 @@ pub enum AudioClientMessage {
     },
     /// Ends the call.
     Hangup {
-        /// `hangup` (default) or `offline`.
+        /// `hangup` (default), `offline` or `failed`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<HangupReason>,
     },

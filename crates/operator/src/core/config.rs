@@ -3,8 +3,9 @@
 use super::json::{self, Value, cat};
 use super::types::OperatorError;
 use audin_protocol::{
-    AUDIO_PATH, DEFAULT_AUDIO_GRACE_MS, DEFAULT_HEARTBEAT_INTERVAL_MS,
-    DEFAULT_RECONNECT_BACKOFF_MS, ErrorCode, PHONE_NUMBERS_PATH, PRESENCE_PATH,
+    AUDIO_PATH, DEFAULT_AUDIO_GRACE_MS, DEFAULT_CLIENT_AUDIO_SILENCE_MS,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_RECONNECT_BACKOFF_MS, ErrorCode, PHONE_NUMBERS_PATH,
+    PRESENCE_PATH,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,8 @@ pub const DEFAULT_TOKEN_TIMEOUT_MS: u64 = 10_000;
 /// keys, every key but `coreUrl` optional:
 /// `{"coreUrl":"https://core.audin.ai","heartbeatIntervalMs":25000,
 /// "reconnectBackoffMs":[1000,2000,5000,10000,30000],"clientName":"…",
-/// "requestTimeoutMs":10000,"tokenTimeoutMs":10000,"audioReattachWindowMs":15000}`.
+/// "requestTimeoutMs":10000,"tokenTimeoutMs":10000,"audioReattachWindowMs":15000,
+/// "audioSilenceMs":2000}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Config {
@@ -38,6 +40,11 @@ pub struct Config {
     /// How long the core keeps trying to (re)attach a call's audio socket
     /// before ending the call `failed`; match the server's grace window.
     pub audio_reattach_window_ms: u64,
+    /// An active call's audio socket on which no frame arrived for this long
+    /// is treated as dead (half-open) and reattached; the service relays a
+    /// frame every 20 ms. The driver reports arrivals with
+    /// [`crate::core::Operator::handle_audio_received`].
+    pub audio_silence_ms: u64,
 }
 
 impl Default for Config {
@@ -50,6 +57,7 @@ impl Default for Config {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             token_timeout_ms: DEFAULT_TOKEN_TIMEOUT_MS,
             audio_reattach_window_ms: DEFAULT_AUDIO_GRACE_MS,
+            audio_silence_ms: DEFAULT_CLIENT_AUDIO_SILENCE_MS,
         }
     }
 }
@@ -95,6 +103,7 @@ impl Config {
             ("requestTimeoutMs", &mut c.request_timeout_ms),
             ("tokenTimeoutMs", &mut c.token_timeout_ms),
             ("audioReattachWindowMs", &mut c.audio_reattach_window_ms),
+            ("audioSilenceMs", &mut c.audio_silence_ms),
         ] {
             if let Some(value) = field(&v, key)? {
                 *into = value
@@ -209,6 +218,7 @@ pub(crate) fn validate(config: &Config) -> Result<Urls, ConfigError> {
         ("requestTimeoutMs", config.request_timeout_ms),
         ("tokenTimeoutMs", config.token_timeout_ms),
         ("audioReattachWindowMs", config.audio_reattach_window_ms),
+        ("audioSilenceMs", config.audio_silence_ms),
     ];
     if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(ConfigError::new(cat(&[name, " must be greater than 0"])));

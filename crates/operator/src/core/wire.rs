@@ -217,6 +217,7 @@ const fn hangup_reason(r: HangupReason) -> &'static str {
     match r {
         HangupReason::Hangup => "hangup",
         HangupReason::Offline => "offline",
+        HangupReason::Failed => "failed",
     }
 }
 

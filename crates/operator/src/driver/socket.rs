@@ -19,6 +19,9 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 /// Longest gap without anything sent on an audio socket with media.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How often a socket tells the core that audio frames are arriving.
+const RX_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What the driver asks of a socket task.
 #[derive(Debug)]
 pub(crate) enum WsOut {
@@ -62,6 +65,9 @@ async fn run(
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent_since_tick = false;
+    // Frames stay here; the core only hears that audio is arriving, a few
+    // times a second, to tell a live socket from a silent (half-open) one.
+    let mut last_rx_report: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = keepalive.tick(), if media.is_some() => {
@@ -107,6 +113,11 @@ async fn run(
                 Some(Ok(Message::Binary(bytes))) => {
                     if let (Some(m), Ok(frame)) = (&media, Frame::try_from(&bytes[..])) {
                         m.incoming.push(frame);
+                    }
+                    let now = tokio::time::Instant::now();
+                    if last_rx_report.is_none_or(|t| now - t >= RX_REPORT_EVERY) {
+                        last_rx_report = Some(now);
+                        let _ = events.send(IoEvent::AudioReceived(id));
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {

@@ -54,6 +54,8 @@ pub(crate) enum IoEvent {
     SocketOpen(SocketId),
     SocketText(SocketId, String),
     SocketClosed(SocketId, Option<u16>, String),
+    /// Audio frames are arriving on this socket (sent at most every 250 ms).
+    AudioReceived(SocketId),
     Http(RequestId, Result<(u16, String), String>),
 }
 
@@ -198,6 +200,7 @@ impl Driver {
                 self.core.handle_socket_open(now, id);
             }
             IoEvent::SocketText(id, text) => self.core.handle_socket_text(now, id, &text),
+            IoEvent::AudioReceived(id) => self.core.handle_audio_received(now, id),
             IoEvent::SocketClosed(id, code, reason) => {
                 self.sockets.remove(&id);
                 self.core.handle_socket_closed(now, id, code, &reason);

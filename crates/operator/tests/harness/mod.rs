@@ -66,6 +66,16 @@ impl Sim {
         self.advance_to(self.now.0 + ms);
     }
 
+    /// Advances `ms` while the service relays a frame every 20 ms on `audio`.
+    pub fn advance_with_audio(&mut self, ms: u64, audio: SocketId) {
+        let end = self.now.0 + ms;
+        while self.now.0 < end {
+            self.advance(20.min(end - self.now.0));
+            self.op.handle_audio_received(self.now, audio);
+            self.drain();
+        }
+    }
+
     /// Jumps to the next timer and fires it; returns its time.
     pub fn fire_next_timer(&mut self) -> u64 {
         let due = self.op.poll_timeout().expect("a timer is armed");
@@ -304,6 +314,12 @@ impl Sim {
             json!({"type":"attached","callSid":sid,"answered":answered,"resumed":resumed}),
         );
         socket
+    }
+
+    /// After an audio loss: waits for the first reattach attempt and attaches.
+    pub fn attach_audio_after_retry(&mut self, sid: &str) -> SocketId {
+        self.fire_next_timer();
+        self.attach_audio(sid, true, true)
     }
 
     /// An answered inbound call, audio attached; returns (presence, audio).

@@ -28,6 +28,8 @@ pub(super) struct Call {
     window_end: Option<Millis>,
     /// Index into [`REATTACH_DELAYS_MS`].
     retry: usize,
+    /// When the attached audio socket last delivered a frame (or attached).
+    last_audio_rx: Millis,
     /// DTMF digits sent before the audio leg attached, flushed on `attached`
     /// (the seed's Quick start calls `sendDtmf` right after `dial` resolves).
     pending_dtmf: String,
@@ -145,6 +147,7 @@ impl Operator {
             window_end: None,
             retry: 0,
             pending_dtmf: String::new(),
+            last_audio_rx: Millis(0),
         });
     }
 
@@ -558,11 +561,12 @@ impl Operator {
         }
     }
 
-    fn on_attached(&mut self, _now: Millis, answered: bool, resumed: bool) {
+    fn on_attached(&mut self, now: Millis, answered: bool, resumed: bool) {
         let Some(call) = &mut self.call else { return };
         let Leg::Connecting { socket, .. } = call.leg else {
             return;
         };
+        call.last_audio_rx = now;
         let reattached = resumed || call.media.is_some();
         call.leg = Leg::Attached { socket };
         call.window_end = None;
@@ -654,13 +658,29 @@ impl Operator {
             " ms",
         ]);
         if let Some(sid) = self.call.as_ref().map(|c| c.info.call_sid.clone()) {
-            self.send_hangup(&sid, HangupReason::Hangup);
+            self.send_hangup(&sid, HangupReason::Failed);
         }
         self.end_call(
             now,
             EndReason::Failed,
             Some((ErrorCode::AudioConnectionLost, message)),
         );
+    }
+
+    /// A binary frame arrived on `socket` (drivers may report only some).
+    pub(super) fn audio_received(&mut self, now: Millis, socket: SocketId) {
+        if let Some(call) = &mut self.call
+            && matches!(call.leg, Leg::Attached { socket: s } if s == socket)
+        {
+            call.last_audio_rx = now;
+        }
+    }
+
+    /// When an active call's silent audio socket counts as dead.
+    fn audio_silence_deadline(&self, call: &Call) -> Option<Millis> {
+        let active = call.info.state == CallState::Active;
+        (active && matches!(call.leg, Leg::Attached { .. }))
+            .then(|| call.last_audio_rx.plus(self.config.audio_silence_ms))
     }
 
     // ── timers ─────────────────────────────────────────────────────────
@@ -671,7 +691,8 @@ impl Operator {
             Leg::Connecting { deadline, .. } => Some(deadline),
             Leg::RetryWait { until } => Some(until),
             Leg::FetchingToken { .. } => c.window_end,
-            Leg::Idle | Leg::Attached { .. } => None,
+            Leg::Attached { .. } => self.audio_silence_deadline(c),
+            Leg::Idle => None,
         });
         dial.into_iter().chain(leg).min()
     }
@@ -687,6 +708,18 @@ impl Operator {
         }
         let Some(call) = &self.call else { return };
         let window_over = call.window_end.is_some_and(|end| end <= now);
+        if let Leg::Attached { socket } = call.leg
+            && self.audio_silence_deadline(call).is_some_and(|d| d <= now)
+        {
+            // The service relays a frame every 20 ms: this path is dead or
+            // half-open even though no close arrived. Reattach.
+            self.close_socket(
+                socket,
+                CloseCode::HeartbeatTimeout.code(),
+                "no audio received",
+            );
+            return self.audio_lost(now, None, "no audio received");
+        }
         match call.leg {
             Leg::RetryWait { until } if until <= now && !window_over => self.begin_attach(now),
             Leg::Connecting {

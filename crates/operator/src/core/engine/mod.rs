@@ -271,6 +271,15 @@ impl Operator {
         }
     }
 
+    /// A binary audio frame arrived on `socket`. Drivers call this for
+    /// received frames (every frame, or at least every 250 ms while frames
+    /// arrive): an active call whose audio socket stays silent for
+    /// `audio_silence_ms` is reattached. The frame itself stays with the
+    /// driver: audio never passes through the core.
+    pub fn handle_audio_received(&mut self, now: Millis, socket: SocketId) {
+        self.audio_received(now, socket);
+    }
+
     /// The answer to an [`Output::HttpRequest`].
     pub fn handle_http_response(&mut self, now: Millis, id: RequestId, status: u16, body: &str) {
         self.http_response(now, id, status, body);

@@ -250,17 +250,19 @@ export function markdown(results, meta) {
     "(played + concealed) that were concealment. Arrival jitter is how much later",
     "than the fastest click frame within ±2.5 s each click frame reached the",
     "socket: the impairment plus both hosts' scheduling (not zero in the",
-    "baseline: the server and Chromium share two busy vCPUs).",
+    "baseline: the server and Chromium share two busy vCPUs). Re-primes are the",
+    "buffer's resyncs after three late frames in a row (inferred from its",
+    "reported delay dropping to 0; no export counts them).",
     "",
-    "| scenario | capture → wire (oldest sample) | click frames' arrival jitter at the socket | wire → playback | playout delay over the fastest path | JB delay | JB target | concealed | late / dropped | max buffered |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| scenario | capture → wire (oldest sample) | click frames' arrival jitter at the socket | wire → playback | playout delay over the fastest path | JB delay | JB target | concealed | late / dropped | re-primes | max buffered |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   );
   for (const r of results) {
     const s = r.scenario;
     const jb = r.jitterBuffer;
     const label = `${s.name}: ${s.jitterMs} ms ${s.distribution}${s.lossPercent ? `, ${s.lossPercent} % loss` : ""}`;
     p(
-      `| ${label} | ${dist(r.capture.oldestMs)} | ${dist(r.playback.arrivalLateMs)} | ${dist(r.playback.totalMs)} | ${dist(r.playback.fromNominalMs)} | ${dist(jb?.delayMs)} | ${dist(jb?.targetMs)} | ${jb ? `${fmt(jb.concealedPercent)} % (${jb.concealed} of ${jb.played + jb.concealed})` : "–"} | ${jb ? `${jb.late} / ${jb.dropped}` : "–"} | ${jb?.maxBuffered ?? "–"} |`,
+      `| ${label} | ${dist(r.capture.oldestMs)} | ${dist(r.playback.arrivalLateMs)} | ${dist(r.playback.totalMs)} | ${dist(r.playback.fromNominalMs)} | ${dist(jb?.delayMs)} | ${dist(jb?.targetMs)} | ${jb ? `${fmt(jb.concealedPercent)} % (${jb.concealed} of ${jb.played + jb.concealed})` : "–"} | ${jb ? `${jb.late} / ${jb.dropped}` : "–"} | ${jb?.reprimes ?? "–"} | ${jb?.maxBuffered ?? "–"} |`,
     );
   }
   const bc = base.capture;
@@ -322,6 +324,21 @@ export function markdown(results, meta) {
     "  callback (e.g. the main thread's receive time mapped onto the audio clock",
     "  with `getOutputTimestamp()`) so the jitter floor is the network's, not the",
     "  device's.",
+    "- **Concealment beyond the injected loss** comes from how loss looks on this",
+    "  wire and from the buffer's resync rule. Audio frames carry no sequence",
+    "  number, so the worklet numbers them by arrival: a frame lost upstream (the",
+    "  sim's loss; a carrier's RTP loss) leaves no gap but shifts every later",
+    "  frame 20 ms later on the buffer's timeline. The buffer absorbs that with one",
+    "  concealment and a late drop; but when the shift meets jitter or a host",
+    "  stall so that three frames in a row are late, it re-primes",
+    "  (`RESYNC_AFTER_LATE`), which also discards its 2 s jitter history: the",
+    "  target falls back to 20 ms and the next burst is late again. A host stall",
+    "  of ~100 ms does the same with no impairment at all (the baseline rows of a",
+    "  busy machine). Fixes, by effect: a sequence number on audio frames (a",
+    "  protocol change) or the server filling a lost carrier frame, so that loss",
+    "  is a gap and not a shift; re-prime only when late frames are far behind",
+    "  the playout point (a real timeline move), not after three slightly late",
+    "  ones; keep the target across a re-prime.",
     "- **Jitter beyond ~50 ms**: the target is capped at 60 ms (`MAX_TARGET_MS`),",
     "  so with 60 ms of jitter (plus ~10 ms of arrival-stamp quantisation) the",
     "  frames in the tail arrive after their playout time and are dropped as late:",

@@ -397,6 +397,11 @@ export function jitterFigures(data, { fromCt = -Infinity, toCt = Infinity } = {}
   const b = stats[stats.length - 1];
   const played = b.played - a.played;
   const concealed = b.concealed - a.concealed;
+  // A re-prime (resync after a run of late frames) resets the reported delay
+  // to 0 until playout restarts (at least one 20 ms pull): seen in the
+  // samples (every ~20 ms) as a drop to 0. No export counts them directly.
+  let reprimes = 0;
+  for (let i = 1; i < stats.length; i++) if (stats[i].delay === 0 && stats[i - 1].delay > 0) reprimes++;
   return {
     seconds: Math.round((b.ct - a.ct) * 10) / 10,
     played,
@@ -406,6 +411,7 @@ export function jitterFigures(data, { fromCt = -Infinity, toCt = Infinity } = {}
     dropped: b.dropped - a.dropped,
     duplicate: b.duplicate - a.duplicate,
     received: b.received - a.received,
+    reprimes,
     maxBuffered: Math.max(...stats.map((s) => s.buffered)),
     delayMs: summary(stats.map((s) => s.delay)),
     targetMs: summary(stats.map((s) => s.target)),
@@ -433,6 +439,7 @@ export function poolJitter(list) {
     dropped: sum("dropped"),
     duplicate: sum("duplicate"),
     received: sum("received"),
+    reprimes: sum("reprimes"),
     maxBuffered: Math.max(...ok.map((j) => j.maxBuffered)),
     delayMs: summary(raw("delay")),
     targetMs: summary(raw("target")),

@@ -95,7 +95,8 @@ pub struct ServerOptions {
     pub args: Vec<String>,
     /// Extra environment, e.g. `RUST_LOG=trace`.
     pub env: Vec<(String, String)>,
-    /// Build and run the release binary.
+    /// Build and run the release binary (default: the profile this code
+    /// was built with, so a `--release` test run needs no debug build).
     pub release: bool,
 }
 
@@ -106,7 +107,7 @@ impl Default for ServerOptions {
             database: None,
             args: Vec::new(),
             env: Vec::new(),
-            release: false,
+            release: !cfg!(debug_assertions),
         }
     }
 }

@@ -394,3 +394,38 @@ async fn sdk_notices_a_silent_audio_path_and_reattaches() {
     op.go_offline().await.unwrap();
     s.shutdown().await;
 }
+
+/// An answered echo call whose application sends nothing (no microphone
+/// yet, or a bot that only listens): the protocol says the server relays
+/// the far end every 20 ms while a call is answered, so the SDK's
+/// receive-side liveness must not fire. The sim's echo far end sends only
+/// what it heard, i.e. nothing here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "blocked on audin-server sim.rs: the echo far end sends nothing while it hears nothing, so the SDK's 2 s audio liveness reattaches an idle echo call in a loop"]
+async fn an_idle_echo_call_is_not_reattached_in_a_loop() {
+    let s = server(1_000).await;
+    let key = s.dev_api_key.clone().unwrap();
+    let tokens = TokenSource::new(&s.url(), &key);
+    let op = operator(&s.url(), &tokens, "op-idle", &[MILANO], &Timings::default());
+    let log = EventLog::record(&op);
+    tokio::time::timeout(Duration::from_secs(5), op.go_online([MILANO]))
+        .await
+        .unwrap()
+        .unwrap();
+    let call = op.dial(SIM_ECHO, MILANO_E164).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), call.wait_for(CallState::Active))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let events: Vec<&str> = log
+        .since(t0, call_event)
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert!(events.is_empty(), "an idle call is left alone: {events:?}");
+    assert_eq!(call.info().state, CallState::Active);
+    call.hangup();
+    op.go_offline().await.unwrap();
+    s.shutdown().await;
+}

@@ -204,6 +204,11 @@ impl WasmOperator {
             .handle_socket_text(ms(now), SocketId(socket), text);
     }
 
+    /// Audio frames are arriving on `socket` (call at most every 250 ms).
+    pub fn handle_audio_received(&mut self, now: f64, socket: u32) {
+        self.core.handle_audio_received(ms(now), SocketId(socket));
+    }
+
     /// A socket closed with `code` (`undefined`: it failed without a close
     /// frame).
     pub fn handle_socket_closed(&mut self, now: f64, socket: u32, code: Option<u16>, reason: &str) {

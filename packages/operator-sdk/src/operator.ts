@@ -24,6 +24,8 @@ export const SDK_VERSION = "0.1.0";
 
 /** The WebSocket subprotocol of the wire protocol v1. */
 const SUBPROTOCOL = "audin.operator.v1";
+/** How often an audio socket tells the core that frames are arriving. */
+const AUDIO_REPORT_EVERY_MS = 250;
 
 /** Default `getUserMedia` audio constraints (the README's defaults). */
 const DEFAULT_AUDIO_CONSTRAINTS: MediaTrackConstraints = {
@@ -355,6 +357,9 @@ export class AudinOperator {
     }
     ws.binaryType = "arraybuffer";
     this.sockets.set(id, { ws, kind });
+    // The core only hears that audio arrives (a few times a second), so it
+    // can tell a live audio socket from a silent, half-open one.
+    let lastAudioReport = -Infinity;
     ws.onopen = () => this.input((c) => c.handle_socket_open(now(), id));
     ws.onmessage = (ev: MessageEvent) => {
       if (typeof ev.data === "string") {
@@ -362,6 +367,11 @@ export class AudinOperator {
         this.input((c) => c.handle_socket_text(now(), id, text));
       } else if (ev.data instanceof ArrayBuffer && kind.type === "audio") {
         this.media.get(kind.callSid)?.receive(id, ev.data);
+        const t = now();
+        if (t - lastAudioReport >= AUDIO_REPORT_EVERY_MS) {
+          lastAudioReport = t;
+          this.input((c) => c.handle_audio_received(t, id));
+        }
       }
     };
     ws.onclose = (ev: CloseEvent) => {

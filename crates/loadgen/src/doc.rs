@@ -138,8 +138,8 @@ fn f2(x: f64) -> String {
 
 fn load_table(steps: &[LoadReport]) -> String {
     let mut s = String::from(
-        "| calls held | frames/s (both ways) | downlink ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (in sim echo) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load-gen CPU | other processes | outcome |\n\
-         |---:|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|\n",
+        "| calls (held min) | frames/s (both ways) | downlink ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (in sim echo) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load-gen CPU | other processes | calls | 2,000-call targets met (p99 ≤ 10 ms, 0 lost, ≤ 50 KB/call) |\n\
+         |---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---|\n",
     );
     for r in steps {
         let (cpu, ms, rss) =
@@ -158,7 +158,8 @@ fn load_table(steps: &[LoadReport]) -> String {
         let l = &r.latency;
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {} / {} / {} | {} / {} | {} ({}) | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
+            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} | {} ({}) | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
+            r.config.calls,
             r.concurrent_calls.min,
             r.frames.relayed_per_second,
             f2(l.downlink_ms.p50),
@@ -175,13 +176,30 @@ fn load_table(steps: &[LoadReport]) -> String {
             r.loadgen.cpu_cores * 100.0,
             r.loadgen.other_processes_cores * 100.0,
             if r.ok {
-                "ok".to_owned()
+                "all ok".to_owned()
             } else {
-                format!("{} calls failed", r.calls_failed)
-            }
+                format!("{} failed", r.calls_failed)
+            },
+            targets(r)
         );
     }
     s
+}
+
+fn targets(r: &LoadReport) -> String {
+    let lat = r.latency.downlink_ms.p99 <= 10.0;
+    let lost = r.frames.lost == 0;
+    let mem = r
+        .server
+        .as_ref()
+        .map(|s| s.rss_per_call_kb - s.sim_recording_per_call_kb_est <= 50.0 * 1000.0 / 1024.0);
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "latency {}, loss {}, memory {}",
+        yes(lat),
+        yes(lost),
+        mem.map_or("–", yes)
+    )
 }
 
 fn setup_table(steps: &[LoadReport]) -> String {
@@ -351,7 +369,7 @@ fn line_plot(
 fn pts(steps: &[LoadReport], f: impl Fn(&LoadReport) -> Option<f64>) -> Vec<(f64, f64)> {
     steps
         .iter()
-        .filter_map(|r| f(r).map(|y| (r.concurrent_calls.min as f64, y)))
+        .filter_map(|r| f(r).map(|y| (r.config.calls as f64, y)))
         .collect()
 }
 

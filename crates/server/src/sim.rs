@@ -629,10 +629,12 @@ impl FarEnd {
                 }
                 _ = tick.tick(), if answered => {
                     let frame = match self.script.behaviour {
-                        Behaviour::Echo => match echo.pop_front() {
-                            Some(f) => f,
-                            None => continue,
-                        },
+                        // Nothing heard yet: silence, so the operator's
+                        // audio socket still gets a frame every 20 ms (its
+                        // liveness check relies on that).
+                        Behaviour::Echo => echo
+                            .pop_front()
+                            .unwrap_or_else(|| Bytes::from_static(&[tone::SILENCE; FRAME_BYTES])),
                         Behaviour::Tone => {
                             let mut buf = vec![0u8; FRAME_BYTES];
                             tone.fill(&mut buf);

@@ -50,17 +50,21 @@ async fn echo_round_trip_returns_the_samples() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for f in &frames {
-        assert_eq!(&audio.frame().await, f);
+        assert_eq!(&audio.sound_frame().await, f);
     }
     let m = s.metrics().await;
     assert!(
         m.contains("audin_frames_relayed_total{direction=\"to_carrier\"} 5"),
         "{m}"
     );
-    assert!(
-        m.contains("audin_frames_relayed_total{direction=\"to_operator\"} 5"),
-        "{m}"
-    );
+    // Toward the operator: the 5 echoes plus the silence the echo sends
+    // while it has nothing to return.
+    let to_operator: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("audin_frames_relayed_total{direction=\"to_operator\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("to_operator counter");
+    assert!(to_operator >= 5, "{m}");
     assert!(m.contains("audin_calls{state=\"active\"} 1"), "{m}");
     assert!(m.contains("audin_sockets_open{kind=\"audio\"} 1"), "{m}");
     // The far end recorded it: 5 frames = 800 samples of 16-bit PCM.
@@ -143,7 +147,7 @@ async fn any_other_number_answers_and_echoes() {
     let (_p, mut audio, _sid) = dial_attached(&s, "+390212345678").await;
     audio.expect("answered").await;
     audio.send_binary(vec![0x42; 160]).await;
-    assert_eq!(audio.frame().await, vec![0x42; 160]);
+    assert_eq!(audio.sound_frame().await, vec![0x42; 160]);
     s.handle.shutdown().await;
 }
 
@@ -257,7 +261,7 @@ async fn reattach_within_grace_resumes() {
     // Past the original window the call is still up.
     tokio::time::sleep(Duration::from_millis(900)).await;
     audio.send_binary(vec![0x33; 160]).await;
-    assert_eq!(audio.frame().await, vec![0x33; 160]);
+    assert_eq!(audio.sound_frame().await, vec![0x33; 160]);
     // welcome.activeCall names it.
     let (_p2, welcome) = s.presence("op-1", &[MILANO]).await;
     assert_eq!(welcome["activeCall"]["callSid"], sid.as_str());
@@ -311,5 +315,23 @@ async fn silent_audio_socket_is_dropped_and_the_call_fails_after_grace() {
     assert_eq!(audio.closed().await, Some(4006));
     assert_eq!(p.expect("callEnded").await["reason"], "failed");
     assert_eq!(s.ended_record(&sid).await["endReason"], "failed");
+    s.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn echo_sends_silence_while_it_hears_nothing() {
+    // An answered call always carries a frame every 20 ms toward the
+    // operator: clients use that to tell a live audio socket from a dead one.
+    let s = TestServer::start().await;
+    let (_p, mut audio, _sid) = dial_attached(&s, "+15550100001").await;
+    audio.expect("answered").await;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(audio.frame().await, vec![0xFF; 160]);
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "paced at 20 ms"
+    );
     s.handle.shutdown().await;
 }

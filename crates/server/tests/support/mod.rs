@@ -344,6 +344,17 @@ impl Ws {
         }
     }
 
+    /// The next frame that is not mu-law silence (the sim echo sends
+    /// silence while it has heard nothing).
+    pub async fn sound_frame(&mut self) -> Vec<u8> {
+        loop {
+            let f = self.frame().await;
+            if f.iter().any(|&b| b != 0xFF) {
+                return f;
+            }
+        }
+    }
+
     pub async fn close(&mut self) {
         let _ = self
             .stream

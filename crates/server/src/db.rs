@@ -52,6 +52,10 @@ const MIGRATIONS: &[&str] = &[
          end_reason TEXT,
          seq INTEGER NOT NULL);
      CREATE INDEX calls_by_account ON calls(account_id, seq);",
+    // 2: the next `seq` is `MAX(seq) + 1` at every call insert; without its
+    // own index that is a scan of the whole table (3 ms at 10k records,
+    // 24 ms at 200k, on the one DB thread every request shares).
+    "CREATE INDEX calls_by_seq ON calls(seq);",
 ];
 
 /// The dev account's fixed ids (stable across restarts).

@@ -97,9 +97,10 @@ async fn impaired_frames_are_delayed_in_order_and_lost_as_configured() {
     );
     let status = s.sim_status(&sid).await;
     assert_eq!(status["impairment"]["jitterMs"], 60);
-    assert_eq!(
-        status["framesLost"].as_u64().unwrap() as usize,
-        lost,
+    // The echo's silence frames (sent while it has heard nothing) are
+    // impaired too, so the sim may count more losses than our frames show.
+    assert!(
+        status["framesLost"].as_u64().unwrap() as usize >= lost,
         "{status}"
     );
 

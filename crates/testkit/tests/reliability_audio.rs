@@ -398,10 +398,10 @@ async fn sdk_notices_a_silent_audio_path_and_reattaches() {
 /// An answered echo call whose application sends nothing (no microphone
 /// yet, or a bot that only listens): the protocol says the server relays
 /// the far end every 20 ms while a call is answered, so the SDK's
-/// receive-side liveness must not fire. The sim's echo far end sends only
-/// what it heard, i.e. nothing here.
+/// receive-side liveness must not fire (the sim's echo sends silence while
+/// it has heard nothing), and the driver's pings keep the server's side of
+/// the check quiet too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "blocked on audin-server sim.rs: the echo far end sends nothing while it hears nothing, so the SDK's 2 s audio liveness reattaches an idle echo call in a loop"]
 async fn an_idle_echo_call_is_not_reattached_in_a_loop() {
     let s = server(1_000).await;
     let key = s.dev_api_key.clone().unwrap();

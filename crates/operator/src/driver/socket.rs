@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
 /// Longest gap without anything sent on an audio socket with media.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often a socket tells the core that audio frames are arriving.
 const RX_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -59,7 +59,7 @@ async fn run(
     let _ = events.send(IoEvent::SocketOpen(id));
     let (mut sink, mut stream) = ws.split();
     let mut media: Option<Arc<CallMedia>> = None;
-    // While media runs, a ping goes out in any second without a frame: the
+    // While media runs, a ping goes out in any 500 ms without a frame: the
     // service drops an audio socket on which nothing arrives (half-open
     // detection), and a listen-only bot sends no frames.
     let mut keepalive = tokio::time::interval(KEEPALIVE);

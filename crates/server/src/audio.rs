@@ -36,25 +36,17 @@ pub async fn handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = match ws::prepare(ws, &headers) {
-        Ok(ws) => ws,
-        Err(resp) => return resp,
-    };
     let allowed = origin_ok(&engine, &headers);
-    ws.on_upgrade(move |socket| async move {
-        let mut conn = WsConn::start(socket, Kind::Audio, engine.metrics.clone());
-        if !allowed {
-            tracing::info!(%peer, "audio socket from a disallowed origin");
-            conn.close_with(
-                Some(error_msg(ErrorCode::Forbidden, "origin not allowed")),
-                CloseCode::PolicyViolation,
-                "FORBIDDEN",
-            )
-            .await;
-            return;
-        }
-        run(engine, conn).await;
-    })
+    let metrics = engine.metrics.clone();
+    ws::accept(
+        ws,
+        &headers,
+        allowed,
+        metrics,
+        peer,
+        Kind::Audio,
+        move |conn| run(engine, conn),
+    )
 }
 
 async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Attachment)> {

@@ -51,25 +51,17 @@ pub async fn handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let ws = match ws::prepare(ws, &headers) {
-        Ok(ws) => ws,
-        Err(resp) => return resp,
-    };
     let allowed = origin_ok(&engine, &headers);
-    ws.on_upgrade(move |socket| async move {
-        let mut conn = WsConn::start(socket, Kind::Presence, engine.metrics.clone());
-        if !allowed {
-            tracing::info!(%peer, "presence socket from a disallowed origin");
-            conn.close_with(
-                Some(error_msg(ErrorCode::Forbidden, "origin not allowed", None)),
-                CloseCode::PolicyViolation,
-                "FORBIDDEN",
-            )
-            .await;
-            return;
-        }
-        run(engine, conn).await;
-    })
+    let metrics = engine.metrics.clone();
+    ws::accept(
+        ws,
+        &headers,
+        allowed,
+        metrics,
+        peer,
+        Kind::Presence,
+        move |conn| run(engine, conn),
+    )
 }
 
 /// Time until a Unix-seconds instant.

@@ -80,6 +80,49 @@ pub fn prepare(ws: WebSocketUpgrade, headers: &HeaderMap) -> Result<WebSocketUpg
         .max_frame_size(MAX_MESSAGE))
 }
 
+/// Upgrades a socket of either kind: the subprotocol is checked before the
+/// upgrade (400 otherwise); after it, a disallowed `Origin` is refused with
+/// `error` `FORBIDDEN` and close 1008, anything else goes to `session`.
+pub fn accept<F, Fut>(
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    origin_allowed: bool,
+    metrics: Arc<Metrics>,
+    peer: std::net::SocketAddr,
+    kind: Kind,
+    session: F,
+) -> Response
+where
+    F: FnOnce(WsConn) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let ws = match prepare(ws, headers) {
+        Ok(ws) => ws,
+        Err(resp) => return resp,
+    };
+    ws.on_upgrade(move |socket| async move {
+        let mut conn = WsConn::start(socket, kind, metrics);
+        if !origin_allowed {
+            tracing::info!(%peer, ?kind, "socket from a disallowed origin");
+            // Both sockets' `error` messages have this shape.
+            let error = audin_protocol::ServerMessage::Error {
+                code: ErrorCode::Forbidden,
+                message: "origin not allowed".into(),
+                request_id: None,
+                call_sid: None,
+            };
+            conn.close_with(
+                Some(error.to_json()),
+                CloseCode::PolicyViolation,
+                "FORBIDDEN",
+            )
+            .await;
+            return;
+        }
+        session(conn).await;
+    })
+}
+
 /// A drop-oldest queue of audio frames.
 #[derive(Debug)]
 pub struct FrameQueue {

@@ -141,7 +141,7 @@ pub enum SimCommand {
         /// Called number of an account, E.164.
         #[arg(long)]
         to: String,
-        /// tone (default), echo or silence.
+        /// tone (default), echo, silence or click.
         #[arg(long)]
         behaviour: Option<String>,
     },

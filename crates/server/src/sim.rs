@@ -372,16 +372,15 @@ impl SimCarrier {
         }
     }
 
+    /// The far end of `call_sid`, if the sim still knows it.
+    fn call(&self, call_sid: &str) -> Option<Arc<SimCall>> {
+        let registry = self.registry.lock().expect("sim lock");
+        registry.calls.get(call_sid).cloned()
+    }
+
     /// The caller of an inbound call hangs up.
     pub fn caller_hangs_up(&self, call_sid: &str) -> bool {
-        let call = self
-            .registry
-            .lock()
-            .expect("sim lock")
-            .calls
-            .get(call_sid)
-            .cloned();
-        match call {
+        match self.call(call_sid) {
             Some(c) => {
                 let _ = c.cmd.try_send(FarCmd::CallerHangsUp);
                 true
@@ -394,14 +393,7 @@ impl SimCarrier {
     /// any earlier impairment; all zero turns it off). False if the call is
     /// unknown or over.
     pub fn impair(&self, call_sid: &str, impairment: Impairment) -> bool {
-        let call = self
-            .registry
-            .lock()
-            .expect("sim lock")
-            .calls
-            .get(call_sid)
-            .cloned();
-        match call {
+        match self.call(call_sid) {
             Some(c) => c.cmd.try_send(FarCmd::Impair(impairment)).is_ok(),
             None => false,
         }
@@ -409,13 +401,7 @@ impl SimCarrier {
 
     /// The far end's view of a call.
     pub fn status(&self, call_sid: &str) -> Option<SimCallStatus> {
-        let call = self
-            .registry
-            .lock()
-            .expect("sim lock")
-            .calls
-            .get(call_sid)
-            .cloned()?;
+        let call = self.call(call_sid)?;
         let o = call.observed.lock().expect("sim lock");
         Some(SimCallStatus {
             call_sid: call_sid.to_owned(),
@@ -431,13 +417,7 @@ impl SimCarrier {
 
     /// What the far end heard, as an 8 kHz 16-bit mono WAV file.
     pub fn recording_wav(&self, call_sid: &str) -> Option<Vec<u8>> {
-        let call = self
-            .registry
-            .lock()
-            .expect("sim lock")
-            .calls
-            .get(call_sid)
-            .cloned()?;
+        let call = self.call(call_sid)?;
         let o = call.observed.lock().expect("sim lock");
         Some(wav(&o.pcm))
     }

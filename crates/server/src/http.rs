@@ -318,7 +318,13 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
     let (online, by_state) = engine.gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        engine.metrics.render(online, &by_state),
+        engine.metrics.render(
+            online,
+            &by_state,
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
+        ),
     )
         .into_response()
 }

@@ -29,8 +29,14 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
-    /// Renders the exposition text.
-    pub fn render(&self, operators_online: usize, calls_by_state: &[(&str, usize)]) -> String {
+    /// Renders the exposition text. `tasks_alive` is the runtime's live task
+    /// count (every socket and call owns tasks, so a leak shows here first).
+    pub fn render(
+        &self,
+        operators_online: usize,
+        calls_by_state: &[(&str, usize)],
+        tasks_alive: usize,
+    ) -> String {
         let mut s = String::with_capacity(1024);
         let _ = writeln!(
             s,
@@ -94,6 +100,12 @@ impl Metrics {
             "audin_api_key_failures_total {}",
             self.auth_failures.load(Relaxed)
         );
+        let _ = writeln!(
+            s,
+            "# HELP audin_runtime_tasks_alive Tasks alive on the server's runtime."
+        );
+        let _ = writeln!(s, "# TYPE audin_runtime_tasks_alive gauge");
+        let _ = writeln!(s, "audin_runtime_tasks_alive {tasks_alive}");
         s
     }
 }

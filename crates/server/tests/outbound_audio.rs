@@ -85,6 +85,31 @@ async fn echo_round_trip_returns_the_samples() {
 }
 
 #[tokio::test]
+async fn finished_calls_leave_no_task_behind() {
+    let s = TestServer::start().await;
+    let mut p = s.online("op-1", &[MILANO]).await;
+    let idle = s.metric("audin_runtime_tasks_alive").await;
+    for _ in 0..3 {
+        let sid = s.dial(&mut p, "+15550100001").await;
+        let (mut audio, _) = s.attach("op-1", &sid).await;
+        audio.expect("answered").await;
+        assert!(s.metric("audin_runtime_tasks_alive").await > idle);
+        audio.send_json(json!({"type": "hangup"})).await;
+        expect_end(&s, &mut p, &mut audio, &sid, "hangup").await;
+    }
+    let mut settled = 0;
+    for _ in 0..50 {
+        settled = s.metric("audin_runtime_tasks_alive").await;
+        if settled <= idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(settled, idle, "tasks alive after 3 calls vs before");
+    s.handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn tone_number_plays_440_hz() {
     let s = TestServer::start().await;
     let (_p, mut audio, _sid) = dial_attached(&s, "+15550100002").await;

@@ -174,6 +174,15 @@ impl TestServer {
             .unwrap()
     }
 
+    /// One unlabelled gauge or counter from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let m = self.metrics().await;
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    }
+
     /// A presence socket after `hello` (welcome checked).
     pub async fn presence(&self, operator_ref: &str, pns: &[&str]) -> (Ws, Value) {
         let token = self.token(operator_ref, pns).await;

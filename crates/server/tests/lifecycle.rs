@@ -67,6 +67,25 @@ async fn records_and_secret_survive_a_restart() {
     s.handle.shutdown().await;
 }
 
+#[test]
+fn the_page_cache_is_bounded_and_the_next_seq_uses_its_index() {
+    let path = temp_db("cache");
+    let c = db::open_sync(&path).unwrap();
+    let cache: i64 = c
+        .pragma_query_value(None, "cache_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(cache, -db::DB_PAGE_CACHE_KIB, "cache_size in -KiB");
+    // `insert_call` reads MAX(seq): one index probe, not a table scan.
+    let plan: String = c
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT COALESCE(MAX(seq), 0) + 1 FROM calls",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("calls_by_seq"), "plan: {plan}");
+}
+
 #[tokio::test]
 async fn open_records_are_closed_failed_at_start() {
     let path = temp_db("crash");

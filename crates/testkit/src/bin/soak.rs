@@ -17,7 +17,8 @@
 //! checks: RSS growth after warm-up (< 5 %), live calls back to 0, audio
 //! sockets back to 0, every operator still online and free (each is
 //! offered one more call, which it must receive), descriptors and threads
-//! back to their warm level. Prints a summary and one JSON line; exits 1 if
+//! back to their warm level, the server's live tasks
+//! (`audin_runtime_tasks_alive`) back to their level before the first call. Prints a summary and one JSON line; exits 1 if
 //! a check fails. Only 127.0.0.1 is used; the run is bounded by
 //! `--minutes` (plus at most a minute of setup and drain).
 
@@ -48,7 +49,8 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     call_interval_ms: u64,
     /// Warm-up before the RSS baseline (default: 40 % of the run, 60–360 s;
-    /// it must cover SQLite's page cache filling up, about 6,000 records).
+    /// it must cover SQLite's 512 KiB page cache filling up, about 1,500
+    /// records).
     #[arg(long)]
     warmup_secs: Option<u64>,
     /// Allowed RSS growth after warm-up, percent.
@@ -222,6 +224,7 @@ struct Sample {
     audio_sockets: f64,
     operators_online: f64,
     calls_ended_total: f64,
+    tasks_alive: f64,
 }
 
 async fn sample(s: &ServerProcess, start: Instant) -> Result<Sample> {
@@ -237,6 +240,7 @@ async fn sample(s: &ServerProcess, start: Instant) -> Result<Sample> {
         audio_sockets: get("audin_sockets_open{kind=\"audio\"}"),
         operators_online: get("audin_operators_online"),
         calls_ended_total: get("audin_calls_ended_total"),
+        tasks_alive: get("audin_runtime_tasks_alive"),
     })
 }
 
@@ -322,11 +326,12 @@ async fn main() -> Result<()> {
         if Instant::now() >= next_sample {
             let s = sample(&server, start).await?;
             println!(
-                "t={:>5.0}s rss={} KiB threads={} fds={} live={} audio={} online={} ended={}",
+                "t={:>5.0}s rss={} KiB threads={} fds={} tasks={} live={} audio={} online={} ended={}",
                 s.t_secs,
                 s.rss_kib,
                 s.threads,
                 s.fds,
+                s.tasks_alive,
                 s.live_calls,
                 s.audio_sockets,
                 s.operators_online,
@@ -422,6 +427,8 @@ async fn main() -> Result<()> {
     let records = call_records(&base, &key, 1000).await?;
     let open_records = records.iter().filter(|r| r["endedAt"].is_null()).count();
 
+    // Operators online, no call yet: what every count must return to.
+    let idle = samples[0].clone();
     let baseline = baseline.unwrap_or_else(|| samples[samples.len() / 2].clone());
     let growth_pct =
         (loaded.rss_kib as f64 - baseline.rss_kib as f64) * 100.0 / baseline.rss_kib.max(1) as f64;
@@ -469,6 +476,12 @@ async fn main() -> Result<()> {
             "threads back to the warm level",
             final_sample.threads <= baseline.threads + 4,
         ),
+        // Each open HTTP keep-alive connection of the driver is a task too;
+        // the same slack as for descriptors.
+        (
+            "server tasks back to the idle level (no task leak)",
+            final_sample.tasks_alive <= idle.tasks_alive + 16.0,
+        ),
     ];
     let ended = tally.ended.lock().expect("tally").clone();
     let errors = tally.errors.lock().expect("tally").clone();
@@ -495,6 +508,13 @@ async fn main() -> Result<()> {
         growth_pct
     );
     println!("RSS slope after warm-up: {slope:.1} KiB/min");
+    println!(
+        "server tasks: idle {} (operators online, no call), end of load {}, peak {}, after drain {}",
+        idle.tasks_alive,
+        loaded.tasks_alive,
+        samples.iter().map(|s| s.tasks_alive).fold(0.0, f64::max),
+        final_sample.tasks_alive
+    );
     println!(
         "threads {} → {}; fds {} → {}; operators not offered at the end: {not_offered}; open records: {open_records}",
         baseline.threads, final_sample.threads, baseline.fds, final_sample.fds
@@ -527,6 +547,7 @@ async fn main() -> Result<()> {
             "threads": [baseline.threads, final_sample.threads],
             "fds": [baseline.fds, final_sample.fds],
             "openRecords": open_records,
+            "tasksAlive": [idle.tasks_alive, loaded.tasks_alive, final_sample.tasks_alive],
             "checksFailed": failed,
         })
     );

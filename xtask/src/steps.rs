@@ -72,10 +72,10 @@ pub fn test_steps() -> Vec<Step> {
         Step::new("wasm", "wasm", wasm::run_all),
         Step::new("npm-build", "npm", npm_build),
         Step::new("npm-test", "npm", |c| run(c.npm().args(["test"]))),
-        // Bounded: every target fuzzes for FUZZ_SECONDS (default 45) after
+        // Bounded: every target fuzzes for FUZZ_SECONDS (default 60, as issue 7 asks) after
         // replaying the committed regression inputs.
         Step::new("fuzz", "fuzz", |c| {
-            let secs = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "45".into());
+            let secs = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
             run(std::process::Command::new("bash")
                 .current_dir(&c.root)
                 .arg("fuzz/run-bounded.sh")

@@ -1,8 +1,9 @@
 // Test harness for @audin.ai/operator-sdk: a real headless Chromium, fake
-// microphone WAVs, a loopback static file server for the package, and a
-// launcher for the audin-server binary.
+// microphone WAVs, a loopback static file server for the package, a
+// launcher for the audin-server binary, and the testkit's fault-injecting
+// proxy (`fault-proxy`) driven from node.
 //
-//   import { launchBrowser, makeToneWav, startStaticServer, startAudinServer } from "./harness/index.mjs";
+//   import { launchBrowser, makeToneWav, startStaticServer, startAudinServer, startFaultProxy } from "./harness/index.mjs";
 //
 // Only loopback addresses are used. Set AUDIN_SKIP_BROWSER=1 to make
 // `browserSkipReason()` return a reason (use it as node:test's `skip`).
@@ -299,4 +300,181 @@ export async function startAudinServer({
   });
 
   return { url: ready.url, readyLine: ready.line, stdoutLines, stderrLines, process: child, kill };
+}
+
+let faultProxyPath;
+
+/**
+ * The testkit's `fault-proxy` executable: $AUDIN_FAULT_PROXY_BIN, else built
+ * by cargo (`cargo build -p audin-testkit --bin fault-proxy`, a no-op when it
+ * is fresh) at the path cargo reports. Built at most once per process.
+ * @returns {string}
+ */
+export function faultProxyBinary() {
+  if (process.env.AUDIN_FAULT_PROXY_BIN) return process.env.AUDIN_FAULT_PROXY_BIN;
+  if (faultProxyPath) return faultProxyPath;
+  const r = spawnSync(
+    "cargo",
+    ["build", "-p", "audin-testkit", "--bin", "fault-proxy", "--message-format", "json-render-diagnostics"],
+    { cwd: REPO_ROOT, encoding: "utf8", maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  if (r.status !== 0) throw new Error(`cargo build -p audin-testkit --bin fault-proxy failed (${r.status ?? r.error})`);
+  for (const line of r.stdout.split("\n")) {
+    let msg;
+    try {
+      msg = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (msg.reason === "compiler-artifact" && msg.target?.name === "fault-proxy" && msg.executable) {
+      faultProxyPath = msg.executable;
+      return faultProxyPath;
+    }
+  }
+  throw new Error("cargo reported no fault-proxy executable");
+}
+
+/**
+ * One connection as the proxy reports it; the `…AtMs` values are Unix-epoch
+ * milliseconds (compare with `Date.now()` or a page's
+ * `performance.timeOrigin + performance.now()`), `null` when not yet.
+ * @typedef {{ id: number, path: string | null, fault: string, acceptedAtMs: number,
+ *   firstSwallowedToTargetAtMs: number | null, firstSwallowedToClientAtMs: number | null,
+ *   bytesToTarget: number, bytesToClient: number, closed: boolean }} ProxyConn
+ */
+
+/**
+ * Starts the testkit's fault-injecting TCP proxy (crates/testkit,
+ * `src/bin/fault-proxy.rs`) on 127.0.0.1 in front of a loopback server and
+ * returns a handle whose methods await the proxy's one-line answer.
+ *
+ * Faults: `"pass"`, `"delay:<ms>"`, `"stall"`, `"blackhole"`, `"drop"`,
+ * `"reset"`, `"refuse"`; scopes: `"existing"`, `"new"`, `"all"`.
+ *
+ * @param {string} targetUrl e.g. `http://127.0.0.1:41234` (loopback only)
+ * @param {object} [options]
+ * @param {string} [options.binary] default `faultProxyBinary()`
+ * @param {number} [options.timeoutMs=30000] for the ready line
+ * @param {number} [options.replyTimeoutMs=5000] for each command's answer
+ * @param {boolean} [options.echo] copy the proxy's stderr to this process's
+ *   (default: when AUDIN_TEST_VERBOSE=1)
+ * @returns {Promise<{ url: string,
+ *   set: (fault: string, scope?: string) => Promise<void>,
+ *   setFor: (pathPrefix: string, fault: string, scope?: string) => Promise<void>,
+ *   conns: (pathPrefix: string) => Promise<ProxyConn[]>,
+ *   connsAll: (pathPrefix?: string) => Promise<ProxyConn[]>,
+ *   accepted: () => Promise<number>,
+ *   close: () => Promise<number | null> }>} `conns` lists the open
+ *   connections, `connsAll` every one seen (closed ones too); `close()` ends
+ *   the proxy (every connection dropped) and resolves to its exit code.
+ */
+export async function startFaultProxy(
+  targetUrl,
+  { binary, timeoutMs = 30_000, replyTimeoutMs = 5_000, echo = process.env.AUDIN_TEST_VERBOSE === "1" } = {},
+) {
+  const target = new URL(targetUrl);
+  const exe = binary ?? faultProxyBinary();
+  const child = spawn(exe, ["--target", target.host], { stdio: ["pipe", "pipe", "pipe"] });
+  const stderrLines = [];
+  createInterface({ input: child.stderr }).on("line", (l) => {
+    stderrLines.push(l);
+    if (echo) process.stderr.write(`[fault-proxy:err] ${l}\n`);
+  });
+  const exited = new Promise((ok) => child.once("exit", (code, signal) => ok(code ?? signal)));
+  /** @type {{ resolve: (line: string) => void, reject: (e: Error) => void }[]} */
+  const waiting = [];
+  let readyLine;
+  let onReady;
+  const ready = new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`fault-proxy: no ready line within ${timeoutMs} ms`)), timeoutMs);
+    onReady = (v) => {
+      clearTimeout(timer);
+      ok(v);
+    };
+    child.once("error", (e) => {
+      clearTimeout(timer);
+      fail(e);
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      fail(new Error(`fault-proxy exited (${code}) before it was ready: ${stderrLines.join("\n")}`));
+    });
+  });
+  exited.then((code) => {
+    for (const w of waiting.splice(0)) w.reject(new Error(`fault-proxy exited (${code}): ${stderrLines.join("\n")}`));
+  });
+  createInterface({ input: child.stdout }).on("line", (l) => {
+    if (echo) process.stderr.write(`[fault-proxy] ${l}\n`);
+    if (readyLine === undefined) {
+      const m = /fault-proxy listening on (http:\/\/[^\s/]+)/.exec(l);
+      if (m) {
+        readyLine = l;
+        onReady(m[1]);
+      }
+      return;
+    }
+    waiting.shift()?.resolve(l);
+  });
+  let url;
+  try {
+    url = await ready;
+  } catch (e) {
+    child.kill("SIGKILL");
+    throw e;
+  }
+
+  /** Sends one command line and waits for its one answer line. */
+  const request = (line) =>
+    new Promise((resolve, reject) => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        reject(new Error(`fault-proxy is not running (command ${JSON.stringify(line)})`));
+        return;
+      }
+      const timer = setTimeout(() => {
+        reject(new Error(`fault-proxy: no answer to ${JSON.stringify(line)} within ${replyTimeoutMs} ms`));
+      }, replyTimeoutMs);
+      waiting.push({
+        resolve: (answer) => {
+          clearTimeout(timer);
+          if (answer.startsWith("error:")) reject(new Error(`fault-proxy: ${JSON.stringify(line)}: ${answer}`));
+          else resolve(answer);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      child.stdin.write(`${line}\n`);
+    });
+  const word = (what, v) => {
+    if (typeof v !== "string" || v === "" || /\s/.test(v)) throw new TypeError(`${what} must be one word, got ${JSON.stringify(v)}`);
+    return v;
+  };
+
+  return {
+    url,
+    async set(fault, scope = "all") {
+      await request(`set ${word("fault", fault)} ${word("scope", scope)}`);
+    },
+    async setFor(pathPrefix, fault, scope = "all") {
+      await request(`set-for ${word("path prefix", pathPrefix)} ${word("fault", fault)} ${word("scope", scope)}`);
+    },
+    async conns(pathPrefix) {
+      return JSON.parse(await request(`conns ${word("path prefix", pathPrefix)}`)).conns;
+    },
+    async connsAll(pathPrefix) {
+      return JSON.parse(await request(pathPrefix === undefined ? "conns-all" : `conns-all ${word("path prefix", pathPrefix)}`)).conns;
+    },
+    async accepted() {
+      return JSON.parse(await request("accepted")).accepted;
+    },
+    async close() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.stdin.end();
+      const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+      await exited;
+      clearTimeout(timer);
+      return child.exitCode;
+    },
+  };
 }

@@ -9,7 +9,9 @@
 //!   `/metrics`, and a raw WebSocket client for hostile inputs.
 //!
 //! The reliability and security suites live in `tests/`; the bounded soak
-//! is `src/bin/soak.rs`. Only loopback addresses are ever targeted.
+//! is `src/bin/soak.rs`; `src/bin/fault-proxy.rs` runs the proxy as a
+//! process driven over stdin, for the browser SDK's node tests. Only
+//! loopback addresses are ever targeted.
 //!
 //! It is test-only code (`publish = false`): it may depend on the SDK and
 //! on the server's library, but product crates must never depend on it.

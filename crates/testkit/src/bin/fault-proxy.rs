@@ -265,3 +265,49 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_faults_scopes_and_loopback_targets() {
+        assert_eq!(parse_fault("blackhole").unwrap(), Fault::BlackHole);
+        assert_eq!(parse_fault("delay:100").unwrap(), Fault::delay_ms(100));
+        assert_eq!(
+            parse_fault("delay:10/20").unwrap(),
+            Fault::Delay {
+                to_target: Duration::from_millis(10),
+                to_client: Duration::from_millis(20),
+            }
+        );
+        assert!(parse_fault("delay:x").is_err());
+        assert!(parse_fault("explode").is_err());
+        assert_eq!(parse_scope("both").unwrap(), Scope::All);
+        assert!(parse_scope("some").is_err());
+        assert_eq!(
+            loopback_target("http://127.0.0.1:8080/").unwrap(),
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert!(loopback_target("[::1]:80").is_ok());
+        let e = loopback_target("192.0.2.1:80").unwrap_err().to_string();
+        assert!(e.contains("not a loopback address"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn commands_answer_one_line_each() {
+        let proxy = FaultProxy::start("127.0.0.1:9".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            command(&proxy, "set-for /v1/operator/audio reset existing").unwrap(),
+            "ok"
+        );
+        assert_eq!(command(&proxy, "set pass new").unwrap(), "ok");
+        assert_eq!(command(&proxy, "conns /v1").unwrap(), r#"{"conns":[]}"#);
+        assert_eq!(command(&proxy, "accepted").unwrap(), r#"{"accepted":0}"#);
+        assert!(command(&proxy, "set-for /x refuse new").is_err());
+        assert!(command(&proxy, "target 203.0.113.9:80").is_err());
+        assert!(command(&proxy, "frobnicate").is_err());
+    }
+}

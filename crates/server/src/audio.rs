@@ -139,7 +139,10 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Atta
     }
 }
 
-async fn run(engine: Arc<Engine>, mut conn: WsConn) {
+/// One audio session over an accepted connection (origin already
+/// checked): `attach`, then frames and messages until the socket closes;
+/// the call is told the audio went away.
+pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     let Some((op, att)) = attach(&engine, &mut conn).await else {
         return;
     };

@@ -359,6 +359,16 @@ pub fn seed_dev(conn: &mut Connection) -> Result<String> {
     create_api_key(conn, DEV_ACCOUNT_ID, "dev")
 }
 
+/// How many call records are still open (no `ended_at`).
+pub fn open_call_count(conn: &mut Connection) -> Result<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM calls WHERE ended_at IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Inserts a call record.
 pub fn insert_call(conn: &mut Connection, call: &NewCall, offered_at: &str) -> Result<()> {
     let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM calls", [], |r| {

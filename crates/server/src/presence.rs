@@ -206,7 +206,10 @@ struct Session {
     exp: u64,
 }
 
-async fn run(engine: Arc<Engine>, mut conn: WsConn) {
+/// One presence session over an accepted connection (origin already
+/// checked): `hello`, then messages until the socket closes. Returns once
+/// the operator is unregistered.
+pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     let claims = match authenticate(&engine, &mut conn).await {
         Auth::Ok(c) => c,
         Auth::Closed => return,

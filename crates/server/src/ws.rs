@@ -7,8 +7,13 @@
 //! audio queue of at most [`AUDIO_QUEUE_FRAMES`] frames that drops the
 //! oldest frame when full. Buffers are small (4 KiB) instead of
 //! tungstenite's 128 KiB default.
+//!
+//! A connection is a message stream and sink, so the same sessions also run
+//! over [`WsConn::in_memory`] (no socket, no HTTP): the `server_messages`
+//! fuzz target drives the presence and audio logic that way.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,8 +23,7 @@ use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics::Metrics;
@@ -44,6 +48,11 @@ pub const AUDIO_QUEUE_FRAMES: usize = 10;
 const CONTROL_QUEUE: usize = 64;
 /// Longest a single write may take before the peer is considered stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reading half of a connection.
+type MessageStream = Pin<Box<dyn Stream<Item = Result<Message, axum::Error>> + Send>>;
+/// The writing half of a connection.
+type MessageSink = Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>>;
 
 /// Which socket this is (for metrics and logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,9 +265,8 @@ pub enum Incoming {
 }
 
 /// The reading half plus the connection's outbox.
-#[derive(Debug)]
 pub struct WsConn {
-    stream: SplitStream<WebSocket>,
+    stream: MessageStream,
     done: watch::Receiver<bool>,
     outbox: Outbox,
     kind: Kind,
@@ -268,10 +276,64 @@ pub struct WsConn {
     last_rx: tokio::time::Instant,
 }
 
+impl std::fmt::Debug for WsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsConn")
+            .field("kind", &self.kind)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client's end of a [`WsConn::in_memory`] connection.
+#[derive(Debug)]
+pub struct MemoryPeer {
+    /// Messages to the server; dropping it ends the server's read side
+    /// like a TCP EOF.
+    pub to_server: mpsc::UnboundedSender<Message>,
+    /// What the server wrote, close frame included; `None` once the
+    /// server's writer is gone.
+    pub from_server: mpsc::UnboundedReceiver<Message>,
+}
+
 impl WsConn {
     /// Starts the writer task for an upgraded socket.
     pub fn start(socket: WebSocket, kind: Kind, metrics: Arc<Metrics>) -> Self {
         let (sink, stream) = socket.split();
+        Self::from_parts(Box::pin(sink), Box::pin(stream), kind, metrics)
+    }
+
+    /// A connection without a socket: the server side (hand it to a
+    /// session, e.g. [`crate::presence::run`]) and the client's end. Counts
+    /// in the socket gauges like a real one. Needs a tokio runtime.
+    pub fn in_memory(kind: Kind, metrics: Arc<Metrics>) -> (Self, MemoryPeer) {
+        let (to_server, inbound) = mpsc::unbounded_channel::<Message>();
+        let (outbound, from_server) = mpsc::unbounded_channel::<Message>();
+        let stream = futures_util::stream::unfold(inbound, |mut rx| async move {
+            rx.recv().await.map(|m| (Ok(m), rx))
+        });
+        let sink = futures_util::sink::unfold(outbound, |tx, msg: Message| async move {
+            tx.send(msg).map_err(|_| {
+                axum::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            })?;
+            Ok::<_, axum::Error>(tx)
+        });
+        let conn = Self::from_parts(Box::pin(sink), Box::pin(stream), kind, metrics);
+        (
+            conn,
+            MemoryPeer {
+                to_server,
+                from_server,
+            },
+        )
+    }
+
+    fn from_parts(
+        sink: MessageSink,
+        stream: MessageStream,
+        kind: Kind,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
         let shared = Arc::new(Shared {
             audio: FrameQueue::new(AUDIO_QUEUE_FRAMES),
@@ -421,7 +483,7 @@ impl Drop for WsConn {
 }
 
 async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: MessageSink,
     mut ctrl: mpsc::Receiver<Out>,
     shared: Arc<Shared>,
     done: watch::Sender<bool>,

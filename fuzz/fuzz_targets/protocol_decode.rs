@@ -67,7 +67,12 @@ fn check_decoder<T: PartialEq + Debug>(
                     short(&json)
                 )
             });
-            assert_eq!(back, msg, "round trip changed the message\n json: {}", short(&json));
+            assert_eq!(
+                back,
+                msg,
+                "round trip changed the message\n json: {}",
+                short(&json)
+            );
             assert_eq!(encode(&back), json, "encoding is not stable");
         }
         Err(err) => {

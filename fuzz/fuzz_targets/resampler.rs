@@ -44,7 +44,9 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-const RATES: [u32; 8] = [8_000, 16_000, 44_100, 48_000, 24_000, 32_000, 11_025, 22_050];
+const RATES: [u32; 8] = [
+    8_000, 16_000, 44_100, 48_000, 24_000, 32_000, 11_025, 22_050,
+];
 const MAX_SAMPLES: usize = 8192;
 /// Output sentinel: a NaN with a payload the resampler never produces.
 const SENTINEL: u32 = 0x7fc0_5a5a;
@@ -67,7 +69,9 @@ impl Sample {
                 let x = f32::from_bits(b);
                 if x.is_finite() { x.clamp(-1.0, 1.0) } else { x }
             }
-            Sample::NonFinite(k) => [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN][usize::from(k % 4)],
+            Sample::NonFinite(k) => {
+                [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN][usize::from(k % 4)]
+            }
         }
     }
 }
@@ -88,7 +92,11 @@ struct Input {
 
 fn pick_rate(sel: u8) -> u32 {
     // Three chances in four for 8000/16000/44100/48000.
-    if sel & 0xC0 != 0 { RATES[usize::from(sel % 4)] } else { RATES[usize::from(sel % 8)] }
+    if sel & 0xC0 != 0 {
+        RATES[usize::from(sel % 4)]
+    } else {
+        RATES[usize::from(sel % 8)]
+    }
 }
 
 /// Whether `ResamplerError`'s documentation promises this pair: every pair
@@ -111,7 +119,9 @@ fn fresh(from: u32, to: u32) -> Option<Box<Resampler>> {
             let mut r = Box::new(Resampler::passthrough());
             match r.configure(from, to) {
                 Ok(()) => Some(r),
-                Err(e) if documented(from, to) => panic!("documented pair {from} -> {to} refused: {e}"),
+                Err(e) if documented(from, to) => {
+                    panic!("documented pair {from} -> {to} refused: {e}")
+                }
                 Err(e) => {
                     assert_eq!(e, ResamplerError::TooComplex);
                     None
@@ -122,11 +132,20 @@ fn fresh(from: u32, to: u32) -> Option<Box<Resampler>> {
 }
 
 fuzz_target!(|input: Input| {
-    let samples: Vec<f32> = input.samples.iter().take(MAX_SAMPLES).map(|s| s.value()).collect();
+    let samples: Vec<f32> = input
+        .samples
+        .iter()
+        .take(MAX_SAMPLES)
+        .map(|s| s.value())
+        .collect();
     let (from, to) = (pick_rate(input.from), pick_rate(input.to));
 
     check_streaming(from, to, &samples, &input.blocks);
-    check_configure(input.odd_from, input.odd_to, &samples[..samples.len().min(256)]);
+    check_configure(
+        input.odd_from,
+        input.odd_to,
+        &samples[..samples.len().min(256)],
+    );
     let out_len = usize::from(input.linear_out_len);
     check_linear(&samples, from, to, out_len);
     check_linear(&samples, input.odd_from, input.odd_to, out_len);
@@ -143,7 +162,10 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 /// sentinel tail; checks the count and the tail.
 fn process(r: &mut Resampler, block: &[f32], out: &mut Vec<f32>) {
     let expect = r.output_len(block.len());
-    assert!(expect <= r.max_output_len(block.len()), "output_len {expect} > max_output_len");
+    assert!(
+        expect <= r.max_output_len(block.len()),
+        "output_len {expect} > max_output_len"
+    );
     let start = out.len();
     out.resize(start + expect + 4, f32::from_bits(SENTINEL));
     let n = r.process(block, &mut out[start..start + expect]);
@@ -153,13 +175,20 @@ fn process(r: &mut Resampler, block: &[f32], out: &mut Vec<f32>) {
 }
 
 fn check_streaming(from: u32, to: u32, samples: &[f32], blocks: &[u16]) {
-    let Some(mut one) = fresh(from, to) else { return };
+    let Some(mut one) = fresh(from, to) else {
+        return;
+    };
     let (l, m) = one.ratio();
     let k = one.taps_per_phase();
     let mut whole = Vec::new();
     process(&mut one, samples, &mut whole);
     let total = (samples.len() as u64 * u64::from(l)).div_ceil(u64::from(m));
-    assert_eq!(whole.len() as u64, total, "{from} -> {to}: {} inputs", samples.len());
+    assert_eq!(
+        whole.len() as u64,
+        total,
+        "{from} -> {to}: {} inputs",
+        samples.len()
+    );
 
     let mut blocked = fresh(from, to).unwrap();
     let mut pieces = Vec::new();
@@ -171,12 +200,18 @@ fn check_streaming(from: u32, to: u32, samples: &[f32], blocks: &[u16]) {
         rest = tail;
     }
     process(&mut blocked, rest, &mut pieces);
-    assert!(same_bits(&whole, &pieces), "{from} -> {to}: blocks differ from one shot");
+    assert!(
+        same_bits(&whole, &pieces),
+        "{from} -> {to}: blocks differ from one shot"
+    );
 
     blocked.reset();
     let mut again = Vec::new();
     process(&mut blocked, samples, &mut again);
-    assert!(same_bits(&whole, &again), "{from} -> {to}: reset() does not restart the stream");
+    assert!(
+        same_bits(&whole, &again),
+        "{from} -> {to}: reset() does not restart the stream"
+    );
 
     check_outputs(samples, &whole, l, m, k, &format!("{from} -> {to}"));
 }
@@ -191,7 +226,11 @@ fn check_outputs(samples: &[f32], out: &[f32], l: u32, m: u32, k: usize, what: &
     }
     for (j, &y) in out.iter().enumerate() {
         let newest = (j as u64 * u64::from(m) / u64::from(l)) as usize;
-        assert!(newest < samples.len(), "{what}: output {j} reads input {newest} of {}", samples.len());
+        assert!(
+            newest < samples.len(),
+            "{what}: output {j} reads input {newest} of {}",
+            samples.len()
+        );
         let oldest = (newest + 1).saturating_sub(k);
         if bad[newest + 1] == bad[oldest] {
             assert!(
@@ -224,10 +263,21 @@ fn check_configure(from: u32, to: u32, samples: &[f32]) {
                 assert_eq!(e, ResamplerError::TooComplex, "{from} -> {to}");
             }
             // Left unchanged: still the pass-through.
-            assert_eq!(r.ratio(), (1, 1), "{from} -> {to}: failed configure changed the ratio");
+            assert_eq!(
+                r.ratio(),
+                (1, 1),
+                "{from} -> {to}: failed configure changed the ratio"
+            );
             let mut out = Vec::new();
             process(&mut r, samples, &mut out);
-            check_outputs(samples, &out, 1, 1, r.taps_per_phase(), &format!("{from} -> {to} (failed)"));
+            check_outputs(
+                samples,
+                &out,
+                1,
+                1,
+                r.taps_per_phase(),
+                &format!("{from} -> {to} (failed)"),
+            );
         }
         Ok(()) => {
             assert!(from != 0 && to != 0, "{from} -> {to} accepted");
@@ -237,8 +287,18 @@ fn check_configure(from: u32, to: u32, samples: &[f32]) {
             assert!(r.latency_seconds().is_finite());
             let mut out = Vec::new();
             process(&mut r, samples, &mut out);
-            assert_eq!(out.len() as u64, (samples.len() as u64 * u64::from(l)).div_ceil(u64::from(m)));
-            check_outputs(samples, &out, l, m, r.taps_per_phase(), &format!("{from} -> {to}"));
+            assert_eq!(
+                out.len() as u64,
+                (samples.len() as u64 * u64::from(l)).div_ceil(u64::from(m))
+            );
+            check_outputs(
+                samples,
+                &out,
+                l,
+                m,
+                r.taps_per_phase(),
+                &format!("{from} -> {to}"),
+            );
         }
     }
 }
@@ -252,12 +312,23 @@ fn check_linear(samples: &[f32], from: u32, to: u32, out_len: usize) {
     } else {
         (len as u128 * u128::from(to) / u128::from(from)) as usize
     };
-    assert_eq!(resample_linear_len(len, from, to), expect_len, "resample_linear_len({len}, {from}, {to})");
+    assert_eq!(
+        resample_linear_len(len, from, to),
+        expect_len,
+        "resample_linear_len({len}, {from}, {to})"
+    );
 
     let mut out = vec![f32::from_bits(SENTINEL); out_len + 4];
     let n = resample_linear(samples, from, to, &mut out[..out_len]);
-    assert_eq!(n, expect_len.min(out_len), "resample_linear({len} samples, {from}, {to}) count");
-    assert!(out[n..].iter().all(|v| v.to_bits() == SENTINEL), "resample_linear wrote past its count");
+    assert_eq!(
+        n,
+        expect_len.min(out_len),
+        "resample_linear({len} samples, {from}, {to}) count"
+    );
+    assert!(
+        out[n..].iter().all(|v| v.to_bits() == SENTINEL),
+        "resample_linear wrote past its count"
+    );
 
     if from == to {
         assert!(same_bits(&samples[..n], &out[..n]), "equal rates must copy");

@@ -376,14 +376,8 @@ impl<'w> Run<'w> {
         }
         let real_start = std::time::Instant::now();
         for _ in 0..TEARDOWN_ROUNDS {
-            if self.leftovers().is_none() {
-                let engine = self.w.engine.clone();
-                let open = tokio::spawn(async move { engine.db.call(db::open_call_count).await });
-                spin_until_finished(&open, "open_call_count").await;
-                let open = open.await.expect("query task").expect("query");
-                if open == 0 {
-                    return;
-                }
+            if self.leftovers().is_none() && self.open_records().await == Some(0) {
+                return;
             }
             assert!(
                 real_start.elapsed() < TEARDOWN_REAL,
@@ -394,14 +388,19 @@ impl<'w> Run<'w> {
             settle(&self.w.engine).await;
             self.drain_all();
         }
-        let engine = self.w.engine.clone();
-        let open = tokio::spawn(async move { engine.db.call(db::open_call_count).await });
-        spin_until_finished(&open, "open_call_count").await;
         panic!(
             "after {TEARDOWN_ROUNDS} s with every socket closed: {:?}, open records {:?}",
             self.leftovers(),
-            open.await.ok().and_then(|r| r.ok())
+            self.open_records().await
         );
+    }
+
+    /// How many call records are open (`None`: the query failed).
+    async fn open_records(&self) -> Option<usize> {
+        let engine = self.w.engine.clone();
+        let query = tokio::spawn(async move { engine.db.call(db::open_call_count).await });
+        spin_until_finished(&query, "open_call_count").await;
+        query.await.ok()?.ok()
     }
 
     /// What is still alive once every client has gone, if anything.

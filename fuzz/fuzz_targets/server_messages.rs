@@ -11,6 +11,7 @@
 //! | `a0 TEXT` / `a1 TEXT` | text on audio socket 0 / 1 |
 //! | `b0 N` / `b1 N` | an N-byte binary message on audio socket 0 / 1 (N ≤ 20000) |
 //! | `B0 N` / `B1 N` | an N-byte binary message on presence socket 0 / 1 |
+//! | `P0 N` / `A0 N` (and `1`) | an N-byte JSON text (a `ping` padded out) on presence / audio (N ≤ 20000: past the 16 KiB limit, which libFuzzer's 4 KiB inputs cannot reach) |
 //! | `q0` `q1` / `Q0` `Q1` | the client closes presence / audio socket 0 / 1 |
 //! | `t MS` | virtual time moves on MS milliseconds (≤ 120000) |
 //! | `i K` | the simulated network calls dev number `K % 2` (caller behaviour `K / 2 % 4`) |
@@ -60,7 +61,8 @@ use tokio::task::JoinHandle;
 
 /// Steps run per input (a repeat counts each time).
 const MAX_STEPS: usize = 400;
-/// Largest binary message a step sends (above the 16 KiB limit).
+/// Largest binary or padded text message a step sends (above the 16 KiB
+/// limit).
 const MAX_BINARY: usize = 20_000;
 /// Longest single time step.
 const MAX_ADVANCE_MS: u64 = 120_000;
@@ -196,6 +198,7 @@ impl Conn {
 enum Step {
     Text(Kind, usize, String),
     Binary(Kind, usize, usize),
+    LongText(Kind, usize, usize),
     Close(Kind, usize),
     Advance(u64),
     Inbound(usize),
@@ -275,6 +278,12 @@ impl<'w> Run<'w> {
             Step::Binary(kind, i, n) => {
                 let frame = vec![0xFF_u8; *n];
                 self.slot(*kind, *i).send(Message::Binary(frame.into()));
+            }
+            Step::LongText(kind, i, n) => {
+                let head = r#"{"type":"ping","id":1,"pad":""#;
+                let pad = n.saturating_sub(head.len() + 2);
+                let text = format!("{head}{}\"}}", "x".repeat(pad));
+                self.slot(*kind, *i).send(Message::Text(text.into()));
             }
             Step::Close(kind, i) => {
                 let slots = match kind {
@@ -540,6 +549,8 @@ fn parse(line: &str) -> Option<Parsed> {
         ('a', Some(i)) => Step::Text(Kind::Audio, i, rest.to_owned()),
         ('b', Some(i)) => Step::Binary(Kind::Audio, i, (number()? as usize).min(MAX_BINARY)),
         ('B', Some(i)) => Step::Binary(Kind::Presence, i, (number()? as usize).min(MAX_BINARY)),
+        ('P', Some(i)) => Step::LongText(Kind::Presence, i, (number()? as usize).min(MAX_BINARY)),
+        ('A', Some(i)) => Step::LongText(Kind::Audio, i, (number()? as usize).min(MAX_BINARY)),
         ('q', Some(i)) => Step::Close(Kind::Presence, i),
         ('Q', Some(i)) => Step::Close(Kind::Audio, i),
         ('t', None) => Step::Advance(number()?.min(MAX_ADVANCE_MS)),

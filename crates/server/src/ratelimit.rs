@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock (the system clock unless a test pauses it), like every
+// other timer of the server: a paused clock drives the limits step by step.
+use tokio::time::Instant;
 
 /// A token bucket.
 #[derive(Debug, Clone)]
@@ -172,6 +176,51 @@ mod tests {
         }
         assert_eq!(l.check(), Verdict::Limited { reply: true });
         assert_eq!(l.check(), Verdict::Limited { reply: false });
+    }
+
+    /// 100 messages a second, on a paused clock: 40 (burst) + 20/s pass, at
+    /// most one `RATE_LIMITED` reply a second, closed after 5 s of flood;
+    /// a pause of a second or more starts the 5 s over.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_is_limited_then_closed_after_five_seconds() {
+        let mut l = SocketLimiter::default();
+        let tick = Duration::from_millis(10);
+        let (mut allowed, mut replies) = (0, 0);
+        let (mut first_limited, mut closed_at) = (None, None);
+        for i in 0..1_000u32 {
+            match l.check() {
+                Verdict::Allow => allowed += 1,
+                Verdict::Limited { reply } => {
+                    first_limited.get_or_insert(i);
+                    replies += u32::from(reply);
+                }
+                Verdict::Close => {
+                    closed_at = Some(i);
+                    break;
+                }
+            }
+            tokio::time::advance(tick).await;
+        }
+        // The burst (40, plus what refills meanwhile) runs out at ~0.5 s;
+        // the close comes 5 s (500 messages) after the first refusal.
+        let first_limited = first_limited.expect("the flood is limited");
+        assert!(
+            (45..=50).contains(&first_limited),
+            "first refusal at {first_limited}"
+        );
+        assert_eq!(closed_at, Some(first_limited + 500));
+        // 40 + 20/s over the 5.5 s, one reply a second.
+        assert!((148..=151).contains(&allowed), "allowed {allowed}");
+        assert_eq!(replies, 5);
+
+        let mut l = SocketLimiter::default();
+        for _ in 0..12 {
+            // Bursts of 100 then a 1.5 s pause: never 5 s in a row.
+            for _ in 0..100 {
+                assert_ne!(l.check(), Verdict::Close);
+            }
+            tokio::time::advance(Duration::from_millis(1_500)).await;
+        }
     }
 
     #[test]

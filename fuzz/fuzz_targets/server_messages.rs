@@ -32,6 +32,11 @@
 //!   (`decode_server_message` / `decode_audio_server_message`), within the
 //!   16 KiB limit; the presence socket never gets a binary message, the
 //!   audio socket only 160-byte frames;
+//! - `welcome` names an operator whose valid token the socket sent;
+//!   `attached` comes only for a call the server gave (`callAccepted`,
+//!   `dialAccepted`, `welcome.activeCall`) to an operator whose token that
+//!   audio socket sent; call audio reaches only a socket that was
+//!   `attached` (no one hears a call that is not theirs);
 //! - every close carries a documented close code (`CloseCode::from_code`)
 //!   and nothing follows it;
 //! - once the client has closed every socket and virtual time has run past
@@ -41,13 +46,14 @@
 //!   also shows up in the runs after.
 #![no_main]
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use audin_protocol::{
-    CloseCode, FRAME_BYTES, MAX_TEXT_MESSAGE_BYTES, decode_audio_server_message,
-    decode_server_message,
+    AudioServerMessage, CloseCode, FRAME_BYTES, MAX_TEXT_MESSAGE_BYTES, ServerMessage,
+    decode_audio_server_message, decode_server_message,
 };
 use audin_server::auth::{Claims, TokenSigner};
 use audin_server::routing::OperatorKey;
@@ -154,6 +160,12 @@ struct Conn {
     closed_by_client: bool,
     /// The server's close frame arrived.
     server_closed: bool,
+    /// Operators whose valid tokens were sent on this connection.
+    operators: Vec<&'static str>,
+    /// The server said `attached` (audio).
+    attached: bool,
+    /// The operator the server's `welcome` named (presence).
+    welcomed_as: Option<String>,
 }
 
 impl Conn {
@@ -169,6 +181,9 @@ impl Conn {
             session,
             closed_by_client: false,
             server_closed: false,
+            operators: Vec::new(),
+            attached: false,
+            welcomed_as: None,
         }
     }
 
@@ -211,6 +226,9 @@ struct Run<'w> {
     audio: [Option<Conn>; 2],
     retired: Vec<Conn>,
     last_sid: String,
+    /// Which operator the server gave each call to (`callAccepted`,
+    /// `dialAccepted`, `welcome.activeCall` on that operator's socket).
+    holders: HashMap<String, String>,
 }
 
 impl<'w> Run<'w> {
@@ -221,6 +239,7 @@ impl<'w> Run<'w> {
             audio: [None, None],
             retired: Vec::new(),
             last_sid: "CA00000000000000000000000000000000".into(),
+            holders: HashMap::new(),
         }
     }
 
@@ -273,7 +292,10 @@ impl<'w> Run<'w> {
         match step {
             Step::Text(kind, i, text) => {
                 let text = self.substitute(text);
-                self.slot(*kind, *i).send(Message::Text(text.into()));
+                let named = self.operators_named(&text);
+                let conn = self.slot(*kind, *i);
+                conn.operators.extend(named);
+                conn.send(Message::Text(text.into()));
             }
             Step::Binary(kind, i, n) => {
                 let frame = vec![0xFF_u8; *n];
@@ -348,18 +370,39 @@ impl<'w> Run<'w> {
             .replace("$NUM", number)
     }
 
+    /// The operators whose valid tokens `text` carries.
+    fn operators_named(&self, text: &str) -> Vec<&'static str> {
+        [
+            (&self.w.token_a, OPERATOR_A),
+            (&self.w.token_b, OPERATOR_B),
+            (&self.w.token_x, OPERATOR_X),
+        ]
+        .into_iter()
+        .filter(|(token, _)| text.contains(token.as_str()))
+        .map(|(_, operator)| operator)
+        .collect()
+    }
+
     fn drain_all(&mut self) {
-        let mut sids = Vec::new();
-        let conns = self
-            .presence
-            .iter_mut()
-            .chain(self.audio.iter_mut())
-            .flatten()
-            .chain(self.retired.iter_mut());
-        for c in conns {
-            drain(c, &mut sids);
+        let mut seen = Seen {
+            sids: Vec::new(),
+            holders: &mut self.holders,
+        };
+        // Presence first: an `attached` is checked against the holders the
+        // presence sockets announced.
+        for kind in [Kind::Presence, Kind::Audio] {
+            let conns = self
+                .presence
+                .iter_mut()
+                .chain(self.audio.iter_mut())
+                .flatten()
+                .chain(self.retired.iter_mut())
+                .filter(|c| c.kind == kind);
+            for c in conns {
+                drain(c, &mut seen);
+            }
         }
-        if let Some(sid) = sids.pop() {
+        if let Some(sid) = seen.sids.pop() {
             self.last_sid = sid;
         }
     }
@@ -454,9 +497,17 @@ impl<'w> Run<'w> {
     }
 }
 
-/// Checks what the server wrote on `c` since the last drain; collects the
-/// call sids it mentions.
-fn drain(c: &mut Conn, sids: &mut Vec<String>) {
+/// What the harness learns from the server's messages.
+struct Seen<'a> {
+    /// Call sids, in order.
+    sids: Vec<String>,
+    /// Call sid → holding operator.
+    holders: &'a mut HashMap<String, String>,
+}
+
+/// Checks what the server wrote on `c` since the last drain; notes the call
+/// sids it mentions and who holds which call.
+fn drain(c: &mut Conn, seen: &mut Seen<'_>) {
     static TRACE: OnceLock<bool> = OnceLock::new();
     let trace = *TRACE.get_or_init(|| std::env::var_os("AUDIN_FUZZ_TRACE").is_some());
     while let Ok(msg) = c.peer.from_server.try_recv() {
@@ -482,21 +533,54 @@ fn drain(c: &mut Conn, sids: &mut Vec<String>) {
                     t.len()
                 );
                 match c.kind {
-                    Kind::Presence => {
-                        if let Err(e) = decode_server_message(t.as_str()) {
-                            panic!("presence: server text does not decode ({e}): {t}");
+                    Kind::Presence => match decode_server_message(t.as_str()) {
+                        Err(e) => panic!("presence: server text does not decode ({e}): {t}"),
+                        Ok(ServerMessage::Welcome {
+                            operator_ref,
+                            active_call,
+                            ..
+                        }) => {
+                            assert!(
+                                c.operators.contains(&operator_ref.as_str()),
+                                "welcome as {operator_ref} on a socket that sent tokens of {:?}",
+                                c.operators
+                            );
+                            if let Some(a) = active_call {
+                                seen.holders.insert(a.call_sid, operator_ref.clone());
+                            }
+                            c.welcomed_as = Some(operator_ref);
                         }
-                    }
-                    Kind::Audio => {
-                        if let Err(e) = decode_audio_server_message(t.as_str()) {
-                            panic!("audio: server text does not decode ({e}): {t}");
+                        Ok(
+                            ServerMessage::CallAccepted { call_sid }
+                            | ServerMessage::DialAccepted { call_sid, .. },
+                        ) => {
+                            let holder =
+                                c.welcomed_as.clone().expect("a call given before welcome");
+                            seen.holders.insert(call_sid, holder);
                         }
-                    }
+                        Ok(_) => {}
+                    },
+                    Kind::Audio => match decode_audio_server_message(t.as_str()) {
+                        Err(e) => panic!("audio: server text does not decode ({e}): {t}"),
+                        Ok(AudioServerMessage::Attached { call_sid, .. }) => {
+                            let holder = seen.holders.get(&call_sid).unwrap_or_else(|| {
+                                panic!("attached to {call_sid}, which no operator was given")
+                            });
+                            assert!(
+                                c.operators.contains(&holder.as_str()),
+                                "attached to {holder}'s call {call_sid} with tokens of {:?}",
+                                c.operators
+                            );
+                            c.attached = true;
+                        }
+                        Ok(_) => {}
+                    },
                 }
-                collect_sids(t.as_str(), sids);
+                collect_sids(t.as_str(), &mut seen.sids);
             }
             Message::Binary(b) => {
                 assert_eq!(c.kind, Kind::Audio, "binary message on the presence socket");
+                assert!(c.attached, "call audio on an audio socket never attached");
                 assert_eq!(b.len(), FRAME_BYTES, "audio frame of {} bytes", b.len());
             }
             Message::Close(frame) => {

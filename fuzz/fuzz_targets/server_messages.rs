@@ -341,11 +341,9 @@ impl<'w> Run<'w> {
                     .start_inbound(&sid, "+15550199999", number, behaviour);
                 // Refused (nobody free) is a valid outcome; the record and
                 // the sim call must still be settled by the teardown.
-                let inbound = {
-                    let engine = engine.clone();
-                    tokio::spawn(async move { engine.inbound(call).await })
-                };
-                spin_until_finished(&inbound, "engine.inbound").await;
+                let engine = engine.clone();
+                let _ = without_idling("engine.inbound", async move { engine.inbound(call).await })
+                    .await;
                 self.last_sid = sid;
             }
             Step::CallerHangsUp => {
@@ -450,9 +448,11 @@ impl<'w> Run<'w> {
     /// How many call records are open (`None`: the query failed).
     async fn open_records(&self) -> Option<usize> {
         let engine = self.w.engine.clone();
-        let query = tokio::spawn(async move { engine.db.call(db::open_call_count).await });
-        spin_until_finished(&query, "open_call_count").await;
-        query.await.ok()?.ok()
+        without_idling("open_call_count", async move {
+            engine.db.call(db::open_call_count).await
+        })
+        .await
+        .ok()
     }
 
     /// What is still alive once every client has gone, if anything.
@@ -653,8 +653,10 @@ async fn settle(engine: &Arc<Engine>) {
     for _ in 0..2 {
         yield_turns(SETTLE_TURNS).await;
         let engine = engine.clone();
-        let barrier = tokio::spawn(async move { engine.db.call(|_| Ok(())).await });
-        spin_until_finished(&barrier, "database barrier").await;
+        let _ = without_idling("database barrier", async move {
+            engine.db.call(|_| Ok(())).await
+        })
+        .await;
     }
     yield_turns(SETTLE_TURNS).await;
 }
@@ -666,9 +668,14 @@ async fn yield_turns(n: usize) {
     }
 }
 
-/// Yields until `task` is done (work on the database thread finishes in
-/// real time while the virtual clock stands still).
-async fn spin_until_finished<T>(task: &JoinHandle<T>, what: &str) {
+/// Runs `work` to its end while yielding, never idling: work on the
+/// database thread finishes in real time, and an idle paused runtime would
+/// meanwhile jump its clock to the next timer.
+async fn without_idling<T: Send + 'static>(
+    what: &str,
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let task = tokio::spawn(work);
     let start = std::time::Instant::now();
     while !task.is_finished() {
         assert!(
@@ -677,4 +684,5 @@ async fn spin_until_finished<T>(task: &JoinHandle<T>, what: &str) {
         );
         tokio::task::yield_now().await;
     }
+    task.await.expect("the task panicked")
 }

@@ -273,19 +273,23 @@ impl<'w> Run<'w> {
         self.teardown().await;
     }
 
-    fn slot(&mut self, kind: Kind, i: usize) -> &mut Conn {
-        let engine = self.w.engine.clone();
-        let slots = match kind {
+    /// The two connection slots of a kind.
+    fn slots(&mut self, kind: Kind) -> &mut [Option<Conn>; 2] {
+        match kind {
             Kind::Presence => &mut self.presence,
             Kind::Audio => &mut self.audio,
-        };
-        if slots[i].as_ref().is_none_or(Conn::is_over) {
-            if let Some(old) = slots[i].take() {
-                self.retired.push(old);
-            }
-            slots[i] = Some(Conn::open(&engine, kind));
         }
-        slots[i].as_mut().expect("slot just filled")
+    }
+
+    /// Slot `i` of `kind`, opening a new connection if it has none or its
+    /// connection is over (the old one is kept for its remaining output).
+    fn slot(&mut self, kind: Kind, i: usize) -> &mut Conn {
+        if self.slots(kind)[i].as_ref().is_none_or(Conn::is_over) {
+            let engine = self.w.engine.clone();
+            let old = self.slots(kind)[i].replace(Conn::open(&engine, kind));
+            self.retired.extend(old);
+        }
+        self.slots(kind)[i].as_mut().expect("slot just filled")
     }
 
     async fn step(&mut self, step: &Step) {
@@ -308,11 +312,7 @@ impl<'w> Run<'w> {
                 self.slot(*kind, *i).send(Message::Text(text.into()));
             }
             Step::Close(kind, i) => {
-                let slots = match kind {
-                    Kind::Presence => &mut self.presence,
-                    Kind::Audio => &mut self.audio,
-                };
-                if let Some(c) = slots[*i].as_mut() {
+                if let Some(c) = self.slots(*kind)[*i].as_mut() {
                     c.close();
                 }
             }
@@ -321,8 +321,10 @@ impl<'w> Run<'w> {
                 // (e.g. the sim answering 300 ms after its 50 ms set-up)
                 // falls inside the step rather than after it.
                 let slices = ms.div_ceil(20).clamp(1, 20);
-                for _ in 0..slices {
-                    tokio::time::advance(Duration::from_millis(ms / slices)).await;
+                for n in 1..=slices {
+                    // Cumulative, so the slices add up to exactly `ms`.
+                    let step = ms * n / slices - ms * (n - 1) / slices;
+                    tokio::time::advance(Duration::from_millis(step)).await;
                     yield_turns(SLICE_TURNS).await;
                 }
             }

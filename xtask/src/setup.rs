@@ -14,6 +14,16 @@ pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// comes pinned from npm `binaryen`, not Debian's, see `wasm.rs`.)
 const APT_PACKAGES: &[(&str, &str)] = &[("chromium", "chromium")];
 
+/// The real SIP far ends the SIP trunk tests drive (`audin_testkit::sip`):
+/// baresip 1.0.0 and SIPp 3.6.1. Installed without Recommends: the
+/// `baresip` metapackage and Recommends pull in GTK and PulseAudio, which a
+/// headless test never uses.
+const SIP_APT_PACKAGES: &[(&str, &str)] = &[("baresip-core", "baresip"), ("sip-tester", "sipp")];
+
+/// How long apt waits for the dpkg lock held by another apt (a second
+/// `cargo xtask setup`, unattended-upgrades) instead of failing at once.
+const DPKG_LOCK_TIMEOUT_SECS: u32 = 600;
+
 /// Minimum Node.js major version (playwright-core needs >= 20).
 const MIN_NODE_MAJOR: u32 = 20;
 
@@ -22,7 +32,8 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     wasm_target(ctx)?;
     wasm_bindgen_cli(ctx)?;
     cargo_fuzz(ctx)?;
-    apt_packages()?;
+    apt_packages(APT_PACKAGES, true)?;
+    apt_packages(SIP_APT_PACKAGES, false)?;
     node(ctx)?;
     npm_packages(ctx)?;
     Ok(())
@@ -148,13 +159,15 @@ fn cargo_fuzz(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs the `packages` whose binary is not on PATH. `recommends: false`
+/// adds `--no-install-recommends`.
+fn apt_packages(packages: &[(&str, &str)], recommends: bool) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, bin)| !on_path(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
-    let names = APT_PACKAGES
+    let names = packages
         .iter()
         .map(|(pkg, _)| *pkg)
         .collect::<Vec<_>>()
@@ -167,7 +180,7 @@ fn apt_packages() -> Result<()> {
         bail!(
             "missing {} and there is no apt-get: install them by hand (binaries: {})",
             missing.join(", "),
-            APT_PACKAGES
+            packages
                 .iter()
                 .map(|(_, b)| *b)
                 .collect::<Vec<_>>()
@@ -183,11 +196,18 @@ fn apt_packages() -> Result<()> {
             c.args(["-n", "apt-get"]);
             c
         };
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        // Wait for a concurrent apt/dpkg (another setup) rather than fail.
+        let lock_timeout = format!("DPkg::Lock::Timeout={DPKG_LOCK_TIMEOUT_SECS}");
+        cmd.args(["-o", &lock_timeout])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         cmd
     };
     run(&mut apt(&["update"])).context("apt-get update")?;
     let mut install = apt(&["install", "-y"]);
+    if !recommends {
+        install.arg("--no-install-recommends");
+    }
     install.args(&missing);
     run(&mut install).with_context(|| format!("apt-get install {}", missing.join(" ")))?;
     done(&names, &format!("installed {}", missing.join(", ")));

@@ -44,7 +44,13 @@ pub fn test_steps() -> Vec<Step> {
             ]))
         }),
         Step::new("cargo-test", "rust", |c| {
-            run(c.cargo().args(["test", "--workspace"]))
+            // The setup step installed baresip and SIPp: the SIP far-end
+            // tests must run here, never skip (they skip only on a bare
+            // `cargo test` where the tools are absent).
+            run(c
+                .cargo()
+                .args(["test", "--workspace"])
+                .env("AUDIN_REQUIRE_SIP_TOOLS", "1"))
         }),
         // The wasm crates' target-specific code (panic handler, exports) is
         // only compiled, hence only linted, for wasm32.

@@ -7,6 +7,8 @@
 //!   line, captured logs, SIGKILL, restart on the same port and database);
 //! - [`support`]: tokens, SDK operators, event logs, call records,
 //!   `/metrics`, and a raw WebSocket client for hostile inputs.
+//! - [`sip`]: real SIP far ends (baresip, SIPp) on loopback for the SIP
+//!   trunk tests; [`audio`]: WAVs, tones and frequency/level checks.
 //!
 //! The reliability and security suites live in `tests/`; the bounded soak
 //! is `src/bin/soak.rs`; `src/bin/fault-proxy.rs` runs the proxy as a
@@ -16,8 +18,10 @@
 //! It is test-only code (`publish = false`): it may depend on the SDK and
 //! on the server's library, but product crates must never depend on it.
 
+pub mod audio;
 pub mod proxy;
 pub mod server;
+pub mod sip;
 pub mod support;
 
 pub use proxy::{ConnInfo, Fault, FaultProxy, Scope};

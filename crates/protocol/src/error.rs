@@ -138,6 +138,8 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down.
     GoingAway,
+    /// 1007: a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
+    InvalidPayload,
     /// 1008: policy violation (e.g. a disallowed `Origin`).
     PolicyViolation,
     /// 1009: a message over the size limit.
@@ -166,9 +168,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, in documentation order.
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         Self::Normal,
         Self::GoingAway,
+        Self::InvalidPayload,
         Self::PolicyViolation,
         Self::MessageTooBig,
         Self::InternalError,
@@ -192,6 +195,7 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::InvalidPayload => 1007,
             Self::PolicyViolation => 1008,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
@@ -230,6 +234,7 @@ impl CloseCode {
             Self::GoingAway => ErrorCode::ServerShutdown,
             Self::PolicyViolation | Self::Forbidden => ErrorCode::Forbidden,
             Self::MessageTooBig => ErrorCode::MessageTooLarge,
+            Self::InvalidPayload => ErrorCode::InvalidJson,
             Self::AuthTimeout => ErrorCode::NotAuthenticated,
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::TokenExpired => ErrorCode::TokenExpired,

@@ -20,6 +20,7 @@
 mod error;
 mod http;
 mod messages;
+mod text;
 mod validate;
 
 pub use error::{CloseCode, ErrorCode};
@@ -27,8 +28,9 @@ pub use http::{CallRecord, ErrorBody, ErrorDetail, PhoneNumberInfo, TokenRequest
 pub use messages::{
     ActiveCall, AudioClientMessage, AudioServerMessage, ClientMessage, DecodeError, HangupReason,
     RejectReason, ServerMessage, decode_audio_client_message, decode_audio_server_message,
-    decode_client_message, decode_server_message,
+    decode_client_message, decode_server_message, readable_request_id,
 };
+pub use text::{MAX_ECHO_CHARS, Untrusted, escape_unsafe, is_printable_text, is_unsafe_char};
 pub use validate::{DtmfError, E164Error, is_valid_dtmf_digit, validate_dtmf_digit, validate_e164};
 
 use serde::{Deserialize, Serialize};

@@ -289,13 +289,21 @@ pub enum AudioServerMessage {
 }
 
 /// Why a text message could not be decoded. Each maps to an [`ErrorCode`].
+///
+/// The texts are made safe where the error is built (in one place, the
+/// decoders' shared classification): a peer's input quoted in them (serde's "unknown variant
+/// `…`", "invalid type: string …") has every control and format character
+/// escaped and is bounded, so the `Display` of any `DecodeError` can go
+/// into an `error` message or a log line as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Not JSON at all.
+    /// Not JSON at all (the parser's explanation, made safe).
     InvalidJson(String),
-    /// A JSON object whose `type` this side does not know.
+    /// A JSON object whose `type` this side does not know (the type,
+    /// quoted and escaped as by [`crate::Untrusted`]).
     UnknownType(String),
-    /// A known `type` with missing or ill-typed fields, or no `type`.
+    /// A known `type` with missing or ill-typed fields, or no `type` (the
+    /// explanation, made safe).
     InvalidMessage(String),
     /// Over [`crate::MAX_TEXT_MESSAGE_BYTES`].
     TooLarge(usize),
@@ -323,7 +331,7 @@ impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::InvalidJson(e) => write!(f, "message is not valid JSON: {e}"),
-            Self::UnknownType(t) => write!(f, "unknown message type {t:?}"),
+            Self::UnknownType(t) => write!(f, "unknown message type {t}"),
             Self::InvalidMessage(e) => write!(f, "invalid message: {e}"),
             Self::TooLarge(n) => write!(
                 f,
@@ -372,6 +380,23 @@ fn decode<T: DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, DecodeEr
     }
 }
 
+/// Most characters of a parser's explanation kept in a [`DecodeError`]:
+/// serde quotes the offending value whole ("unknown variant `<16 KiB>`"),
+/// and an `error` reply carrying all of it would itself exceed the 16 KiB
+/// a peer accepts.
+const MAX_EXPLANATION_CHARS: usize = 200;
+
+/// The one place where a decoder's explanation, which may quote the peer's
+/// input, becomes [`DecodeError`] text: unsafe characters escaped, length
+/// bounded.
+fn explanation(err: &serde_json::Error) -> String {
+    let text = crate::escape_unsafe(&err.to_string());
+    match text.char_indices().nth(MAX_EXPLANATION_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 fn classify(text: &str, known: &[&str], err: serde_json::Error) -> DecodeError {
     #[derive(Deserialize)]
     struct Tagged {
@@ -380,17 +405,45 @@ fn classify(text: &str, known: &[&str], err: serde_json::Error) -> DecodeError {
     }
     match serde_json::from_str::<Tagged>(text) {
         Err(_) if serde_json::from_str::<serde_json::Value>(text).is_err() => {
-            DecodeError::InvalidJson(err.to_string())
+            DecodeError::InvalidJson(explanation(&err))
         }
         Err(_) => DecodeError::InvalidMessage("a message must be a JSON object".into()),
         Ok(Tagged { kind: None }) => DecodeError::InvalidMessage("missing \"type\"".into()),
         Ok(Tagged {
             kind: Some(serde_json::Value::String(t)),
         }) if !known.contains(&t.as_str()) => {
-            DecodeError::UnknownType(t.chars().take(64).collect())
+            DecodeError::UnknownType(crate::Untrusted(&t).to_string())
         }
-        Ok(_) => DecodeError::InvalidMessage(err.to_string()),
+        Ok(_) => DecodeError::InvalidMessage(explanation(&err)),
     }
+}
+
+/// The `requestId` of a message that could not be decoded, when it can be
+/// read: a JSON object whose `requestId` is a string of at most
+/// [`crate::MAX_ECHO_CHARS`] printable characters ([`crate::is_printable_text`]).
+///
+/// The `error` for such a message echoes it, as the reply to a valid one
+/// would, so the client can tell which request failed. Anything else is not
+/// echoed: the echo must be the exact id to be of use, so it cannot be
+/// escaped or cut, and a long one would push the reply past the 16 KiB a
+/// peer accepts.
+///
+/// ```
+/// use audin_protocol::{decode_client_message, readable_request_id};
+/// let text = r#"{"type":"dial","requestId":"r1","to":12}"#;
+/// assert!(decode_client_message(text).is_err());
+/// assert_eq!(readable_request_id(text).as_deref(), Some("r1"));
+/// assert_eq!(readable_request_id(r#"{"type":"dial","requestId":7}"#), None);
+/// assert_eq!(readable_request_id("{oops"), None);
+/// ```
+pub fn readable_request_id(text: &str) -> Option<String> {
+    if text.len() > crate::MAX_TEXT_MESSAGE_BYTES {
+        return None;
+    }
+    let value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    let id = value.get("requestId")?.as_str()?;
+    (id.chars().count() <= crate::MAX_ECHO_CHARS && crate::is_printable_text(id))
+        .then(|| id.to_owned())
 }
 
 /// Decodes a client → server presence message.
@@ -532,5 +585,163 @@ mod tests {
         );
         let big = format!(r#"{{"type":"hello","token":"{}"}}"#, "a".repeat(20_000));
         assert_eq!(code(&big), ErrorCode::MessageTooLarge);
+    }
+
+    /// Every decoder, every input: `(code, Display)` of the error, if any.
+    fn all_errors(text: &str) -> Vec<(ErrorCode, String)> {
+        [
+            decode_client_message(text).err(),
+            decode_server_message(text).err(),
+            decode_audio_client_message(text).err(),
+            decode_audio_server_message(text).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|e| (e.code(), e.to_string()))
+        .collect()
+    }
+
+    const HOSTILE: &str = "CA\u{0}\u{1b}[31mX\r\nFAKE \u{202e}\u{2028}\u{feff}\u{85}";
+
+    /// The probe's case (issue 12, point 2): serde's "unknown variant" text
+    /// quoted the `reason` raw, NUL, ESC, CR/LF and U+202E included.
+    #[test]
+    fn unknown_variant_texts_are_escaped() {
+        for ty in ["reject", "hangup"] {
+            let text =
+                serde_json::json!({"type": ty, "callSid": "CAx", "reason": HOSTILE}).to_string();
+            let err = decode_client_message(&text).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidMessage);
+            let shown = err.to_string();
+            assert!(crate::is_printable_text(&shown), "{shown:?}");
+            // Still says what was wrong, with the input visible but inert.
+            assert!(shown.contains("unknown variant"), "{shown}");
+            assert!(shown.contains("\\u{1b}[31mX"), "{shown}");
+        }
+        let err = decode_audio_client_message(
+            &serde_json::json!({"type": "hangup", "reason": HOSTILE}).to_string(),
+        )
+        .unwrap_err();
+        assert!(crate::is_printable_text(&err.to_string()), "{err}");
+        let err =
+            decode_client_message(&serde_json::json!({"type": HOSTILE}).to_string()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UnknownMessage);
+        assert!(crate::is_printable_text(&err.to_string()), "{err}");
+    }
+
+    /// A quoted value of 16 KiB would make the `error` reply itself too big
+    /// for the peer to accept.
+    #[test]
+    fn explanations_are_bounded() {
+        let long = "x".repeat(16_000);
+        let text =
+            serde_json::json!({"type": "reject", "callSid": "c", "reason": long}).to_string();
+        let shown = decode_client_message(&text).unwrap_err().to_string();
+        assert!(shown.chars().count() < 300, "{} chars", shown.len());
+        let shown = decode_client_message(&serde_json::json!({"type": long}).to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(shown.chars().count() < 100, "{} chars", shown.len());
+    }
+
+    #[test]
+    fn request_id_is_read_from_ill_typed_messages_only_when_safe() {
+        let rid = |s: &str| readable_request_id(s);
+        assert_eq!(
+            rid(r#"{"type":"dial","requestId":"r1","to":12}"#).as_deref(),
+            Some("r1")
+        );
+        assert_eq!(
+            rid(r#"{"type":"goOnline","requestId":"on-1","phoneNumberIds":"pn"}"#).as_deref(),
+            Some("on-1")
+        );
+        assert_eq!(rid(r#"{"type":"dial","requestId":12,"to":12}"#), None);
+        assert_eq!(rid(r#"{"type":"dial","to":12}"#), None);
+        assert_eq!(rid(r#"["r1"]"#), None);
+        assert_eq!(rid(r#"{"requestId":"r1""#), None);
+        assert_eq!(
+            rid(&serde_json::json!({"requestId": HOSTILE}).to_string()),
+            None
+        );
+        let long = "r".repeat(crate::MAX_ECHO_CHARS + 1);
+        assert_eq!(
+            rid(&serde_json::json!({"requestId": long}).to_string()),
+            None
+        );
+        let longest = "r".repeat(crate::MAX_ECHO_CHARS);
+        assert_eq!(
+            rid(&serde_json::json!({"requestId": longest}).to_string()),
+            Some(longest)
+        );
+    }
+
+    /// Characters that break a log line or a terminal, mixed with JSON
+    /// syntax so the input reaches every decoding stage.
+    fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let pieces = prop::sample::select(vec![
+            "\u{0}",
+            "\u{7}",
+            "\u{1b}[2J",
+            "\r\n",
+            "\u{85}",
+            "\u{200b}",
+            "\u{202e}",
+            "\u{2066}",
+            "\u{2028}",
+            "\u{feff}",
+            "\u{e0041}",
+            "\u{ad}",
+            "\"",
+            "\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            "type",
+            "reason",
+            "busy",
+            "é",
+            "😀",
+            "a",
+            "1",
+        ]);
+        prop_oneof![
+            any::<String>(),
+            prop::collection::vec(pieces, 0..40).prop_map(|p| p.concat()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// No `DecodeError` of any decoder ever displays an unsafe
+        /// character, whatever the input: raw, as a `type`, or as the
+        /// value of a field with a closed set of values or a fixed type.
+        #[test]
+        fn decode_errors_never_display_unsafe_chars(s in hostile_text()) {
+            let quoted = serde_json::Value::String(s.clone()).to_string();
+            let inputs = [
+                s.clone(),
+                format!(r#"{{"type":{quoted}}}"#),
+                format!(r#"{{"type":"reject","callSid":"CAx","reason":{quoted}}}"#),
+                format!(r#"{{"type":"hangup","callSid":"CAx","reason":{quoted}}}"#),
+                format!(r#"{{"type":"hangup","reason":{quoted}}}"#),
+                format!(r#"{{"type":"ended","callSid":"c","reason":{quoted}}}"#),
+                format!(r#"{{"type":"error","code":{quoted},"message":"m"}}"#),
+                format!(r#"{{"type":"ping","id":{quoted}}}"#),
+                format!(r#"{{"type":"dial","requestId":{quoted},"to":1}}"#),
+                format!(r#"{{"type":"mute","muted":{s}}}"#),
+                format!(r#"{{"type":"ping","id":1,{quoted}}}"#),
+            ];
+            for text in &inputs {
+                for (code, shown) in all_errors(text) {
+                    proptest::prop_assert!(
+                        crate::is_printable_text(&shown),
+                        "{code}: {shown:?} for {text:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -105,6 +105,61 @@ fn http_fixtures_round_trip() {
     http_round_trip::<ErrorBody>(&http["errorBody"]);
 }
 
+/// Every JSON example of the protocol doc is exactly what the encoder
+/// writes for it, nulls included: the doc once showed `"activeCall": null`
+/// in `welcome` while the server omits an absent call (issue 12), so an
+/// integrator reading the doc could not tell which to expect. An example
+/// that no decoder re-encodes to itself fails here.
+#[test]
+fn protocol_doc_examples_are_exactly_what_is_encoded() {
+    let doc_path = format!("{}/../../docs/protocol-v1.md", env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    let encoders: [fn(&str) -> Option<String>; 4] = [
+        |t| decode_client_message(t).ok().map(|m| m.to_json()),
+        |t| decode_server_message(t).ok().map(|m| m.to_json()),
+        |t| decode_audio_client_message(t).ok().map(|m| m.to_json()),
+        |t| decode_audio_server_message(t).ok().map(|m| m.to_json()),
+    ];
+    let mut checked = BTreeSet::new();
+    for block in doc.split("```json").skip(1) {
+        let block = block.split("```").next().unwrap();
+        for line in block.lines().filter(|l| l.starts_with(r#"{"type":"#)) {
+            let example: Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let exact = encoders
+                .iter()
+                .filter_map(|enc| enc(line))
+                .any(|json| serde_json::from_str::<Value>(&json).unwrap() == example);
+            assert!(exact, "the doc's example is not what is encoded: {line}");
+            checked.insert(example["type"].as_str().unwrap().to_owned());
+        }
+    }
+    for ty in ["welcome", "error", "attach", "ended", "dial"] {
+        assert!(
+            checked.contains(ty),
+            "no doc example of {ty} checked: {checked:?}"
+        );
+    }
+}
+
+/// The server writes `welcome` without `activeCall` when there is none;
+/// `null` (older servers, other implementations) must read the same.
+#[test]
+fn welcome_without_an_active_call_omits_it_and_null_reads_the_same() {
+    let msg = ServerMessage::Welcome {
+        session_id: "ps_1".into(),
+        operator_ref: "op-1".into(),
+        expires_at: "2026-11-23T20:00:00Z".into(),
+        silence_timeout_ms: 62_500,
+        active_call: None,
+    };
+    let json = msg.to_json();
+    assert!(!json.contains("activeCall"), "{json}");
+    let with_null = json.replace('}', r#","activeCall":null}"#);
+    assert_eq!(decode_server_message(&with_null).unwrap(), msg);
+    assert_eq!(decode_server_message(&json).unwrap(), msg);
+}
+
 #[test]
 fn unknown_fields_are_ignored() {
     let msg = decode_client_message(r#"{"type":"ping","id":1,"addedInV1_3":{"x":1}}"#).unwrap();

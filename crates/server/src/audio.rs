@@ -149,6 +149,13 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     let mut limiter = SocketLimiter::default();
     // 100 frames/s (2x real time), small burst for catch-up after a stall.
     let mut frames = Bucket::new(100.0, 50.0);
+    // Frames above the rate are dropped; the sender is told with
+    // `RATE_LIMITED` at most once a second (as for text messages) and the
+    // call stays up: a sender this fast is broken, not hostile, and the
+    // dropping already bounds what it costs.
+    let mut rate_replies = Bucket::new(1.0, 1.0);
+    // Wrong-size frames: up to 5 `INVALID_FRAME` errors at once, then one a
+    // second; the frames themselves are always dropped.
     let mut bad_frame_replies = Bucket::new(1.0, 5.0);
     let silence = engine.cfg.audio_silence_timeout;
     loop {
@@ -156,7 +163,10 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
             // A client sends a frame every 20 ms (silence while muted) or at
             // least pings: this path is dead or half-open. Dropping the
             // socket starts the call's grace window for a reattach.
-            tracing::info!(operator = %op.operator_ref, "audio socket silent; closing");
+            tracing::info!(
+                operator = %audin_protocol::Untrusted(&op.operator_ref),
+                "audio socket silent; closing"
+            );
             conn.close_with(
                 Some(error_msg(
                     ErrorCode::HeartbeatTimeout,
@@ -184,6 +194,12 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
                 }
                 if !frames.take() {
                     Metrics::inc(&engine.metrics.frames_dropped);
+                    if rate_replies.take() {
+                        conn.outbox().send_text(error_msg(
+                            ErrorCode::RateLimited,
+                            "more than 100 audio frames per second; the excess is dropped",
+                        ));
+                    }
                     continue;
                 }
                 if att.media.to_carrier(frame) {

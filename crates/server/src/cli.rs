@@ -5,6 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use audin_protocol::Untrusted;
 
 use crate::config::{AdminCommand, ServeArgs, SimCommand};
 use crate::db;
@@ -32,10 +33,10 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             name,
         } => {
             if let Err(e) = audin_protocol::validate_e164(&number) {
-                bail!("{number}: {e}");
+                bail!("{}: {e}", Untrusted(&number));
             }
             let id = db::add_number(&mut conn, &account, &number, &name)
-                .with_context(|| format!("adding {number} to {account}"))?;
+                .with_context(|| format!("adding {number} to {}", Untrusted(&account)))?;
             println!("number {id} {number} {name}");
         }
         AdminCommand::List => print!("{}", db::admin_listing(&mut conn)?),
@@ -56,20 +57,38 @@ pub fn sim(action: SimCommand) -> Result<()> {
             if let Some(b) = behaviour {
                 body["behaviour"] = serde_json::Value::String(b);
             }
-            let (status, text) = post_json(&server, "/dev/sim/calls", &body.to_string())?;
+            let (status, text) = http(&server, "POST", "/dev/sim/calls", &body.to_string())?;
             if status != 200 {
                 bail!("server answered {status}: {text}");
             }
             let v: serde_json::Value = serde_json::from_str(&text).context("answer is not JSON")?;
-            println!("{}", v["callSid"].as_str().unwrap_or_default());
+            let sid = v["callSid"].as_str().unwrap_or_default();
+            println!("{sid}");
+            // The server answers 200 even when nobody is online and free on
+            // `to`: it ends the call `rejected` before answering (the caller
+            // hears busy). Without this note a newcomer sees a call sid and
+            // no ringing. A failed look-up only loses the note. `to` is
+            // E.164 here (the server refuses anything else), safe to echo.
+            if let Ok((200, text)) = http(&server, "GET", &format!("/dev/sim/calls/{sid}"), "")
+                && let Ok(s) = serde_json::from_str::<serde_json::Value>(&text)
+                && s["state"] == "ended"
+                && s["endReason"] == "rejected"
+            {
+                eprintln!(
+                    "note: {sid} was rejected at once: nobody is online and free on {to}, \
+                     so the caller hears busy.\n\
+                     hint: go online on {to} first (demo page: List numbers, Go online \
+                     with that number selected), then call again."
+                );
+            }
         }
     }
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST (plain `http://` only; the CLI talks to a local
-/// dev server).
-fn post_json(base: &str, path: &str, body: &str) -> Result<(u16, String)> {
+/// A minimal HTTP/1.1 request with a JSON body (plain `http://` only; the
+/// CLI talks to a local dev server).
+fn http(base: &str, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let rest = base
         .strip_prefix("http://")
         .context("--server must be an http:// URL")?;
@@ -83,7 +102,7 @@ fn post_json(base: &str, path: &str, body: &str) -> Result<(u16, String)> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{PathBufValueParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Everything the service needs to run. Build it from the command line with
 /// [`ServeArgs::into_config`] or by hand in tests ([`ServerConfig::for_tests`]).
@@ -158,9 +159,15 @@ pub struct ServeArgs {
         global = true
     )]
     pub listen: SocketAddr,
-    /// SQLite database path (`:memory:` for a throw-away DB). Default
+    /// SQLite database: a file path or `sqlite:PATH` (`:memory:` for a
+    /// throw-away DB); other URL schemes are refused. Default
     /// `audin.sqlite3`, or `.audin-dev/audin.sqlite3` with --dev.
-    #[arg(long, env = "AUDIN_DATABASE", global = true)]
+    #[arg(
+        long,
+        env = "AUDIN_DATABASE",
+        global = true,
+        value_parser = PathBufValueParser::new().try_map(|p: PathBuf| database_location(&p))
+    )]
     pub database: Option<PathBuf>,
     /// Comma-separated allowed browser origins; `http://localhost:*` allows any port.
     #[arg(
@@ -200,6 +207,105 @@ pub struct ServeArgs {
     /// `/dev/sim/*`, localhost origins.
     #[arg(long, env = "AUDIN_DEV", global = true)]
     pub dev: bool,
+    /// Log format on standard error: `text` (coloured only on a terminal)
+    /// or `json` (one object per line, for log shippers).
+    #[arg(
+        long,
+        env = "AUDIN_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when standard error is a
+    /// terminal (and `NO_COLOR` is unset).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the event's fields at the top level.
+    Json,
+}
+
+/// Why a `--database` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseArgError {
+    /// The value is empty.
+    Empty,
+    /// A URL whose scheme is not `sqlite` (e.g. `postgres://…`).
+    UnsupportedScheme(String),
+}
+
+impl std::fmt::Display for DatabaseArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const FORMS: &str = "supported forms: a file path (e.g. /var/lib/audin/audin.sqlite3), \
+                             sqlite:PATH, or :memory:";
+        match self {
+            Self::Empty => write!(f, "the database is empty; {FORMS}"),
+            Self::UnsupportedScheme(scheme) => write!(
+                f,
+                "unsupported database scheme {}: only SQLite is supported; {FORMS} \
+                 (write ./NAME for a file whose name contains a colon)",
+                audin_protocol::Untrusted(scheme)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DatabaseArgError {}
+
+/// The SQLite file a `--database` value names: a path as is, `sqlite:PATH`
+/// (also `sqlite://PATH`, and `sqlite:///ABS` for an absolute path) without
+/// its prefix, `:memory:` as is. Any other `scheme:` is refused rather than
+/// taken as a file name: `postgres://db/audin` used to create a SQLite file
+/// called `postgres:` in the working directory and run on it silently.
+///
+/// A one-letter scheme is a Windows drive (`C:\data\audin.sqlite3`), not
+/// a URL.
+///
+/// ```
+/// use std::path::{Path, PathBuf};
+/// use audin_server::config::database_location;
+/// assert_eq!(database_location(Path::new("audin.sqlite3")).unwrap(), PathBuf::from("audin.sqlite3"));
+/// assert_eq!(database_location(Path::new("sqlite:data/a.db")).unwrap(), PathBuf::from("data/a.db"));
+/// assert_eq!(database_location(Path::new("sqlite:///var/a.db")).unwrap(), PathBuf::from("/var/a.db"));
+/// assert_eq!(database_location(Path::new(":memory:")).unwrap(), PathBuf::from(":memory:"));
+/// assert!(database_location(Path::new("postgres://db/audin")).is_err());
+/// assert!(database_location(Path::new("mysql:x")).is_err());
+/// ```
+pub fn database_location(arg: &std::path::Path) -> Result<PathBuf, DatabaseArgError> {
+    // Non-UTF-8 paths cannot carry an ASCII scheme in a way we could strip
+    // losslessly; check the scheme on the lossy form, keep the path as is.
+    let text = arg.to_string_lossy();
+    if text.is_empty() {
+        return Err(DatabaseArgError::Empty);
+    }
+    let Some((scheme, rest)) = url_scheme(&text) else {
+        return Ok(arg.to_path_buf());
+    };
+    if !scheme.eq_ignore_ascii_case("sqlite") {
+        return Err(DatabaseArgError::UnsupportedScheme(scheme.to_owned()));
+    }
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if path.is_empty() {
+        return Err(DatabaseArgError::Empty);
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `(scheme, rest)` when `s` starts with an RFC 3986 scheme of two or more
+/// characters and a colon.
+fn url_scheme(s: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && scheme.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
 }
 
 impl ServeArgs {

@@ -8,7 +8,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use audin_protocol::{CallRecord, Direction, EndReason, PhoneNumberInfo};
+use audin_protocol::{
+    CallRecord, Direction, EndReason, PhoneNumberInfo, Untrusted, escape_unsafe, is_printable_text,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -242,12 +244,26 @@ pub fn signing_secret(conn: &mut Connection) -> Result<String> {
 
 /// Creates an account and returns its id.
 pub fn create_account(conn: &mut Connection, name: &str) -> Result<String> {
+    ensure_printable("account name", name)?;
     let id = format!("acc_{}", random_hex(8));
     conn.execute(
         "INSERT INTO accounts (id, name, created_at) VALUES (?1, ?2, ?3)",
         params![id, name, now_rfc3339()],
     )?;
     Ok(id)
+}
+
+/// Refuses a name holding a control or format character or a line or
+/// paragraph separator: names reach `admin list`, the phone-number listing
+/// and SDK UIs verbatim, where such a character forges or reorders text.
+fn ensure_printable(what: &str, name: &str) -> Result<()> {
+    anyhow::ensure!(
+        is_printable_text(name),
+        "the {what} {} holds a control or format character (e.g. U+202E) or a line \
+         separator; use printable characters only",
+        Untrusted(name)
+    );
+    Ok(())
 }
 
 /// Creates an API key for `account_id` and returns the full key (shown once).
@@ -260,7 +276,7 @@ pub fn create_api_key(conn: &mut Connection, account_id: &str, label: &str) -> R
         )
         .optional()?
         .unwrap_or(false);
-    anyhow::ensure!(exists, "no account {account_id}");
+    anyhow::ensure!(exists, "no account {}", Untrusted(account_id));
     let key = auth::ApiKey::generate();
     conn.execute(
         "INSERT INTO api_keys (key_id, account_id, secret_hash, label, created_at)
@@ -298,6 +314,7 @@ pub fn add_number(
     number: &str,
     display_name: &str,
 ) -> Result<String> {
+    ensure_printable("number name", display_name)?;
     let id = format!("pn_{}", random_hex(6));
     conn.execute(
         "INSERT INTO phone_numbers (id, account_id, number, display_name) VALUES (?1, ?2, ?3, ?4)",
@@ -478,7 +495,8 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
         rows.collect::<rusqlite::Result<_>>()?
     };
     for (id, name) in accounts {
-        writeln!(out, "account {id}  {name}")?;
+        // Rows written before names were checked may hold anything.
+        writeln!(out, "account {id}  {}", escape_unsafe(&name))?;
         let keys: Vec<(String, String, String)> = {
             let mut stmt = conn.prepare(
                 "SELECT key_id, label, created_at FROM api_keys WHERE account_id = ?1 ORDER BY created_at",
@@ -487,10 +505,12 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (key_id, label, created) in keys {
+            let label = escape_unsafe(&label);
             writeln!(out, "  key ak_{key_id}_…  {label}  created {created}")?;
         }
         for n in numbers_of(conn, &id)? {
-            writeln!(out, "  number {}  {}  {}", n.id, n.number, n.display_name)?;
+            let name = escape_unsafe(&n.display_name);
+            writeln!(out, "  number {}  {}  {name}", n.id, n.number)?;
         }
     }
     Ok(out)

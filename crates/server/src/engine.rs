@@ -7,7 +7,7 @@
 //! (who is free, who won an offer) go through [`Routing`]. An ended call is
 //! removed from memory; its record stays in the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -152,6 +152,37 @@ struct PresenceEntry {
 /// A request error: code and message.
 pub type ReqError = (ErrorCode, String);
 
+/// Ended calls remembered with who took part in them (see [`EndedCalls`]).
+const ENDED_CALLS_REMEMBERED: usize = 1024;
+
+/// Who took part in recently ended calls (every operator offered the call,
+/// and its holder) and how each ended, so that a late `accept` or `hangup`
+/// tells a participant the real end and everyone else only what an unknown
+/// sid gets. Bounded: the oldest is forgotten first; the call record, which
+/// names only the holder, answers for older calls.
+#[derive(Debug, Default)]
+struct EndedCalls {
+    calls: HashMap<String, (Vec<OperatorKey>, EndReason)>,
+    order: VecDeque<String>,
+}
+
+impl EndedCalls {
+    fn remember(&mut self, sid: &str, participants: Vec<OperatorKey>, reason: EndReason) {
+        if self.order.len() >= ENDED_CALLS_REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.calls.remove(&oldest);
+            }
+        }
+        if self
+            .calls
+            .insert(sid.to_owned(), (participants, reason))
+            .is_none()
+        {
+            self.order.push_back(sid.to_owned());
+        }
+    }
+}
+
 /// The shared service state.
 #[derive(Debug)]
 pub struct Engine {
@@ -173,6 +204,7 @@ pub struct Engine {
     pub auth_limiter: FailedAuthLimiter,
     presence: Mutex<HashMap<OperatorKey, PresenceEntry>>,
     calls: Mutex<HashMap<String, CallEntry>>,
+    ended: Mutex<EndedCalls>,
     shutdown_tx: watch::Sender<bool>,
     next_attach: AtomicU64,
 }
@@ -192,6 +224,7 @@ impl Engine {
             auth_limiter: FailedAuthLimiter::new(10, Duration::from_secs(60)),
             presence: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            ended: Mutex::new(EndedCalls::default()),
             shutdown_tx: watch::channel(false).0,
             next_attach: AtomicU64::new(1),
         })
@@ -331,8 +364,28 @@ impl Engine {
     }
 
     /// Tells a late `accept` / `hangup` what became of a call that is no
-    /// longer live.
+    /// longer live: its real end for an operator it was offered to or held
+    /// by, and to anyone else exactly what an unknown sid gets (protocol:
+    /// `CALL_NOT_FOUND` covers "not this operator's"), so holding a sid
+    /// tells nobody else that the call existed or how it ended.
     async fn ended_call_reply(&self, op: &OperatorKey, sid: String) -> ServerMessage {
+        let remembered = self
+            .ended
+            .lock()
+            .expect("ended calls lock")
+            .calls
+            .get(&sid)
+            .map(|(participants, reason)| (participants.contains(op), *reason));
+        if let Some((took_part, reason)) = remembered {
+            return if took_part {
+                ServerMessage::CallEnded {
+                    call_sid: sid,
+                    reason,
+                }
+            } else {
+                not_found(sid)
+            };
+        }
         let lookup = sid.clone();
         let rec = self
             .db
@@ -341,13 +394,19 @@ impl Engine {
             .ok()
             .flatten();
         match rec {
-            Some((account, r)) if account == op.account => match r.end_reason {
-                Some(reason) => ServerMessage::CallEnded {
-                    call_sid: sid,
-                    reason,
-                },
-                None => not_found(sid),
-            },
+            // Forgotten by now: the record names the holder only.
+            Some((account, r))
+                if account == op.account
+                    && r.operator_ref.as_deref() == Some(op.operator_ref.as_str()) =>
+            {
+                match r.end_reason {
+                    Some(reason) => ServerMessage::CallEnded {
+                        call_sid: sid,
+                        reason,
+                    },
+                    None => not_found(sid),
+                }
+            }
             _ => not_found(sid),
         }
     }
@@ -458,7 +517,7 @@ impl Engine {
         actor.set_state(CallState::Dialled);
         actor.grace_deadline = Some(Instant::now() + self.cfg.audio_grace);
         self.spawn_actor(actor);
-        tracing::info!(call_sid = %sid, operator = %op.operator_ref, "outbound call dialled");
+        tracing::info!(call_sid = %sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "outbound call dialled");
         Ok(sid)
     }
 
@@ -521,6 +580,7 @@ impl Engine {
         actor.events = Some(call.events);
         actor.ring_deadline = Some(Instant::now() + self.cfg.ring_timeout);
         actor.set_state(CallState::Offered);
+        actor.offered = ops.clone();
         self.routing.offer(&sid, &ops);
         self.spawn_actor(actor);
         let offer = ServerMessage::CallOffer {
@@ -645,6 +705,9 @@ struct CallActor {
     state_cell: Arc<AtomicU8>,
     answered_cell: Arc<AtomicBool>,
     holder: Option<OperatorKey>,
+    /// Every operator the call was offered to (declined or not): the only
+    /// ones, with the holder, who may learn what became of it.
+    offered: Vec<OperatorKey>,
     leg: Option<Arc<dyn CarrierLeg>>,
     media: Arc<CallMedia>,
     events: Option<EventReceiver>,
@@ -691,6 +754,7 @@ impl CallActor {
             state_cell: Arc::new(AtomicU8::new(0)),
             answered_cell: Arc::new(AtomicBool::new(false)),
             holder: None,
+            offered: Vec::new(),
             leg: None,
             media: Arc::new(CallMedia::default()),
             events: None,
@@ -832,10 +896,19 @@ impl CallActor {
     }
 
     fn on_accept(&mut self, op: OperatorKey) -> Option<EndReason> {
+        // Before asking routing, which answers `Taken` for any caller once
+        // the call has a holder: an operator never offered the call (a
+        // colleague, another account, another account's operator with the
+        // same operatorRef) gets what an unknown sid gets, not
+        // `taken_by_other`, which would confirm the call exists.
+        if !self.offered.contains(&op) && self.holder.as_ref() != Some(&op) {
+            self.engine.notify(&op, &not_found(self.sid.clone()));
+            return None;
+        }
         let ringing = self.engine.routing.ringing(&self.sid);
         match self.engine.routing.claim(&self.sid, &op) {
             ClaimOutcome::Won => {
-                tracing::info!(call_sid = %self.sid, operator = %op.operator_ref, "offer accepted");
+                tracing::info!(call_sid = %self.sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "offer accepted");
                 self.holder = Some(op.clone());
                 self.ring_deadline = None;
                 self.set_state(CallState::Connecting);
@@ -1009,6 +1082,15 @@ impl CallActor {
         if let Some(leg) = &self.leg {
             leg.hang_up(reason);
         }
+        // Remembered before the call leaves `calls`, so a late `accept` or
+        // `hangup` always finds it in one place or the other.
+        let mut participants = std::mem::take(&mut self.offered);
+        participants.extend(self.holder.clone());
+        engine
+            .ended
+            .lock()
+            .expect("ended calls lock")
+            .remember(&self.sid, participants, reason);
         engine.routing.release(&self.sid);
         let (sid, at) = (self.sid.clone(), now_rfc3339());
         engine

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use audin_protocol::{ErrorBody, ErrorCode, TokenResponse, validate_e164};
+use audin_protocol::{
+    ErrorBody, ErrorCode, TokenResponse, Untrusted, escape_unsafe, is_printable_text, validate_e164,
+};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
@@ -120,7 +122,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         if serde_json::from_slice::<serde_json::Value>(body).is_err() {
             ApiError::new(ErrorCode::InvalidJson, "the body is not JSON")
         } else {
-            ApiError::new(ErrorCode::InvalidMessage, format!("invalid body: {e}"))
+            // serde quotes some input raw (e.g. "unknown field `…`").
+            ApiError::new(
+                ErrorCode::InvalidMessage,
+                format!("invalid body: {}", escape_unsafe(&e.to_string())),
+            )
         }
     })
 }
@@ -178,17 +184,29 @@ async fn issue_for(
     display_name: String,
     ids: Option<Vec<String>>,
 ) -> ApiResult<Response> {
+    // Both end up in log lines, `welcome` and SDK UIs: a control character
+    // forges log lines, a format character (U+202E and friends) makes them
+    // read differently from what they hold (Trojan Source).
     let n = operator_ref.chars().count();
-    if n == 0 || n > 128 || operator_ref.chars().any(char::is_control) {
+    if n == 0 || n > 128 || !is_printable_text(&operator_ref) {
         return Err(ApiError::new(
             ErrorCode::InvalidMessage,
-            "operatorRef must be 1-128 printable characters",
+            format!(
+                "operatorRef must be 1-128 printable characters (no control or format \
+                 characters, no line or paragraph separators); got {} ({n} characters)",
+                Untrusted(&operator_ref)
+            ),
         ));
     }
-    if display_name.chars().count() > 128 || display_name.chars().any(char::is_control) {
+    let n = display_name.chars().count();
+    if n > 128 || !is_printable_text(&display_name) {
         return Err(ApiError::new(
             ErrorCode::InvalidMessage,
-            "displayName must be at most 128 printable characters",
+            format!(
+                "displayName must be at most 128 printable characters (no control or format \
+                 characters, no line or paragraph separators); got {} ({n} characters)",
+                Untrusted(&display_name)
+            ),
         ));
     }
     let acc = account.clone();
@@ -217,7 +235,7 @@ async fn issue_for(
         ids,
         engine.cfg.token_ttl.as_secs(),
     );
-    tracing::info!(operator = %operator_ref, "session token issued");
+    tracing::info!(operator = %Untrusted(&operator_ref), "session token issued");
     Ok(axum::Json(TokenResponse {
         token,
         expires_at: rfc3339(claims.exp),
@@ -441,7 +459,7 @@ async fn sim_status(
         .sim
         .status(&sid)
         .map(|s| axum::Json(s).into_response())
-        .ok_or_else(|| ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
+        .map_err(|e| ApiError::new(ErrorCode::CallNotFound, e.to_string()))
 }
 
 async fn sim_recording(
@@ -451,7 +469,7 @@ async fn sim_recording(
     let wav = engine
         .sim
         .recording_wav(&sid)
-        .ok_or_else(|| ApiError::new(ErrorCode::CallNotFound, "no such sim call"))?;
+        .map_err(|e| ApiError::new(ErrorCode::CallNotFound, e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
 }
 

@@ -43,6 +43,7 @@ pub mod presence;
 pub mod ratelimit;
 pub mod routing;
 pub mod sim;
+pub mod sip;
 pub mod tone;
 pub mod util;
 pub mod ws;
@@ -66,11 +67,16 @@ const QUIET_DEPENDENCIES: &[&str] = &[
     "hyper_util",
     "h2",
     "reqwest",
+    // The SIP stack logs every datagram verbatim at `info` (digest
+    // credentials, callers' numbers, SDP): our own SIP events say enough.
 ];
 
 /// The log filter the binary uses: `requested` (e.g. `RUST_LOG`, default
 /// `info`) with the WebSocket and HTTP stacks capped at `warn`, so that no
 /// frame or header dump (which may hold a token or API key) is ever logged.
+/// Everything else, audin-server's own targets included, gets the level
+/// asked for: `trace` shows audin-server's TRACE events (each presence
+/// message's type), which never carry a token.
 pub fn log_filter(requested: Option<&str>) -> tracing_subscriber::EnvFilter {
     // Drop any directive the caller gave for a quiet dependency (e.g.
     // `tungstenite=trace`) so the cap below is the only one that applies.

@@ -1,20 +1,15 @@
 //! `audin-server` binary: parses flags, runs the service or a subcommand.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 
-use audin_server::config::{Cli, Command};
+use audin_server::config::{Cli, Command, LogFormat};
 use audin_server::{Server, cli};
 
 fn main() -> anyhow::Result<()> {
     let args = Cli::parse();
-    tracing_subscriber::fmt()
-        // Never the raw RUST_LOG: the WebSocket stack's trace output carries
-        // message payloads, tokens included.
-        .with_env_filter(audin_server::log_filter(
-            std::env::var("RUST_LOG").ok().as_deref(),
-        ))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.serve.log_format);
     match args.command {
         Some(Command::Admin { action }) => return cli::admin(&args.serve, action),
         Some(Command::Sim { action }) => return cli::sim(action),
@@ -30,6 +25,37 @@ fn main() -> anyhow::Result<()> {
             handle.shutdown().await;
             Ok(())
         })
+}
+
+/// Logs go to standard error, in `format`.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        // Never the raw RUST_LOG: the WebSocket stack's trace output carries
+        // message payloads, tokens included.
+        .with_env_filter(audin_server::log_filter(
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ))
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes are noise in a file or in journald: only on a
+        // terminal, and never when the user asked for none (no-color.org).
+        LogFormat::Text => builder.with_ansi(colour_wanted()).init(),
+        // Fields at the top level (`message`, `call_sid`, …) so shippers
+        // index them without unwrapping a nested `fields` object.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_ansi(false)
+            .init(),
+    }
+}
+
+/// Whether the text log may carry ANSI colours: standard error (where the
+/// log goes) is a terminal and `NO_COLOR` is unset or empty.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 async fn wait_for_signal() {

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use audin_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, decode_client_message};
+use audin_protocol::{
+    ClientMessage, CloseCode, DecodeError, ErrorCode, ServerMessage, decode_client_message,
+    readable_request_id,
+};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
@@ -32,6 +35,13 @@ pub fn error_msg(
         call_sid: None,
     }
     .to_json()
+}
+
+/// The `error` for a message that could not be decoded: it echoes the
+/// message's `requestId` when one can be read, as replies and errors of
+/// well-formed requests do, so the client can fail the right request.
+fn decode_error_msg(err: &DecodeError, text: &str) -> String {
+    error_msg(err.code(), err.to_string(), readable_request_id(text))
 }
 
 /// Whether a request's `Origin` may open a socket (no `Origin`: native client).
@@ -176,9 +186,7 @@ async fn authenticate(engine: &Engine, conn: &mut WsConn) -> Auth<Claims> {
             Incoming::Closed | Incoming::TooLarge(_) => return Auth::Closed,
         };
         match decode_client_message(text.as_str()) {
-            Err(e) => conn
-                .outbox()
-                .send_text(error_msg(e.code(), e.to_string(), None)),
+            Err(e) => conn.outbox().send_text(decode_error_msg(&e, text.as_str())),
             Ok(ClientMessage::Hello { token, .. }) => {
                 return match engine.signer.verify(&token) {
                     Ok(c) => Auth::Ok(c),
@@ -220,7 +228,10 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     };
     let session_id = new_session_id();
     if let Some(old) = engine.register_presence(&op, &session_id, conn.outbox().clone()) {
-        tracing::info!(operator = %op.operator_ref, "presence replaced by a new session");
+        tracing::info!(
+            operator = %audin_protocol::Untrusted(&op.operator_ref),
+            "presence replaced by a new session"
+        );
         old.send_text(error_msg(
             ErrorCode::Replaced,
             "another connection of this operator took over",
@@ -228,7 +239,11 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
         ));
         old.close(CloseCode::Replaced, "REPLACED");
     }
-    tracing::info!(operator = %op.operator_ref, session = %session_id, "operator connected");
+    tracing::info!(
+        operator = %audin_protocol::Untrusted(&op.operator_ref),
+        session = %session_id,
+        "operator connected"
+    );
     conn.outbox().send_text(
         ServerMessage::Welcome {
             session_id: session_id.clone(),
@@ -247,7 +262,11 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     };
     session.main_loop(&mut conn).await;
     engine.unregister_presence(&op, &session_id);
-    tracing::info!(operator = %op.operator_ref, session = %session_id, "operator disconnected");
+    tracing::info!(
+        operator = %audin_protocol::Untrusted(&op.operator_ref),
+        session = %session_id,
+        "operator disconnected"
+    );
 }
 
 impl Session {
@@ -259,7 +278,10 @@ impl Session {
         loop {
             let inc = tokio::select! {
                 _ = tokio::time::sleep_until(last_heard + silence) => {
-                    tracing::info!(operator = %self.op.operator_ref, "heartbeat timeout");
+                    tracing::info!(
+                        operator = %audin_protocol::Untrusted(&self.op.operator_ref),
+                        "heartbeat timeout"
+                    );
                     conn.close_with(
                         Some(error_msg(ErrorCode::HeartbeatTimeout, "no heartbeat in time", None)),
                         CloseCode::HeartbeatTimeout,
@@ -268,7 +290,10 @@ impl Session {
                     return;
                 }
                 _ = tokio::time::sleep_until(until_unix(self.exp)) => {
-                    tracing::info!(operator = %self.op.operator_ref, "session token expired");
+                    tracing::info!(
+                        operator = %audin_protocol::Untrusted(&self.op.operator_ref),
+                        "session token expired"
+                    );
                     conn.close_with(
                         Some(error_msg(ErrorCode::TokenExpired, "the session token expired", None)),
                         CloseCode::TokenExpired,
@@ -323,9 +348,7 @@ impl Session {
                     None,
                 )),
                 Incoming::Text(t) => match decode_client_message(t.as_str()) {
-                    Err(e) => conn
-                        .outbox()
-                        .send_text(error_msg(e.code(), e.to_string(), None)),
+                    Err(e) => conn.outbox().send_text(decode_error_msg(&e, t.as_str())),
                     Ok(msg) => self.handle(conn, msg).await,
                 },
                 Incoming::Closed | Incoming::TooLarge(_) => return,
@@ -335,6 +358,24 @@ impl Session {
 
     async fn handle(&mut self, conn: &mut WsConn, msg: ClientMessage) {
         let out = conn.outbox().clone();
+        // What each operator sends, at TRACE: the type and the call it names
+        // (escaped: any string is accepted there), never a token.
+        let (kind, call_sid) = match &msg {
+            ClientMessage::Hello { .. } => ("hello", None),
+            ClientMessage::Ping { .. } => ("ping", None),
+            ClientMessage::GoOnline { .. } => ("goOnline", None),
+            ClientMessage::RefreshToken { .. } => ("refreshToken", None),
+            ClientMessage::Accept { call_sid } => ("accept", Some(call_sid.as_str())),
+            ClientMessage::Reject { call_sid, .. } => ("reject", Some(call_sid.as_str())),
+            ClientMessage::Hangup { call_sid, .. } => ("hangup", Some(call_sid.as_str())),
+            ClientMessage::Dial { .. } => ("dial", None),
+        };
+        tracing::trace!(
+            operator = %audin_protocol::Untrusted(&self.op.operator_ref),
+            kind,
+            call_sid = call_sid.map(|s| tracing::field::display(audin_protocol::Untrusted(s))),
+            "presence message received"
+        );
         match msg {
             ClientMessage::Hello { .. } => out.send_text(error_msg(
                 ErrorCode::InvalidMessage,
@@ -353,7 +394,7 @@ impl Session {
                 {
                     Ok((accepted, rejected)) => {
                         tracing::info!(
-                            operator = %self.op.operator_ref,
+                            operator = %audin_protocol::Untrusted(&self.op.operator_ref),
                             accepted = accepted.len(),
                             rejected = rejected.len(),
                             "availability"

@@ -1,17 +1,24 @@
 //! The simulated phone network (carrier `sim`).
 //!
 //! Outbound numbers behave as in the table of `docs/protocol-v1.md`; inbound
-//! calls are started by the dev endpoints. Every far end paces its audio at
-//! 20 ms, records what it hears (decoded to PCM, at most five minutes) and
+//! calls are started by the dev endpoints. A tone, silence or click far end
+//! paces its audio at 20 ms; an echo far end returns each frame the moment
+//! it arrives (the sender paces them), so it adds no delay of its own. Every
+//! far end records what it hears (decoded to PCM, at most five minutes) and
 //! the DTMF digits it receives. A dev endpoint can impair what a far end
 //! sends toward the operator ([`Impairment`]: random delay that keeps the
 //! order, random loss) to exercise the clients' jitter buffers.
+//!
+//! Ended calls stay inspectable: the final status of the [`KEEP_ENDED`] most
+//! recent (a few hundred bytes each), the recording of the
+//! [`KEEP_RECORDINGS`] most recent.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use audin_protocol::{EndReason, FRAME_BYTES};
+use audin_protocol::{DEFAULT_CLIENT_AUDIO_SILENCE_MS, EndReason, FRAME_BYTES};
 use axum::body::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -25,8 +32,25 @@ use crate::ws::FrameQueue;
 
 /// Most PCM samples recorded per call: five minutes at 8 kHz.
 const MAX_RECORDED_SAMPLES: usize = 8_000 * 300;
-/// Ended sim calls kept for inspection.
-const KEEP_ENDED: usize = 32;
+/// Ended sim calls whose final status `GET /dev/sim/calls/{sid}` still
+/// answers: more than a 10,000-call soak ends. Once its recording is dropped
+/// an ended call costs about 300 bytes (plus its DTMF digits; measured by
+/// `tests/sim_retention.rs`), so at most about 3 MB.
+pub const KEEP_ENDED: usize = 10_000;
+/// Ended sim calls (of the [`KEEP_ENDED`]) whose recording is kept too: a
+/// recording is up to 4.8 MB (five minutes of PCM).
+pub const KEEP_RECORDINGS: usize = 32;
+/// Frames a far end's inbound queue holds. Above the audio socket's burst
+/// allowance (50 frames at once after a stall), so a catch-up burst the
+/// service let through reaches the far end whole; beyond it the oldest is
+/// dropped.
+const HEARD_QUEUE_FRAMES: usize = 64;
+/// An echo far end that has sent nothing for this long sends one frame of
+/// silence: a client that only listens (sends no audio, only pings) still
+/// receives a frame well within the silence after which it treats its audio
+/// socket as dead (`DEFAULT_CLIENT_AUDIO_SILENCE_MS`, 2 s). A sender that
+/// pauses for less never sees one.
+const ECHO_KEEPALIVE: Duration = Duration::from_millis(DEFAULT_CLIENT_AUDIO_SILENCE_MS / 4);
 /// Largest jitter an impairment may add, ms.
 pub const MAX_JITTER_MS: u32 = 1_000;
 /// Frames a far end holds back at most while impaired (1 s of audio plus
@@ -300,10 +324,125 @@ pub struct SimCallStatus {
     pub impairment: Impairment,
 }
 
+/// Why the sim has no status or recording for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimLookupError {
+    /// Never seen, or ended so long ago that it was forgotten; `forgotten`
+    /// says how many ended calls the sim has forgotten so far (it does not
+    /// remember which).
+    Unknown {
+        /// Ended calls forgotten so far.
+        forgotten: u64,
+    },
+    /// The call ended and its status is kept, but not its recording.
+    RecordingDropped,
+}
+
+impl fmt::Display for SimLookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown { forgotten: 0 } => f.write_str("no such sim call"),
+            Self::Unknown { forgotten } => write!(
+                f,
+                "no such sim call: unknown, or one of the {forgotten} ended calls forgotten \
+                 (the sim keeps the {KEEP_ENDED} most recent ended calls)"
+            ),
+            Self::RecordingDropped => write!(
+                f,
+                "recording no longer kept (the sim keeps the recordings of the \
+                 {KEEP_RECORDINGS} most recent ended calls; the status is still available)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SimLookupError {}
+
+/// The final status of an ended call whose recording was dropped: what
+/// [`SimCallStatus`] reports, without the PCM and in as few bytes as cheap.
+#[derive(Debug)]
+struct Archived {
+    state: &'static str,
+    end_reason: Option<EndReason>,
+    dtmf: Box<str>,
+    frames_heard: u64,
+    frames_sent: u64,
+    frames_lost: u64,
+    impairment: Impairment,
+}
+
+impl Archived {
+    fn status(&self, call_sid: &str) -> SimCallStatus {
+        SimCallStatus {
+            call_sid: call_sid.to_owned(),
+            state: self.state.to_owned(),
+            end_reason: self.end_reason,
+            dtmf: self.dtmf.to_string(),
+            frames_heard: self.frames_heard,
+            frames_sent: self.frames_sent,
+            frames_lost: self.frames_lost,
+            impairment: self.impairment,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Registry {
+    /// Live far ends, and the [`KEEP_RECORDINGS`] most recently ended ones
+    /// (with their recordings).
     calls: HashMap<String, Arc<SimCall>>,
-    ended: VecDeque<String>,
+    /// The ended calls in `calls`, oldest first.
+    recorded: VecDeque<String>,
+    /// Older ended calls, final status only, up to [`KEEP_ENDED`] in all
+    /// with `recorded`. The sid is shared by the map and the order.
+    archived: HashMap<Arc<str>, Archived>,
+    /// The keys of `archived`, oldest first.
+    archived_order: VecDeque<Arc<str>>,
+    /// Ended calls forgotten altogether so far.
+    forgotten: u64,
+}
+
+impl Registry {
+    /// `call_sid` ended: keep its recording for a while, then only its final
+    /// status, then forget it.
+    fn ended(&mut self, call_sid: String) {
+        self.recorded.push_back(call_sid);
+        while self.recorded.len() > KEEP_RECORDINGS {
+            let Some(old) = self.recorded.pop_front() else {
+                break;
+            };
+            let Some(call) = self.calls.remove(&old) else {
+                continue;
+            };
+            let o = call.observed.lock().expect("sim lock");
+            let sid: Arc<str> = old.into();
+            self.archived.insert(
+                sid.clone(),
+                Archived {
+                    state: o.state,
+                    end_reason: o.end_reason,
+                    dtmf: o.dtmf.as_str().into(),
+                    frames_heard: o.frames_heard,
+                    frames_sent: o.frames_sent,
+                    frames_lost: o.frames_lost,
+                    impairment: o.impairment,
+                },
+            );
+            self.archived_order.push_back(sid);
+        }
+        while self.archived_order.len() > KEEP_ENDED.saturating_sub(KEEP_RECORDINGS) {
+            if let Some(old) = self.archived_order.pop_front() {
+                self.archived.remove(&old);
+                self.forgotten += 1;
+            }
+        }
+    }
+
+    fn unknown(&self) -> SimLookupError {
+        SimLookupError::Unknown {
+            forgotten: self.forgotten,
+        }
+    }
 }
 
 /// The simulated carrier.
@@ -331,7 +470,7 @@ impl SimCarrier {
                 state: "ringing",
                 ..Observed::default()
             }),
-            heard: FrameQueue::new(crate::ws::AUDIO_QUEUE_FRAMES),
+            heard: FrameQueue::new(HEARD_QUEUE_FRAMES),
             cmd: cmd_tx,
         });
         self.registry
@@ -399,11 +538,23 @@ impl SimCarrier {
         }
     }
 
-    /// The far end's view of a call.
-    pub fn status(&self, call_sid: &str) -> Option<SimCallStatus> {
-        let call = self.call(call_sid)?;
+    /// The far end's view of a call: live, or one of the [`KEEP_ENDED`]
+    /// most recently ended.
+    pub fn status(&self, call_sid: &str) -> Result<SimCallStatus, SimLookupError> {
+        let call = {
+            let registry = self.registry.lock().expect("sim lock");
+            match registry.calls.get(call_sid) {
+                Some(c) => c.clone(),
+                None => {
+                    return match registry.archived.get(call_sid) {
+                        Some(a) => Ok(a.status(call_sid)),
+                        None => Err(registry.unknown()),
+                    };
+                }
+            }
+        };
         let o = call.observed.lock().expect("sim lock");
-        Some(SimCallStatus {
+        Ok(SimCallStatus {
             call_sid: call_sid.to_owned(),
             state: o.state.to_owned(),
             end_reason: o.end_reason,
@@ -415,11 +566,21 @@ impl SimCarrier {
         })
     }
 
-    /// What the far end heard, as an 8 kHz 16-bit mono WAV file.
-    pub fn recording_wav(&self, call_sid: &str) -> Option<Vec<u8>> {
-        let call = self.call(call_sid)?;
+    /// What the far end heard, as an 8 kHz 16-bit mono WAV file: live calls
+    /// and the [`KEEP_RECORDINGS`] most recently ended.
+    pub fn recording_wav(&self, call_sid: &str) -> Result<Vec<u8>, SimLookupError> {
+        let call = {
+            let registry = self.registry.lock().expect("sim lock");
+            match registry.calls.get(call_sid) {
+                Some(c) => c.clone(),
+                None if registry.archived.contains_key(call_sid) => {
+                    return Err(SimLookupError::RecordingDropped);
+                }
+                None => return Err(registry.unknown()),
+            }
+        };
         let o = call.observed.lock().expect("sim lock");
-        Some(wav(&o.pcm))
+        Ok(wav(&o.pcm))
     }
 }
 
@@ -491,16 +652,44 @@ impl FarEnd {
         }
     }
 
+    /// Hands `frame` toward the operator through the impairment, if any:
+    /// now, or queued in `delayed` behind the frames in front of it. False,
+    /// after ending the call, if the engine is gone.
+    fn hand_on(
+        &self,
+        frame: Bytes,
+        impairer: &mut Option<Impairer>,
+        delayed: &mut VecDeque<(Instant, Bytes)>,
+    ) -> bool {
+        let now = Instant::now();
+        let release = match impairer.as_mut().map(Impairer::next) {
+            // Lost on the way.
+            Some(None) => {
+                self.call.observed.lock().expect("sim lock").frames_lost += 1;
+                return true;
+            }
+            Some(Some(extra)) => now + extra,
+            None => now,
+        };
+        // In order: never before the frame in front of it.
+        let release = delayed.back().map_or(release, |d| release.max(d.0));
+        if release <= now && delayed.is_empty() {
+            return self.send_frame(frame);
+        }
+        if delayed.len() >= MAX_DELAYED {
+            delayed.pop_front();
+        }
+        delayed.push_back((release, frame));
+        true
+    }
+
     async fn run(mut self) {
         self.script_loop().await;
         self.call.heard.clear();
-        let mut reg = self.registry.lock().expect("sim lock");
-        reg.ended.push_back(self.call_sid.clone());
-        while reg.ended.len() > KEEP_ENDED {
-            if let Some(old) = reg.ended.pop_front() {
-                reg.calls.remove(&old);
-            }
-        }
+        self.registry
+            .lock()
+            .expect("sim lock")
+            .ended(std::mem::take(&mut self.call_sid));
     }
 
     async fn script_loop(&mut self) {
@@ -524,7 +713,12 @@ impl FarEnd {
         let mut answered = false;
         let mut tone = tone::Tone::new(440.0);
         let mut clicks: u64 = 0;
-        let mut echo: VecDeque<Bytes> = VecDeque::new();
+        // An echo sends what it hears when it hears it; the others play at
+        // their own 20 ms pace.
+        let echo = self.script.behaviour == Behaviour::Echo;
+        // When an answered echo sends a frame of silence unless it has
+        // echoed something first (see ECHO_KEEPALIVE).
+        let mut keepalive_at: Option<Instant> = None;
         let mut impairer: Option<Impairer> = None;
         // Impaired frames waiting for their release time, in order.
         let mut delayed: VecDeque<(Instant, Bytes)> = VecDeque::new();
@@ -537,6 +731,7 @@ impl FarEnd {
                         answered = true;
                         self.set_state("answered");
                         hangup_at = at(self.script.hangup_after_answer);
+                        keepalive_at = at(echo.then_some(ECHO_KEEPALIVE));
                     }
                     Some(FarCmd::Answer) => {}
                     Some(FarCmd::Dtmf(d)) => {
@@ -565,6 +760,7 @@ impl FarEnd {
                     answered = true;
                     self.set_state("answered");
                     hangup_at = at(self.script.hangup_after_answer);
+                    keepalive_at = at(echo.then_some(ECHO_KEEPALIVE));
                     if !self.emit(CarrierEvent::Answered).await {
                         return;
                     }
@@ -590,12 +786,22 @@ impl FarEnd {
                             let room = MAX_RECORDED_SAMPLES.saturating_sub(o.pcm.len());
                             o.pcm.extend(frame.iter().take(room).map(|&b| audin_codec::mulaw::decode(b)));
                         }
-                        if self.script.behaviour == Behaviour::Echo {
-                            if echo.len() >= crate::ws::AUDIO_QUEUE_FRAMES {
-                                echo.pop_front();
+                        // Straight back, no queue and no clock of its own:
+                        // a burst (a sender or the service catching up after
+                        // a stall) returns as a burst and leaves no delay.
+                        if echo {
+                            keepalive_at = at(Some(ECHO_KEEPALIVE));
+                            if !self.hand_on(frame, &mut impairer, &mut delayed) {
+                                return;
                             }
-                            echo.push_back(frame);
                         }
+                    }
+                }
+                _ = sleep_opt(keepalive_at) => {
+                    keepalive_at = at(Some(ECHO_KEEPALIVE));
+                    let silence = Bytes::from_static(&[tone::SILENCE; FRAME_BYTES]);
+                    if !self.hand_on(silence, &mut impairer, &mut delayed) {
+                        return;
                     }
                 }
                 _ = sleep_opt(delayed.front().map(|d| d.0)) => {
@@ -607,14 +813,10 @@ impl FarEnd {
                         }
                     }
                 }
-                _ = tick.tick(), if answered => {
+                _ = tick.tick(), if answered && !echo => {
                     let frame = match self.script.behaviour {
-                        // Nothing heard yet: silence, so the operator's
-                        // audio socket still gets a frame every 20 ms (its
-                        // liveness check relies on that).
-                        Behaviour::Echo => echo
-                            .pop_front()
-                            .unwrap_or_else(|| Bytes::from_static(&[tone::SILENCE; FRAME_BYTES])),
+                        // Not paced: handled as frames arrive.
+                        Behaviour::Echo => continue,
                         Behaviour::Tone => {
                             let mut buf = vec![0u8; FRAME_BYTES];
                             tone.fill(&mut buf);
@@ -630,27 +832,8 @@ impl FarEnd {
                             Bytes::from(buf)
                         }
                     };
-                    let now = Instant::now();
-                    let release = match impairer.as_mut().map(Impairer::next) {
-                        // Lost on the way.
-                        Some(None) => {
-                            self.call.observed.lock().expect("sim lock").frames_lost += 1;
-                            continue;
-                        }
-                        Some(Some(extra)) => now + extra,
-                        None => now,
-                    };
-                    // In order: never before the frame in front of it.
-                    let release = delayed.back().map_or(release, |d| release.max(d.0));
-                    if release <= now && delayed.is_empty() {
-                        if !self.send_frame(frame) {
-                            return;
-                        }
-                    } else {
-                        if delayed.len() >= MAX_DELAYED {
-                            delayed.pop_front();
-                        }
-                        delayed.push_back((release, frame));
+                    if !self.hand_on(frame, &mut impairer, &mut delayed) {
+                        return;
                     }
                 }
             }

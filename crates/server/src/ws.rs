@@ -412,12 +412,42 @@ impl WsConn {
                         self.read_failed = true;
                         return Incoming::TooLarge(MAX_MESSAGE + 1);
                     }
+                    // tungstenite's `Error::Utf8`: a text frame that is not
+                    // UTF-8. RFC 6455 §7.4.1 closes that with 1007 (without
+                    // this the socket was dropped and the peer saw 1005).
+                    if text.starts_with("UTF-8 encoding error") {
+                        tracing::debug!(kind = ?self.kind, "text frame is not valid UTF-8");
+                        self.read_failed = true;
+                        self.close_invalid_utf8().await;
+                        return Incoming::Closed;
+                    }
+                    // The text may quote the peer's bytes.
+                    let text = audin_protocol::escape_unsafe(&text);
                     tracing::debug!(kind = ?self.kind, error = %text, "socket read error");
                     self.finished = true;
                     return Incoming::Closed;
                 }
             }
         }
+    }
+
+    /// Answers a text frame that is not UTF-8: `error` `INVALID_JSON` (JSON
+    /// text is UTF-8), then close 1007, the same on both sockets and before
+    /// or after authentication.
+    async fn close_invalid_utf8(&mut self) {
+        // Both sockets' `error` messages have this shape.
+        let error = audin_protocol::ServerMessage::Error {
+            code: ErrorCode::InvalidJson,
+            message: "a text message is not valid UTF-8".into(),
+            request_id: None,
+            call_sid: None,
+        };
+        self.close_with(
+            Some(error.to_json()),
+            CloseCode::InvalidPayload,
+            "INVALID_JSON",
+        )
+        .await;
     }
 
     /// Like [`WsConn::recv`], but `None` once nothing at all (not even a

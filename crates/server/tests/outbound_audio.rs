@@ -57,8 +57,8 @@ async fn echo_round_trip_returns_the_samples() {
         m.contains("audin_frames_relayed_total{direction=\"to_carrier\"} 5"),
         "{m}"
     );
-    // Toward the operator: the 5 echoes plus the silence the echo sends
-    // while it has nothing to return.
+    // Toward the operator: the 5 echoes, plus any silence the echo sends
+    // to keep an idle socket alive.
     let to_operator: u64 = m
         .lines()
         .find_map(|l| l.strip_prefix("audin_frames_relayed_total{direction=\"to_operator\"} "))
@@ -344,19 +344,28 @@ async fn silent_audio_socket_is_dropped_and_the_call_fails_after_grace() {
 }
 
 #[tokio::test]
-async fn echo_sends_silence_while_it_hears_nothing() {
-    // An answered call always carries a frame every 20 ms toward the
-    // operator: clients use that to tell a live audio socket from a dead one.
-    let s = TestServer::start().await;
+async fn echo_keeps_a_listen_only_audio_socket_alive() {
+    // A client that sends no audio (a listen-only bot pings instead) gets
+    // nothing to echo; clients treat an audio socket with no frame for 2 s
+    // as dead. So an idle echo sends a frame of silence every 500 ms: well
+    // within 2 s, and never a 20 ms fill that would pad the audio it echoes.
+    let mut cfg = config();
+    cfg.ring_timeout = Duration::from_secs(5); // a loaded machine answers late
+    let s = TestServer::with(cfg).await;
     let (_p, mut audio, _sid) = dial_attached(&s, "+15550100001").await;
     audio.expect("answered").await;
-    let started = std::time::Instant::now();
-    for _ in 0..10 {
-        assert_eq!(audio.frame().await, vec![0xFF; 160]);
+    let mut at = vec![tokio::time::Instant::now()];
+    for _ in 0..3 {
+        match audio.next_within(Duration::from_millis(1_500)).await {
+            Some(Got::Binary(f)) => assert_eq!(f, vec![0xFF; 160]),
+            other => panic!("expected a silence frame within 1.5 s, got {other:?}"),
+        }
+        at.push(tokio::time::Instant::now());
     }
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        started.elapsed() >= Duration::from_millis(150),
-        "paced at 20 ms"
+        gaps[1..].iter().all(|&g| g >= Duration::from_millis(250)),
+        "a keepalive, not a fill: {gaps:?}"
     );
     s.handle.shutdown().await;
 }

@@ -325,7 +325,10 @@ async fn other_accounts_and_other_operators_cannot_reach_a_call_or_number() {
     let mut a = attach(&s, &tok_b, "CA00000000000000ff").await;
     let (closed, _) = a.until_closed(WAIT).await;
     assert_eq!(closed, Closed::Code(4008, "CALL_NOT_FOUND".into()));
-    // Hanging up / accepting someone else's call from presence does nothing.
+    // Hanging up / accepting someone else's call from presence does nothing,
+    // and is answered as for an unknown call: `CALL_NOT_FOUND`, not
+    // `callEnded` `taken_by_other`, which told them the call exists (issue
+    // 12, point 1).
     for who in [&mut pa2, &mut pb] {
         who.send_json(json!({"type": "hangup", "callSid": sid}))
             .await;
@@ -334,7 +337,8 @@ async fn other_accounts_and_other_operators_cannot_reach_a_call_or_number() {
         who.send_json(json!({"type": "accept", "callSid": sid}))
             .await;
         let v = who.recv_json(WAIT).await.expect("answer");
-        assert_ne!(v["type"], "callAccepted", "{v}");
+        assert_error(&v, ErrorCode::CallNotFound);
+        assert_eq!(v["callSid"], sid.as_str(), "{v}");
     }
     // B's refreshToken on its own session with A's token: FORBIDDEN.
     pb.send_json(json!({"type": "refreshToken", "token": tok_a1, "requestId": "r"}))
@@ -715,7 +719,9 @@ async fn injection_in_every_string_field_gives_typed_errors_or_safe_storage() {
                 200 => {
                     // Accepted only where the rules allow (printable, ≤ 128).
                     let op = body["operatorRef"].as_str().unwrap();
-                    assert!(op.chars().count() <= 128 && !op.chars().any(char::is_control));
+                    assert!(op.chars().count() <= 128 && audin_protocol::is_printable_text(op));
+                    let name = body["displayName"].as_str().unwrap_or_default();
+                    assert!(audin_protocol::is_printable_text(name), "{body}");
                     assert!(v["token"].is_string());
                 }
                 400 | 403 => {
@@ -848,16 +854,35 @@ async fn injection_in_every_string_field_gives_typed_errors_or_safe_storage() {
         assert_eq!(r.status(), 400, "{h:?}");
     }
 
-    // Safe storage: hostile-but-valid values are kept verbatim.
-    let weird_ref = "O'Brien\"; DROP TABLE calls;-- ☎ \u{202e}";
+    // Safe storage: hostile-but-valid values are kept verbatim. A format
+    // character (U+202E) makes a name invalid: refused, not stored (issue 12
+    // point 3: it reached the logs raw).
+    let weird_ref = "O'Brien\"; DROP TABLE calls;-- ☎";
+    let r = http()
+        .post(format!("{}/operator-sessions/token", s.url()))
+        .header("X-API-Key", &key)
+        .json(&json!({"operatorRef": format!("{weird_ref} \u{202e}"), "phoneNumberIds": [MILANO]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = http_error(r).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_MESSAGE")),
+        "{v}"
+    );
     let weird = token(&s, &key, weird_ref, &[MILANO]).await;
     let (_p2, mut a2, sid2) = live_call(&s, &weird).await;
     a2.send_json(json!({"type": "hangup"})).await;
     a2.expect_type("ended", WAIT).await.unwrap();
     let rec = call_record(&s.url(), &key, &sid2).await.unwrap().unwrap();
     assert_eq!(rec["operatorRef"], weird_ref);
-    let (_, _, num) = s
+    let refused = s
         .create_account("Eve'); DROP TABLE accounts;-- \u{1b}[2J", "+390255555555")
+        .await;
+    assert!(refused.is_err(), "an account name with ESC was accepted");
+    let (_, _, num) = s
+        .create_account("Eve'); DROP TABLE accounts;--", "+390255555555")
         .await
         .unwrap();
     let listing = s.admin(&["list"]).await.unwrap();
@@ -1087,4 +1112,150 @@ async fn error_messages_escape_echoed_input() {
         raw.push(format!("dial: {msg:?}"));
     }
     assert!(raw.is_empty(), "raw control characters echoed: {raw:?}");
+}
+
+/// Deserialisation errors quote what the client sent (serde's "unknown
+/// variant `…`", "invalid type: string …"): escaped too, on both sockets
+/// (issue 12, point 2; F3 had missed this path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deserialisation_errors_escape_echoed_input() {
+    let s = dev_server().await;
+    let tok = token(&s, &s.key(), "op-serde", &[MILANO]).await;
+    let reason = "CA\u{0}\u{1b}[31mX\r\nFAKE \u{202e}";
+    let mut p = presence(&s, &tok).await;
+    let mut raw = Vec::new();
+    let mut check = |what: &str, v: Value, code: ErrorCode| {
+        assert_error(&v, code);
+        let msg = v["message"].as_str().unwrap_or_default();
+        if !audin_protocol::is_printable_text(msg) {
+            raw.push(format!("{what}: {msg:?}"));
+        }
+    };
+    for ty in ["reject", "hangup"] {
+        p.send_json(json!({"type": ty, "callSid": "CAx", "reason": reason}))
+            .await;
+        let v = p.expect_type("error", WAIT).await.expect("error");
+        check(ty, v, ErrorCode::InvalidMessage);
+    }
+    p.send_json(json!({"type": "ping", "id": reason})).await;
+    let v = p.expect_type("error", WAIT).await.expect("error");
+    check("ping id", v, ErrorCode::InvalidMessage);
+    p.send_json(json!({"type": reason})).await;
+    let v = p.expect_type("error", WAIT).await.expect("error");
+    check("type", v, ErrorCode::UnknownMessage);
+    let (_p, mut audio, _sid) = live_call(&s, &tok).await;
+    audio
+        .send_json(json!({"type": "hangup", "reason": reason}))
+        .await;
+    let v = audio.expect_type("error", WAIT).await.expect("error");
+    check("audio hangup", v, ErrorCode::InvalidMessage);
+    assert!(raw.is_empty(), "unsafe characters echoed: {raw:?}");
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A plain tungstenite client: [`RawWs`] only sends valid text.
+async fn tungstenite_socket(s: &ServerProcess, path: &str) -> Stream {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}{path}", s.url().replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        audin_protocol::SUBPROTOCOL.parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connects")
+        .0
+}
+
+/// Sends `first` (if any) and waits for a message of type `ready`, then
+/// sends a text frame whose payload is not UTF-8. Returns the close code
+/// (`None`: no close frame) and the text messages seen after that frame.
+async fn close_after_invalid_utf8(
+    ws: &mut Stream,
+    first: Option<(Value, &str)>,
+) -> (Option<u16>, Vec<Value>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let next = async |ws: &mut Stream| match tokio::time::timeout(WAIT, ws.next()).await {
+        Ok(Some(Ok(m))) => Some(m),
+        _ => None,
+    };
+    if let Some((msg, ready)) = first {
+        ws.send(Message::text(msg.to_string())).await.unwrap();
+        loop {
+            match next(ws).await {
+                Some(Message::Text(t))
+                    if serde_json::from_str::<Value>(&t).unwrap()["type"] == ready =>
+                {
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("no {ready}"),
+            }
+        }
+    }
+    // `{"type":"ping"` then an invalid sequence (0xC3 0x28) and a byte that
+    // never occurs in UTF-8 (0xFF).
+    let mut payload = br#"{"type":"ping","id":1,"x":""#.to_vec();
+    payload.extend_from_slice(&[0xC3, 0x28, 0xFF, b'"', b'}']);
+    let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match next(ws).await {
+            Some(Message::Text(t)) => seen.push(serde_json::from_str(&t).unwrap_or(Value::Null)),
+            Some(Message::Close(f)) => return (Some(f.map_or(1005, |f| u16::from(f.code))), seen),
+            Some(_) => continue,
+            None => return (None, seen),
+        }
+    }
+}
+
+/// A text frame that is not valid UTF-8 closes with 1007 (RFC 6455
+/// §7.4.1), after an `error` `INVALID_JSON`, on both sockets, before and
+/// after authentication (issue 12, point 6: the server used to drop the
+/// socket and the client saw 1005, no status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_text_closes_with_1007() {
+    let s = dev_server().await;
+    let tok = token(&s, &s.key(), "op-utf8", &[MILANO]).await;
+    let mut p = presence(&s, &tok).await;
+    go_online(&mut p, &[MILANO]).await;
+    let d = dial(&mut p, SIM_ECHO, MILANO_E164).await;
+    let sid = d["callSid"].as_str().expect("dialAccepted").to_owned();
+    let cases = [
+        ("presence, before hello", PRESENCE, None),
+        (
+            "presence, after hello",
+            PRESENCE,
+            Some((json!({"type": "hello", "token": tok}), "welcome")),
+        ),
+        ("audio, before attach", AUDIO, None),
+        (
+            "audio, attached",
+            AUDIO,
+            Some((
+                json!({"type": "attach", "token": tok, "callSid": sid}),
+                "attached",
+            )),
+        ),
+    ];
+    for (what, path, first) in cases {
+        let mut ws = tungstenite_socket(&s, path).await;
+        let (code, seen) = close_after_invalid_utf8(&mut ws, first).await;
+        assert_eq!(code, Some(1007), "{what}: {seen:?}");
+        assert!(
+            seen.iter().any(|v| v["code"] == "INVALID_JSON"),
+            "{what}: {seen:?}"
+        );
+    }
+    // The server is fine: a new presence socket works.
+    let mut again = presence(&s, &tok).await;
+    again.send_json(json!({"type": "ping", "id": 1})).await;
+    assert!(again.expect_type("pong", WAIT).await.is_some());
 }

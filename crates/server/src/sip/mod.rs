@@ -12,12 +12,15 @@
 //!   telephone-event, hold directions) on top of `sdp-types`;
 //! - [`rtp`]: the 20 ms RTP sender, the ingress reorder/jitter buffer and
 //!   the µ-law ↔ A-law helpers, on top of `rtp-types`;
-//! - [`dtmf`]: RFC 4733 telephone-event sending and receiving.
+//! - [`dtmf`]: RFC 4733 telephone-event sending and receiving;
+//! - [`media`]: the one exception, the tokio task that owns a call's RTP
+//!   socket and 20 ms tick and drives the types above.
 //!
 //! The operator side of the service speaks 8 kHz µ-law in 20 ms frames, so
 //! PCMU is a pass-through and PCMA is one table lookup per byte.
 
 pub mod dtmf;
+pub mod media;
 pub mod rtp;
 pub mod sdp;
 

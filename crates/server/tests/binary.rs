@@ -1,0 +1,414 @@
+//! The real `audin-server` binary, as an operator runs it (issue 12, points
+//! 7, 8 and 13): its log on a pipe (no colour codes; `--log-format json`),
+//! `RUST_LOG=trace`, and `--database` values it must refuse.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_audin-server");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A fresh, empty directory (removed on drop) to run the binary in, so
+/// that any file it creates is seen and none lands in the source tree.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "audin-server-test-{}-{tag}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary in `cwd` with a clean environment for what it reads
+/// (`RUST_LOG`, `NO_COLOR`, `AUDIN_*`), output on pipes.
+fn command(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AUDIN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A dev server started from the binary; `stdout` is read up to its ready
+/// line, the rest of both streams is collected by [`Running::finish`].
+struct Running {
+    child: Child,
+    base: String,
+    stdout: String,
+    /// The rest of stdout, after the ready line (buffer kept).
+    more: Lines<BufReader<ChildStdout>>,
+    _dir: TempDir,
+}
+
+async fn start(env: &[(&str, &str)], extra: &[&str]) -> Running {
+    let dir = TempDir::new("run");
+    let mut args = vec!["--dev", "--listen", "127.0.0.1:0", "--database", ":memory:"];
+    args.extend_from_slice(extra);
+    let mut cmd = command(&dir.0, &args);
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let base = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if let Some(addr) = line.strip_prefix("audin-server listening on ") {
+                return addr.to_owned();
+            }
+        }
+        panic!("no ready line; stdout: {stdout}");
+    })
+    .await
+    .expect("ready line in time");
+    Running {
+        child,
+        base,
+        stdout,
+        more: lines,
+        _dir: dir,
+    }
+}
+
+impl Running {
+    /// A dev token, a presence socket that says hello, pings and dials:
+    /// enough traffic for INFO and TRACE lines. Returns the token.
+    async fn exercise(&self) -> String {
+        let http = reqwest::Client::new();
+        let v: Value = http
+            .post(format!("{}/api/operator/token", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = v["token"].as_str().unwrap().to_owned();
+        let url = format!(
+            "{}/v1/operator/presence",
+            self.base.replacen("http", "ws", 1)
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            audin_protocol::SUBPROTOCOL.parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        for msg in [
+            json!({"type": "hello", "token": token}),
+            json!({"type": "ping", "id": 1}),
+        ] {
+            ws.send(Message::text(msg.to_string())).await.unwrap();
+        }
+        tokio::time::timeout(WAIT, async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    if serde_json::from_str::<Value>(&t).unwrap()["type"] == "pong" {
+                        return;
+                    }
+                }
+            }
+            panic!("presence socket closed before the pong");
+        })
+        .await
+        .expect("pong in time");
+        let _ = ws.close(None).await;
+        token
+    }
+
+    /// Kills the process (the log is written unbuffered, line by line) and
+    /// returns `(stdout, stderr)`.
+    async fn finish(mut self) -> (String, String) {
+        // Let the server log the socket's end before it dies.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.child.kill().await.unwrap();
+        let mut out = self.stdout.clone();
+        while let Some(line) = self.more.next_line().await.unwrap() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
+        (out, err)
+    }
+}
+
+/// Point 7: on a pipe (a file, journald) the log holds no ANSI escape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_on_a_pipe_has_no_colour_codes() {
+    let s = start(&[], &[]).await;
+    s.exercise().await;
+    let (out, err) = s.finish().await;
+    assert!(err.contains("session token issued"), "logged: {err}");
+    assert!(err.contains("operator connected"), "logged: {err}");
+    for (name, text) in [("stdout", &out), ("stderr", &err)] {
+        assert!(
+            !text.contains("\u{1b}["),
+            "ANSI escape codes on {name}: {text:?}"
+        );
+    }
+}
+
+/// Point 7: `--log-format json` (and `AUDIN_LOG_FORMAT=json`) writes one
+/// JSON object per line, each with a level and a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_object_per_line() {
+    for (env, extra) in [
+        (&[][..], &["--log-format", "json"][..]),
+        (&[("AUDIN_LOG_FORMAT", "json")][..], &[][..]),
+    ] {
+        let s = start(env, extra).await;
+        s.exercise().await;
+        let (_, err) = s.finish().await;
+        let mut messages = Vec::new();
+        for line in err.lines() {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}\nlog:\n{err}"));
+            assert!(
+                ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                    .contains(&v["level"].as_str().unwrap_or("")),
+                "no level: {line}"
+            );
+            let message = v["message"].as_str();
+            assert!(message.is_some(), "no message: {line}");
+            messages.push(message.unwrap().to_owned());
+        }
+        for expected in [
+            "audin-server started",
+            "session token issued",
+            "operator connected",
+        ] {
+            assert!(
+                messages.iter().any(|m| m == expected),
+                "{expected:?} not in {messages:?}"
+            );
+        }
+    }
+}
+
+/// Point 8: `RUST_LOG=trace` shows audin-server's own TRACE events, while
+/// the WebSocket and HTTP stacks stay capped at WARN and no token is
+/// logged (finding F1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_trace_shows_audin_trace_events_and_no_token() {
+    let s = start(&[("RUST_LOG", "trace")], &["--log-format", "json"]).await;
+    let token = s.exercise().await;
+    let (_, err) = s.finish().await;
+    let events: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let traces: Vec<&Value> = events
+        .iter()
+        .filter(|v| v["level"] == "TRACE")
+        .filter(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("audin_server"))
+        })
+        .collect();
+    assert!(
+        traces
+            .iter()
+            .any(|v| v["message"] == "presence message received" && v["kind"] == "ping"),
+        "no TRACE line from audin_server for the ping; log:\n{err}"
+    );
+    let chatty: Vec<&Value> = events
+        .iter()
+        .filter(|v| matches!(v["level"].as_str(), Some("TRACE" | "DEBUG" | "INFO")))
+        .filter(|v| {
+            v["target"].as_str().is_some_and(|t| {
+                ["tungstenite", "tokio_tungstenite", "hyper"]
+                    .iter()
+                    .any(|d| t.starts_with(d))
+            })
+        })
+        .collect();
+    assert!(
+        chatty.is_empty(),
+        "capped stacks logged below WARN: {chatty:?}"
+    );
+    // The distinctive parts of the token: its payload and its signature.
+    for part in token.split('.').skip(1) {
+        assert!(!err.contains(part), "a token leaked into the trace log");
+    }
+}
+
+/// Waits for a process that must exit on its own; kills it and fails the
+/// test if it is still running after `WAIT` (a server that took the value).
+async fn exits(mut cmd: Command) -> (ExitStatus, String) {
+    let child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {:?}", started.elapsed()))
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+/// Point 13: a database URL of another scheme is refused at start-up,
+/// naming the supported forms, and leaves no file behind (it used to
+/// create a SQLite file called `postgres:` and run on it). The same for the
+/// admin subcommands and for `AUDIN_DATABASE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_database_scheme_is_refused_and_creates_no_file() {
+    let cases: &[(&[&str], Option<&str>)] = &[
+        (
+            &["--listen", "127.0.0.1:0", "--database", "postgres://x/y"],
+            None,
+        ),
+        (
+            &[
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                "mysql://db/audin",
+            ],
+            None,
+        ),
+        (
+            &["--listen", "127.0.0.1:0"],
+            Some("postgres://db.example/audin"),
+        ),
+        (&["admin", "list", "--database", "postgres://x/y"], None),
+        (
+            &[
+                "--database",
+                "redis:x",
+                "admin",
+                "create-account",
+                "--name",
+                "Acme",
+            ],
+            None,
+        ),
+        (&["admin", "list"], Some("postgresql:///audin")),
+    ];
+    for (args, env) in cases {
+        let dir = TempDir::new("db");
+        let mut cmd = command(&dir.0, args);
+        if let Some(url) = env {
+            cmd.env("AUDIN_DATABASE", url);
+        }
+        let (status, text) = exits(cmd).await;
+        let case = format!("{args:?} AUDIN_DATABASE={env:?}");
+        assert!(!status.success(), "{case}: accepted\n{text}");
+        assert!(
+            text.contains("unsupported database scheme") && text.contains("sqlite:PATH"),
+            "{case}: unclear error: {text}"
+        );
+        assert_eq!(dir.entries(), Vec::<String>::new(), "{case}: files created");
+    }
+}
+
+/// Point 13: `sqlite:PATH` (and `sqlite://PATH`) name the file PATH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_prefix_names_the_file() {
+    for (arg, file) in [("sqlite:a.sqlite3", "a.sqlite3"), ("sqlite://b.db", "b.db")] {
+        let dir = TempDir::new("sqlite");
+        let (status, text) = exits(command(&dir.0, &["admin", "list", "--database", arg])).await;
+        assert!(status.success(), "{arg}: {text}");
+        assert!(dir.0.join(file).is_file(), "{arg}: {:?}", dir.entries());
+        assert!(
+            dir.entries().iter().all(|e| !e.contains(':')),
+            "{arg}: {:?}",
+            dir.entries()
+        );
+    }
+}
+
+/// Point 3: the admin CLI refuses account and number names that hold a
+/// control or format character, and echoes them escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_refuses_names_with_control_or_format_characters() {
+    let dir = TempDir::new("names");
+    let db = ["--database", "audin.sqlite3"];
+    let run = |args: Vec<&str>| exits(command(&dir.0, &[&db[..], &args[..]].concat()));
+    let (status, text) = run(vec![
+        "admin",
+        "create-account",
+        "--name",
+        "Acme\u{202e}gnp.exe",
+    ])
+    .await;
+    assert!(!status.success(), "{text}");
+    assert!(text.contains(r"Acme\u{202e}gnp.exe"), "{text}");
+    assert!(!text.contains('\u{202e}'), "echoed raw: {text}");
+    let (status, text) = run(vec!["admin", "create-account", "--name", "Acme"]).await;
+    assert!(status.success(), "{text}");
+    let account = text
+        .lines()
+        .find_map(|l| l.strip_prefix("account "))
+        .unwrap()
+        .to_owned();
+    let (status, text) = run(vec![
+        "admin",
+        "add-number",
+        "--account",
+        &account,
+        "--number",
+        "+390211111111",
+        "--name",
+        "Milano\r\nnumber pn_forged",
+    ])
+    .await;
+    assert!(!status.success(), "{text}");
+    assert!(text.contains(r"Milano\r\nnumber pn_forged"), "{text}");
+    let (status, text) = run(vec!["admin", "list"]).await;
+    assert!(status.success(), "{text}");
+    assert!(text.contains("account"), "{text}");
+    assert!(
+        !text.contains("pn_forged") && !text.contains("gnp"),
+        "{text}"
+    );
+}

@@ -61,6 +61,8 @@ const MIGRATIONS: &[&str] = &[
     // own index that is a scan of the whole table (3 ms at 10k records,
     // 24 ms at 200k, on the one DB thread every request shares).
     "CREATE INDEX calls_by_seq ON calls(seq);",
+    // 3: the carrier a number belongs to (a named trunk; NULL: the sim).
+    "ALTER TABLE phone_numbers ADD COLUMN carrier TEXT;",
 ];
 
 /// The dev account's fixed ids (stable across restarts).
@@ -82,6 +84,8 @@ pub struct NumberRow {
     pub number: String,
     /// Label.
     pub display_name: String,
+    /// The carrier the number belongs to (`None`: the simulated network).
+    pub carrier: Option<String>,
 }
 
 impl NumberRow {
@@ -329,13 +333,14 @@ fn number_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NumberRow> {
         account_id: r.get(1)?,
         number: r.get(2)?,
         display_name: r.get(3)?,
+        carrier: r.get(4)?,
     })
 }
 
 /// Every number of an account, in id order.
 pub fn numbers_of(conn: &mut Connection, account_id: &str) -> Result<Vec<NumberRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, account_id, number, display_name FROM phone_numbers
+        "SELECT id, account_id, number, display_name, carrier FROM phone_numbers
          WHERE account_id = ?1 ORDER BY number",
     )?;
     let rows = stmt.query_map(params![account_id], number_row)?;
@@ -346,7 +351,8 @@ pub fn numbers_of(conn: &mut Connection, account_id: &str) -> Result<Vec<NumberR
 pub fn number_by_e164(conn: &mut Connection, number: &str) -> Result<Option<NumberRow>> {
     Ok(conn
         .query_row(
-            "SELECT id, account_id, number, display_name FROM phone_numbers WHERE number = ?1",
+            "SELECT id, account_id, number, display_name, carrier FROM phone_numbers
+             WHERE number = ?1",
             params![number],
             number_row,
         )

@@ -1,34 +1,39 @@
 //! The switchboard: operators' presence sockets, live calls and their
 //! state machines.
 //!
-//! Each live call is one task ([`CallActor`]) that owns the call's state and
-//! serialises everything that happens to it: operator accepts and rejects,
-//! carrier events, audio attach and detach, timers. Cross-call decisions
-//! (who is free, who won an offer) go through [`Routing`]. An ended call is
-//! removed from memory; its record stays in the database.
+//! Each live call is one task (`CallTask`) that drives the call's state
+//! machine ([`crate::call::Call`], which decides everything and does no
+//! I/O) and serialises everything that happens to it: operator accepts and
+//! rejects, carrier events, audio attach and detach, timers. Whether an
+//! operator is free goes through [`Routing`]; the far end is reached through
+//! the number's carrier ([`Carriers`]). Audio does not pass through the
+//! task: the carrier and the audio socket share the call's [`CallMedia`].
+//! An ended call is removed from memory; its record stays in the database.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use audin_protocol::{
-    ActiveCall, AudioServerMessage, CloseCode, Direction, EndReason, ErrorCode, HangupReason,
-    ServerMessage, validate_e164,
+    ActiveCall, CloseCode, Direction, EndReason, ErrorCode, HangupReason, ServerMessage,
+    validate_e164,
 };
-use axum::body::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::auth::{Claims, TokenSigner};
+pub use crate::call::AttachError;
+use crate::call::{Action, Call, CallTimers, Phase, not_found};
 use crate::carrier::{
-    Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EventReceiver, InboundCall, OutboundRequest,
+    BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, Carriers, EVENT_QUEUE, EndCause,
+    EventReceiver, InboundCall, InboundRefusal, InboundSink, OperatorAudio, OutboundRequest,
 };
 use crate::config::ServerConfig;
 use crate::db::{self, Db, NewCall};
 use crate::metrics::Metrics;
 use crate::ratelimit::FailedAuthLimiter;
-use crate::routing::{ClaimOutcome, DeclineOutcome, OperatorKey, Routing};
+use crate::routing::{OperatorKey, Routing};
 use crate::sim::SimCarrier;
 use crate::util::{new_call_sid, now_rfc3339, random_hex};
 use crate::ws::Outbox;
@@ -59,6 +64,17 @@ impl CallState {
     }
 
     const ALL: [CallState; 4] = [Self::Offered, Self::Dialled, Self::Connecting, Self::Active];
+
+    /// The gauge state of a phase (an ended call keeps its last one for
+    /// the instant before it is forgotten).
+    fn of(phase: &Phase) -> Self {
+        match phase {
+            Phase::Ringing { .. } => Self::Offered,
+            Phase::Dialled => Self::Dialled,
+            Phase::Connecting { .. } => Self::Connecting,
+            Phase::Active | Phase::Ended(_) => Self::Active,
+        }
+    }
 }
 
 /// What the engine tells a call task.
@@ -94,34 +110,6 @@ pub enum CallCmd {
     Dtmf(char),
     /// The service is stopping: end with `failed`.
     Shutdown,
-}
-
-/// Why an attach was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachError {
-    /// Not this operator's call (4004).
-    Forbidden,
-    /// Unknown or ended (4008).
-    NotFound,
-}
-
-/// The media path of a call, shared with its audio socket.
-#[derive(Debug, Default)]
-pub struct CallMedia {
-    leg: OnceLock<Arc<dyn CarrierLeg>>,
-}
-
-impl CallMedia {
-    /// Sends a frame to the far end, if the leg exists.
-    pub fn to_carrier(&self, frame: Bytes) -> bool {
-        match self.leg.get() {
-            Some(leg) => {
-                leg.send_audio(frame);
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 /// A successful attach.
@@ -194,9 +182,9 @@ pub struct Engine {
     pub signer: TokenSigner,
     /// Routing state.
     pub routing: Arc<dyn Routing>,
-    /// The carrier outbound calls use.
-    pub carrier: Arc<dyn Carrier>,
-    /// The simulated network (also the carrier today).
+    /// Every carrier, by name; numbers name theirs.
+    pub carriers: Carriers,
+    /// The simulated network (the carrier of numbers that name none).
     pub sim: Arc<SimCarrier>,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -218,7 +206,7 @@ impl Engine {
             db,
             signer,
             routing: Arc::new(crate::routing::InMemoryRouting::new()),
-            carrier: sim.clone(),
+            carriers: Carriers::new(sim.clone()),
             sim,
             metrics: Arc::new(Metrics::default()),
             auth_limiter: FailedAuthLimiter::new(10, Duration::from_secs(60)),
@@ -383,7 +371,7 @@ impl Engine {
                     reason,
                 }
             } else {
-                not_found(sid)
+                not_found(&sid)
             };
         }
         let lookup = sid.clone();
@@ -404,10 +392,10 @@ impl Engine {
                         call_sid: sid,
                         reason,
                     },
-                    None => not_found(sid),
+                    None => not_found(&sid),
                 }
             }
-            _ => not_found(sid),
+            _ => not_found(&sid),
         }
     }
 
@@ -468,13 +456,13 @@ impl Engine {
         if let Err(e) = validate_e164(&to) {
             return Err((
                 ErrorCode::InvalidNumber,
-                format!("to {}: {e}", crate::util::quoted(&to)),
+                format!("to {}: {e}", audin_protocol::Untrusted(&to)),
             ));
         }
         if let Err(e) = validate_e164(&caller_id) {
             return Err((
                 ErrorCode::InvalidNumber,
-                format!("callerId {}: {e}", crate::util::quoted(&caller_id)),
+                format!("callerId {}: {e}", audin_protocol::Untrusted(&caller_id)),
             ));
         }
         let lookup = caller_id.clone();
@@ -483,8 +471,8 @@ impl Engine {
             .call(move |c| db::number_by_e164(c, &lookup))
             .await
             .map_err(internal)?;
-        match number {
-            Some(n) if n.account_id == op.account && granted.contains(&n.id) => {}
+        let number = match number {
+            Some(n) if n.account_id == op.account && granted.contains(&n.id) => n,
             _ => {
                 return Err((
                     ErrorCode::NumberNotOwned,
@@ -493,7 +481,18 @@ impl Engine {
                     ),
                 ));
             }
-        }
+        };
+        // Outbound calls leave through the caller id's carrier.
+        let Some(carrier) = self.carriers.of(number.carrier.as_deref()) else {
+            tracing::warn!(
+                carrier = %audin_protocol::Untrusted(number.carrier.as_deref().unwrap_or("")),
+                "the caller id's carrier is not running"
+            );
+            return Err((
+                ErrorCode::Internal,
+                "the caller id's carrier is not available".into(),
+            ));
+        };
         let sid = new_call_sid();
         if let Err(held) = self.routing.assign(op, &sid) {
             return Err((
@@ -512,37 +511,48 @@ impl Engine {
         let at = now_rfc3339();
         self.db
             .execute("insert call", move |c| db::insert_call(c, &record, &at));
-        let mut actor = CallActor::new(self, &sid, &op.account, Direction::Outbound, caller_id, to);
-        actor.holder = Some(op.clone());
-        actor.set_state(CallState::Dialled);
-        actor.grace_deadline = Some(Instant::now() + self.cfg.audio_grace);
-        self.spawn_actor(actor);
+        let call = Call::outbound(&sid, &op.account, op.clone(), self.timers(), now());
+        let mut task = CallTask::new(self, call, &op.account, CallMedia::new());
+        task.carrier = Some(carrier);
+        task.outbound = Some(OutboundRequest {
+            call_sid: sid.clone(),
+            from: caller_id,
+            to,
+        });
+        self.spawn_task(task);
         tracing::info!(call_sid = %sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "outbound call dialled");
         Ok(sid)
     }
 
-    /// An inbound call from the carrier. Rings every free operator online
-    /// on the number; with nobody free the caller hears busy.
-    pub async fn inbound(self: &Arc<Self>, call: InboundCall) -> Result<(), ReqError> {
+    /// The timing rules every call follows.
+    fn timers(&self) -> CallTimers {
+        CallTimers {
+            ring_timeout: self.cfg.ring_timeout,
+            audio_grace: self.cfg.audio_grace,
+        }
+    }
+
+    /// An inbound call from a carrier (the one entry point: see
+    /// [`Engine::inbound_sink`]). Rings every free operator online on the
+    /// number; on a refusal the leg is hung up with the matching reason
+    /// (nobody free: the caller hears busy).
+    pub async fn inbound(self: &Arc<Self>, call: InboundCall) -> Result<(), InboundRefusal> {
         if self.is_shutting_down() {
             call.leg.hang_up(EndReason::Failed);
-            return Err((
-                ErrorCode::ServerShutdown,
-                "the service is shutting down".into(),
-            ));
+            return Err(InboundRefusal::ShuttingDown);
         }
         let lookup = call.to.clone();
-        let number = self
-            .db
-            .call(move |c| db::number_by_e164(c, &lookup))
-            .await
-            .map_err(internal)?;
+        let number = match self.db.call(move |c| db::number_by_e164(c, &lookup)).await {
+            Ok(n) => n,
+            Err(e) => {
+                internal(e);
+                call.leg.hang_up(EndReason::Failed);
+                return Err(InboundRefusal::Internal);
+            }
+        };
         let Some(number) = number else {
             call.leg.hang_up(EndReason::Rejected);
-            return Err((
-                ErrorCode::NumberNotOwned,
-                format!("{} is not a number of any account", call.to),
-            ));
+            return Err(InboundRefusal::UnknownNumber);
         };
         let sid = call.call_sid.clone();
         let record = NewCall {
@@ -565,24 +575,14 @@ impl Engine {
                 db::end_call(c, &sid, EndReason::Rejected, &at)
             });
             Metrics::inc(&self.metrics.calls_ended);
-            return Ok(());
+            return Err(InboundRefusal::NobodyAvailable);
         }
-        let mut actor = CallActor::new(
-            self,
-            &sid,
-            &number.account_id,
-            Direction::Inbound,
-            call.from.clone(),
-            call.to.clone(),
-        );
-        actor.leg = Some(call.leg.clone());
-        let _ = actor.media.leg.set(call.leg);
-        actor.events = Some(call.events);
-        actor.ring_deadline = Some(Instant::now() + self.cfg.ring_timeout);
-        actor.set_state(CallState::Offered);
-        actor.offered = ops.clone();
-        self.routing.offer(&sid, &ops);
-        self.spawn_actor(actor);
+        let machine = Call::inbound(&sid, &number.account_id, &ops, self.timers(), now());
+        call.media.set_leg(call.leg.clone());
+        let mut task = CallTask::new(self, machine, &number.account_id, call.media);
+        task.leg = Some(call.leg);
+        task.events = Some(call.events);
+        self.spawn_task(task);
         let offer = ServerMessage::CallOffer {
             call_sid: sid.clone(),
             from: call.from,
@@ -596,17 +596,23 @@ impl Engine {
         Ok(())
     }
 
-    fn spawn_actor(self: &Arc<Self>, actor: CallActor) {
+    /// The handle carriers deliver inbound calls through. It does not keep
+    /// the engine alive.
+    pub fn inbound_sink(self: &Arc<Self>) -> Arc<dyn InboundSink> {
+        Arc::new(EngineSink(Arc::downgrade(self)))
+    }
+
+    fn spawn_task(self: &Arc<Self>, task: CallTask) {
         self.calls.lock().expect("calls lock").insert(
-            actor.sid.clone(),
+            task.call.sid().to_owned(),
             CallEntry {
-                tx: actor.tx.clone(),
-                account: actor.account.clone(),
-                state: actor.state_cell.clone(),
-                answered: actor.answered_cell.clone(),
+                tx: task.tx.clone(),
+                account: task.account.clone(),
+                state: task.state_cell.clone(),
+                answered: task.answered_cell.clone(),
             },
         );
-        tokio::spawn(actor.run());
+        tokio::spawn(task.run());
     }
 
     // ── audio ─────────────────────────────────────────────────────────
@@ -676,52 +682,53 @@ impl Engine {
     }
 }
 
+/// [`InboundSink`] over a weak engine reference (carriers outlive nothing).
+struct EngineSink(Weak<Engine>);
+
+impl InboundSink for EngineSink {
+    fn deliver(&self, call: InboundCall) -> BoxFuture<'_, Result<(), InboundRefusal>> {
+        Box::pin(async move {
+            match self.0.upgrade() {
+                Some(engine) => engine.inbound(call).await,
+                None => {
+                    call.leg.hang_up(EndReason::Failed);
+                    Err(InboundRefusal::ShuttingDown)
+                }
+            }
+        })
+    }
+}
+
 fn internal(e: anyhow::Error) -> ReqError {
     tracing::error!(error = %e, "internal error");
     (ErrorCode::Internal, "internal error".into())
 }
 
-fn not_found(sid: String) -> ServerMessage {
-    ServerMessage::Error {
-        code: ErrorCode::CallNotFound,
-        message: format!(
-            "no live call {} for this operator",
-            crate::util::quoted(&sid)
-        ),
-        request_id: None,
-        call_sid: Some(sid),
-    }
-}
-
-/// One live call.
-struct CallActor {
+/// One live call: the task that drives its [`Call`] state machine, owning
+/// what the machine may not touch (the carrier leg, its events, the audio
+/// sockets, the clock) and serialising everything that happens to the call.
+struct CallTask {
     engine: Arc<Engine>,
-    sid: String,
+    call: Call,
     account: String,
-    direction: Direction,
-    from: String,
-    to: String,
-    state: CallState,
     state_cell: Arc<AtomicU8>,
     answered_cell: Arc<AtomicBool>,
-    holder: Option<OperatorKey>,
-    /// Every operator the call was offered to (declined or not): the only
-    /// ones, with the holder, who may learn what became of it.
-    offered: Vec<OperatorKey>,
+    /// Where outbound calls go (the caller id's carrier).
+    carrier: Option<Arc<dyn Carrier>>,
+    outbound: Option<OutboundRequest>,
     leg: Option<Arc<dyn CarrierLeg>>,
     media: Arc<CallMedia>,
     events: Option<EventReceiver>,
-    audio: Option<(u64, Outbox)>,
-    attached_before: bool,
-    ring_deadline: Option<Instant>,
-    grace_deadline: Option<Instant>,
+    placing: Option<BoxFuture<'static, Result<Arc<dyn CarrierLeg>, EndCause>>>,
+    /// Attached audio sockets by attach id (two at most, during a replace).
+    sockets: HashMap<u64, Outbox>,
     tx: mpsc::Sender<CallCmd>,
     rx: mpsc::Receiver<CallCmd>,
 }
 
-async fn sleep_opt(deadline: Option<Instant>) {
+async fn sleep_opt(deadline: Option<std::time::Instant>) {
     match deadline {
-        Some(t) => tokio::time::sleep_until(t).await,
+        Some(t) => tokio::time::sleep_until(Instant::from_std(t)).await,
         None => std::future::pending().await,
     }
 }
@@ -733,370 +740,209 @@ async fn recv_opt(rx: &mut Option<EventReceiver>) -> Option<CarrierEvent> {
     }
 }
 
-impl CallActor {
-    fn new(
-        engine: &Arc<Engine>,
-        sid: &str,
-        account: &str,
-        direction: Direction,
-        from: String,
-        to: String,
-    ) -> Self {
+async fn placed_opt(
+    placing: &mut Option<BoxFuture<'static, Result<Arc<dyn CarrierLeg>, EndCause>>>,
+) -> Result<Arc<dyn CarrierLeg>, EndCause> {
+    match placing {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The runtime's clock, as the state machine takes it (the paused test
+/// clock included).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl CallTask {
+    fn new(engine: &Arc<Engine>, call: Call, account: &str, media: Arc<CallMedia>) -> Self {
         let (tx, rx) = mpsc::channel(64);
+        let state_cell = Arc::new(AtomicU8::new(CallState::of(call.phase()) as u8));
         Self {
             engine: engine.clone(),
-            sid: sid.to_owned(),
+            call,
             account: account.to_owned(),
-            direction,
-            from,
-            to,
-            state: CallState::Offered,
-            state_cell: Arc::new(AtomicU8::new(0)),
+            state_cell,
             answered_cell: Arc::new(AtomicBool::new(false)),
-            holder: None,
-            offered: Vec::new(),
+            carrier: None,
+            outbound: None,
             leg: None,
-            media: Arc::new(CallMedia::default()),
+            media,
             events: None,
-            audio: None,
-            attached_before: false,
-            ring_deadline: None,
-            grace_deadline: None,
+            placing: None,
+            sockets: HashMap::new(),
             tx,
             rx,
         }
     }
 
-    fn set_state(&mut self, s: CallState) {
-        self.state = s;
-        self.state_cell.store(s as u8, Ordering::Relaxed);
-    }
-
-    fn answered(&self) -> bool {
-        self.answered_cell.load(Ordering::Relaxed)
-    }
-
-    fn send_audio_ctrl(&self, msg: &AudioServerMessage) {
-        if let Some((_, o)) = &self.audio {
-            o.send_text(msg.to_json());
-        }
-    }
-
-    fn mark_answered(&mut self) {
-        self.answered_cell.store(true, Ordering::Relaxed);
-        if let Some(op) = &self.holder {
-            let (sid, op_ref, at) = (self.sid.clone(), op.operator_ref.clone(), now_rfc3339());
-            self.engine.db.execute("answer call", move |c| {
-                db::answer_call(c, &sid, &op_ref, &at)
-            });
-        }
-    }
-
     async fn run(mut self) {
-        let reason = self.main_loop().await;
-        let close = if reason.1 {
-            CloseCode::GoingAway
-        } else {
-            CloseCode::Normal
-        };
-        self.finish(reason.0, close);
-    }
-
-    /// Runs until the call ends; returns the reason and whether the end is
-    /// a shutdown.
-    async fn main_loop(&mut self) -> (EndReason, bool) {
         loop {
+            self.perform();
+            if self.call.is_ended() {
+                break;
+            }
+            let deadline = self.call.poll_timeout();
             tokio::select! {
-                cmd = self.rx.recv() => {
-                    let Some(cmd) = cmd else { return (EndReason::Failed, false) };
-                    if let Some(end) = self.on_cmd(cmd) {
-                        return end;
-                    }
-                }
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    // The engine is gone.
+                    None => self.call.shutdown(),
+                },
                 ev = recv_opt(&mut self.events) => {
-                    if let Some(reason) = self.on_event(ev) {
-                        return (reason, false);
+                    if ev.is_none() {
+                        self.events = None;
                     }
+                    self.call.carrier_event(ev);
                 }
-                _ = sleep_opt(self.ring_deadline) => {
-                    tracing::info!(call_sid = %self.sid, "ring timeout");
-                    return (EndReason::NoAnswer, false);
+                placed = placed_opt(&mut self.placing) => {
+                    self.placing = None;
+                    let result = placed.map(|leg| {
+                        self.media.set_leg(leg.clone());
+                        self.leg = Some(leg);
+                    });
+                    self.call.placed(result);
                 }
-                _ = sleep_opt(self.grace_deadline) => {
-                    tracing::info!(call_sid = %self.sid, "no audio socket within the grace window");
-                    return (EndReason::Failed, false);
-                }
+                _ = sleep_opt(deadline) => self.call.handle_timeout(now()),
             }
         }
+        self.finish();
     }
 
-    fn on_cmd(&mut self, cmd: CallCmd) -> Option<(EndReason, bool)> {
+    fn on_cmd(&mut self, cmd: CallCmd) {
         match cmd {
-            CallCmd::Accept(op) => self.on_accept(op).map(|r| (r, false)),
-            CallCmd::Reject(op) => {
-                if self.state == CallState::Offered
-                    && self.engine.routing.decline(&self.sid, &op) == DeclineOutcome::AllDeclined
-                {
-                    return Some((EndReason::Rejected, false));
-                }
-                None
+            CallCmd::Accept(op) => {
+                let (routing, sid) = (self.engine.routing.clone(), self.call.sid().to_owned());
+                self.call.accept(&op, now(), &mut |op: &OperatorKey| {
+                    routing.assign(op, &sid).is_ok()
+                });
             }
+            CallCmd::Reject(op) => self.call.reject(&op),
             CallCmd::Hangup {
                 op,
                 reason,
                 from_presence,
-            } => {
-                if self.holder.as_ref() == Some(&op) {
-                    return Some((reason, false));
-                }
-                if self.state == CallState::Offered
-                    && self.engine.routing.ringing(&self.sid).contains(&op)
-                {
-                    if self.engine.routing.decline(&self.sid, &op) == DeclineOutcome::AllDeclined {
-                        return Some((EndReason::Rejected, false));
-                    }
-                    self.engine.notify(
-                        &op,
-                        &ServerMessage::CallEnded {
-                            call_sid: self.sid.clone(),
-                            reason: EndReason::Rejected,
-                        },
-                    );
-                    return None;
-                }
-                if from_presence {
-                    self.engine.notify(&op, &not_found(self.sid.clone()));
-                }
-                None
-            }
+            } => self.call.hangup(&op, reason, from_presence),
             CallCmd::Attach { op, outbox, reply } => {
-                let _ = reply.send(self.on_attach(op, outbox));
-                None
+                let attach_id = self.engine.next_attach.fetch_add(1, Ordering::Relaxed);
+                self.sockets.insert(attach_id, outbox);
+                let result = self.call.attach(&op, attach_id, now());
+                if result.is_err() {
+                    self.sockets.remove(&attach_id);
+                }
+                let _ = reply.send(result.map(|_| Attachment {
+                    attach_id,
+                    media: self.media.clone(),
+                    cmd: self.tx.clone(),
+                }));
             }
             CallCmd::AudioClosed(id) => {
-                if self.audio.as_ref().is_some_and(|(a, _)| *a == id) {
-                    self.audio = None;
-                    tracing::info!(call_sid = %self.sid, "audio socket lost; grace window starts");
-                    self.grace_deadline = Some(Instant::now() + self.engine.cfg.audio_grace);
-                }
-                None
+                self.sockets.remove(&id);
+                self.call.audio_closed(id, now());
             }
             CallCmd::Mute(m) => {
-                tracing::debug!(call_sid = %self.sid, muted = m, "mute");
-                None
+                tracing::debug!(call_sid = %self.call.sid(), muted = m, "mute");
             }
-            CallCmd::Dtmf(d) => {
-                if let Some(leg) = &self.leg {
-                    leg.send_dtmf(d);
-                }
-                None
-            }
-            CallCmd::Shutdown => Some((EndReason::Failed, true)),
+            CallCmd::Dtmf(d) => self.call.dtmf(d),
+            CallCmd::Shutdown => self.call.shutdown(),
         }
     }
 
-    fn on_accept(&mut self, op: OperatorKey) -> Option<EndReason> {
-        // Before asking routing, which answers `Taken` for any caller once
-        // the call has a holder: an operator never offered the call (a
-        // colleague, another account, another account's operator with the
-        // same operatorRef) gets what an unknown sid gets, not
-        // `taken_by_other`, which would confirm the call exists.
-        if !self.offered.contains(&op) && self.holder.as_ref() != Some(&op) {
-            self.engine.notify(&op, &not_found(self.sid.clone()));
-            return None;
-        }
-        let ringing = self.engine.routing.ringing(&self.sid);
-        match self.engine.routing.claim(&self.sid, &op) {
-            ClaimOutcome::Won => {
-                tracing::info!(call_sid = %self.sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "offer accepted");
-                self.holder = Some(op.clone());
-                self.ring_deadline = None;
-                self.set_state(CallState::Connecting);
-                self.mark_answered();
-                if let Some(leg) = &self.leg {
-                    leg.answer();
+    /// Performs what the state machine decided, in order.
+    fn perform(&mut self) {
+        while let Some(action) = self.call.poll_action() {
+            match action {
+                Action::Notify(op, msg) => self.engine.notify(&op, &msg),
+                Action::ToAudio(id, msg) => {
+                    if let Some(o) = self.sockets.get(&id) {
+                        o.send_text(msg.to_json());
+                    }
                 }
-                self.engine.notify(
-                    &op,
-                    &ServerMessage::CallAccepted {
-                        call_sid: self.sid.clone(),
-                    },
-                );
-                let taken = ServerMessage::CallEnded {
-                    call_sid: self.sid.clone(),
-                    reason: EndReason::TakenByOther,
-                };
-                for other in ringing.iter().filter(|o| **o != op) {
-                    self.engine.notify(other, &taken);
+                Action::CloseAudio(id, code, reason) => {
+                    if let Some(o) = self.sockets.remove(&id) {
+                        o.close(code, reason);
+                    }
                 }
-                self.grace_deadline = Some(Instant::now() + self.engine.cfg.audio_grace);
-                None
-            }
-            ClaimOutcome::Taken => {
-                if self.holder.as_ref() != Some(&op) {
-                    self.engine.notify(
-                        &op,
-                        &ServerMessage::CallEnded {
-                            call_sid: self.sid.clone(),
-                            reason: EndReason::TakenByOther,
-                        },
+                Action::RouteAudio(id) => {
+                    let socket = id.and_then(|id| self.sockets.get(&id));
+                    self.media.route_to_operator(
+                        socket.map(|o| Arc::new(o.clone()) as Arc<dyn OperatorAudio>),
                     );
                 }
-                None
-            }
-            ClaimOutcome::NotOffered => {
-                self.engine.notify(&op, &not_found(self.sid.clone()));
-                None
-            }
-            ClaimOutcome::OperatorBusy => {
-                self.engine.notify(
-                    &op,
-                    &ServerMessage::Error {
-                        code: ErrorCode::OperatorBusy,
-                        message: "the operator already holds a call".into(),
-                        request_id: None,
-                        call_sid: Some(self.sid.clone()),
-                    },
-                );
-                (self.engine.routing.decline(&self.sid, &op) == DeclineOutcome::AllDeclined)
-                    .then_some(EndReason::Rejected)
-            }
-        }
-    }
-
-    fn on_attach(&mut self, op: OperatorKey, outbox: Outbox) -> Result<Attachment, AttachError> {
-        if op.account != self.account || self.holder.as_ref() != Some(&op) {
-            return Err(AttachError::Forbidden);
-        }
-        let attach_id = self.engine.next_attach.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, old)) = self.audio.take() {
-            old.send_text(
-                AudioServerMessage::Error {
-                    code: ErrorCode::Replaced,
-                    message: "another audio socket attached to this call".into(),
+                Action::AnswerLeg => {
+                    if let Some(leg) = &self.leg {
+                        leg.answer();
+                    }
                 }
-                .to_json(),
-            );
-            old.close(CloseCode::Replaced, "REPLACED");
-        }
-        let resumed = self.attached_before;
-        self.attached_before = true;
-        self.grace_deadline = None;
-        outbox.send_text(
-            AudioServerMessage::Attached {
-                call_sid: self.sid.clone(),
-                answered: self.answered(),
-                resumed,
-            }
-            .to_json(),
-        );
-        self.audio = Some((attach_id, outbox));
-        match self.state {
-            CallState::Connecting if self.direction == Direction::Inbound => {
-                self.set_state(CallState::Active);
-            }
-            CallState::Dialled => {
-                self.set_state(CallState::Connecting);
-                let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-                let leg = self.engine.carrier.place_call(
-                    OutboundRequest {
-                        call_sid: self.sid.clone(),
-                        from: self.from.clone(),
-                        to: self.to.clone(),
-                    },
-                    tx,
-                );
-                let _ = self.media.leg.set(leg.clone());
-                self.leg = Some(leg);
-                self.events = Some(rx);
-                self.ring_deadline = Some(Instant::now() + self.engine.cfg.ring_timeout);
-            }
-            _ => {}
-        }
-        tracing::info!(call_sid = %self.sid, resumed, "audio attached");
-        Ok(Attachment {
-            attach_id,
-            media: self.media.clone(),
-            cmd: self.tx.clone(),
-        })
-    }
-
-    fn on_event(&mut self, ev: Option<CarrierEvent>) -> Option<EndReason> {
-        let Some(ev) = ev else {
-            self.events = None;
-            return Some(EndReason::Failed);
-        };
-        match ev {
-            CarrierEvent::Audio(frame) => {
-                if let Some((_, o)) = &self.audio {
-                    o.push_audio(frame);
-                    Metrics::inc(&self.engine.metrics.frames_to_operator);
+                Action::PlaceCall => self.place_call(),
+                Action::SendDtmf(d) => {
+                    if let Some(leg) = &self.leg {
+                        leg.send_dtmf(d);
+                    }
                 }
-                None
-            }
-            CarrierEvent::Answered => {
-                if self.direction == Direction::Outbound && !self.answered() {
-                    tracing::info!(call_sid = %self.sid, "far end answered");
-                    self.ring_deadline = None;
-                    self.set_state(CallState::Active);
-                    self.mark_answered();
-                    self.send_audio_ctrl(&AudioServerMessage::Answered {
-                        call_sid: self.sid.clone(),
+                Action::HangUpLeg(reason) => {
+                    if let Some(leg) = &self.leg {
+                        leg.hang_up(reason);
+                    }
+                }
+                Action::RecordAnswered(op_ref) => {
+                    self.answered_cell.store(true, Ordering::Relaxed);
+                    let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());
+                    self.engine.db.execute("answer call", move |c| {
+                        db::answer_call(c, &sid, &op_ref, &at)
                     });
                 }
-                None
+                Action::RecordEnded(reason) => {
+                    self.engine.routing.release(self.call.sid());
+                    let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());
+                    self.engine
+                        .db
+                        .execute("end call", move |c| db::end_call(c, &sid, reason, &at));
+                }
             }
-            CarrierEvent::Busy | CarrierEvent::Declined => Some(EndReason::Rejected),
-            CarrierEvent::NoAnswer => Some(EndReason::NoAnswer),
-            CarrierEvent::Failed(why) => {
-                tracing::warn!(call_sid = %self.sid, why, "carrier failure");
-                Some(EndReason::Failed)
-            }
-            CarrierEvent::RemoteHangup => Some(EndReason::RemoteHangup),
         }
+        self.state_cell
+            .store(CallState::of(self.call.phase()) as u8, Ordering::Relaxed);
     }
 
-    fn finish(&mut self, reason: EndReason, close: CloseCode) {
-        let engine = self.engine.clone();
-        tracing::info!(call_sid = %self.sid, reason = %reason, "call ended");
-        let ended = ServerMessage::CallEnded {
-            call_sid: self.sid.clone(),
-            reason,
+    fn place_call(&mut self) {
+        let (Some(carrier), Some(req)) = (self.carrier.clone(), self.outbound.clone()) else {
+            return self.call.placed(Err(EndCause::failed(None, "no carrier")));
         };
-        for op in engine.routing.ringing(&self.sid) {
-            engine.notify(&op, &ended);
-        }
-        if let Some(op) = &self.holder {
-            engine.notify(op, &ended);
-        }
-        if let Some((_, o)) = self.audio.take() {
-            o.send_text(
-                AudioServerMessage::Ended {
-                    call_sid: self.sid.clone(),
-                    reason,
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        self.events = Some(rx);
+        let media = self.media.clone();
+        self.placing = Some(Box::pin(
+            async move { carrier.place_call(req, tx, media).await },
+        ));
+    }
+
+    /// The call is over: forget it, remembering who took part.
+    fn finish(&mut self) {
+        let engine = &self.engine;
+        if let (Some(placing), Phase::Ended(reason)) = (self.placing.take(), self.call.phase()) {
+            // Ended while the far end was still being called: its leg is
+            // hung up as soon as it exists, never left ringing.
+            let reason = *reason;
+            tokio::spawn(async move {
+                if let Ok(leg) = placing.await {
+                    leg.hang_up(reason);
                 }
-                .to_json(),
+            });
+        }
+        if let Phase::Ended(reason) = *self.call.phase() {
+            engine.ended.lock().expect("ended calls lock").remember(
+                self.call.sid(),
+                self.call.participants(),
+                reason,
             );
-            o.close(close, reason.as_str());
         }
-        if let Some(leg) = &self.leg {
-            leg.hang_up(reason);
-        }
-        // Remembered before the call leaves `calls`, so a late `accept` or
-        // `hangup` always finds it in one place or the other.
-        let mut participants = std::mem::take(&mut self.offered);
-        participants.extend(self.holder.clone());
         engine
-            .ended
+            .calls
             .lock()
-            .expect("ended calls lock")
-            .remember(&self.sid, participants, reason);
-        engine.routing.release(&self.sid);
-        let (sid, at) = (self.sid.clone(), now_rfc3339());
-        engine
-            .db
-            .execute("end call", move |c| db::end_call(c, &sid, reason, &at));
-        engine.calls.lock().expect("calls lock").remove(&self.sid);
+            .expect("calls lock")
+            .remove(self.call.sid());
         Metrics::inc(&engine.metrics.calls_ended);
     }
 }

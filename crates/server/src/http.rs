@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::carrier::InboundRefusal;
 use crate::db;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -224,7 +225,7 @@ async fn issue_for(
             ErrorCode::NumberNotOwned,
             format!(
                 "phone number {} is not a number of this account",
-                crate::util::quoted(bad)
+                audin_protocol::Untrusted(bad)
             ),
         ));
     }
@@ -363,7 +364,7 @@ async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<
         validate_e164(n).map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidNumber,
-                format!("{}: {e}", crate::util::quoted(n)),
+                format!("{}: {e}", audin_protocol::Untrusted(n)),
             )
         })?;
     }
@@ -380,10 +381,26 @@ async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<
     let call = engine
         .sim
         .start_inbound(&sid, &req.from, &req.to, behaviour);
-    engine
-        .inbound(call)
-        .await
-        .map_err(|(code, m)| ApiError(code, m))?;
+    match engine.inbound(call).await {
+        // As for a real caller: the call exists and ended `rejected` (the
+        // caller heard busy); its status says so.
+        Ok(()) | Err(InboundRefusal::NobodyAvailable) => {}
+        Err(InboundRefusal::UnknownNumber) => {
+            return Err(ApiError(
+                ErrorCode::NumberNotOwned,
+                format!("{} is not a number of any account", req.to),
+            ));
+        }
+        Err(InboundRefusal::ShuttingDown) => {
+            return Err(ApiError::new(
+                ErrorCode::ServerShutdown,
+                "the service is shutting down",
+            ));
+        }
+        Err(InboundRefusal::Internal) => {
+            return Err(ApiError::new(ErrorCode::Internal, "internal error"));
+        }
+    }
     Ok(axum::Json(serde_json::json!({ "callSid": sid })).into_response())
 }
 

@@ -14,11 +14,14 @@
 //! - [`http`]: HTTP endpoints, CORS, dev endpoints, static files;
 //! - [`ws`]: the WebSocket layer (buffers, bounded queues) in one place;
 //! - [`presence`], [`audio`]: the two sockets' protocol logic;
-//! - [`engine`]: live calls (one task each) and presence sockets;
-//! - [`routing`]: the [`routing::Routing`] trait (operators, offers,
-//!   assignment) and its in-memory implementation;
-//! - [`carrier`]: the [`carrier::Carrier`] / [`carrier::CarrierLeg`]
-//!   boundary; [`sim`]: the simulated network;
+//! - [`call`]: one call's state machine, without I/O;
+//! - [`engine`]: live calls (one task each driving a [`call::Call`]) and
+//!   presence sockets;
+//! - [`routing`]: the [`routing::Routing`] trait (operators online, who is
+//!   busy with which call) and its in-memory implementation;
+//! - [`carrier`]: the carrier boundary (one interface, a registry per
+//!   number, one inbound entry point, a per-call audio path); [`sim`]: the
+//!   simulated network; [`sip`]: the SIP trunk's media and signalling;
 //! - [`db`]: SQLite on a dedicated thread; [`auth`]: API keys and tokens;
 //! - [`metrics`], [`ratelimit`], [`tone`], [`util`], [`cli`].
 //!
@@ -32,6 +35,7 @@
 
 pub mod audio;
 pub mod auth;
+pub mod call;
 pub mod carrier;
 pub mod cli;
 pub mod config;
@@ -69,6 +73,7 @@ const QUIET_DEPENDENCIES: &[&str] = &[
     "reqwest",
     // The SIP stack logs every datagram verbatim at `info` (digest
     // credentials, callers' numbers, SDP): our own SIP events say enough.
+    "rsipstack",
 ];
 
 /// The log filter the binary uses: `requested` (e.g. `RUST_LOG`, default

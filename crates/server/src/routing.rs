@@ -1,5 +1,7 @@
-//! Routing state: which operators are online on which numbers, which calls
-//! are offered to whom, and which operator holds which call.
+//! Routing state: which operators are online on which numbers, and which
+//! operator holds which call. Who a call rings and who wins its offer is
+//! the call's own business ([`crate::call::Call`]); what must be decided
+//! across calls (an operator takes at most one) is here.
 //!
 //! The engine only talks to this through [`Routing`], so a shared engine
 //! (Redis, NATS KV…) can take over from [`InMemoryRouting`] when the service
@@ -20,31 +22,7 @@ pub struct OperatorKey {
     pub operator_ref: String,
 }
 
-/// Result of an operator accepting an offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// This operator now holds the call.
-    Won,
-    /// Another operator holds it.
-    Taken,
-    /// This operator was not (or no longer) offered the call.
-    NotOffered,
-    /// This operator already holds another call.
-    OperatorBusy,
-}
-
-/// Result of an operator declining an offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeclineOutcome {
-    /// Other operators are still ringing.
-    StillRinging,
-    /// Every offered operator declined.
-    AllDeclined,
-    /// The operator was not ringing for this call.
-    NotOffered,
-}
-
-/// Operators, offers and call assignment.
+/// Operators online and call assignment.
 pub trait Routing: Send + Sync + std::fmt::Debug {
     /// Replaces the numbers `op` takes calls on (empty: online on nothing).
     fn set_online(&self, op: &OperatorKey, phone_number_ids: Vec<String>);
@@ -52,21 +30,13 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
     fn set_offline(&self, op: &OperatorKey);
     /// Operators online on the number and not holding a call.
     fn available(&self, phone_number_id: &str) -> Vec<OperatorKey>;
-    /// Records that `call_sid` rings `ops`.
-    fn offer(&self, call_sid: &str, ops: &[OperatorKey]);
-    /// Operators still ringing for the call (offered, not declined).
-    fn ringing(&self, call_sid: &str) -> Vec<OperatorKey>;
-    /// First accept wins: assigns the call to `op` if it still rings `op`,
-    /// nobody holds it yet and `op` is free.
-    fn claim(&self, call_sid: &str, op: &OperatorKey) -> ClaimOutcome;
-    /// `op` declines the offer.
-    fn decline(&self, call_sid: &str, op: &OperatorKey) -> DeclineOutcome;
-    /// Assigns a new (outbound) call to `op` unless `op` holds one already;
-    /// returns the held call on failure.
+    /// Makes `op` the holder of `call_sid` unless it holds a call already
+    /// (returned on failure): an outbound call it dials, or the inbound
+    /// offer it accepts. One atomic step, so no operator ever holds two.
     fn assign(&self, op: &OperatorKey, call_sid: &str) -> Result<(), String>;
     /// The call `op` holds.
     fn held_call(&self, op: &OperatorKey) -> Option<String>;
-    /// Forgets the call: its offers and its assignment.
+    /// Forgets the call's assignment.
     fn release(&self, call_sid: &str);
     /// Number of operators online.
     fn operators_online(&self) -> usize;
@@ -75,8 +45,6 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 struct State {
     online: HashMap<OperatorKey, HashSet<String>>,
-    /// call → operators still ringing.
-    offers: HashMap<String, HashSet<OperatorKey>>,
     /// call → holder.
     holder: HashMap<String, OperatorKey>,
     /// operator → held call.
@@ -123,56 +91,6 @@ impl Routing for InMemoryRouting {
         ops
     }
 
-    fn offer(&self, call_sid: &str, ops: &[OperatorKey]) {
-        self.lock()
-            .offers
-            .insert(call_sid.to_owned(), ops.iter().cloned().collect());
-    }
-
-    fn ringing(&self, call_sid: &str) -> Vec<OperatorKey> {
-        let s = self.lock();
-        let mut ops: Vec<OperatorKey> = s
-            .offers
-            .get(call_sid)
-            .map(|o| o.iter().cloned().collect())
-            .unwrap_or_default();
-        ops.sort();
-        ops
-    }
-
-    fn claim(&self, call_sid: &str, op: &OperatorKey) -> ClaimOutcome {
-        let mut s = self.lock();
-        if s.holder.contains_key(call_sid) {
-            return ClaimOutcome::Taken;
-        }
-        if !s.offers.get(call_sid).is_some_and(|o| o.contains(op)) {
-            return ClaimOutcome::NotOffered;
-        }
-        if s.held.contains_key(op) {
-            return ClaimOutcome::OperatorBusy;
-        }
-        s.offers.remove(call_sid);
-        s.holder.insert(call_sid.to_owned(), op.clone());
-        s.held.insert(op.clone(), call_sid.to_owned());
-        ClaimOutcome::Won
-    }
-
-    fn decline(&self, call_sid: &str, op: &OperatorKey) -> DeclineOutcome {
-        let mut s = self.lock();
-        let Some(offered) = s.offers.get_mut(call_sid) else {
-            return DeclineOutcome::NotOffered;
-        };
-        if !offered.remove(op) {
-            return DeclineOutcome::NotOffered;
-        }
-        if offered.is_empty() {
-            s.offers.remove(call_sid);
-            DeclineOutcome::AllDeclined
-        } else {
-            DeclineOutcome::StillRinging
-        }
-    }
-
     fn assign(&self, op: &OperatorKey, call_sid: &str) -> Result<(), String> {
         let mut s = self.lock();
         if let Some(held) = s.held.get(op) {
@@ -189,7 +107,6 @@ impl Routing for InMemoryRouting {
 
     fn release(&self, call_sid: &str) {
         let mut s = self.lock();
-        s.offers.remove(call_sid);
         if let Some(op) = s.holder.remove(call_sid) {
             if s.held.get(&op).is_some_and(|c| c == call_sid) {
                 s.held.remove(&op);
@@ -214,27 +131,17 @@ mod tests {
     }
 
     #[test]
-    fn first_claim_wins_and_busy_operators_are_skipped() {
+    fn an_operator_holds_one_call_and_busy_operators_are_not_available() {
         let r = InMemoryRouting::new();
         r.set_online(&op("a"), vec!["pn".into()]);
         r.set_online(&op("b"), vec!["pn".into()]);
-        let ops = r.available("pn");
-        assert_eq!(ops.len(), 2);
-        r.offer("c1", &ops);
-        assert_eq!(r.claim("c1", &op("b")), ClaimOutcome::Won);
-        assert_eq!(r.claim("c1", &op("a")), ClaimOutcome::Taken);
+        assert_eq!(r.available("pn").len(), 2);
+        assert_eq!(r.assign(&op("b"), "c1"), Ok(()));
+        assert_eq!(r.assign(&op("b"), "c2"), Err("c1".to_owned()));
         assert_eq!(r.available("pn"), vec![op("a")]);
-        assert!(r.assign(&op("b"), "c2").is_err());
+        assert_eq!(r.held_call(&op("b")).as_deref(), Some("c1"));
         r.release("c1");
         assert_eq!(r.available("pn").len(), 2);
-    }
-
-    #[test]
-    fn all_declined() {
-        let r = InMemoryRouting::new();
-        r.offer("c", &[op("a"), op("b")]);
-        assert_eq!(r.decline("c", &op("a")), DeclineOutcome::StillRinging);
-        assert_eq!(r.decline("c", &op("a")), DeclineOutcome::NotOffered);
-        assert_eq!(r.decline("c", &op("b")), DeclineOutcome::AllDeclined);
+        assert_eq!(r.held_call(&op("b")), None);
     }
 }

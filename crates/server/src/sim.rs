@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::carrier::{
-    Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EventReceiver, EventSender, InboundCall,
-    OutboundRequest,
+    BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventReceiver,
+    EventSender, InboundCall, OutboundRequest,
 };
 use crate::tone;
 use crate::ws::FrameQueue;
@@ -463,6 +463,7 @@ impl SimCarrier {
         script: Script,
         inbound: bool,
         events: EventSender,
+        media: Arc<CallMedia>,
     ) -> Arc<SimCall> {
         let (cmd_tx, cmd_rx) = mpsc::channel(32);
         let call = Arc::new(SimCall {
@@ -483,6 +484,7 @@ impl SimCarrier {
             script,
             inbound,
             events,
+            media,
             cmd: cmd_rx,
             registry: self.registry.clone(),
             call_sid: call_sid.to_owned(),
@@ -501,13 +503,16 @@ impl SimCarrier {
         behaviour: Behaviour,
     ) -> InboundCall {
         let (tx, events): (EventSender, EventReceiver) = mpsc::channel(EVENT_QUEUE);
-        let call = self.spawn(call_sid, Script::plain(behaviour, None), true, tx);
+        let media = CallMedia::new();
+        let script = Script::plain(behaviour, None);
+        let call = self.spawn(call_sid, script, true, tx, media.clone());
         InboundCall {
             call_sid: call_sid.to_owned(),
             from: from.to_owned(),
             to: to.to_owned(),
             leg: Arc::new(SimLeg { call }),
             events,
+            media,
         }
     }
 
@@ -585,13 +590,22 @@ impl SimCarrier {
 }
 
 impl Carrier for SimCarrier {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "sim"
     }
 
-    fn place_call(&self, req: OutboundRequest, events: EventSender) -> Arc<dyn CarrierLeg> {
-        let call = self.spawn(&req.call_sid, Script::for_number(&req.to), false, events);
-        Arc::new(SimLeg { call })
+    /// Never fails at once: the sim's failing numbers fail like a real
+    /// network does, a moment after the call was placed.
+    fn place_call(
+        &self,
+        req: OutboundRequest,
+        events: EventSender,
+        media: Arc<CallMedia>,
+    ) -> BoxFuture<'_, Result<Arc<dyn CarrierLeg>, EndCause>> {
+        let script = Script::for_number(&req.to);
+        let call = self.spawn(&req.call_sid, script, false, events, media);
+        let leg: Arc<dyn CarrierLeg> = Arc::new(SimLeg { call });
+        Box::pin(std::future::ready(Ok(leg)))
     }
 }
 
@@ -600,6 +614,7 @@ struct FarEnd {
     script: Script,
     inbound: bool,
     events: EventSender,
+    media: Arc<CallMedia>,
     cmd: mpsc::Receiver<FarCmd>,
     registry: Arc<Mutex<Registry>>,
     call_sid: String,
@@ -636,20 +651,17 @@ impl FarEnd {
         self.events.send(ev).await.is_ok()
     }
 
-    /// Hands one audio frame to the engine (dropped if the engine is
-    /// behind). False, after ending the call, if the engine is gone.
+    /// Hands one audio frame toward the operator, on the call's audio
+    /// path (not the event channel). False, after ending the call, if the
+    /// engine is gone.
     fn send_frame(&self, frame: Bytes) -> bool {
-        match self.events.try_send(CarrierEvent::Audio(frame)) {
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.end(EndReason::Failed);
-                false
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Ok(()) => {
-                self.call.observed.lock().expect("sim lock").frames_sent += 1;
-                true
-            }
+        if self.events.is_closed() {
+            self.end(EndReason::Failed);
+            return false;
         }
+        self.media.to_operator(frame);
+        self.call.observed.lock().expect("sim lock").frames_sent += 1;
+        true
     }
 
     /// Hands `frame` toward the operator through the impairment, if any:
@@ -697,13 +709,16 @@ impl FarEnd {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if self.script.fail {
                 self.end(EndReason::Failed);
-                self.emit(CarrierEvent::Failed("sim: carrier error".into()))
-                    .await;
+                self.emit(CarrierEvent::Ended(EndCause::failed(
+                    None,
+                    "sim: carrier error",
+                )))
+                .await;
                 return;
             }
             if self.script.busy {
                 self.end(EndReason::Rejected);
-                self.emit(CarrierEvent::Busy).await;
+                self.emit(CarrierEvent::Ended(EndCause::Busy)).await;
                 return;
             }
         }
@@ -743,7 +758,7 @@ impl FarEnd {
                     }
                     Some(FarCmd::CallerHangsUp) => {
                         self.end(EndReason::RemoteHangup);
-                        self.emit(CarrierEvent::RemoteHangup).await;
+                        self.emit(CarrierEvent::Ended(EndCause::RemoteHangup)).await;
                         return;
                     }
                     Some(FarCmd::Impair(cfg)) => {
@@ -767,12 +782,12 @@ impl FarEnd {
                 }
                 _ = sleep_opt(decline_at) => {
                     self.end(EndReason::Rejected);
-                    self.emit(CarrierEvent::Declined).await;
+                    self.emit(CarrierEvent::Ended(EndCause::Declined)).await;
                     return;
                 }
                 _ = sleep_opt(hangup_at) => {
                     self.end(EndReason::RemoteHangup);
-                    self.emit(CarrierEvent::RemoteHangup).await;
+                    self.emit(CarrierEvent::Ended(EndCause::RemoteHangup)).await;
                     return;
                 }
                 _ = self.call.heard.ready() => {

@@ -58,11 +58,3 @@ pub fn new_call_sid() -> String {
 pub async fn raised(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
-
-/// Client input quoted for an error message: escaped (no raw control
-/// characters can reach a client's log) and cut to 64 characters.
-pub fn quoted(input: &str) -> String {
-    let cut: String = input.chars().take(64).collect();
-    let ellipsis = if cut.len() < input.len() { "…" } else { "" };
-    format!("{cut:?}{ellipsis}")
-}

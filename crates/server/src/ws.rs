@@ -240,6 +240,7 @@ impl Outbox {
 
     /// Queues an audio frame, dropping the oldest one beyond the limit.
     pub fn push_audio(&self, frame: Bytes) {
+        Metrics::inc(&self.shared.metrics.frames_to_operator);
         if self.shared.audio.push(frame) {
             Metrics::inc(&self.shared.metrics.frames_dropped);
         }

@@ -11,7 +11,9 @@ mod support;
 
 use std::time::Duration;
 
-use audin_server::carrier::{Carrier, CarrierEvent, EVENT_QUEUE, OutboundRequest};
+use audin_server::carrier::{
+    CallMedia, Carrier, CarrierEvent, EVENT_QUEUE, OperatorAudio, OutboundRequest,
+};
 use audin_server::sim::SimCarrier;
 use axum::body::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -43,6 +45,16 @@ fn number_of(f: &[u8]) -> Option<u16> {
     Some(k)
 }
 
+/// Far-end frames straight into a channel, stamped on arrival.
+#[derive(Debug)]
+struct Collect(mpsc::UnboundedSender<(Bytes, Instant)>);
+
+impl OperatorAudio for Collect {
+    fn push(&self, frame: Bytes) {
+        let _ = self.0.send((frame, Instant::now()));
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -57,29 +69,35 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn echo_returns_each_frame_as_it_arrives_through_stalls_and_bursts() {
     let sim = SimCarrier::new();
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    let leg = sim.place_call(
-        OutboundRequest {
-            call_sid: "CAecho".into(),
-            from: MILANO_E164.into(),
-            to: ECHO.into(),
-        },
-        tx,
-    );
+    // What the engine would do with the call's audio path: take every
+    // frame as it comes (here: with no socket queue in between), noting when.
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
+    let media = CallMedia::new();
+    media.route_to_operator(Some(std::sync::Arc::new(Collect(frames_tx))));
+    let leg = sim
+        .place_call(
+            OutboundRequest {
+                call_sid: "CAecho".into(),
+                from: MILANO_E164.into(),
+                to: ECHO.into(),
+            },
+            tx,
+            media,
+        )
+        .await
+        .expect("the sim places every call");
     loop {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Some(CarrierEvent::Answered)) => break,
-            Ok(Some(CarrierEvent::Audio(_))) => {}
+            Ok(Some(CarrierEvent::Ringing | CarrierEvent::EarlyMedia)) => {}
             other => panic!("expected the echo to answer, got {other:?}"),
         }
     }
-    // What the engine would do: take every event as it comes, noting when.
     let collector = tokio::spawn(async move {
         let mut got = Vec::new();
-        while let Some(ev) = rx.recv().await {
-            if let CarrierEvent::Audio(f) = ev
-                && let Some(k) = number_of(&f)
-            {
-                got.push((k, Instant::now()));
+        while let Some((f, at)) = frames_rx.recv().await {
+            if let Some(k) = number_of(&f) {
+                got.push((k, at));
             }
         }
         got

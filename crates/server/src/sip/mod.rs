@@ -16,6 +16,16 @@
 //! - [`media`]: the one exception, the tokio task that owns a call's RTP
 //!   socket and 20 ms tick and drives the types above.
 //!
+//! The signalling half does I/O:
+//!
+//! - [`signalling`]: SIP behind our own small boundary (the
+//!   [`signalling::Signalling`] and [`signalling::IncomingHandler`] traits);
+//!   its one implementation wraps `rsipstack`, whose types stay inside it;
+//! - [`trunk`]: the SIP trunk carrier itself: trunk and endpoint
+//!   configuration, the source allow-list, and the call logic that turns
+//!   INVITEs, responses and in-dialog requests into carrier calls and
+//!   events.
+//!
 //! The operator side of the service speaks 8 kHz µ-law in 20 ms frames, so
 //! PCMU is a pass-through and PCMA is one table lookup per byte.
 
@@ -23,6 +33,8 @@ pub mod dtmf;
 pub mod media;
 pub mod rtp;
 pub mod sdp;
+pub mod signalling;
+pub mod trunk;
 
 /// RTP clock rate of G.711 and of telephone-event as we negotiate it (Hz).
 pub const CLOCK_RATE: u32 = 8_000;

@@ -1,0 +1,1585 @@
+//! The SIP trunk carrier: calls to and from a provider's SIP trunk
+//! (Twilio Elastic SIP Trunking, Telnyx, a PBX) as [`Carrier`] and
+//! [`InboundSink`] calls.
+//!
+//! One [`SipEndpoint`] (UDP and TCP on one address) serves every
+//! configured [`SipTrunkConfig`]; each trunk is a [`Carrier`] named after
+//! it ([`SipEndpoint::carriers`]). The signalling goes through the
+//! [`super::signalling`] boundary (rsipstack today), the audio through one
+//! [`MediaHandle`] per call, the SDP through [`super::sdp`]. This module
+//! is the call logic between them:
+//!
+//! - **Inbound**: an INVITE from a trunk's allowed source whose
+//!   Request-URI (else To) user is an E.164 number (`+39…` or `39…`)
+//!   becomes an [`InboundCall`] handed to [`InboundSink::deliver`]. An
+//!   offer with no common codec is refused 488 before anyone rings; while
+//!   operators ring the caller gets 180; 200 with our SDP answer goes only
+//!   when the leg's [`CarrierLeg::answer`] is called (a delayed offer, an
+//!   INVITE without SDP, gets our offer in the 200 and its answer in the
+//!   ACK). A refusal of `deliver` or a hang-up before the answer picks the
+//!   final response (see [`refusal_status`], [`hang_up_status`]).
+//! - **Outbound**: [`Carrier::place_call`] sends an INVITE (Request-URI
+//!   user = the E.164 callee, From = the caller id, our PCMU/PCMA/
+//!   telephone-event offer); 180 is [`CarrierEvent::Ringing`], an 18x with
+//!   SDP starts media (the operator hears the ringback or announcement) and
+//!   is [`CarrierEvent::EarlyMedia`], 2xx is [`CarrierEvent::Answered`], a
+//!   final failure ends the leg with the cause of [`cause_of_status`].
+//! - **In the dialog**: BYE both ways, re-INVITE/UPDATE answered with a
+//!   mirrored SDP (hold `sendonly` → `recvonly`, a refresh keeps our
+//!   version), far-end RFC 4733 digits as [`CarrierEvent::Dtmf`], and the
+//!   media timeout ending the call `failed`.
+//! - **Security**: requests from addresses no trunk lists get 403 without
+//!   a transaction, at most [`REFUSALS_PER_WINDOW`] answers per source per
+//!   [`REFUSAL_WINDOW`] (then silence), and one log line per source per
+//!   [`REFUSAL_LOG_EVERY`]. Trunk passwords are never logged: the
+//!   [`Secret`] type has no way to print them.
+//!
+//! Not done here (yet): REGISTER to a trunk (`register` is accepted and
+//! reported at start-up), session timers (RFC 4028), TLS, digest
+//! authentication of inbound INVITEs (sources are trusted by address).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use audin_protocol::{EndReason, Untrusted, is_unsafe_char, validate_e164};
+use axum::body::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::media::{FarEndSink, MediaConfig, MediaEvent, MediaHandle, RtpPorts};
+use super::sdp::{Direction, LocalSdp, Negotiated, RemoteSdp, SdpError};
+pub use super::signalling::SipTransport;
+use super::signalling::{
+    Admission, ClientDialog, DialogEvent, IncomingHandler, InviteInfo, OfferReply, OutgoingInvite,
+    RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig,
+};
+
+use crate::carrier::{
+    BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventSender,
+    InboundCall, InboundRefusal, InboundSink, OutboundRequest,
+};
+
+/// Answers (403) to one unlisted source within one [`REFUSAL_WINDOW`];
+/// later requests in the window are dropped unanswered.
+pub const REFUSALS_PER_WINDOW: u32 = 5;
+/// The window of [`REFUSALS_PER_WINDOW`].
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
+/// At most one log line per refused source this often.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// Refused sources remembered at once; past it, new sources get no answer
+/// (a scan from many addresses is not worth a growing table).
+pub const MAX_REFUSED_SOURCES: usize = 4096;
+/// How long [`InboundSink::deliver`] may take before the caller gets 500.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default SIP port.
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// Longest caller text kept when the From user is not a number.
+const MAX_CALLER_CHARS: usize = 32;
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+/// A secret (a trunk password): it cannot be displayed or logged, its
+/// `Debug` is `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the digest computation only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a trunk or endpoint configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrunkConfigError {
+    /// The trunk name is empty, too long or not `[A-Za-z0-9_.-]`.
+    InvalidName(String),
+    /// Not `sip:HOST[:PORT]`.
+    InvalidUri {
+        /// The URI as given (escaped when shown).
+        uri: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// Not an IP address or `ADDR/PREFIX`.
+    InvalidSource(String),
+    /// A username without a password or the other way round, or one with
+    /// characters a digest header cannot carry.
+    InvalidCredentials(&'static str),
+    /// Two trunks with one name.
+    DuplicateName(String),
+    /// A media timeout of zero.
+    ZeroMediaTimeout,
+    /// No address to put in SDP: the RTP address is a wildcard and no
+    /// advertised address is set.
+    NoMediaAddress,
+}
+
+impl fmt::Display for TrunkConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidName(n) => write!(
+                f,
+                "trunk name {} must be 1-64 characters of A-Z a-z 0-9 _ . -",
+                Untrusted(n)
+            ),
+            Self::InvalidUri { uri, why } => {
+                write!(
+                    f,
+                    "trunk URI {}: {why} (expected sip:HOST[:PORT])",
+                    Untrusted(uri)
+                )
+            }
+            Self::InvalidSource(s) => write!(
+                f,
+                "allowed source {} is not an IP address or ADDRESS/PREFIX",
+                Untrusted(s)
+            ),
+            Self::InvalidCredentials(why) => write!(f, "trunk credentials: {why}"),
+            Self::DuplicateName(n) => write!(f, "two trunks are named {}", Untrusted(n)),
+            Self::ZeroMediaTimeout => f.write_str("the media timeout must not be zero"),
+            Self::NoMediaAddress => f.write_str(
+                "the RTP address is a wildcard: set the advertised address to put in SDP",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrunkConfigError {}
+
+/// Where a trunk is: `sip:HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkUri {
+    /// An IP address or a DNS name.
+    pub host: String,
+    /// The port (5060 when not given).
+    pub port: u16,
+}
+
+impl TrunkUri {
+    /// The host as an IP address, when it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.trim_matches(['[', ']']).parse().ok()
+    }
+
+    fn host_port(&self) -> String {
+        match self.ip() {
+            Some(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl FromStr for TrunkUri {
+    type Err = TrunkConfigError;
+
+    fn from_str(uri: &str) -> Result<Self, Self::Err> {
+        let invalid = |why| TrunkConfigError::InvalidUri {
+            uri: uri.to_owned(),
+            why,
+        };
+        let rest = uri
+            .strip_prefix("sip:")
+            .ok_or_else(|| invalid("it does not start with sip:"))?;
+        if rest.contains('@') || rest.contains(';') || rest.contains('?') {
+            return Err(invalid("it has a user part or parameters"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (ip, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
+            let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| invalid("bad IPv6 address"))?;
+            (ip.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (rest.to_owned(), None),
+            }
+        };
+        let port = match port {
+            None => DEFAULT_SIP_PORT,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid("bad port"))?,
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !host_ok {
+            return Err(invalid("bad host"));
+        }
+        Ok(TrunkUri { host, port })
+    }
+}
+
+impl fmt::Display for TrunkUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sip:{}", self.host_port())
+    }
+}
+
+/// An IP address or a CIDR range (`203.0.113.0/24`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in the range (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl From<IpAddr> for IpNet {
+    fn from(addr: IpAddr) -> Self {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        IpNet { addr, prefix }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = TrunkConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || TrunkConfigError::InvalidSource(s.to_owned());
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| invalid())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(invalid)?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One SIP trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipTrunkConfig {
+    /// Its name: the carrier name numbers refer to.
+    pub name: String,
+    /// Where outbound INVITEs go.
+    pub uri: TrunkUri,
+    /// Over which transport they go.
+    pub transport: SipTransport,
+    /// Digest username for 401/407 challenges.
+    pub username: Option<String>,
+    /// Digest password (never logged).
+    pub password: Option<Secret>,
+    /// Sources whose INVITEs are taken (any port). The trunk's own host,
+    /// when it is an IP address, is always allowed.
+    pub allowed_sources: Vec<IpNet>,
+    /// Register with the trunk (not implemented yet: reported at start).
+    pub register: bool,
+}
+
+impl SipTrunkConfig {
+    /// A UDP trunk at `uri`, no credentials, only its own host allowed.
+    pub fn new(name: &str, uri: &str) -> Result<Self, TrunkConfigError> {
+        let name_ok = (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !name_ok {
+            return Err(TrunkConfigError::InvalidName(name.to_owned()));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            uri: uri.parse()?,
+            transport: SipTransport::Udp,
+            username: None,
+            password: None,
+            allowed_sources: Vec::new(),
+            register: false,
+        })
+    }
+
+    /// Over `transport`.
+    pub fn transport(mut self, transport: SipTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Digest credentials.
+    pub fn credentials(
+        mut self,
+        username: &str,
+        password: Secret,
+    ) -> Result<Self, TrunkConfigError> {
+        let printable =
+            |s: &str| !s.is_empty() && s.chars().all(|c| !c.is_control() && c != '"' && c != '\\');
+        if !printable(username) {
+            return Err(TrunkConfigError::InvalidCredentials(
+                "the username is empty or has control characters, `\"` or `\\`",
+            ));
+        }
+        if !printable(password.expose()) {
+            return Err(TrunkConfigError::InvalidCredentials(
+                "the password is empty or has control characters, `\"` or `\\`",
+            ));
+        }
+        self.username = Some(username.to_owned());
+        self.password = Some(password);
+        Ok(self)
+    }
+
+    /// Also takes INVITEs from `source` (`ADDR` or `ADDR/PREFIX`).
+    pub fn allow(mut self, source: &str) -> Result<Self, TrunkConfigError> {
+        self.allowed_sources.push(source.parse()?);
+        Ok(self)
+    }
+
+    /// Whether requests from `ip` belong to this trunk.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.uri
+            .ip()
+            .is_some_and(|own| IpNet::from(own).contains(ip))
+            || self.allowed_sources.iter().any(|n| n.contains(ip))
+    }
+
+    fn credentials_pair(&self) -> Option<(String, String)> {
+        match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.expose().to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The one SIP endpoint of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipEndpointConfig {
+    /// UDP and TCP are bound here (port 0: one free port for both).
+    pub listen: SocketAddr,
+    /// The public address written in Contact, Via and SDP when it differs
+    /// from the local one (behind NAT, or with a wildcard `listen`).
+    pub advertised_ip: Option<IpAddr>,
+    /// Where RTP sockets are bound.
+    pub rtp_ip: IpAddr,
+    /// Which ports RTP sockets take.
+    pub rtp_ports: RtpPorts,
+    /// No RTP for this long ends an answered call `failed`.
+    pub media_timeout: Duration,
+}
+
+impl SipEndpointConfig {
+    /// Listening on `listen`, RTP on the same IP, any port, 30 s timeout.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            advertised_ip: None,
+            rtp_ip: listen.ip(),
+            rtp_ports: RtpPorts::Any,
+            media_timeout: super::media::DEFAULT_MEDIA_TIMEOUT,
+        }
+    }
+
+    fn sdp_ip(&self) -> Result<IpAddr, TrunkConfigError> {
+        let ip = self.advertised_ip.unwrap_or(self.rtp_ip);
+        if ip.is_unspecified() {
+            return Err(TrunkConfigError::NoMediaAddress);
+        }
+        Ok(ip)
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug)]
+pub enum SipError {
+    /// A configuration error.
+    Config(TrunkConfigError),
+    /// The SIP stack could not bind or start.
+    Signalling(super::signalling::SignallingError),
+}
+
+impl fmt::Display for SipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "SIP configuration: {e}"),
+            Self::Signalling(e) => write!(f, "SIP endpoint: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SipError {}
+
+impl From<TrunkConfigError> for SipError {
+    fn from(e: TrunkConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Numbers and status codes
+
+/// A Request-URI/To/From user part as E.164: `+39…` or `39…` (visual
+/// separators `-` `.` `(` `)` dropped) → `+39…`; anything else `None`.
+pub fn normalize_e164(user: &str) -> Option<String> {
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    let cleaned: String = digits
+        .chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')'))
+        .collect();
+    let number = format!("+{cleaned}");
+    validate_e164(&number).ok().map(|()| number)
+}
+
+/// The caller as shown to operators: the E.164 number, else the From user
+/// cut and stripped of unsafe characters, else `anonymous`.
+fn caller_of(from_user: Option<&str>) -> String {
+    let Some(user) = from_user else {
+        return "anonymous".to_owned();
+    };
+    if let Some(n) = normalize_e164(user) {
+        return n;
+    }
+    let shown: String = user
+        .chars()
+        .filter(|c| !is_unsafe_char(*c))
+        .take(MAX_CALLER_CHARS)
+        .collect();
+    if shown.is_empty() {
+        "anonymous".to_owned()
+    } else {
+        shown
+    }
+}
+
+/// The final response to a caller the service would not ring.
+pub const fn refusal_status(refusal: InboundRefusal) -> u16 {
+    match refusal {
+        InboundRefusal::UnknownNumber => 404,
+        InboundRefusal::NobodyAvailable => 486,
+        InboundRefusal::ShuttingDown => 503,
+        InboundRefusal::Internal => 500,
+    }
+}
+
+/// The final response to an unanswered inbound call the engine hangs up.
+pub const fn hang_up_status(reason: EndReason) -> u16 {
+    match reason {
+        EndReason::NoAnswer | EndReason::Offline => 480,
+        EndReason::Failed => 503,
+        _ => 486,
+    }
+}
+
+/// The end cause of an outbound call's final failure response (the field
+/// notes' mapping). `heard` says whether the far end sent anything first:
+/// a 408 with nothing heard is the stack's own timeout (the trunk never
+/// answered the INVITE), a failure rather than nobody picking up.
+pub fn cause_of_status(status: u16, reason: &str, heard: bool) -> EndCause {
+    match status {
+        486 | 600 => EndCause::Busy,
+        603 => EndCause::Declined,
+        408 if !heard => EndCause::failed(Some(408), "the trunk did not answer the INVITE"),
+        408 | 480 | 487 => EndCause::NoAnswer,
+        401 | 407 => EndCause::failed(Some(status), "the trunk refused our credentials"),
+        _ => EndCause::failed(Some(status), format!("{status} {}", Untrusted(reason))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The endpoint
+
+/// Source refusals (the 403s) and their rate limits.
+#[derive(Debug, Default)]
+struct Refusals {
+    by_source: HashMap<IpAddr, Refused>,
+}
+
+#[derive(Debug)]
+struct Refused {
+    window_start: Instant,
+    answered: u32,
+    last_log: Instant,
+    since_log: u64,
+}
+
+impl Refusals {
+    /// Whether to answer this refusal, and the count to log (if a line is
+    /// due).
+    fn refuse(&mut self, ip: IpAddr, now: Instant) -> (Admission, Option<u64>) {
+        if !self.by_source.contains_key(&ip) && self.by_source.len() >= MAX_REFUSED_SOURCES {
+            self.by_source
+                .retain(|_, r| now.duration_since(r.last_log) < REFUSAL_LOG_EVERY);
+            if self.by_source.len() >= MAX_REFUSED_SOURCES {
+                return (Admission::Drop, None);
+            }
+        }
+        let r = self.by_source.entry(ip).or_insert(Refused {
+            window_start: now,
+            answered: 0,
+            // Log the first refusal at once.
+            last_log: now.checked_sub(REFUSAL_LOG_EVERY).unwrap_or(now),
+            since_log: 0,
+        });
+        if now.duration_since(r.window_start) >= REFUSAL_WINDOW {
+            r.window_start = now;
+            r.answered = 0;
+        }
+        r.since_log += 1;
+        let log = (r.since_log == 1 && r.answered == 0
+            || now.duration_since(r.last_log) >= REFUSAL_LOG_EVERY)
+            .then(|| {
+                r.last_log = now;
+                std::mem::take(&mut r.since_log)
+            });
+        if r.answered < REFUSALS_PER_WINDOW {
+            r.answered += 1;
+            (Admission::Forbid, log)
+        } else {
+            (Admission::Drop, log)
+        }
+    }
+}
+
+/// What every call task shares.
+struct Ctx {
+    trunks: Vec<SipTrunkConfig>,
+    inbound: Arc<dyn InboundSink>,
+    media: MediaConfig,
+    sdp_ip: IpAddr,
+    refusals: Mutex<Refusals>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    fn trunk_of(&self, ip: IpAddr) -> Option<&SipTrunkConfig> {
+        self.trunks.iter().find(|t| t.allows(ip))
+    }
+
+    fn media_timeout_text(&self) -> String {
+        format!("no RTP for {} s", self.media.media_timeout.as_secs())
+    }
+}
+
+struct Handler {
+    ctx: Arc<Ctx>,
+}
+
+impl IncomingHandler for Handler {
+    fn admit(&self, source: SocketAddr, method: &str) -> Admission {
+        if self.ctx.trunk_of(source.ip()).is_some() {
+            return Admission::Admit;
+        }
+        let (admission, log) = self
+            .ctx
+            .refusals
+            .lock()
+            .expect("refusals lock")
+            .refuse(source.ip(), Instant::now());
+        if let Some(count) = log {
+            tracing::warn!(
+                source = %source.ip(),
+                method = %Untrusted(method),
+                refused_since_last_line = count,
+                "SIP request from an address no trunk lists: 403 (scanner?)"
+            );
+        }
+        admission
+    }
+
+    fn invite(
+        &self,
+        info: InviteInfo,
+        dialog: Arc<dyn ServerDialog>,
+        events: mpsc::UnboundedReceiver<DialogEvent>,
+    ) {
+        tokio::spawn(run_inbound(self.ctx.clone(), info, dialog, events));
+    }
+}
+
+/// The running SIP endpoint: one listener for all trunks.
+pub struct SipEndpoint {
+    stack: Arc<dyn Signalling>,
+    trunks: Vec<Arc<SipTrunk>>,
+    stop: watch::Sender<bool>,
+}
+
+impl fmt::Debug for SipEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipEndpoint")
+            .field("local_addr", &self.stack.local_addr())
+            .field("trunks", &self.trunks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SipEndpoint {
+    /// Binds UDP and TCP on `config.listen` and serves `trunks`; inbound
+    /// calls go to `inbound`.
+    pub async fn start(
+        config: SipEndpointConfig,
+        trunks: Vec<SipTrunkConfig>,
+        inbound: Arc<dyn InboundSink>,
+    ) -> Result<Self, SipError> {
+        if config.media_timeout.is_zero() {
+            return Err(TrunkConfigError::ZeroMediaTimeout.into());
+        }
+        let sdp_ip = config.sdp_ip()?;
+        for (i, t) in trunks.iter().enumerate() {
+            if trunks[..i].iter().any(|o| o.name == t.name) {
+                return Err(TrunkConfigError::DuplicateName(t.name.clone()).into());
+            }
+            if t.register {
+                tracing::warn!(
+                    trunk = %t.name,
+                    "REGISTER is not implemented: the trunk must route to this address by IP"
+                );
+            }
+        }
+        let mut media = MediaConfig::new(config.rtp_ip);
+        media.ports = config.rtp_ports;
+        media.media_timeout = config.media_timeout;
+        let (stop, stopping) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            trunks: trunks.clone(),
+            inbound,
+            media,
+            sdp_ip,
+            refusals: Mutex::new(Refusals::default()),
+            stopping,
+        });
+        let stack_config = StackConfig {
+            listen: config.listen,
+            advertised: config.advertised_ip,
+            user_agent: format!("audin-server/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let stack: Arc<dyn Signalling> =
+            RsipStack::start(&stack_config, Arc::new(Handler { ctx: ctx.clone() }))
+                .await
+                .map_err(SipError::Signalling)?;
+        tracing::info!(
+            listen = %stack.local_addr(),
+            contact = %stack.contact_addr(),
+            trunks = trunks.len(),
+            "SIP endpoint started (UDP and TCP)"
+        );
+        let trunks = trunks
+            .into_iter()
+            .map(|config| {
+                Arc::new(SipTrunk {
+                    config,
+                    ctx: ctx.clone(),
+                    stack: stack.clone(),
+                })
+            })
+            .collect();
+        Ok(Self {
+            stack,
+            trunks,
+            stop,
+        })
+    }
+
+    /// The bound SIP address (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stack.local_addr()
+    }
+
+    /// The trunk named `name`.
+    pub fn trunk(&self, name: &str) -> Option<Arc<SipTrunk>> {
+        self.trunks.iter().find(|t| t.config.name == name).cloned()
+    }
+
+    /// Every trunk as a carrier (for the carrier registry).
+    pub fn carriers(&self) -> Vec<Arc<dyn Carrier>> {
+        self.trunks
+            .iter()
+            .map(|t| t.clone() as Arc<dyn Carrier>)
+            .collect()
+    }
+
+    /// Ends every call (`failed`) and stops listening.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        self.stack.shutdown();
+    }
+}
+
+impl Drop for SipEndpoint {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One trunk: a [`Carrier`].
+pub struct SipTrunk {
+    config: SipTrunkConfig,
+    ctx: Arc<Ctx>,
+    stack: Arc<dyn Signalling>,
+}
+
+impl fmt::Debug for SipTrunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipTrunk")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SipTrunk {
+    /// Its configuration.
+    pub fn config(&self) -> &SipTrunkConfig {
+        &self.config
+    }
+
+    fn start_outbound(
+        &self,
+        req: OutboundRequest,
+        events: EventSender,
+        media: Arc<CallMedia>,
+    ) -> Result<Arc<dyn CarrierLeg>, EndCause> {
+        validate_e164(&req.to)
+            .map_err(|e| EndCause::failed(None, format!("callee is not E.164: {e}")))?;
+        validate_e164(&req.from)
+            .map_err(|e| EndCause::failed(None, format!("caller id is not E.164: {e}")))?;
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let rtp = MediaHandle::start(
+            self.ctx.media.clone(),
+            Arc::new(Sink {
+                media: media.clone(),
+                cmd: cmd_tx.clone(),
+            }),
+        )
+        .map_err(|e| EndCause::failed(None, format!("RTP: {e}")))?;
+        let mut local = LocalSdp::new(rand::random(), self.ctx.sdp_ip, rtp.local_addr().port());
+        let offer = local.offer(Direction::SendRecv);
+        let uri = &self.config.uri;
+        let invite = OutgoingInvite {
+            request_uri: format!("sip:{}@{}", req.to, uri.host_port()),
+            from_uri: format!("sip:{}@{}", req.from, uri.host_port()),
+            contact_user: req.from.clone(),
+            destination: SocketAddrOrHost {
+                host: uri.host.clone(),
+                port: uri.port,
+            },
+            transport: self.config.transport,
+            sdp: offer,
+            credentials: self.config.credentials_pair(),
+        };
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        let dialog = match self.stack.invite(invite, sig_tx) {
+            Ok(d) => d,
+            Err(e) => {
+                rtp.stop();
+                return Err(EndCause::failed(None, e.to_string()));
+            }
+        };
+        tracing::info!(
+            call_sid = %req.call_sid,
+            trunk = %self.config.name,
+            from = %req.from,
+            to = %req.to,
+            "SIP INVITE sent"
+        );
+        let leg = Arc::new(SipLeg {
+            cmd: cmd_tx,
+            media: rtp.clone(),
+            ended: AtomicBool::new(false),
+        });
+        media.set_leg(leg.clone());
+        let call = Call {
+            ctx: self.ctx.clone(),
+            call_sid: req.call_sid,
+            rtp,
+            local,
+            events,
+            cmd: cmd_rx,
+            sig: sig_rx,
+            expect_ack_answer: false,
+        };
+        tokio::spawn(call.run_outbound(dialog));
+        Ok(leg)
+    }
+}
+
+impl Carrier for SipTrunk {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn place_call(
+        &self,
+        req: OutboundRequest,
+        events: EventSender,
+        media: Arc<CallMedia>,
+    ) -> BoxFuture<'_, Result<Arc<dyn CarrierLeg>, EndCause>> {
+        // Resolves as soon as the INVITE is handed to the transport: a
+        // transport failure after that (TCP refused, no answer at all)
+        // arrives as `Ended(Failed)`.
+        Box::pin(async move { self.start_outbound(req, events, media) })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calls
+
+/// What the leg (and the media task) ask of a call's task.
+#[derive(Debug)]
+enum Cmd {
+    Answer,
+    HangUp(EndReason),
+    Media(MediaEvent),
+}
+
+/// The engine's handle on one SIP call.
+#[derive(Debug)]
+struct SipLeg {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    media: MediaHandle,
+    ended: AtomicBool,
+}
+
+impl CarrierLeg for SipLeg {
+    fn answer(&self) {
+        let _ = self.cmd.send(Cmd::Answer);
+    }
+
+    fn send_audio(&self, frame: Bytes) {
+        // Dropped once the call ended (`Stopped`); a wrong length is the
+        // caller's bug and is dropped too.
+        let _ = self.media.send_audio(frame);
+    }
+
+    fn send_dtmf(&self, digit: char) {
+        if let Err(e) = self.media.send_dtmf(digit) {
+            tracing::debug!(error = %e, "DTMF not sent");
+        }
+    }
+
+    fn hang_up(&self, reason: EndReason) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            let _ = self.cmd.send(Cmd::HangUp(reason));
+        }
+    }
+}
+
+/// Far-end audio straight to the operator; digits and the timeout to the
+/// call's task. Never blocks (the media task calls it).
+struct Sink {
+    media: Arc<CallMedia>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+}
+
+impl FarEndSink for Sink {
+    fn frame(&self, frame: Bytes) {
+        self.media.to_operator(frame);
+    }
+
+    fn event(&self, event: MediaEvent) {
+        let _ = self.cmd.send(Cmd::Media(event));
+    }
+}
+
+/// How a call's task loop goes on.
+enum Step {
+    Continue,
+    End,
+}
+
+/// One call's state, driven by its task.
+struct Call {
+    ctx: Arc<Ctx>,
+    call_sid: String,
+    rtp: MediaHandle,
+    local: LocalSdp,
+    events: EventSender,
+    cmd: mpsc::UnboundedReceiver<Cmd>,
+    sig: mpsc::UnboundedReceiver<DialogEvent>,
+    /// Our 2xx carried the offer: the answer comes in the ACK.
+    expect_ack_answer: bool,
+}
+
+/// What woke a call's task.
+enum Wake {
+    Cmd(Option<Cmd>),
+    Sig(Option<DialogEvent>),
+    Stopping,
+}
+
+impl Call {
+    async fn next(&mut self) -> Wake {
+        let mut stopping = self.ctx.stopping.clone();
+        tokio::select! {
+            cmd = self.cmd.recv() => Wake::Cmd(cmd),
+            sig = self.sig.recv() => Wake::Sig(sig),
+            _ = crate::util::raised(&mut stopping) => Wake::Stopping,
+        }
+    }
+
+    async fn emit(&self, event: CarrierEvent) {
+        // The engine dropped the receiver: the call is over for it anyway.
+        let _ = self.events.send(event).await;
+    }
+
+    async fn end(&self, cause: EndCause) {
+        tracing::info!(call_sid = %self.call_sid, %cause, "SIP call ended by the far end side");
+        self.emit(CarrierEvent::Ended(cause)).await;
+    }
+
+    /// Applies a remote description (an answer, or an offer we answered).
+    fn apply(&self, negotiated: Negotiated) {
+        if let Err(e) = self.rtp.set_remote(negotiated) {
+            tracing::debug!(call_sid = %self.call_sid, error = %e, "media update refused");
+        }
+    }
+
+    /// A re-INVITE or UPDATE: answer with our mirrored SDP and update the
+    /// media, or refuse it and keep the session as it was.
+    fn on_offer(&mut self, method: &str, sdp: Option<Vec<u8>>, reply: OfferReply) {
+        match sdp {
+            Some(body) => {
+                match RemoteSdp::parse(&body).and_then(|r| r.negotiate().map(|n| (r, n))) {
+                    Ok((remote, negotiated)) => {
+                        let hold = negotiated.is_remote_hold();
+                        let answer = self.local.answer(&remote, &negotiated, Direction::SendRecv);
+                        self.apply(negotiated);
+                        tracing::debug!(call_sid = %self.call_sid, method, hold, "in-dialog offer answered");
+                        reply.send(200, Some(answer));
+                    }
+                    Err(e) => {
+                        tracing::info!(call_sid = %self.call_sid, method, error = %e, "in-dialog offer refused");
+                        reply.send(e.sip_status(), None);
+                    }
+                }
+            }
+            None => {
+                // We offer in the 200; the answer comes in the ACK.
+                self.expect_ack_answer = true;
+                reply.send(200, Some(self.local.offer(Direction::SendRecv)));
+            }
+        }
+    }
+
+    /// An ACK: the answer to our offer, when one is due. `Err` when the
+    /// answer is unusable (the call must end, RFC 3264 §5.1… a BYE).
+    fn on_ack(&mut self, sdp: Option<Vec<u8>>) -> Result<(), SdpError> {
+        if !std::mem::take(&mut self.expect_ack_answer) {
+            return Ok(());
+        }
+        let body = sdp.ok_or(SdpError::NoAudio)?;
+        let negotiated = RemoteSdp::parse(&body)?.negotiate()?;
+        self.apply(negotiated);
+        Ok(())
+    }
+
+    /// Events common to both directions once the call is up.
+    async fn in_call(&mut self, dialog_bye: impl AsyncBye, wake: Wake) -> Step {
+        match wake {
+            Wake::Cmd(Some(Cmd::HangUp(_))) => {
+                dialog_bye.bye().await;
+                Step::End
+            }
+            Wake::Cmd(Some(Cmd::Answer)) => Step::Continue,
+            Wake::Cmd(Some(Cmd::Media(MediaEvent::Dtmf(d)))) => {
+                self.emit(CarrierEvent::Dtmf(d)).await;
+                Step::Continue
+            }
+            Wake::Cmd(Some(Cmd::Media(MediaEvent::Timeout))) => {
+                dialog_bye.bye().await;
+                let why = self.ctx.media_timeout_text();
+                self.end(EndCause::failed(None, why)).await;
+                Step::End
+            }
+            Wake::Cmd(None) => Step::End,
+            Wake::Sig(Some(DialogEvent::Bye)) => {
+                self.end(EndCause::RemoteHangup).await;
+                Step::End
+            }
+            Wake::Sig(Some(DialogEvent::Offer { method, sdp, reply })) => {
+                self.on_offer(method, sdp, reply);
+                Step::Continue
+            }
+            Wake::Sig(Some(DialogEvent::Acked { sdp })) => match self.on_ack(sdp) {
+                Ok(()) => Step::Continue,
+                Err(e) => {
+                    dialog_bye.bye().await;
+                    self.end(EndCause::failed(
+                        Some(e.sip_status()),
+                        format!("unusable SDP answer in the ACK: {e}"),
+                    ))
+                    .await;
+                    Step::End
+                }
+            },
+            Wake::Sig(Some(DialogEvent::Terminated { why })) => {
+                self.end(EndCause::failed(None, why)).await;
+                Step::End
+            }
+            Wake::Sig(Some(other)) => {
+                tracing::debug!(call_sid = %self.call_sid, event = ?other, "ignored SIP event");
+                Step::Continue
+            }
+            Wake::Sig(None) => {
+                self.end(EndCause::failed(None, "SIP dialog lost")).await;
+                Step::End
+            }
+            Wake::Stopping => {
+                dialog_bye.bye().await;
+                self.end(EndCause::failed(None, "SIP endpoint shutting down"))
+                    .await;
+                Step::End
+            }
+        }
+    }
+
+    // ---- inbound ---------------------------------------------------------
+
+    async fn run_inbound(
+        mut self,
+        dialog: Arc<dyn ServerDialog>,
+        offer: Option<(RemoteSdp, Negotiated)>,
+    ) {
+        // Ringing: until the operator answers, the caller cancels or the
+        // engine gives up.
+        loop {
+            match self.next().await {
+                Wake::Cmd(Some(Cmd::Answer)) => {
+                    let sdp = match &offer {
+                        Some((remote, negotiated)) => {
+                            let answer = self.local.answer(remote, negotiated, Direction::SendRecv);
+                            self.apply(negotiated.clone());
+                            answer
+                        }
+                        None => {
+                            self.expect_ack_answer = true;
+                            self.local.offer(Direction::SendRecv)
+                        }
+                    };
+                    if let Err(e) = dialog.accept(sdp) {
+                        tracing::warn!(call_sid = %self.call_sid, error = %e, "200 not sent");
+                        self.end(EndCause::failed(None, e.to_string())).await;
+                        self.rtp.stop();
+                        return;
+                    }
+                    let _ = self.rtp.answered();
+                    tracing::info!(call_sid = %self.call_sid, "SIP call answered (200 sent)");
+                    break;
+                }
+                Wake::Cmd(Some(Cmd::HangUp(reason))) => {
+                    dialog.reject(hang_up_status(reason));
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Cmd(Some(Cmd::Media(MediaEvent::Dtmf(d)))) => {
+                    self.emit(CarrierEvent::Dtmf(d)).await;
+                }
+                Wake::Cmd(Some(Cmd::Media(MediaEvent::Timeout))) => {}
+                Wake::Cmd(None) => {
+                    dialog.reject(500);
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(DialogEvent::Cancelled | DialogEvent::Bye)) => {
+                    self.end(EndCause::RemoteHangup).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(DialogEvent::Terminated { why })) => {
+                    self.end(EndCause::failed(None, why)).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(other)) => {
+                    tracing::debug!(call_sid = %self.call_sid, event = ?other, "ignored while ringing");
+                }
+                Wake::Sig(None) => {
+                    self.end(EndCause::failed(None, "SIP dialog lost")).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Stopping => {
+                    dialog.reject(503);
+                    self.end(EndCause::failed(None, "SIP endpoint shutting down"))
+                        .await;
+                    self.rtp.stop();
+                    return;
+                }
+            }
+        }
+        loop {
+            let wake = self.next().await;
+            if let Step::End = self.in_call(ServerBye(&*dialog), wake).await {
+                break;
+            }
+        }
+        self.rtp.stop();
+    }
+
+    // ---- outbound --------------------------------------------------------
+
+    async fn run_outbound(mut self, dialog: Arc<dyn ClientDialog>) {
+        let mut early_sdp: Option<Vec<u8>> = None;
+        let mut ringing = false;
+        let mut early = false;
+        loop {
+            match self.next().await {
+                Wake::Sig(Some(DialogEvent::Provisional { status, sdp })) => match sdp {
+                    // RFC 3261 §13.2.1: the first SDP in an 18x is the
+                    // answer; media starts now (a repeat changes nothing).
+                    Some(body) if early_sdp.as_ref() != Some(&body) => {
+                        match RemoteSdp::parse(&body).and_then(|r| r.negotiate()) {
+                            Ok(negotiated) => {
+                                self.apply(negotiated);
+                                early_sdp = Some(body);
+                                if !early {
+                                    early = true;
+                                    self.emit(CarrierEvent::EarlyMedia).await;
+                                }
+                            }
+                            Err(e) => tracing::info!(
+                                call_sid = %self.call_sid, status, error = %e,
+                                "unusable early SDP ignored"
+                            ),
+                        }
+                    }
+                    Some(_) => {}
+                    None if (180..=189).contains(&status) && !ringing && !early => {
+                        ringing = true;
+                        self.emit(CarrierEvent::Ringing).await;
+                    }
+                    None => {}
+                },
+                Wake::Sig(Some(DialogEvent::Answered { sdp })) => {
+                    let answer = match (sdp, &early_sdp) {
+                        (Some(body), Some(prev)) if &body == prev => Ok(None),
+                        (Some(body), _) => RemoteSdp::parse(&body)
+                            .and_then(|r| r.negotiate())
+                            .map(Some),
+                        (None, Some(_)) => Ok(None),
+                        (None, None) => Err(SdpError::NoAudio),
+                    };
+                    match answer {
+                        Ok(negotiated) => {
+                            if let Some(n) = negotiated {
+                                self.apply(n);
+                            }
+                            let _ = self.rtp.answered();
+                            tracing::info!(call_sid = %self.call_sid, "SIP call answered");
+                            self.emit(CarrierEvent::Answered).await;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = dialog.hang_up().await;
+                            self.end(EndCause::failed(
+                                Some(e.sip_status()),
+                                format!("unusable SDP answer: {e}"),
+                            ))
+                            .await;
+                            self.rtp.stop();
+                            return;
+                        }
+                    }
+                }
+                Wake::Sig(Some(DialogEvent::Failed {
+                    status,
+                    reason,
+                    heard_from_far_end,
+                })) => {
+                    self.end(cause_of_status(status, &reason, heard_from_far_end))
+                        .await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(DialogEvent::Bye)) => {
+                    self.end(EndCause::RemoteHangup).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(DialogEvent::Terminated { why })) => {
+                    self.end(EndCause::failed(None, why)).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Sig(Some(other)) => {
+                    tracing::debug!(call_sid = %self.call_sid, event = ?other, "ignored before answer");
+                }
+                Wake::Sig(None) => {
+                    self.end(EndCause::failed(None, "SIP dialog lost")).await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Cmd(Some(Cmd::HangUp(_))) => {
+                    // CANCEL (the stack ACKs the 487), or BYE if a 2xx
+                    // crossed it.
+                    if let Err(e) = dialog.hang_up().await {
+                        tracing::debug!(call_sid = %self.call_sid, error = %e, "CANCEL");
+                    }
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Cmd(Some(Cmd::Media(MediaEvent::Dtmf(d)))) => {
+                    self.emit(CarrierEvent::Dtmf(d)).await;
+                }
+                Wake::Cmd(Some(Cmd::Answer | Cmd::Media(MediaEvent::Timeout))) => {}
+                Wake::Cmd(None) => {
+                    let _ = dialog.hang_up().await;
+                    self.rtp.stop();
+                    return;
+                }
+                Wake::Stopping => {
+                    let _ = dialog.hang_up().await;
+                    self.end(EndCause::failed(None, "SIP endpoint shutting down"))
+                        .await;
+                    self.rtp.stop();
+                    return;
+                }
+            }
+        }
+        loop {
+            let wake = self.next().await;
+            if let Step::End = self.in_call(ClientBye(&*dialog), wake).await {
+                break;
+            }
+        }
+        self.rtp.stop();
+    }
+}
+
+/// Sends the BYE of an established call, whichever side it is.
+trait AsyncBye {
+    async fn bye(&self);
+}
+
+struct ServerBye<'a>(&'a dyn ServerDialog);
+
+impl AsyncBye for ServerBye<'_> {
+    async fn bye(&self) {
+        if let Err(e) = self.0.bye().await {
+            tracing::debug!(error = %e, "BYE");
+        }
+    }
+}
+
+struct ClientBye<'a>(&'a dyn ClientDialog);
+
+impl AsyncBye for ClientBye<'_> {
+    async fn bye(&self) {
+        if let Err(e) = self.0.hang_up().await {
+            tracing::debug!(error = %e, "BYE");
+        }
+    }
+}
+
+/// An inbound INVITE, from its checks to the end of the call.
+async fn run_inbound(
+    ctx: Arc<Ctx>,
+    info: InviteInfo,
+    dialog: Arc<dyn ServerDialog>,
+    sig: mpsc::UnboundedReceiver<DialogEvent>,
+) {
+    let trunk = ctx
+        .trunk_of(info.source.ip())
+        .map(|t| t.name.clone())
+        .unwrap_or_default();
+    let number = info
+        .request_user
+        .as_deref()
+        .and_then(normalize_e164)
+        .or_else(|| info.to_user.as_deref().and_then(normalize_e164));
+    let Some(to) = number else {
+        tracing::info!(
+            %trunk,
+            source = %info.source,
+            request_user = %Untrusted(info.request_user.as_deref().unwrap_or("")),
+            "SIP INVITE for no E.164 number: 404"
+        );
+        dialog.reject(404);
+        return;
+    };
+    let from = caller_of(info.from_user.as_deref());
+    // The offer first: no common codec is refused before anyone rings.
+    let offer = match &info.sdp {
+        Some(body) => match RemoteSdp::parse(body).and_then(|r| r.negotiate().map(|n| (r, n))) {
+            Ok(offer) => Some(offer),
+            Err(e) => {
+                tracing::info!(%trunk, %to, error = %e, "SIP INVITE offer refused");
+                dialog.reject(e.sip_status());
+                return;
+            }
+        },
+        None => None,
+    };
+    let call_sid = crate::util::new_call_sid();
+    let media = CallMedia::new();
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let rtp = match MediaHandle::start(
+        ctx.media.clone(),
+        Arc::new(Sink {
+            media: media.clone(),
+            cmd: cmd_tx.clone(),
+        }),
+    ) {
+        Ok(rtp) => rtp,
+        Err(e) => {
+            tracing::error!(%call_sid, error = %e, "no RTP socket for an inbound SIP call: 503");
+            dialog.reject(503);
+            return;
+        }
+    };
+    let local = LocalSdp::new(rand::random(), ctx.sdp_ip, rtp.local_addr().port());
+    let leg = Arc::new(SipLeg {
+        cmd: cmd_tx,
+        media: rtp.clone(),
+        ended: AtomicBool::new(false),
+    });
+    media.set_leg(leg.clone());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    tracing::info!(
+        %call_sid,
+        %trunk,
+        source = %info.source,
+        transport = %info.transport,
+        %from,
+        %to,
+        delayed_offer = offer.is_none(),
+        "inbound SIP call"
+    );
+    let call = InboundCall {
+        call_sid: call_sid.clone(),
+        from,
+        to,
+        leg,
+        events: events_rx,
+        media,
+    };
+    let delivered = tokio::time::timeout(DELIVER_TIMEOUT, ctx.inbound.deliver(call)).await;
+    let refusal = match delivered {
+        Ok(Ok(())) => None,
+        Ok(Err(refusal)) => Some(refusal_status(refusal)),
+        Err(_) => Some(refusal_status(InboundRefusal::Internal)),
+    };
+    if let Some(status) = refusal {
+        tracing::info!(%call_sid, status, "inbound SIP call refused");
+        dialog.reject(status);
+        rtp.stop();
+        return;
+    }
+    dialog.ringing();
+    let call = Call {
+        ctx,
+        call_sid,
+        rtp,
+        local,
+        events: events_tx,
+        cmd: cmd_rx,
+        sig,
+        expect_ack_answer: false,
+    };
+    call.run_inbound(dialog, offer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_normalised_to_e164() {
+        assert_eq!(
+            normalize_e164("+390299999999").as_deref(),
+            Some("+390299999999")
+        );
+        assert_eq!(
+            normalize_e164("390299999999").as_deref(),
+            Some("+390299999999")
+        );
+        assert_eq!(
+            normalize_e164("+39-02-9999.9999").as_deref(),
+            Some("+390299999999")
+        );
+        for bad in [
+            "",
+            "+",
+            "bob",
+            "0299999999",
+            "+39 02",
+            "1234567890123456",
+            "+39\u{0}1",
+        ] {
+            assert_eq!(normalize_e164(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn callers_that_are_not_numbers_are_shown_safely() {
+        assert_eq!(caller_of(Some("390211111111")), "+390211111111");
+        assert_eq!(caller_of(None), "anonymous");
+        assert_eq!(caller_of(Some("\u{202e}\u{0}")), "anonymous");
+        let long = caller_of(Some(&"a".repeat(100)));
+        assert_eq!(long.len(), MAX_CALLER_CHARS);
+        assert_eq!(caller_of(Some("bob\u{1b}[31m")), "bob[31m");
+    }
+
+    #[test]
+    fn final_statuses_map_to_the_notes_causes() {
+        assert_eq!(cause_of_status(486, "Busy Here", true), EndCause::Busy);
+        assert_eq!(
+            cause_of_status(600, "Busy Everywhere", true),
+            EndCause::Busy
+        );
+        assert_eq!(cause_of_status(603, "Decline", true), EndCause::Declined);
+        for s in [408, 480, 487] {
+            assert_eq!(cause_of_status(s, "x", true), EndCause::NoAnswer, "{s}");
+        }
+        assert!(matches!(
+            cause_of_status(408, "Request Timeout", false),
+            EndCause::Failed {
+                sip_status: Some(408),
+                ..
+            }
+        ));
+        for s in [404, 484, 488, 500, 503, 302] {
+            assert!(
+                matches!(cause_of_status(s, "x", true), EndCause::Failed { sip_status: Some(c), .. } if c == s),
+                "{s}"
+            );
+        }
+        assert_eq!(hang_up_status(EndReason::Rejected), 486);
+        assert_eq!(hang_up_status(EndReason::NoAnswer), 480);
+        assert_eq!(hang_up_status(EndReason::Failed), 503);
+        assert_eq!(refusal_status(InboundRefusal::UnknownNumber), 404);
+        assert_eq!(refusal_status(InboundRefusal::NobodyAvailable), 486);
+        assert_eq!(refusal_status(InboundRefusal::ShuttingDown), 503);
+        assert_eq!(refusal_status(InboundRefusal::Internal), 500);
+    }
+
+    #[test]
+    fn trunk_configuration_is_checked_and_never_shows_the_password() {
+        let t = SipTrunkConfig::new("twilio", "sip:203.0.113.7:5070")
+            .unwrap()
+            .allow("198.51.100.0/24")
+            .unwrap()
+            .credentials("acct", Secret::new("hunter2-secret"))
+            .unwrap();
+        assert_eq!(t.uri.port, 5070);
+        assert!(t.allows("203.0.113.7".parse().unwrap()), "own host");
+        assert!(t.allows("198.51.100.200".parse().unwrap()));
+        assert!(t.allows("::ffff:198.51.100.1".parse().unwrap()));
+        assert!(!t.allows("198.51.101.1".parse().unwrap()));
+        assert!(!format!("{t:?}").contains("hunter2"), "{t:?}");
+        assert_eq!(
+            SipTrunkConfig::new("x", "sip:pbx.example")
+                .unwrap()
+                .uri
+                .port,
+            5060
+        );
+        assert_eq!(
+            "sip:[2001:db8::1]:5080"
+                .parse::<TrunkUri>()
+                .unwrap()
+                .to_string(),
+            "sip:[2001:db8::1]:5080"
+        );
+        for bad in [
+            "pbx.example",
+            "sip:",
+            "sip:a b",
+            "sip:u@h",
+            "sip:h:0",
+            "sip:h:x",
+            "sip:h;transport=tcp",
+        ] {
+            assert!(bad.parse::<TrunkUri>().is_err(), "{bad}");
+        }
+        for bad in ["", "10.0.0.0/33", "10.0.0.0/x", "host", "::/129"] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+        }
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(SipTrunkConfig::new("bad name", "sip:h").is_err());
+        let err = SipTrunkConfig::new("x", "sip:h")
+            .unwrap()
+            .credentials("u", Secret::new("a\nb"))
+            .unwrap_err();
+        assert!(!err.to_string().contains("a\nb"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_answer_a_few_then_go_quiet_and_log_once_a_minute() {
+        let mut r = Refusals::default();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        let now = Instant::now();
+        let (first, log) = r.refuse(ip, now);
+        assert_eq!(first, Admission::Forbid);
+        assert_eq!(log, Some(1), "the first refusal is logged");
+        let mut answered = 1;
+        let mut logs = 0;
+        for _ in 0..100 {
+            let (a, log) = r.refuse(ip, now);
+            answered += u32::from(a == Admission::Forbid);
+            logs += usize::from(log.is_some());
+        }
+        assert_eq!(answered, REFUSALS_PER_WINDOW);
+        assert_eq!(logs, 0, "no more lines within the minute");
+        assert_eq!(
+            r.refuse(other, now),
+            (Admission::Forbid, Some(1)),
+            "per source"
+        );
+        let later = now + REFUSAL_WINDOW;
+        assert_eq!(r.refuse(ip, later).0, Admission::Forbid, "a new window");
+        let (_, log) = r.refuse(ip, now + REFUSAL_LOG_EVERY);
+        assert_eq!(log, Some(102), "the refusals since the first line");
+    }
+}

@@ -177,7 +177,8 @@ mod tests {
 
     #[test]
     fn quoted_output_never_holds_an_unsafe_char() {
-        let hostile = "\u{0}\u{7}\u{1b}[2J\r\n\u{85}\u{200b}\u{202e}\u{2066}\u{2028}\u{feff}\u{e0041}";
+        let hostile =
+            "\u{0}\u{7}\u{1b}[2J\r\n\u{85}\u{200b}\u{202e}\u{2066}\u{2028}\u{feff}\u{e0041}";
         let quoted = Untrusted(hostile).to_string();
         assert!(is_printable_text(&quoted), "{quoted}");
         assert!(is_printable_text(&escape_unsafe(hostile)));

@@ -512,6 +512,46 @@ fn audio_reattach_within_the_window_resumes_the_call() {
     assert_eq!(state(&sim), Some(CallState::Active));
 }
 
+/// Found by the `core_session` fuzz target. The service relays audio only
+/// once a call is answered, but the silence clock of an outbound call ran
+/// from the attach: a callee who picked up after more than `audioSilenceMs`
+/// of ringing had the audio socket declared dead the moment they answered
+/// (closed 4006, `callReconnecting`, a reattach while they said hello).
+#[test]
+fn an_outbound_call_answered_after_long_ringing_keeps_its_audio() {
+    let mut sim = Sim::with(|c| c.audio_silence_ms = 2_000);
+    let presence = sim.online();
+    let op = sim
+        .op
+        .dial(sim.now, "+15550100002", "+390299999999")
+        .unwrap();
+    let msg = sim.sent_one(presence, "dial");
+    sim.server(
+        presence,
+        json!({"type":"dialAccepted","requestId":msg["requestId"],"callSid":"CA9",
+               "from":"+390299999999","to":"+15550100002"}),
+    );
+    assert!(matches!(sim.completed(op), Some(Ok(OpValue::Call { .. }))));
+    let audio = sim.attach_audio("CA9", false, false);
+    // 20 s of ringing without a frame: nothing to watch yet.
+    sim.advance(20_000);
+    assert!(sim.events().is_empty());
+    sim.server(audio, json!({"type":"answered","callSid":"CA9"}));
+    assert_eq!(names(&sim.events()), ["callStarted"]);
+    // The far end's audio starts flowing: the socket is kept.
+    sim.advance(20);
+    sim.advance_with_audio(5_000, audio);
+    assert!(sim.events().is_empty());
+    assert!(!sim.closes().contains(&(audio, 4006)));
+    assert_eq!(state(&sim), Some(CallState::Active));
+    // Silence after the answer is still caught, 2 s after the last frame.
+    let last_frame = sim.now.0;
+    sim.fire_next_timer();
+    assert_eq!(sim.now.0 - last_frame, 2_000);
+    assert!(sim.closes().contains(&(audio, 4006)));
+    assert_eq!(names(&sim.events()), ["callReconnecting"]);
+}
+
 #[test]
 fn a_silent_audio_socket_is_treated_as_dead_and_reattached() {
     let mut sim = Sim::with(|c| c.audio_silence_ms = 2_000);

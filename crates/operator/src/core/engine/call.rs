@@ -555,7 +555,7 @@ impl Operator {
             AudioServerMessage::Attached {
                 answered, resumed, ..
             } => self.on_attached(now, answered, resumed),
-            AudioServerMessage::Answered { .. } => self.on_answered(),
+            AudioServerMessage::Answered { .. } => self.on_answered(now),
             AudioServerMessage::Ended { reason, .. } => self.end_call(now, reason, None),
             AudioServerMessage::Error { code, message } => self.emit_error(code, message, None),
         }
@@ -583,7 +583,7 @@ impl Operator {
             self.emit_call(|call| Event::CallReconnected { call });
         }
         if answered {
-            self.on_answered();
+            self.on_answered(now);
         }
     }
 
@@ -597,13 +597,16 @@ impl Operator {
         }
     }
 
-    fn on_answered(&mut self) {
+    fn on_answered(&mut self, now: Millis) {
         let Some(call) = &mut self.call else { return };
         if call.started || call.info.state == CallState::Ended {
             return;
         }
         call.started = true;
         call.info.state = CallState::Active;
+        // The service relays audio once the call is answered, not while it
+        // rings: the silence clock starts now, not at the attach.
+        call.last_audio_rx = call.last_audio_rx.max(now);
         self.emit_call(|call| Event::CallStarted { call });
     }
 

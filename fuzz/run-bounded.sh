@@ -15,6 +15,12 @@
 #    minimise one with `cargo +nightly fuzz tmin -O -a <target> <file>` and
 #    commit it under fuzz/regressions/<target>/.
 #
+# Targets are the [[bin]]s of fuzz/Cargo.toml (`cargo fuzz list`): a new one
+# is picked up with its seeds/, dicts/ and regressions/ entries. The client
+# core's targets (core_decode, core_session) also run with a 64 MB limit on
+# any single allocation (-malloc_limit_mb): nothing they do needs more than
+# about 1 MB at once.
+#
 # Environment: FUZZ_TOOLCHAIN (default "nightly"), FUZZ_TARGETS (space-
 # separated subset), FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_TIMEOUT (seconds
 # per input, default 30). cargo-fuzz is installed from crates.io if missing.
@@ -75,6 +81,10 @@ for t in $targets; do
     corpus="$work/$t/corpus"
     mkdir -p "$corpus" "$fuzz_dir/artifacts/$t"
     status="ok"
+    limits=(-rss_limit_mb="$rss" -timeout="$timeout")
+    case "$t" in
+        core_*) limits+=(-malloc_limit_mb=64) ;;
+    esac
 
     # Committed regression inputs, once each.
     n_reg=0
@@ -83,7 +93,7 @@ for t in $targets; do
         for f in "regressions/$t"/*; do
             [ -f "$f" ] || continue
             n_reg=$((n_reg + 1))
-            if "$bin" -rss_limit_mb="$rss" -timeout="$timeout" "$f" >"$work/reg.log" 2>&1; then
+            if "$bin" "${limits[@]}" "$f" >"$work/reg.log" 2>&1; then
                 cp "$f" "$corpus/"
             else
                 n_reg_fail=$((n_reg_fail + 1))
@@ -96,7 +106,7 @@ for t in $targets; do
     [ "$n_reg_fail" -eq 0 ] || { status="REGRESSION FAILED"; failed=1; }
 
     # Bounded fuzzing.
-    args=(-max_total_time="$secs" -rss_limit_mb="$rss" -timeout="$timeout"
+    args=(-max_total_time="$secs" "${limits[@]}"
           -print_final_stats=1 -artifact_prefix="$fuzz_dir/artifacts/$t/")
     [ -f "dicts/$t.dict" ] && args+=(-dict="dicts/$t.dict")
     dirs=("$corpus")

@@ -199,15 +199,31 @@ fn bench(ctx: &Ctx, args: &[String], passthrough: &[String]) -> Result<()> {
 /// `packages/operator-sdk` under `/sdk/`).
 const DEMO_PATH: &str = "/sdk/examples/operator-demo.html";
 const DEMO_DEFAULT_ORIGIN: &str = "http://127.0.0.1:8080";
+/// The demo's SIP: a softphone on this machine calls the dev numbers at
+/// 127.0.0.1:5080, and the page's dials outside the sim's table go to a
+/// softphone at 127.0.0.1:5060 (baresip's usual port). Loopback only, so
+/// nothing outside the machine reaches it. Left out when the caller passes
+/// its own `--sip-listen` or `--dev-trunk`.
+const DEMO_SIP_ARGS: [&str; 4] = [
+    "--sip-listen",
+    "127.0.0.1:5080",
+    "--dev-trunk",
+    "sip:127.0.0.1:5060",
+];
 
 /// Runs `audin-server --dev`, echoing its stdout; once it prints its ready
 /// line, prints the demo URL.
 fn demo_serve(ctx: &Ctx, extra: &[String]) -> Result<()> {
     println!("\n==> demo: audin-server --dev (Ctrl-C to stop)");
     let mut cmd = ctx.cargo();
-    cmd.args(["run", "--release", "-p", "audin-server", "--", "--dev"])
-        .args(extra)
-        .stdout(Stdio::piped());
+    cmd.args(["run", "--release", "-p", "audin-server", "--", "--dev"]);
+    let own_sip = extra
+        .iter()
+        .any(|a| a.starts_with("--sip-listen") || a.starts_with("--dev-trunk"));
+    if !own_sip {
+        cmd.args(DEMO_SIP_ARGS);
+    }
+    cmd.args(extra).stdout(Stdio::piped());
     println!("$ {}", util::display(&cmd));
     let mut child = cmd.spawn().context("starting audin-server")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;

@@ -9,6 +9,7 @@ use audin_protocol::Untrusted;
 
 use crate::config::{AdminCommand, ServeArgs, SimCommand};
 use crate::db;
+use crate::sip::trunk::Secret;
 
 /// Runs an `admin` subcommand against the configured database.
 pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
@@ -31,13 +32,58 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             account,
             number,
             name,
+            trunk,
         } => {
             if let Err(e) = audin_protocol::validate_e164(&number) {
                 bail!("{}: {e}", Untrusted(&number));
             }
-            let id = db::add_number(&mut conn, &account, &number, &name)
+            let id = db::add_number_via(&mut conn, &account, &number, &name, trunk.as_deref())
                 .with_context(|| format!("adding {number} to {}", Untrusted(&account)))?;
-            println!("number {id} {number} {name}");
+            match trunk {
+                Some(t) => println!("number {id} {number} {name} trunk {t}"),
+                None => println!("number {id} {number} {name}"),
+            }
+        }
+        AdminCommand::AddTrunk {
+            account,
+            name,
+            uri,
+            transport,
+            username,
+            password,
+            allow,
+            register,
+        } => {
+            let trunk = db::NewTrunk {
+                name,
+                uri,
+                transport: transport.into(),
+                username,
+                // Wrapped at once: a `Secret` cannot be printed.
+                password: password.map(Secret::new),
+                allowed_sources: allow,
+                register,
+            };
+            let id = db::add_trunk(&mut conn, &account, &trunk).with_context(|| {
+                format!(
+                    "adding trunk {} to {}",
+                    Untrusted(&trunk.name),
+                    Untrusted(&account)
+                )
+            })?;
+            // Checked by add_trunk: safe to echo. Never the password.
+            println!(
+                "trunk {id} {} {} {}",
+                trunk.name,
+                trunk.uri,
+                trunk.transport.as_str()
+            );
+            if trunk.register {
+                println!(
+                    "(REGISTER is not implemented yet: have the provider route calls to this \
+                     server's address by IP)"
+                );
+            }
         }
         AdminCommand::List => print!("{}", db::admin_listing(&mut conn)?),
     }

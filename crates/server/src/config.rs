@@ -1,11 +1,15 @@
 //! Service configuration: flags and `AUDIN_*` environment variables.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sip::media::{DEFAULT_MEDIA_TIMEOUT, RtpPorts};
+use crate::sip::trunk::{SipEndpointConfig, SipTransport, TrunkUri};
 
 /// Everything the service needs to run. Build it from the command line with
 /// [`ServeArgs::into_config`] or by hand in tests ([`ServerConfig::for_tests`]).
@@ -38,6 +42,12 @@ pub struct ServerConfig {
     pub dev: bool,
     /// Print the ready line (and dev credentials) to stdout.
     pub print_ready: bool,
+    /// The SIP endpoint for trunks (`--sip-listen` and friends); `None`:
+    /// no SIP, numbers on a trunk cannot call or be called.
+    pub sip: Option<SipEndpointConfig>,
+    /// With `dev` and `sip` only: where the dev account's trunk is
+    /// (`--dev-trunk`). See [`crate::engine::Engine::outbound_carrier`].
+    pub dev_trunk: Option<TrunkUri>,
 }
 
 impl ServerConfig {
@@ -60,9 +70,58 @@ impl ServerConfig {
             static_dir: None,
             dev: true,
             print_ready: false,
+            sip: None,
+            dev_trunk: None,
+        }
+    }
+
+    /// Refuses combinations that cannot work: a dev trunk without `--dev`
+    /// or without `--sip-listen`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.dev_trunk.is_some() {
+            if !self.dev {
+                return Err(ConfigError::DevTrunkWithoutDev);
+            }
+            if self.sip.is_none() {
+                return Err(ConfigError::DevTrunkWithoutSip);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--dev-trunk` without `--dev`: only the dev account gets one.
+    DevTrunkWithoutDev,
+    /// `--dev-trunk` without `--sip-listen`: nothing would take its calls.
+    DevTrunkWithoutSip,
+    /// The dev trunk's host name resolves to no address.
+    DevTrunkUnresolved(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DevTrunkWithoutDev => f.write_str(
+                "--dev-trunk needs --dev (it gives the dev account a trunk; real trunks are \
+                 added with `audin-server admin add-trunk`)",
+            ),
+            Self::DevTrunkWithoutSip => f.write_str(
+                "--dev-trunk needs --sip-listen (e.g. --sip-listen 127.0.0.1:5080): without a \
+                 SIP endpoint nothing takes the trunk's calls",
+            ),
+            Self::DevTrunkUnresolved(host) => write!(
+                f,
+                "--dev-trunk host {} resolves to no address",
+                audin_protocol::Untrusted(host)
+            ),
         }
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// `audin-server` command line.
 #[derive(Debug, Parser)]
@@ -123,9 +182,67 @@ pub enum AdminCommand {
         /// Display name, e.g. "Milano".
         #[arg(long, default_value = "")]
         name: String,
+        /// The account's SIP trunk (by name) the number is reached on and
+        /// dials out through; without it the number is on the simulated
+        /// network.
+        #[arg(long, value_name = "TRUNK_NAME")]
+        trunk: Option<String>,
     },
-    /// List accounts, key ids and numbers.
+    /// Add a SIP trunk to an account (docs/sip-trunk.md). Pass the password
+    /// in the AUDIN_TRUNK_PASSWORD environment variable rather than with
+    /// --password, which stays in your shell history and shows in `ps`.
+    /// The password is stored in the database (digest authentication needs
+    /// it in clear), never logged and never listed.
+    AddTrunk {
+        /// Account id.
+        #[arg(long)]
+        account: String,
+        /// Name, unique in the account: 1-64 of A-Z a-z 0-9 _ . -
+        #[arg(long)]
+        name: String,
+        /// Where outbound INVITEs go: `sip:HOST[:PORT]` (port 5060 when not
+        /// given). An IP host is also an allowed source of inbound calls.
+        #[arg(long, value_name = "sip:HOST[:PORT]")]
+        uri: String,
+        /// Transport of outbound INVITEs.
+        #[arg(long, value_enum, default_value_t = TrunkTransport::Udp)]
+        transport: TrunkTransport,
+        /// Digest username for the trunk's 401/407 challenges (needs a
+        /// password).
+        #[arg(long)]
+        username: Option<String>,
+        /// Digest password (prefer AUDIN_TRUNK_PASSWORD).
+        #[arg(long, env = "AUDIN_TRUNK_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// A source address or CIDR range whose INVITEs are this trunk's
+        /// (any port), as the provider publishes them; repeat for more.
+        #[arg(long = "allow", value_name = "IP/CIDR")]
+        allow: Vec<String>,
+        /// Register with the trunk (not implemented yet: the trunk must
+        /// route to this server by IP; a warning is logged at start).
+        #[arg(long)]
+        register: bool,
+    },
+    /// List accounts, key ids, trunks (never their passwords) and numbers.
     List,
+}
+
+/// `--transport` of `admin add-trunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrunkTransport {
+    /// UDP (what most trunks use).
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+impl From<TrunkTransport> for SipTransport {
+    fn from(t: TrunkTransport) -> Self {
+        match t {
+            TrunkTransport::Udp => SipTransport::Udp,
+            TrunkTransport::Tcp => SipTransport::Tcp,
+        }
+    }
 }
 
 /// `audin-server sim …`
@@ -217,6 +334,68 @@ pub struct ServeArgs {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Address for SIP trunks, UDP and TCP (e.g. 0.0.0.0:5060); unset: no
+    /// SIP. RTP sockets bind on its IP.
+    #[arg(long, env = "AUDIN_SIP_LISTEN", value_name = "ADDR")]
+    pub sip_listen: Option<SocketAddr>,
+    /// The public IP written into SIP Contact/Via and SDP, when it is not
+    /// --sip-listen's (behind NAT; required with a 0.0.0.0 --sip-listen).
+    #[arg(long, env = "AUDIN_SIP_ADVERTISE", value_name = "IP")]
+    pub sip_advertise: Option<IpAddr>,
+    /// UDP ports for RTP, FIRST-LAST (one even port per call; open them in
+    /// the firewall); default: any free port.
+    #[arg(long, env = "AUDIN_RTP_PORTS", value_name = "FIRST-LAST", value_parser = parse_rtp_ports)]
+    pub rtp_ports: Option<RtpPorts>,
+    /// Seconds without RTP after which an answered SIP call ends `failed`.
+    #[arg(
+        long,
+        env = "AUDIN_SIP_MEDIA_TIMEOUT_SECS",
+        default_value_t = DEFAULT_MEDIA_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub sip_media_timeout_secs: u64,
+    /// With --dev and --sip-listen: the dev account's SIP trunk, e.g. a
+    /// softphone at sip:127.0.0.1:5060. INVITEs from its host's IP (any
+    /// port) ring the dev numbers' operators; dev-number dials to numbers
+    /// outside the sim's table go to it.
+    #[arg(long, env = "AUDIN_DEV_TRUNK", value_name = "sip:HOST:PORT", value_parser = parse_trunk_uri)]
+    pub dev_trunk: Option<TrunkUri>,
+}
+
+/// `--rtp-ports FIRST-LAST`.
+fn parse_rtp_ports(s: &str) -> Result<RtpPorts, RtpPortsError> {
+    let invalid = || RtpPortsError(s.to_owned());
+    let (first, last) = s.split_once('-').ok_or_else(invalid)?;
+    let first: u16 = first.trim().parse().map_err(|_| invalid())?;
+    let last: u16 = last.trim().parse().map_err(|_| invalid())?;
+    // RTP takes even ports: a range must hold at least one.
+    let has_even = first <= last && (first % 2 == 0 || first < last);
+    if first == 0 || !has_even {
+        return Err(invalid());
+    }
+    Ok(RtpPorts::Range { first, last })
+}
+
+/// A `--rtp-ports` value that is not a usable range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpPortsError(pub String);
+
+impl fmt::Display for RtpPortsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is not FIRST-LAST with 1 <= FIRST <= LAST holding an even port \
+             (e.g. 10000-20000)",
+            audin_protocol::Untrusted(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for RtpPortsError {}
+
+/// `--dev-trunk sip:HOST:PORT`.
+fn parse_trunk_uri(s: &str) -> Result<TrunkUri, crate::sip::trunk::TrunkConfigError> {
+    s.parse()
 }
 
 /// How log lines are written.
@@ -352,6 +531,14 @@ impl ServeArgs {
             static_dir,
             dev: self.dev,
             print_ready: true,
+            sip: self.sip_listen.map(|listen| {
+                let mut sip = SipEndpointConfig::new(listen);
+                sip.advertised_ip = self.sip_advertise;
+                sip.rtp_ports = self.rtp_ports.unwrap_or_default();
+                sip.media_timeout = Duration::from_secs(self.sip_media_timeout_secs);
+                sip
+            }),
+            dev_trunk: self.dev_trunk,
         }
     }
 }
@@ -389,4 +576,85 @@ pub fn origin_allowed(list: &[String], origin: &str) -> bool {
         }
         false
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = std::iter::once("audin-server").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.serve)
+    }
+
+    #[test]
+    fn sip_flags_make_the_endpoint_config() {
+        let config = serve_args(&[
+            "--dev",
+            "--sip-listen",
+            "127.0.0.1:5080",
+            "--sip-advertise",
+            "203.0.113.5",
+            "--rtp-ports",
+            "10000-10100",
+            "--sip-media-timeout-secs",
+            "5",
+            "--dev-trunk",
+            "sip:127.0.0.1:5060",
+        ])
+        .unwrap()
+        .into_config();
+        let sip = config.sip.clone().expect("SIP configured");
+        assert_eq!(sip.listen, "127.0.0.1:5080".parse().unwrap());
+        assert_eq!(sip.advertised_ip, Some("203.0.113.5".parse().unwrap()));
+        assert_eq!(sip.rtp_ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            sip.rtp_ports,
+            RtpPorts::Range {
+                first: 10000,
+                last: 10100
+            }
+        );
+        assert_eq!(sip.media_timeout, Duration::from_secs(5));
+        assert_eq!(config.dev_trunk.as_ref().unwrap().port, 5060);
+        assert_eq!(config.check(), Ok(()));
+
+        let plain = serve_args(&[]).unwrap().into_config();
+        assert!(plain.sip.is_none() && plain.dev_trunk.is_none());
+        let sip = serve_args(&["--sip-listen", "0.0.0.0:5060"])
+            .unwrap()
+            .into_config()
+            .sip
+            .unwrap();
+        assert_eq!(sip.media_timeout, DEFAULT_MEDIA_TIMEOUT);
+        assert_eq!(sip.rtp_ports, RtpPorts::Any);
+    }
+
+    #[test]
+    fn bad_sip_flags_are_refused_with_the_value_named() {
+        for (args, shown) in [
+            (&["--rtp-ports", "20000-10000"][..], "20000-10000"),
+            (&["--rtp-ports", "0-100"], "0-100"),
+            (&["--rtp-ports", "5001-5001"], "5001-5001"),
+            (&["--rtp-ports", "10000"], "10000"),
+            (&["--dev-trunk", "http://pbx"], "does not start with sip:"),
+            (&["--sip-media-timeout-secs", "0"], "0"),
+            (&["--sip-listen", "pbx:5060"], "pbx:5060"),
+        ] {
+            let e = serve_args(args).expect_err(&format!("{args:?} accepted"));
+            assert!(e.to_string().contains(shown), "{args:?}: {e}");
+        }
+        assert!(serve_args(&["--rtp-ports", "5001-5002"]).is_ok());
+    }
+
+    #[test]
+    fn a_dev_trunk_needs_dev_and_sip() {
+        let mut c = ServerConfig::for_tests();
+        c.dev_trunk = Some("sip:127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.check(), Err(ConfigError::DevTrunkWithoutSip));
+        c.sip = Some(SipEndpointConfig::new("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.check(), Ok(()));
+        c.dev = false;
+        assert_eq!(c.check(), Err(ConfigError::DevTrunkWithoutDev));
+    }
 }

@@ -1,10 +1,11 @@
-//! SQLite storage: accounts, hashed API keys, phone numbers, call records
-//! and the persisted signing secret.
+//! SQLite storage: accounts, hashed API keys, SIP trunks, phone numbers,
+//! call records and the persisted signing secret.
 //!
 //! All database work runs on one dedicated thread that owns the connection;
 //! async code sends it closures over a bounded channel ([`Db::call`]) and
 //! awaits the answer, so the runtime is never blocked by disk I/O.
 
+use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth;
+use crate::sip::trunk::{Secret, SipTransport, SipTrunkConfig, TrunkConfigError};
 use crate::util::{now_rfc3339, random_hex};
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -63,15 +65,289 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX calls_by_seq ON calls(seq);",
     // 3: the carrier a number belongs to (a named trunk; NULL: the sim).
     "ALTER TABLE phone_numbers ADD COLUMN carrier TEXT;",
+    // 4: SIP trunks. `phone_numbers.carrier` holds a trunk's `id` (globally
+    // unique, unlike `name`, which is unique per account only): the name
+    // the engine's carrier registry knows the trunk by. The password is
+    // stored in clear because digest authentication needs it; it is never
+    // logged or listed. `allowed_sources`: IPs / CIDR ranges, space-separated.
+    "CREATE TABLE trunks (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         name TEXT NOT NULL,
+         uri TEXT NOT NULL,
+         transport TEXT NOT NULL CHECK (transport IN ('udp', 'tcp')),
+         username TEXT,
+         password TEXT,
+         allowed_sources TEXT NOT NULL DEFAULT '',
+         register INTEGER NOT NULL DEFAULT 0,
+         created_at TEXT NOT NULL,
+         UNIQUE (account_id, name));",
 ];
 
 /// The dev account's fixed ids (stable across restarts).
 pub const DEV_ACCOUNT_ID: &str = "acc_dev";
+/// The carrier name of the dev account's trunk (`--dev-trunk`). It lives
+/// in memory only, never in `trunks`, whose ids are `tr_` + hex.
+pub const DEV_TRUNK_ID: &str = "tr_dev";
 /// The dev numbers: (id, E.164, display name).
 pub const DEV_NUMBERS: &[(&str, &str, &str)] = &[
     ("pn_dev_milano", "+390299999999", "Milano"),
     ("pn_dev_roma", "+390288888888", "Roma"),
 ];
+
+/// A bad admin request or an unusable stored row: what `admin` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// No account has this id.
+    UnknownAccount(String),
+    /// The account has no trunk of this name.
+    UnknownTrunk {
+        /// The account.
+        account: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// The account already has a trunk of this name.
+    DuplicateTrunk {
+        /// The account.
+        account: String,
+        /// The name.
+        name: String,
+    },
+    /// The number belongs to an account already.
+    DuplicateNumber(String),
+    /// A username without a password or the other way round.
+    HalfCredentials,
+    /// A bad trunk name, URI, source or credential.
+    Trunk(TrunkConfigError),
+    /// A stored trunk row no longer parses (edited by hand?).
+    BadTrunkRow {
+        /// The trunk's id.
+        id: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownAccount(a) => write!(
+                f,
+                "no account {} (see `audin-server admin list`)",
+                Untrusted(a)
+            ),
+            Self::UnknownTrunk { account, name } => write!(
+                f,
+                "account {} has no trunk named {} (add it with `admin add-trunk`; \
+                 `admin list` shows the trunks)",
+                Untrusted(account),
+                Untrusted(name)
+            ),
+            Self::DuplicateTrunk { account, name } => write!(
+                f,
+                "account {} already has a trunk named {}",
+                Untrusted(account),
+                Untrusted(name)
+            ),
+            Self::DuplicateNumber(n) => {
+                write!(f, "the number {} is already taken", Untrusted(n))
+            }
+            Self::HalfCredentials => f.write_str(
+                "give both --username and a password (AUDIN_TRUNK_PASSWORD or --password), \
+                 or neither",
+            ),
+            Self::Trunk(e) => e.fmt(f),
+            Self::BadTrunkRow { id, why } => {
+                write!(f, "stored trunk {} is unusable: {why}", Untrusted(id))
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<TrunkConfigError> for AdminError {
+    fn from(e: TrunkConfigError) -> Self {
+        Self::Trunk(e)
+    }
+}
+
+/// A trunk as `admin add-trunk` gives it; [`add_trunk`] checks it.
+#[derive(Debug, Clone)]
+pub struct NewTrunk {
+    /// Name, unique in the account.
+    pub name: String,
+    /// `sip:HOST[:PORT]`.
+    pub uri: String,
+    /// Transport of outbound INVITEs.
+    pub transport: SipTransport,
+    /// Digest username.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<Secret>,
+    /// Extra allowed sources (`IP` or `IP/PREFIX`).
+    pub allowed_sources: Vec<String>,
+    /// Register with the trunk (not implemented: warned at start).
+    pub register: bool,
+}
+
+impl NewTrunk {
+    /// The carrier configuration, named `id`, or why there is none.
+    fn config(&self, id: &str) -> Result<SipTrunkConfig, AdminError> {
+        // The name follows the carrier-name rules even though the carrier
+        // is named by id: it is typed on command lines and shown in lists.
+        SipTrunkConfig::new(&self.name, &self.uri)?;
+        let mut t = SipTrunkConfig::new(id, &self.uri)?.transport(self.transport);
+        for source in &self.allowed_sources {
+            t = t.allow(source)?;
+        }
+        t = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => t.credentials(u, p.clone())?,
+            (None, None) => t,
+            _ => return Err(AdminError::HalfCredentials),
+        };
+        t.register = self.register;
+        Ok(t)
+    }
+}
+
+fn account_exists(conn: &Connection, account_id: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM accounts WHERE id = ?1",
+            params![account_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// Adds a SIP trunk to an account and returns its id (`tr_…`, the carrier
+/// name its numbers refer to). Everything is checked first (account,
+/// name, URI, sources, credentials): errors are [`AdminError`]s.
+pub fn add_trunk(conn: &mut Connection, account_id: &str, trunk: &NewTrunk) -> Result<String> {
+    if !account_exists(conn, account_id)? {
+        return Err(AdminError::UnknownAccount(account_id.to_owned()).into());
+    }
+    let id = format!("tr_{}", random_hex(6));
+    let config = trunk.config(&id)?;
+    let sources: Vec<String> = config
+        .allowed_sources
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let inserted = conn.execute(
+        "INSERT INTO trunks (id, account_id, name, uri, transport, username, password,
+                             allowed_sources, register, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            id,
+            account_id,
+            trunk.name,
+            config.uri.to_string(),
+            config.transport.as_str(),
+            config.username,
+            config.password.as_ref().map(Secret::expose),
+            sources.join(" "),
+            config.register,
+            now_rfc3339()
+        ],
+    );
+    match inserted {
+        Ok(_) => Ok(id),
+        Err(e) if is_unique_violation(&e) => Err(AdminError::DuplicateTrunk {
+            account: account_id.to_owned(),
+            name: trunk.name.clone(),
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The id of the account's trunk named `name`.
+pub fn trunk_id(conn: &mut Connection, account_id: &str, name: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM trunks WHERE account_id = ?1 AND name = ?2",
+            params![account_id, name],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// How many trunks are stored.
+pub fn trunk_count(conn: &mut Connection) -> Result<usize> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM trunks", [], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Every stored trunk as the SIP endpoint takes it (named by id), or the
+/// first row that no longer parses.
+pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        bool,
+    );
+    let rows: Vec<Row> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, uri, transport, username, password, allowed_sources, register
+             FROM trunks ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    rows.into_iter()
+        .map(
+            |(id, uri, transport, username, password, sources, register)| {
+                let bad = |why: String| AdminError::BadTrunkRow {
+                    id: id.clone(),
+                    why,
+                };
+                let transport = match transport.as_str() {
+                    "udp" => SipTransport::Udp,
+                    "tcp" => SipTransport::Tcp,
+                    other => return Err(bad(format!("transport {}", Untrusted(other))).into()),
+                };
+                let new = NewTrunk {
+                    // Only checked by `config`; the carrier is named by id.
+                    name: "stored".into(),
+                    uri,
+                    transport,
+                    username,
+                    password: password.map(Secret::new),
+                    allowed_sources: sources.split_whitespace().map(str::to_owned).collect(),
+                    register,
+                };
+                new.config(&id).map_err(|e| bad(e.to_string()).into())
+            },
+        )
+        .collect()
+}
 
 /// A phone number row.
 #[derive(Debug, Clone)]
@@ -311,20 +587,54 @@ pub fn account_for_key(conn: &mut Connection, presented: &str) -> Result<Option<
     Ok(row.and_then(|(account, hash)| auth::ct_eq(&hash, &key.secret_hash()).then_some(account)))
 }
 
-/// Adds a phone number to an account.
+/// Adds a phone number to an account, on the simulated network.
 pub fn add_number(
     conn: &mut Connection,
     account_id: &str,
     number: &str,
     display_name: &str,
 ) -> Result<String> {
+    add_number_via(conn, account_id, number, display_name, None)
+}
+
+/// Adds a phone number to an account, on the account's trunk named
+/// `trunk` (`None`: the simulated network). Its `carrier` is the trunk's
+/// id.
+pub fn add_number_via(
+    conn: &mut Connection,
+    account_id: &str,
+    number: &str,
+    display_name: &str,
+    trunk: Option<&str>,
+) -> Result<String> {
     ensure_printable("number name", display_name)?;
+    if !account_exists(conn, account_id)? {
+        return Err(AdminError::UnknownAccount(account_id.to_owned()).into());
+    }
+    let carrier = match trunk {
+        None => None,
+        Some(name) => {
+            Some(
+                trunk_id(conn, account_id, name)?.ok_or_else(|| AdminError::UnknownTrunk {
+                    account: account_id.to_owned(),
+                    name: name.to_owned(),
+                })?,
+            )
+        }
+    };
     let id = format!("pn_{}", random_hex(6));
-    conn.execute(
-        "INSERT INTO phone_numbers (id, account_id, number, display_name) VALUES (?1, ?2, ?3, ?4)",
-        params![id, account_id, number, display_name],
-    )?;
-    Ok(id)
+    let inserted = conn.execute(
+        "INSERT INTO phone_numbers (id, account_id, number, display_name, carrier)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, account_id, number, display_name, carrier],
+    );
+    match inserted {
+        Ok(_) => Ok(id),
+        Err(e) if is_unique_violation(&e) => {
+            Err(AdminError::DuplicateNumber(number.to_owned()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn number_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NumberRow> {
@@ -491,6 +801,17 @@ pub fn list_calls(conn: &mut Connection, account_id: &str, limit: u32) -> Result
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+struct TrunkListing {
+    id: String,
+    name: String,
+    uri: String,
+    transport: String,
+    username: Option<String>,
+    has_password: bool,
+    sources: String,
+    register: bool,
+}
+
 /// Human-readable listing for `admin list`.
 pub fn admin_listing(conn: &mut Connection) -> Result<String> {
     use std::fmt::Write;
@@ -514,10 +835,208 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             let label = escape_unsafe(&label);
             writeln!(out, "  key ak_{key_id}_…  {label}  created {created}")?;
         }
+        // Trunks: never the password, only whether one is set.
+        let trunks: Vec<TrunkListing> = {
+            let mut stmt = conn.prepare(
+                "SELECT id, name, uri, transport, username, password IS NOT NULL,
+                        allowed_sources, register
+                 FROM trunks WHERE account_id = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![id], |r| {
+                Ok(TrunkListing {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    uri: r.get(2)?,
+                    transport: r.get(3)?,
+                    username: r.get(4)?,
+                    has_password: r.get(5)?,
+                    sources: r.get(6)?,
+                    register: r.get(7)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for t in &trunks {
+            write!(
+                out,
+                "  trunk {}  {}  {}  {}",
+                t.id,
+                escape_unsafe(&t.name),
+                escape_unsafe(&t.uri),
+                escape_unsafe(&t.transport)
+            )?;
+            if let Some(u) = &t.username {
+                write!(out, "  user {}", escape_unsafe(u))?;
+            }
+            if t.has_password {
+                out.push_str("  password set");
+            }
+            if !t.sources.is_empty() {
+                write!(
+                    out,
+                    "  allow {}",
+                    escape_unsafe(&t.sources).replace(' ', ",")
+                )?;
+            }
+            if t.register {
+                out.push_str("  register");
+            }
+            out.push('\n');
+        }
         for n in numbers_of(conn, &id)? {
             let name = escape_unsafe(&n.display_name);
-            writeln!(out, "  number {}  {}  {name}", n.id, n.number)?;
+            write!(out, "  number {}  {}  {name}", n.id, n.number)?;
+            match n.carrier.as_deref() {
+                None => out.push_str("  (sim)"),
+                Some(c) => match trunks.iter().find(|t| t.id == c) {
+                    Some(t) => write!(out, "  trunk {}", escape_unsafe(&t.name))?,
+                    None => write!(out, "  carrier {} (no such trunk)", escape_unsafe(c))?,
+                },
+            }
+            out.push('\n');
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_with_account() -> (Connection, String) {
+        let mut conn = open_sync(Path::new(":memory:")).unwrap();
+        let account = create_account(&mut conn, "Acme").unwrap();
+        (conn, account)
+    }
+
+    fn trunk(name: &str) -> NewTrunk {
+        NewTrunk {
+            name: name.into(),
+            uri: "sip:203.0.113.7:5070".into(),
+            transport: SipTransport::Tcp,
+            username: Some("acme".into()),
+            password: Some(Secret::new("pw-in-the-db-only")),
+            allowed_sources: vec!["198.51.100.0/24".into()],
+            register: true,
+        }
+    }
+
+    fn admin_error(e: anyhow::Error) -> AdminError {
+        e.downcast::<AdminError>().expect("an AdminError")
+    }
+
+    #[test]
+    fn a_stored_trunk_comes_back_as_the_carrier_its_numbers_name() {
+        let (mut conn, account) = db_with_account();
+        let id = add_trunk(&mut conn, &account, &trunk("pbx")).unwrap();
+        assert!(id.starts_with("tr_") && id != DEV_TRUNK_ID, "{id}");
+        let configs = trunk_configs(&mut conn).unwrap();
+        assert_eq!(configs.len(), 1);
+        let t = &configs[0];
+        assert_eq!(t.name, id, "the carrier is named by the trunk's id");
+        assert_eq!(t.uri.to_string(), "sip:203.0.113.7:5070");
+        assert_eq!(t.transport, SipTransport::Tcp);
+        assert_eq!(t.username.as_deref(), Some("acme"));
+        assert_eq!(
+            t.password.as_ref().map(Secret::expose),
+            Some("pw-in-the-db-only")
+        );
+        assert!(t.allows("198.51.100.9".parse().unwrap()));
+        assert!(t.allows("203.0.113.7".parse().unwrap()), "its own host");
+        assert!(!t.allows("127.0.0.1".parse().unwrap()));
+        assert!(t.register);
+
+        let pn = add_number_via(&mut conn, &account, "+390211112222", "PBX", Some("pbx")).unwrap();
+        let row = number_by_e164(&mut conn, "+390211112222").unwrap().unwrap();
+        assert_eq!((row.id, row.carrier), (pn, Some(id.clone())));
+        let sim = add_number(&mut conn, &account, "+390211112223", "Sim").unwrap();
+        let row = number_by_e164(&mut conn, "+390211112223").unwrap().unwrap();
+        assert_eq!((row.id, row.carrier), (sim, None));
+
+        let listing = admin_listing(&mut conn).unwrap();
+        assert!(!listing.contains("pw-in-the-db-only"), "{listing}");
+        assert!(
+            listing.contains(&format!(
+                "  trunk {id}  pbx  sip:203.0.113.7:5070  tcp  user acme  password set  \
+                 allow 198.51.100.0/24  register\n"
+            )),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("+390211112222  PBX  trunk pbx\n"),
+            "{listing}"
+        );
+        assert!(listing.contains("+390211112223  Sim  (sim)\n"), "{listing}");
+    }
+
+    #[test]
+    fn bad_trunk_and_number_requests_get_typed_errors() {
+        let (mut conn, account) = db_with_account();
+        add_trunk(&mut conn, &account, &trunk("pbx")).unwrap();
+        let e = admin_error(add_trunk(&mut conn, "acc_nobody", &trunk("x")).unwrap_err());
+        assert_eq!(e, AdminError::UnknownAccount("acc_nobody".into()));
+        let e = admin_error(add_trunk(&mut conn, &account, &trunk("pbx")).unwrap_err());
+        assert!(matches!(e, AdminError::DuplicateTrunk { .. }), "{e}");
+        let half = NewTrunk {
+            password: None,
+            ..trunk("half")
+        };
+        let e = admin_error(add_trunk(&mut conn, &account, &half).unwrap_err());
+        assert_eq!(e, AdminError::HalfCredentials);
+        for (bad, what) in [
+            (
+                NewTrunk {
+                    uri: "http://pbx".into(),
+                    ..trunk("u")
+                },
+                "does not start with sip:",
+            ),
+            (
+                NewTrunk {
+                    allowed_sources: vec!["10.0.0.0/33".into()],
+                    ..trunk("s")
+                },
+                "10.0.0.0/33",
+            ),
+            (trunk("two words"), "must be 1-64 characters"),
+        ] {
+            let e = admin_error(add_trunk(&mut conn, &account, &bad).unwrap_err());
+            assert!(matches!(e, AdminError::Trunk(_)), "{e}");
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        let e = admin_error(
+            add_number_via(&mut conn, &account, "+390211112222", "", Some("nope")).unwrap_err(),
+        );
+        assert_eq!(
+            e,
+            AdminError::UnknownTrunk {
+                account: account.clone(),
+                name: "nope".into()
+            }
+        );
+        add_number(&mut conn, &account, "+390211112222", "").unwrap();
+        let e = admin_error(add_number(&mut conn, &account, "+390211112222", "").unwrap_err());
+        assert_eq!(e, AdminError::DuplicateNumber("+390211112222".into()));
+        let e = admin_error(add_number(&mut conn, "acc_nobody", "+390211112229", "").unwrap_err());
+        assert_eq!(e, AdminError::UnknownAccount("acc_nobody".into()));
+        // Only the one good trunk was stored.
+        assert_eq!(trunk_configs(&mut conn).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_hand_edited_trunk_row_is_reported_not_served() {
+        let (mut conn, account) = db_with_account();
+        let id = add_trunk(&mut conn, &account, &trunk("pbx")).unwrap();
+        conn.execute(
+            "UPDATE trunks SET allowed_sources = 'not-an-ip' WHERE id = ?1",
+            params![id],
+        )
+        .unwrap();
+        let e = admin_error(trunk_configs(&mut conn).unwrap_err());
+        assert!(
+            matches!(&e, AdminError::BadTrunkRow { id: i, .. } if *i == id),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not-an-ip"), "{e}");
+    }
 }

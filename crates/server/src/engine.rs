@@ -482,10 +482,10 @@ impl Engine {
                 ));
             }
         };
-        // Outbound calls leave through the caller id's carrier.
-        let Some(carrier) = self.carriers.of(number.carrier.as_deref()) else {
+        let carrier_name = self.outbound_carrier(number.carrier.as_deref(), &to);
+        let Some(carrier) = self.carriers.of(carrier_name) else {
             tracing::warn!(
-                carrier = %audin_protocol::Untrusted(number.carrier.as_deref().unwrap_or("")),
+                carrier = %audin_protocol::Untrusted(carrier_name.unwrap_or("")),
                 "the caller id's carrier is not running"
             );
             return Err((
@@ -522,6 +522,28 @@ impl Engine {
         self.spawn_task(task);
         tracing::info!(call_sid = %sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "outbound call dialled");
         Ok(sid)
+    }
+
+    /// The carrier (its name in [`Carriers`]; `None`: the sim) an outbound
+    /// call from a number whose `carrier` column is `caller_carrier` to
+    /// `to` leaves through: the caller id's. One exception, `--dev` with a
+    /// `--dev-trunk`: a sim number's call to a number outside the sim's
+    /// scripted table goes to the dev trunk, so the demo can ring a
+    /// softphone while the documented sim numbers behave as before.
+    pub fn outbound_carrier<'a>(
+        &self,
+        caller_carrier: Option<&'a str>,
+        to: &str,
+    ) -> Option<&'a str> {
+        match caller_carrier {
+            None if self.cfg.dev
+                && self.cfg.dev_trunk.is_some()
+                && !crate::sim::is_scripted(to) =>
+            {
+                Some(db::DEV_TRUNK_ID)
+            }
+            other => other,
+        }
     }
 
     /// The timing rules every call follows.

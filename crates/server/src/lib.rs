@@ -61,6 +61,7 @@ use tokio::task::JoinHandle;
 
 pub use config::ServerConfig;
 pub use engine::Engine;
+use sip::trunk::{SipEndpoint, SipEndpointConfig, SipTrunkConfig, TrunkConfigError, TrunkUri};
 
 /// Dependencies whose trace output can carry message payloads (and so
 /// tokens): they are capped at `warn` whatever the requested filter says.
@@ -104,6 +105,86 @@ pub fn log_filter(requested: Option<&str>) -> tracing_subscriber::EnvFilter {
 #[derive(Debug)]
 pub struct Server;
 
+/// How long [`ServerHandle::shutdown`] lets the last SIP messages leave.
+const SIP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Starts the SIP endpoint with every stored trunk (and the dev trunk) and
+/// registers each trunk in the engine's carriers under its id.
+async fn start_sip(
+    engine: &Arc<Engine>,
+    config: SipEndpointConfig,
+    dev_trunk: Option<&TrunkUri>,
+) -> Result<SipEndpoint> {
+    let listen = config.listen;
+    let mut trunks = engine.db.call(db::trunk_configs).await?;
+    if let Some(uri) = dev_trunk {
+        trunks.push(dev_trunk_config(uri).await?);
+    }
+    let endpoint = SipEndpoint::start(config, trunks, engine.inbound_sink())
+        .await
+        .map_err(|e| {
+            let hint = match &e {
+                sip::trunk::SipError::Config(TrunkConfigError::NoMediaAddress) => {
+                    " (with a wildcard --sip-listen, set --sip-advertise to this host's public IP)"
+                }
+                _ => "",
+            };
+            anyhow::anyhow!("starting the SIP endpoint on {listen} (--sip-listen): {e}{hint}")
+        })?;
+    for carrier in endpoint.carriers() {
+        engine.carriers.insert(carrier);
+    }
+    Ok(endpoint)
+}
+
+/// The dev account's trunk: calls go to `uri`, INVITEs are taken from its
+/// host's addresses (a host name is resolved once, here).
+async fn dev_trunk_config(uri: &TrunkUri) -> Result<SipTrunkConfig> {
+    let mut trunk = SipTrunkConfig::new(db::DEV_TRUNK_ID, &uri.to_string())?;
+    if uri.ip().is_none() {
+        let addrs: Vec<_> = tokio::net::lookup_host((uri.host.as_str(), uri.port))
+            .await
+            .map_err(|_| config::ConfigError::DevTrunkUnresolved(uri.host.clone()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(config::ConfigError::DevTrunkUnresolved(uri.host.clone()).into());
+        }
+        for addr in addrs {
+            trunk = trunk.allow(&addr.ip().to_string())?;
+        }
+    }
+    if uri.ip().is_some_and(|ip| ip.is_loopback()) {
+        // A softphone on this machine sends from the machine's own
+        // address even to 127.0.0.1 (baresip binds the default route's
+        // interface), so a loopback dev trunk takes that address too. Only
+        // this machine's addresses: packets from elsewhere claiming one are
+        // martians the kernel drops.
+        for ip in default_source_ips() {
+            trunk = trunk.allow(&ip.to_string())?;
+        }
+    }
+    Ok(trunk)
+}
+
+/// The addresses this machine sends from by default (IPv4, IPv6): what a
+/// connected UDP socket is given. `connect` only looks up the route, no
+/// packet leaves; none when there is no route (offline).
+fn default_source_ips() -> Vec<std::net::IpAddr> {
+    // Documentation addresses (RFC 5737, RFC 3849): only the route matters.
+    [
+        ("0.0.0.0:0", "192.0.2.1:5060"),
+        ("[::]:0", "[2001:db8::1]:5060"),
+    ]
+    .into_iter()
+    .filter_map(|(local, remote)| {
+        let socket = std::net::UdpSocket::bind(local).ok()?;
+        socket.connect(remote).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+    })
+    .collect()
+}
+
 /// A running service.
 #[derive(Debug)]
 pub struct ServerHandle {
@@ -113,14 +194,19 @@ pub struct ServerHandle {
     pub dev_api_key: Option<String>,
     /// The engine (tests inspect it).
     pub engine: Arc<Engine>,
+    /// The bound SIP address, UDP and TCP (with `config.sip`).
+    pub sip_addr: Option<SocketAddr>,
+    sip: Option<SipEndpoint>,
     stop: Option<oneshot::Sender<()>>,
     serve: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Opens the database, binds `config.listen` and serves until
-    /// [`ServerHandle::shutdown`].
+    /// Opens the database, binds `config.listen` (and with `config.sip`
+    /// the SIP endpoint, serving the stored trunks and the dev trunk) and
+    /// serves until [`ServerHandle::shutdown`].
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
+        config.check()?;
         let path = config.database.clone();
         let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
             .await
@@ -144,7 +230,24 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let print_ready = config.print_ready;
         let dev = config.dev;
+        let sip_config = config.sip.clone();
+        let dev_trunk = config.dev_trunk.clone();
         let engine = Engine::new(config, db, auth::TokenSigner::new(secret.as_bytes()));
+        let sip = match sip_config {
+            Some(sip) => Some(start_sip(&engine, sip, dev_trunk.as_ref()).await?),
+            None => {
+                let stored = engine.db.call(db::trunk_count).await?;
+                if stored > 0 {
+                    tracing::warn!(
+                        trunks = stored,
+                        "SIP trunks are configured but --sip-listen is not set: numbers on \
+                         them can neither call nor be called"
+                    );
+                }
+                None
+            }
+        };
+        let sip_addr = sip.as_ref().map(SipEndpoint::local_addr);
         let app = http::router(engine.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
@@ -168,12 +271,25 @@ impl Server {
                     println!("dev number {id} {number} {name}");
                 }
             }
+            // Before the ready line (tools stop at it), and without the
+            // words "listening"/"ready" that `cargo xtask demo` looks for.
+            if let Some(addr) = sip_addr {
+                println!("audin-server SIP on udp+tcp {addr}");
+            }
+            if let Some(uri) = &dev_trunk {
+                println!(
+                    "dev trunk {uri}: its calls to the dev numbers ring here; dials to numbers \
+                     outside the sim's table go to it"
+                );
+            }
             println!("audin-server listening on http://{local_addr}");
         }
         Ok(ServerHandle {
             local_addr,
             dev_api_key,
             engine,
+            sip_addr,
+            sip,
             stop: Some(stop_tx),
             serve: Some(serve),
         })
@@ -197,6 +313,13 @@ impl ServerHandle {
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
         self.engine.shutdown().await;
+        if let Some(sip) = self.sip.take() {
+            // The ended calls' BYEs and final responses were handed to
+            // their SIP tasks just now: give them a moment on the wire
+            // before the transports close.
+            tokio::time::sleep(SIP_SHUTDOWN_GRACE).await;
+            sip.shutdown();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

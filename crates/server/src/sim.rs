@@ -116,8 +116,14 @@ impl Script {
 
     /// The behaviour of an outbound number, per the doc's table.
     fn for_number(to: &str) -> Self {
+        Self::scripted(to)
+            .unwrap_or_else(|| Self::plain(Behaviour::Echo, Some(Duration::from_millis(1_000))))
+    }
+
+    /// The doc's table of scripted numbers (`None`: not in it).
+    fn scripted(to: &str) -> Option<Self> {
         let ms = Duration::from_millis;
-        match to {
+        Some(match to {
             "+15550100001" => Self::plain(Behaviour::Echo, Some(ms(300))),
             "+15550100002" => Self::plain(Behaviour::Tone, Some(ms(300))),
             "+15550100003" => Self {
@@ -137,9 +143,17 @@ impl Script {
                 hangup_after_answer: Some(ms(3_000)),
                 ..Self::plain(Behaviour::Tone, Some(ms(300)))
             },
-            _ => Self::plain(Behaviour::Echo, Some(ms(1_000))),
-        }
+            _ => return None,
+        })
     }
+}
+
+/// Whether `to` is one of the sim's scripted outbound numbers (the
+/// protocol doc's table); any other number gets the default script. With
+/// `--dev-trunk` only these stay on the sim (see
+/// [`crate::engine::Engine::outbound_carrier`]).
+pub fn is_scripted(to: &str) -> bool {
+    Script::scripted(to).is_some()
 }
 
 /// How the extra delay of an impaired frame is drawn.

@@ -725,11 +725,6 @@ async fn client_events(
     layer.remove_dialog(&dialog.id());
 }
 
-/// The user part of a URI, if it has one.
-fn user_of(uri: &rsipstack::sip::Uri) -> Option<String> {
-    uri.auth.as_ref().map(|a| a.user.clone())
-}
-
 /// The packet's source as the transport recorded it in the top Via
 /// (`received`/`rport` are added whenever it differs from the sent-by).
 fn source_of(req: &Request) -> Option<SocketAddr> {
@@ -842,49 +837,23 @@ fn new_invite(
     handler: &Arc<dyn IncomingHandler>,
     contact: SocketAddr,
 ) {
-    let req = &tx.original;
     let transport = match tx.connection.as_ref().map(|c| c.transport()) {
         Some(rsipstack::sip::Transport::Tcp) => SipTransport::Tcp,
         _ => SipTransport::Udp,
     };
-    let Some(source) = source_of(req) else {
-        tokio::spawn(async move {
-            let _ = tx.reply(StatusCode::BadRequest).await;
-        });
-        return;
-    };
-    let is_sdp = req
-        .header_value("Content-Type")
-        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/sdp"));
-    if !req.body.is_empty() && !is_sdp {
-        // RFC 3261 §21.4.13: a body we cannot read.
-        tokio::spawn(async move {
-            let headers = vec![Header::Accept("application/sdp".into())];
-            let _ = tx
-                .reply_with(StatusCode::UnsupportedMediaType, headers, None)
-                .await;
-        });
-        return;
-    }
-    let info = InviteInfo {
-        source,
-        transport,
-        request_user: user_of(&req.uri),
-        to_user: req
-            .to_header()
-            .ok()
-            .and_then(|h| h.typed().ok())
-            .and_then(|to| user_of(&to.uri)),
-        from_user: req
-            .from_header()
-            .ok()
-            .and_then(|h| h.typed().ok())
-            .and_then(|from| user_of(&from.uri)),
-        call_id: req
-            .call_id_header()
-            .map(|c| c.value().to_owned())
-            .unwrap_or_default(),
-        sdp: body_of(&req.body),
+    // The same reading as `parse_message` (the fuzz target and the RFC 4475
+    // test): what is tested is what runs.
+    let info = match read_request(&tx.original).invite_info(transport) {
+        Ok(info) => info,
+        Err(status) => {
+            let headers = (status == 415).then(|| vec![Header::Accept("application/sdp".into())]);
+            tokio::spawn(async move {
+                let _ = tx
+                    .reply_with(StatusCode::from(status), headers.unwrap_or_default(), None)
+                    .await;
+            });
+            return;
+        }
     };
     let contact_user = info
         .request_user
@@ -927,7 +896,7 @@ fn new_invite(
 }
 
 /// Admits or refuses every request at the transport, before a transaction
-/// exists.
+/// exists, then holds every admitted message to [`check_message`].
 struct SourceFilter {
     handler: Arc<dyn IncomingHandler>,
 }
@@ -935,36 +904,81 @@ struct SourceFilter {
 #[async_trait::async_trait]
 impl TransportEventInspector for SourceFilter {
     async fn handle(&self, event: TransportEvent) -> Option<TransportEvent> {
-        let TransportEvent::Incoming(SipMessage::Request(req), connection, from) = &event else {
+        let TransportEvent::Incoming(msg, connection, from) = &event else {
             return Some(event);
+        };
+        let req = match msg {
+            SipMessage::Request(req) => req,
+            SipMessage::Response(_) => {
+                if let Err(e) = check_message(msg) {
+                    // RFC 3261 §18.1.2: a malformed response is discarded.
+                    tracing::debug!(source = %from, error = %e, "malformed SIP response dropped");
+                    return None;
+                }
+                return Some(event);
+            }
         };
         let Ok(source) = from.get_socketaddr() else {
             return None;
         };
         match self.handler.admit(source, req.method.to_string().as_str()) {
-            Admission::Admit => Some(event),
-            Admission::Drop => None,
+            Admission::Admit => {}
+            Admission::Drop => return None,
             Admission::Forbid => {
                 // Never answer an ACK (RFC 3261 §17.2.1).
                 if req.method != Method::Ack {
-                    let response = forbidden(req);
+                    let response = stateless_response(req, StatusCode::Forbidden);
                     let _ = connection.send(response.into(), Some(from)).await;
                 }
-                None
+                return None;
             }
         }
+        // Only admitted sources get to this point, so answering a malformed
+        // request costs a scanner nothing it could not already have.
+        let Err(e) = check_message(msg) else {
+            return Some(event);
+        };
+        tracing::info!(
+            %source,
+            method = %audin_protocol::Untrusted(&req.method.to_string()),
+            status = e.status(),
+            error = %e,
+            "malformed SIP request refused"
+        );
+        if req.method != Method::Ack
+            && let Some(status) = e.status()
+        {
+            let mut response = stateless_response(req, StatusCode::from(status));
+            if let SipParseError::Extension(tags) = &e {
+                response
+                    .headers
+                    .push(Header::Unsupported(tags.clone().into()));
+            }
+            // The reason, for whoever debugs the trunk (RFC 3261 §20.43:
+            // 399 is a miscellaneous warning, as a quoted string).
+            let text = e.to_string().replace('\\', "\\\\").replace('"', "\\\"");
+            response
+                .headers
+                .push(Header::Warning(format!("399 audin \"{text}\"").into()));
+            let _ = connection.send(response.into(), Some(from)).await;
+        }
+        None
     }
 }
 
-/// A stateless 403 to `req` (its Via, From, To with a tag, Call-ID, CSeq).
-fn forbidden(req: &Request) -> Response {
+/// A stateless `status` response to `req`: its Vias, and the first of its
+/// From, To (with a tag), Call-ID and CSeq, as far as it has them.
+fn stateless_response(req: &Request, status: StatusCode) -> Response {
     let mut headers = rsipstack::sip::Headers::default();
+    let mut seen = [false; 4];
+    let mut first = |i: usize| !std::mem::replace(&mut seen[i], true);
     for h in req.headers.iter() {
         match h {
-            Header::Via(_) | Header::From(_) | Header::CallId(_) | Header::CSeq(_) => {
-                headers.push(h.clone())
-            }
-            Header::To(to) => {
+            Header::Via(_) => headers.push(h.clone()),
+            Header::From(_) if first(0) => headers.push(h.clone()),
+            Header::CallId(_) if first(1) => headers.push(h.clone()),
+            Header::CSeq(_) if first(2) => headers.push(h.clone()),
+            Header::To(to) if first(3) => {
                 let tagged = match to.tag() {
                     Ok(Some(_)) => to.clone(),
                     _ => to.with_tag(rsipstack::transaction::make_tag()),
@@ -976,10 +990,628 @@ fn forbidden(req: &Request) -> Response {
     }
     headers.push(Header::ContentLength(0u32.into()));
     Response {
-        status_code: StatusCode::Forbidden,
+        status_code: status,
         wire_reason: None,
         version: rsipstack::sip::Version::V2,
         headers,
         body: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading and checking messages
+//
+// Every message goes through the same three steps, live and in
+// [`parse_message`] (the fuzz target and the RFC 4475 test): rsipstack's
+// parser (its UDP/TCP transport calls it), [`check_message`] (our rules,
+// run by [`SourceFilter`] before any transaction exists) and
+// [`read_request`] / [`read_response`] (what the trunk logic reads).
+
+/// Bytes of one UDP datagram the stack reads (rsipstack's receive buffer):
+/// the rest of a longer datagram is lost, and with it the end of the body,
+/// which the Content-Length rule of [`check_message`] then refuses.
+pub const MAX_DATAGRAM_BYTES: usize = rsipstack::transport::connection::MAX_UDP_BUF_SIZE;
+
+/// Longest library message kept in a [`SipParseError::Syntax`] (it may
+/// quote the input).
+const MAX_REASON_CHARS: usize = 160;
+
+/// The largest CSeq number (RFC 3261 §8.1.1.5: less than 2**31).
+const MAX_CSEQ: u32 = (1 << 31) - 1;
+
+/// Why a SIP message is not processed. [`SipParseError::status`] says what
+/// the endpoint answers to a request that fails this way; a response that
+/// fails is dropped (RFC 3261 §18.1.2 / RFC 4475 §3.1.2.5).
+///
+/// Text from the message is escaped when displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SipParseError {
+    /// rsipstack's parser refused it (the parser's reason, escaped and
+    /// cut). Nothing can be answered: the message is dropped.
+    Syntax(String),
+    /// No usable top Via: nowhere to send a response, dropped.
+    NoVia(String),
+    /// Content-Length repeated, not a decimal number, or larger than the
+    /// body that came (RFC 3261 §18.3: the datagram is discarded; RFC 4475
+    /// §3.1.2.2, §3.1.2.3, §3.3.9).
+    ContentLength(String),
+    /// A header every request and response carries (From, To, Call-ID,
+    /// CSeq) is missing.
+    MissingHeader(&'static str),
+    /// A header that must appear once appears again (RFC 3261 §7.3: only
+    /// comma-separated list headers may repeat).
+    RepeatedHeader(&'static str),
+    /// A header that cannot be read.
+    BadHeader {
+        /// The header.
+        header: &'static str,
+        /// What is wrong (escaped).
+        reason: String,
+    },
+    /// The CSeq method is not the request's (RFC 3261 §8.1.1.5).
+    CSeqMismatch {
+        /// The request method.
+        method: String,
+        /// The CSeq method.
+        cseq: String,
+    },
+    /// A SIP version other than 2.0: 505.
+    Version(String),
+    /// A Request-URI scheme other than sip, sips and tel: 416.
+    UriScheme(String),
+    /// `Require` lists extensions (we support none): 420 with them in
+    /// `Unsupported`.
+    Extension(String),
+    /// The checks above passed, but rsipstack's transaction layer cannot
+    /// key the message and would drop it unanswered (a gap in
+    /// [`check_message`]; the fuzz target looks for these).
+    Unkeyed(String),
+}
+
+impl SipParseError {
+    fn syntax(e: impl fmt::Display) -> Self {
+        SipParseError::Syntax(escaped_reason(e))
+    }
+
+    fn bad(header: &'static str, e: impl fmt::Display) -> Self {
+        SipParseError::BadHeader {
+            header,
+            reason: escaped_reason(e),
+        }
+    }
+
+    /// The final response to a request that fails this way (`None`:
+    /// dropped unanswered, there is nowhere to send one).
+    pub const fn status(&self) -> Option<u16> {
+        match self {
+            SipParseError::Syntax(_) | SipParseError::NoVia(_) | SipParseError::Unkeyed(_) => None,
+            SipParseError::ContentLength(_)
+            | SipParseError::MissingHeader(_)
+            | SipParseError::RepeatedHeader(_)
+            | SipParseError::BadHeader { .. }
+            | SipParseError::CSeqMismatch { .. } => Some(400),
+            SipParseError::Version(_) => Some(505),
+            SipParseError::UriScheme(_) => Some(416),
+            SipParseError::Extension(_) => Some(420),
+        }
+    }
+}
+
+impl fmt::Display for SipParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use audin_protocol::Untrusted;
+        match self {
+            SipParseError::Syntax(why) => write!(f, "not a SIP message: {why}"),
+            SipParseError::NoVia(why) => write!(f, "no usable Via: {why}"),
+            SipParseError::ContentLength(why) => write!(f, "bad Content-Length: {why}"),
+            SipParseError::MissingHeader(h) => write!(f, "no {h} header"),
+            SipParseError::RepeatedHeader(h) => write!(f, "more than one {h} header"),
+            SipParseError::BadHeader { header, reason } => write!(f, "bad {header}: {reason}"),
+            SipParseError::CSeqMismatch { method, cseq } => write!(
+                f,
+                "CSeq method {} is not the request's {}",
+                Untrusted(cseq),
+                Untrusted(method)
+            ),
+            SipParseError::Version(v) => write!(f, "SIP version {} not supported", Untrusted(v)),
+            SipParseError::UriScheme(s) => {
+                write!(f, "Request-URI scheme {} not supported", Untrusted(s))
+            }
+            SipParseError::Extension(tags) => {
+                write!(f, "required extensions {} not supported", Untrusted(tags))
+            }
+            SipParseError::Unkeyed(why) => write!(f, "no transaction key: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SipParseError {}
+
+impl From<SipParseError> for SignallingError {
+    fn from(e: SipParseError) -> Self {
+        SignallingError(e.to_string())
+    }
+}
+
+/// A library message made safe to log (it may quote the input): unsafe
+/// characters escaped, cut at [`MAX_REASON_CHARS`].
+fn escaped_reason(e: impl fmt::Display) -> String {
+    let text = e.to_string();
+    let mut cut: String = text.chars().take(MAX_REASON_CHARS).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    audin_protocol::escape_unsafe(&cut)
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// A request.
+    Request {
+        /// The method (`INVITE`, `OPTIONS`…).
+        method: String,
+        /// The Request-URI as rsipstack writes it back (its rendering
+        /// re-escapes a `%` of the user part).
+        uri: String,
+    },
+    /// A response.
+    Response {
+        /// The status code.
+        status: u16,
+        /// The reason phrase as sent (untrusted), else the standard one.
+        reason: String,
+    },
+}
+
+/// What the trunk logic reads of one SIP message (all of it untrusted:
+/// display it with [`audin_protocol::Untrusted`]).
+///
+/// User parts are as written, `%` escapes and user parameters included
+/// (`+15551234567;npdi`, `null-%00-null`): [`unescape_user`] decodes them,
+/// and the trunk's number rules (`trunk::number_of_user`) strip the
+/// parameters first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedSip {
+    /// Request or response.
+    pub start: StartLine,
+    /// The Request-URI's user part (a `tel:` URI's number), if any.
+    pub request_user: Option<String>,
+    /// The To URI's user part, if any.
+    pub to_user: Option<String>,
+    /// The To tag (set inside a dialog).
+    pub to_tag: Option<String>,
+    /// The From URI's user part, if any.
+    pub from_user: Option<String>,
+    /// The From tag.
+    pub from_tag: Option<String>,
+    /// The Call-ID.
+    pub call_id: String,
+    /// The CSeq number.
+    pub cseq: u32,
+    /// The CSeq method.
+    pub cseq_method: String,
+    /// Via values (hops), counting every comma-separated value.
+    pub via_count: usize,
+    /// The top Via's `received`/`rport` (the packet's source, as the
+    /// transport recorded it), else its sent-by when that is an IP address.
+    pub via_source: Option<SocketAddr>,
+    /// The Content-Type, if any.
+    pub content_type: Option<String>,
+    /// The Accept values (comma-joined), if any Accept header came.
+    pub accept: Option<String>,
+    /// The Content-Length, if stated ([`check_message`] made sure it is
+    /// the body's length).
+    pub content_length: Option<usize>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl ParsedSip {
+    /// Whether the body is SDP (or there is no body).
+    pub fn body_is_sdp_or_empty(&self) -> bool {
+        self.body.is_empty()
+            || self.content_type.as_deref().is_some_and(|ct| {
+                ct.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/sdp")
+            })
+    }
+
+    /// Whether a response with an SDP body is acceptable (RFC 3261 §20.1:
+    /// no Accept means SDP, an empty one means no body at all).
+    pub fn accepts_sdp(&self) -> bool {
+        let Some(accept) = &self.accept else {
+            return true;
+        };
+        accept.split(',').any(|range| {
+            let range = range.split(';').next().unwrap_or("").trim();
+            ["application/sdp", "application/*", "*/*"]
+                .iter()
+                .any(|ok| range.eq_ignore_ascii_case(ok))
+        })
+    }
+
+    /// An initial INVITE as the call logic sees it, or the final status the
+    /// endpoint answers instead: 400 when the source is unknown, 415 for a
+    /// body that is not SDP (RFC 3261 §21.4.13; RFC 4475 §3.3.6), 406 when
+    /// the caller does not accept SDP, which our 200 must carry (RFC 3261
+    /// §8.2.3; RFC 4475 §3.3.15).
+    pub fn invite_info(&self, transport: SipTransport) -> Result<InviteInfo, u16> {
+        let source = self.via_source.ok_or(400u16)?;
+        if !self.body_is_sdp_or_empty() {
+            return Err(415);
+        }
+        if !self.accepts_sdp() {
+            return Err(406);
+        }
+        Ok(InviteInfo {
+            source,
+            transport,
+            request_user: self.request_user.clone(),
+            to_user: self.to_user.clone(),
+            from_user: self.from_user.clone(),
+            call_id: self.call_id.clone(),
+            sdp: body_of(&self.body),
+        })
+    }
+}
+
+/// Decodes the `%XX` escapes of a URI user part (RFC 3261 §19.1.4: an
+/// escaped character is the character). A `%` not followed by two hex
+/// digits stays as it is; bytes that are not UTF-8 become U+FFFD. The
+/// result may hold any character (`%00` is NUL): never log it unescaped.
+pub fn unescape_user(user: &str) -> String {
+    let bytes = user.as_bytes();
+    if !bytes.contains(&b'%') {
+        return user.to_owned();
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads one UDP datagram from `source` the way the endpoint does: the
+/// first [`MAX_DATAGRAM_BYTES`] only, rsipstack's parser, the transport's
+/// `received`/`rport` on the top Via, [`check_message`], the transaction
+/// layer's key, then what the trunk logic reads ([`read_request`] /
+/// [`read_response`]).
+///
+/// `Ok` means the endpoint processes the message; `Err` says why not and,
+/// for a request, what it answers ([`SipParseError::status`]).
+pub fn parse_message(data: &[u8], source: SocketAddr) -> Result<ParsedSip, SipParseError> {
+    use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+    let data = &data[..data.len().min(MAX_DATAGRAM_BYTES)];
+    let msg = SipMessage::try_from(data).map_err(SipParseError::syntax)?;
+    // The UDP transport drops a request whose top Via it cannot update.
+    let msg = SipConnection::update_msg_received(msg, source, rsipstack::sip::Transport::Udp)
+        .map_err(|e| SipParseError::NoVia(escaped_reason(e)))?;
+    check_message(&msg)?;
+    match &msg {
+        SipMessage::Request(req) => {
+            TransactionKey::from_request(req, TransactionRole::Server)
+                .map_err(|e| SipParseError::Unkeyed(escaped_reason(e)))?;
+            Ok(read_request(req))
+        }
+        SipMessage::Response(resp) => {
+            TransactionKey::from_response(resp, TransactionRole::Client)
+                .map_err(|e| SipParseError::Unkeyed(escaped_reason(e)))?;
+            Ok(read_response(resp))
+        }
+    }
+}
+
+/// Our rules for a parsed message, on top of rsipstack's lenient parser:
+/// what RFC 3261 requires of every message and what RFC 4475 §3.1.2 says a
+/// parser must refuse. Run on every message before a transaction exists;
+/// a request that fails is answered [`SipParseError::status`] statelessly
+/// (an ACK never), a response that fails is dropped.
+fn check_message(msg: &SipMessage) -> Result<(), SipParseError> {
+    let (headers, body_len, version) = match msg {
+        SipMessage::Request(r) => (&r.headers, r.body.len(), &r.version),
+        SipMessage::Response(r) => (&r.headers, r.body.len(), &r.version),
+    };
+    // Framing first: with a wrong length nothing after it can be trusted.
+    check_content_length(headers, body_len)?;
+    if *version != rsipstack::sip::Version::V2 {
+        return Err(SipParseError::Version(version.to_string()));
+    }
+    check_vias(headers)?;
+    check_top_via(msg)?;
+    for (name, required, is) in ONCE_ONLY {
+        match headers.iter().filter(|h| is(h)).count() {
+            0 if *required => return Err(SipParseError::MissingHeader(name)),
+            0 | 1 => {}
+            _ => return Err(SipParseError::RepeatedHeader(name)),
+        }
+    }
+    // The transaction layer keys a message on the From tag.
+    let from = msg
+        .from_header()
+        .map_err(|e| SipParseError::bad("From", e))?
+        .typed()
+        .map_err(|e| SipParseError::bad("From", e))?;
+    if from.tag().is_none() {
+        return Err(SipParseError::bad("From", "no tag"));
+    }
+    msg.to_header()
+        .map_err(|e| SipParseError::bad("To", e))?
+        .typed()
+        .map_err(|e| SipParseError::bad("To", e))?;
+    let call_id = msg
+        .call_id_header()
+        .map_err(|e| SipParseError::bad("Call-ID", e))?;
+    if call_id.value().trim().is_empty() {
+        return Err(SipParseError::bad("Call-ID", "empty"));
+    }
+    let cseq = msg
+        .cseq_header()
+        .map_err(|e| SipParseError::bad("CSeq", e))?
+        .typed()
+        .map_err(|e| SipParseError::bad("CSeq", e))?;
+    if cseq.seq > MAX_CSEQ {
+        return Err(SipParseError::bad("CSeq", "number not below 2**31"));
+    }
+    let SipMessage::Request(req) = msg else {
+        return Ok(());
+    };
+    if cseq.method != req.method {
+        return Err(SipParseError::CSeqMismatch {
+            method: req.method.to_string(),
+            cseq: cseq.method.to_string(),
+        });
+    }
+    match &req.uri.scheme {
+        Some(rsipstack::sip::Scheme::Sip | rsipstack::sip::Scheme::Sips) => {}
+        Some(rsipstack::sip::Scheme::Other(s)) if s.eq_ignore_ascii_case("tel") => {}
+        Some(rsipstack::sip::Scheme::Other(s)) => return Err(SipParseError::UriScheme(s.clone())),
+        None => return Err(SipParseError::UriScheme(req.uri.to_string())),
+    }
+    // RFC 3261 §8.2.2.3: a UAS refuses what it does not support with 420;
+    // ACK and CANCEL are exempt. We support no extension (our 180 is not
+    // reliable, we have no session timers).
+    if !matches!(req.method, Method::Ack | Method::Cancel) {
+        let required: Vec<&str> = headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Require(r) => Some(r.value()),
+                _ => None,
+            })
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !required.is_empty() {
+            return Err(SipParseError::Extension(required.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// A header that must appear at most once: its name, whether it is
+/// required, and how to recognise it (compact forms included).
+type OnceOnly = (&'static str, bool, fn(&Header) -> bool);
+
+const ONCE_ONLY: &[OnceOnly] = &[
+    ("From", true, |h| matches!(h, Header::From(_))),
+    ("To", true, |h| matches!(h, Header::To(_))),
+    ("Call-ID", true, |h| matches!(h, Header::CallId(_))),
+    ("CSeq", true, |h| matches!(h, Header::CSeq(_))),
+    ("Max-Forwards", false, |h| {
+        matches!(h, Header::MaxForwards(_))
+    }),
+    ("Content-Type", false, |h| {
+        matches!(h, Header::ContentType(_))
+    }),
+];
+
+/// One Content-Length at most, a decimal number, and no more than the
+/// bytes that came: rsipstack's parser reads a bad value as 0 (dropping the
+/// body), keeps the last of several, and cuts the body at the datagram's
+/// end, so a lie about the length would otherwise pass unnoticed.
+fn check_content_length(
+    headers: &rsipstack::sip::Headers,
+    body_len: usize,
+) -> Result<(), SipParseError> {
+    let mut values = headers.iter().filter_map(|h| match h {
+        Header::ContentLength(l) => Some(l.value()),
+        _ => None,
+    });
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err(SipParseError::ContentLength("repeated".into()));
+    }
+    let value = value.trim();
+    let declared: usize = value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            SipParseError::ContentLength(format!(
+                "{} is not a length",
+                audin_protocol::Untrusted(value)
+            ))
+        })?;
+    if declared > body_len {
+        return Err(SipParseError::ContentLength(format!(
+            "{declared} bytes declared, {body_len} came"
+        )));
+    }
+    Ok(())
+}
+
+/// Every Via value non-empty, with non-empty parameters, and the top one
+/// readable (RFC 4475 §3.1.2.1: `;;,;,,` is not a Via).
+fn check_vias(headers: &rsipstack::sip::Headers) -> Result<(), SipParseError> {
+    let mut count = 0;
+    for h in headers.iter() {
+        let Header::Via(via) = h else { continue };
+        for value in split_outside_quotes(via.value(), ',') {
+            let mut parts = split_outside_quotes(value, ';');
+            let sent_by = parts.next().unwrap_or("");
+            if sent_by.trim().is_empty() || parts.any(|p| p.trim().is_empty()) {
+                return Err(SipParseError::bad("Via", "an empty value or parameter"));
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(SipParseError::NoVia("no Via header".into()));
+    }
+    Ok(())
+}
+
+/// The top Via as the transaction layer reads it (the transport already
+/// required this of a request; a response's is read here first).
+fn check_top_via(msg: &SipMessage) -> Result<(), SipParseError> {
+    msg.top_via_header()
+        .and_then(|via| via.typed())
+        .map(drop)
+        .map_err(|e| SipParseError::NoVia(escaped_reason(e)))
+}
+
+/// `s` split at `sep` where it is not inside a quoted string.
+fn split_outside_quotes(s: &str, sep: char) -> impl Iterator<Item = &str> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    s.split(move |c: char| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            c if c == sep && !in_quotes => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
+/// The user part of a URI (a `tel:` URI's number with its parameters).
+///
+/// rsipstack splits a URI at its first `;` before looking for the `@`, so
+/// a user part with parameters (`sip:+15551234567;npdi@trunk`, RFC 3261
+/// §19.1.1 allows `;` there; RFC 4475 §3.1.1.9) comes out as a host with
+/// no user: it is recovered here from the URI's text.
+fn user_of(uri: &rsipstack::sip::Uri) -> Option<String> {
+    if let Some(auth) = &uri.auth {
+        return Some(auth.user.clone());
+    }
+    let text = uri.to_string();
+    let (scheme, rest) = text.split_once(':')?;
+    if scheme.eq_ignore_ascii_case("tel") {
+        let number = rest.split('?').next().unwrap_or("");
+        return (!number.is_empty()).then(|| number.to_owned());
+    }
+    if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+        return None;
+    }
+    // An `@` cannot appear unescaped after the user info (RFC 3261 §25.1).
+    let (userinfo, _) = rest.split_once('@')?;
+    Some(userinfo.split(':').next().unwrap_or("").to_owned())
+}
+
+/// The Via values of all Via headers.
+fn via_count(headers: &rsipstack::sip::Headers) -> usize {
+    headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::Via(v) => Some(split_outside_quotes(v.value(), ',').count()),
+            _ => None,
+        })
+        .sum()
+}
+
+/// What the trunk logic reads of a request ([`check_message`] passed).
+pub(crate) fn read_request(req: &Request) -> ParsedSip {
+    let start = StartLine::Request {
+        method: req.method.to_string(),
+        uri: req.uri.to_string(),
+    };
+    let mut parsed = read_common(req, &req.headers, &req.body, start);
+    parsed.request_user = user_of(&req.uri);
+    parsed.via_source = source_of(req);
+    parsed
+}
+
+/// What the trunk logic reads of a response ([`check_message`] passed).
+pub(crate) fn read_response(resp: &Response) -> ParsedSip {
+    let start = StartLine::Response {
+        status: resp.status_code.code(),
+        reason: resp
+            .wire_reason
+            .clone()
+            .unwrap_or_else(|| resp.status_code.text().to_owned()),
+    };
+    read_common(resp, &resp.headers, &resp.body, start)
+}
+
+fn read_common(
+    msg: &impl HeadersExt,
+    headers: &rsipstack::sip::Headers,
+    body: &[u8],
+    start: StartLine,
+) -> ParsedSip {
+    let to = msg.to_header().ok().and_then(|h| h.typed().ok());
+    let from = msg.from_header().ok().and_then(|h| h.typed().ok());
+    let cseq = msg.cseq_header().ok().and_then(|h| h.typed().ok());
+    ParsedSip {
+        start,
+        request_user: None,
+        to_user: to.as_ref().and_then(|t| user_of(&t.uri)),
+        to_tag: to
+            .as_ref()
+            .and_then(|t| t.tag().map(|tag| tag.value().to_owned())),
+        from_user: from.as_ref().and_then(|f| user_of(&f.uri)),
+        from_tag: from
+            .as_ref()
+            .and_then(|f| f.tag().map(|tag| tag.value().to_owned())),
+        call_id: msg
+            .call_id_header()
+            .map(|c| c.value().trim().to_owned())
+            .unwrap_or_default(),
+        cseq: cseq.as_ref().map_or(0, |c| c.seq),
+        cseq_method: cseq.map(|c| c.method.to_string()).unwrap_or_default(),
+        via_count: via_count(headers),
+        via_source: None,
+        content_type: headers.iter().find_map(|h| match h {
+            Header::ContentType(ct) => Some(ct.value().trim().to_owned()),
+            _ => None,
+        }),
+        accept: {
+            let values: Vec<&str> = headers
+                .iter()
+                .filter_map(|h| match h {
+                    Header::Accept(a) => Some(a.value().trim()),
+                    _ => None,
+                })
+                .collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        },
+        content_length: headers.iter().find_map(|h| match h {
+            Header::ContentLength(l) => l.value().trim().parse().ok(),
+            _ => None,
+        }),
+        body: body.to_vec(),
     }
 }

@@ -56,7 +56,7 @@ use super::sdp::{Direction, LocalSdp, Negotiated, RemoteSdp, SdpError};
 pub use super::signalling::SipTransport;
 use super::signalling::{
     Admission, ClientDialog, DialogEvent, IncomingHandler, InviteInfo, OfferReply, OutgoingInvite,
-    RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig,
+    RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig, unescape_user,
 };
 
 use crate::carrier::{
@@ -477,16 +477,38 @@ pub fn normalize_e164(user: &str) -> Option<String> {
     validate_e164(&number).ok().map(|()| number)
 }
 
+/// The E.164 number of a URI user part as an INVITE carries it (see
+/// [`super::signalling::ParsedSip`]): user parameters dropped
+/// (`+15551234567;npdi;rn=…`, RFC 4694; `;isub=…`, RFC 3966), `%` escapes
+/// decoded, then [`normalize_e164`].
+pub fn number_of_user(user: &str) -> Option<String> {
+    let number = user.split(';').next().unwrap_or("");
+    normalize_e164(&unescape_user(number))
+}
+
+/// Whom an inbound INVITE is for (the Request-URI's number, else the
+/// To's) and whom it is from as operators see it ([`caller_of`]). `None`:
+/// it names no number (the endpoint answers 404).
+pub fn inbound_parties(info: &InviteInfo) -> Option<(String, String)> {
+    let to = info
+        .request_user
+        .as_deref()
+        .and_then(number_of_user)
+        .or_else(|| info.to_user.as_deref().and_then(number_of_user))?;
+    Some((to, caller_of(info.from_user.as_deref())))
+}
+
 /// The caller as shown to operators: the E.164 number, else the From user
-/// cut and stripped of unsafe characters, else `anonymous`.
-fn caller_of(from_user: Option<&str>) -> String {
+/// (escapes decoded) cut and stripped of unsafe characters, else
+/// `anonymous`.
+pub fn caller_of(from_user: Option<&str>) -> String {
     let Some(user) = from_user else {
         return "anonymous".to_owned();
     };
-    if let Some(n) = normalize_e164(user) {
+    if let Some(n) = number_of_user(user) {
         return n;
     }
-    let shown: String = user
+    let shown: String = unescape_user(user)
         .chars()
         .filter(|c| !is_unsafe_char(*c))
         .take(MAX_CALLER_CHARS)
@@ -1327,12 +1349,7 @@ async fn run_inbound(
         .trunk_of(info.source.ip())
         .map(|t| t.name.clone())
         .unwrap_or_default();
-    let number = info
-        .request_user
-        .as_deref()
-        .and_then(normalize_e164)
-        .or_else(|| info.to_user.as_deref().and_then(normalize_e164));
-    let Some(to) = number else {
+    let Some((to, from)) = inbound_parties(&info) else {
         tracing::info!(
             %trunk,
             source = %info.source,
@@ -1342,7 +1359,6 @@ async fn run_inbound(
         dialog.reject(404);
         return;
     };
-    let from = caller_of(info.from_user.as_deref());
     // The offer first: no common codec is refused before anyone rings.
     let offer = match &info.sdp {
         Some(body) => match RemoteSdp::parse(body).and_then(|r| r.negotiate().map(|n| (r, n))) {
@@ -1453,6 +1469,29 @@ mod tests {
         ] {
             assert_eq!(normalize_e164(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn numbers_are_read_through_user_parameters_and_escapes() {
+        for (user, number) in [
+            // Number portability (RFC 4694) and ISDN subaddress (RFC 3966).
+            ("+15551234567;npdi;rn=+15550000000", Some("+15551234567")),
+            ("+390299999999;isub=12", Some("+390299999999")),
+            // A tel: URI's number with visual separators.
+            ("+1-555-123-4567", Some("+15551234567")),
+            // RFC 3261 §19.1.4: `%2B` is `+`.
+            ("%2B390299999999", Some("+390299999999")),
+            ("%2b39%30299999999", Some("+390299999999")),
+            // Escapes that would hide something else in a number.
+            ("+39%00299999999", None),
+            ("+39029999%3B9999", None),
+            ("%", None),
+            (";npdi", None),
+        ] {
+            assert_eq!(number_of_user(user).as_deref(), number, "{user:?}");
+        }
+        assert_eq!(caller_of(Some("I%20have%20spaces")), "I have spaces");
+        assert_eq!(caller_of(Some("%00%1b%e2%80%ae")), "anonymous");
     }
 
     #[test]

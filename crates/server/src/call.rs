@@ -62,19 +62,6 @@ pub enum Phase {
     Ended(EndReason),
 }
 
-impl Phase {
-    /// The state label of the protocol's diagram (for metrics).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Ringing { .. } => "offered",
-            Self::Dialled => "dialled",
-            Self::Connecting { .. } => "connecting",
-            Self::Active => "active",
-            Self::Ended(_) => "ended",
-        }
-    }
-}
-
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -33,7 +33,7 @@ pub fn write(load: &Path, stacks: Option<&Path>, markdown: &Path, img_dir: &Path
         plot_cpu(&load.steps, &img_dir.join("load-cpu.png"))?;
         images.push((
             "load-latency.png",
-            "Downlink delay and echo round trip against concurrent calls",
+            "Relay delay and echo round trip against concurrent calls",
         ));
         images.push((
             "load-cpu.png",
@@ -138,7 +138,7 @@ fn f2(x: f64) -> String {
 
 fn load_table(steps: &[LoadReport]) -> String {
     let mut s = String::from(
-        "| calls (held min) | frames/s (both ways) | downlink ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (in sim echo) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load-gen CPU | other processes | calls | 2,000-call targets met (p99 ≤ 10 ms, 0 lost, ≤ 50 KB/call) |\n\
+        "| calls (held min) | frames/s (both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (not counted by server or SDK) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load-gen CPU | other processes | calls | 2,000-call targets met (p99 ≤ 10 ms, 0 lost, ≤ 50 KB/call) |\n\
          |---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---|\n",
     );
     for r in steps {
@@ -162,9 +162,9 @@ fn load_table(steps: &[LoadReport]) -> String {
             r.config.calls,
             r.concurrent_calls.min,
             r.frames.relayed_per_second,
-            f2(l.downlink_ms.p50),
-            f2(l.downlink_ms.p99),
-            f2(l.downlink_ms.p999),
+            f2(l.relay_ms.p50),
+            f2(l.relay_ms.p99),
+            f2(l.relay_ms.p999),
             f1(l.rtt_ms.p50),
             f1(l.rtt_ms.p99),
             r.frames.lost,
@@ -187,7 +187,7 @@ fn load_table(steps: &[LoadReport]) -> String {
 }
 
 fn targets(r: &LoadReport) -> String {
-    let lat = r.latency.downlink_ms.p99 <= 10.0;
+    let lat = r.latency.relay_ms.p99 <= 10.0;
     let lost = r.frames.lost == 0;
     let mem = r
         .server
@@ -274,7 +274,7 @@ fn anchors(steps: &[LoadReport], stacks: Option<&StackRun>) -> String {
     };
     let best = steps
         .iter()
-        .filter(|r| r.ok && r.latency.downlink_ms.p99 <= 20.0)
+        .filter(|r| r.ok && r.latency.relay_ms.p99 <= 20.0)
         .max_by_key(|r| r.concurrent_calls.min);
     // On the wire per direction: 160 B payload + 6 B WebSocket header (4 B
     // mask from the client) + 20 B TCP + 20 B IPv4 + 12 B timestamps option
@@ -301,10 +301,10 @@ fn anchors(steps: &[LoadReport], stacks: Option<&StackRun>) -> String {
         s,
         "| ITU-T G.114: one-way delay < 150 ms acceptable | 150 ms mouth-to-ear budget | {} |",
         best.map_or("–".to_owned(), |r| format!(
-            "server relay (downlink) adds p99 {:.1} ms at {} calls: {:.0}% of the budget",
-            r.latency.downlink_ms.p99,
+            "server relay (round trip above the best) adds p99 {:.1} ms at {} calls: {:.0}% of the budget",
+            r.latency.relay_ms.p99,
             r.concurrent_calls.min,
-            r.latency.downlink_ms.p99 / 150.0 * 100.0
+            r.latency.relay_ms.p99 / 150.0 * 100.0
         ))
     );
     s
@@ -387,22 +387,22 @@ fn plot_latency(steps: &[LoadReport], path: &Path) -> Result<()> {
         "milliseconds",
         &[
             (
-                "downlink p50",
+                "relay p50",
                 BLUE_,
-                pts(steps, |r| Some(r.latency.downlink_ms.p50)),
+                pts(steps, |r| Some(r.latency.relay_ms.p50)),
             ),
             (
-                "downlink p99",
+                "relay p99",
                 ORANGE_,
-                pts(steps, |r| Some(r.latency.downlink_ms.p99)),
+                pts(steps, |r| Some(r.latency.relay_ms.p99)),
             ),
             (
-                "downlink p99.9",
+                "relay p99.9",
                 RED_,
-                pts(steps, |r| Some(r.latency.downlink_ms.p999)),
+                pts(steps, |r| Some(r.latency.relay_ms.p999)),
             ),
             (
-                "echo round trip p50 (incl. sim echo queue)",
+                "echo round trip p50",
                 GREY_,
                 pts(steps, |r| Some(r.latency.rtt_ms.p50)),
             ),

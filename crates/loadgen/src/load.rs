@@ -639,7 +639,7 @@ fn build_report(
             stats::record(&mut rtt, v as u64);
             rtt_floor = rtt_floor.min(v as u64);
         }
-        let d = downlink_delays(&c.rtt_due_us);
+        let d = relay_delays(&c.rtt_due_us);
         if debug {
             let mut v = d.clone();
             v.sort_unstable();
@@ -649,7 +649,7 @@ fn build_report(
                     .unwrap_or(0)
             };
             eprintln!(
-                "call {i:4} {} downlink us p50 {} p99 {} max {}; rtt_due first {:?}",
+                "call {i:4} {} relay us p50 {} p99 {} max {}; rtt_due first {:?}",
                 if c.inbound { "in " } else { "out" },
                 q(0.5),
                 q(0.99),
@@ -783,7 +783,7 @@ fn build_report(
             } else {
                 rtt_floor as f64 / 1000.0
             },
-            downlink_ms: stats::pcts(&down, 1000.0),
+            relay_ms: stats::pcts(&down, 1000.0),
             send_lateness_ms: stats::pcts(&send_late, 1000.0),
         },
         setup_ms: Setup {
@@ -802,74 +802,53 @@ fn build_report(
     }
 }
 
-/// Frames of look-back for the downlink baseline: one second.
+/// Frames of look-back for the relay-delay baseline: one second.
 const BASELINE_FRAMES: usize = 50;
-const PERIOD_US: i64 = 20_000;
 
-/// One-way downlink delay of each echoed frame above the call's best frame
-/// of the previous second, in µs.
+/// Delay of each echoed frame above the call's best round trip of the
+/// previous second, in µs: the queueing and scheduling delay the relay
+/// (SDK → server → sim far end → server → SDK, both ways) adds under
+/// load, without the call's fixed transit time.
 ///
-/// The sim far end emits echoes on its own 20 ms tick, so an echo arrives
-/// at `tick + downlink`, and `(arrival − due) mod 20 ms` is a constant per
-/// call (the tick's phase against our send clock) plus the downlink delay,
-/// whatever frames wait in the far end's echo queue (whole ticks). The
-/// phase series is unwrapped (consecutive frames differ by less than 10
-/// ms) and measured against its minimum over the last second, which also
-/// follows the far end's tick when a late tick re-phases it.
-pub fn downlink_delays(rtt_due_us: &[u32]) -> Vec<u32> {
+/// The sim's echo far end returns each frame the moment it arrives, so
+/// `arrival − due` is the round trip plus how late the sender was; its
+/// minimum over the last second is the call's floor (it also follows a
+/// lasting change, e.g. the call's tasks moving to a busier thread).
+pub fn relay_delays(rtt_due_us: &[u32]) -> Vec<u32> {
     let mut out = Vec::with_capacity(rtt_due_us.len());
-    let mut window: std::collections::VecDeque<i64> = std::collections::VecDeque::new();
-    let mut prev: Option<(i64, i64)> = None; // (phase, unwrapped)
+    let mut window: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     for &v in rtt_due_us {
-        let phase = (v as i64).rem_euclid(PERIOD_US);
-        let unwrapped = match prev {
-            None => phase,
-            Some((p, u)) => {
-                let mut d = (phase - p).rem_euclid(PERIOD_US);
-                if d > PERIOD_US / 2 {
-                    d -= PERIOD_US;
-                }
-                u + d
-            }
-        };
-        prev = Some((phase, unwrapped));
-        window.push_back(unwrapped);
+        window.push_back(v);
         if window.len() > BASELINE_FRAMES {
             window.pop_front();
         }
-        let base = window.iter().copied().min().unwrap_or(unwrapped);
-        out.push((unwrapped - base) as u32);
+        let base = window.iter().copied().min().unwrap_or(v);
+        out.push(v - base);
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::downlink_delays;
+    use super::relay_delays;
 
     #[test]
-    fn backlog_is_invisible_and_jitter_is_seen() {
-        // Constant 7 ms phase, a queue of 0..3 whole ticks, one 4 ms bump.
+    fn a_late_echo_counts_whole_and_the_fixed_transit_does_not() {
+        // A steady 7 ms round trip with one echo 27 ms late: all of the
+        // 27 ms counts (a frame late by more than a period is not folded).
         let v: Vec<u32> = (0..200)
-            .map(|i| 7_000 + 20_000 * (i % 4) + if i == 100 { 4_000 } else { 0 })
+            .map(|i| 7_000 + if i == 100 { 27_000 } else { 0 })
             .collect();
-        let d = downlink_delays(&v);
-        assert_eq!(d[100], 4_000);
+        let d = relay_delays(&v);
+        assert_eq!(d[100], 27_000);
         assert!(d.iter().enumerate().all(|(i, &x)| i == 100 || x == 0));
     }
 
     #[test]
-    fn wraps_around_the_tick() {
-        // Phase near 20 ms: 19.8 ms, then 0.3 ms (= 20.3) is 0.5 ms later.
-        let d = downlink_delays(&[19_800, 20_300, 39_800]);
-        assert_eq!(d, vec![0, 500, 0]);
-    }
-
-    #[test]
-    fn follows_a_rephased_tick_within_a_second() {
+    fn follows_a_lasting_change_within_a_second() {
         let mut v = vec![5_000u32; 60];
         v.extend(std::iter::repeat_n(11_000u32, 120));
-        let d = downlink_delays(&v);
+        let d = relay_delays(&v);
         assert_eq!(d[60], 6_000);
         assert_eq!(*d.last().unwrap(), 0);
     }

@@ -65,7 +65,7 @@ struct RunArgs {
     /// Operators going online at once.
     #[arg(long, default_value_t = 64)]
     online_concurrency: usize,
-    /// Downlink delay (ms) above which an echoed frame counts as late.
+    /// Relay delay (ms) above which an echoed frame counts as late.
     #[arg(long, default_value_t = 20)]
     late_ms: u64,
     /// RUST_LOG of the spawned server.

@@ -97,13 +97,12 @@ pub struct Frames {
     pub sent: u64,
     /// Distinct frames echoed back.
     pub received: u64,
-    /// Sent and never echoed (either leg, or the sim's echo queue).
+    /// Sent and never echoed (either leg, or the sim far end).
     pub lost: u64,
     /// Lost, less those the server (`frames_dropped`) and the SDK queues
-    /// counted: lost in the sim far end's echo queue (10 frames, drops the
-    /// oldest) or in transit.
+    /// counted: lost in the sim far end or in transit.
     pub lost_outside_server: u64,
-    /// Echoed with a downlink delay above `lateMs`.
+    /// Echoed with a relay delay above `lateMs`.
     pub late: u64,
     /// Echoed twice.
     pub duplicates: u64,
@@ -124,16 +123,13 @@ pub struct Frames {
 /// Timings of the window's frames.
 ///
 /// - `rttMs`: echo round trip, stamp (frame handed to the SDK) → echo read
-///   back from the SDK: uplink relay + the time the frame waits in the sim
-///   far end (which re-sends echoes on its own 20 ms tick, from a queue of
-///   up to 10 frames that never drains below its level once a late tick or
-///   a burst filled it) + downlink relay.
+///   back from the SDK: uplink relay + the sim far end (which returns each
+///   frame as it arrives) + downlink relay.
 /// - `rttFloorMs`: the smallest round trip seen.
-/// - `downlinkMs`: one-way delay, far end → server → SDK → load generator,
-///   of each echo above the same call's best echo of the previous second
-///   (see [`crate::load::downlink_delays`]: phase-based against the far
-///   end's 20 ms tick, so the echo queue does not count). Queueing and
-///   scheduling delay the server (and the receiving SDK) add under load.
+/// - `relayMs`: each echo's delay above the same call's best of the
+///   previous second (see [`crate::load::relay_delays`]): the queueing and
+///   scheduling delay the server and the SDKs add under load, both ways,
+///   without the fixed transit time.
 /// - `sendLatenessMs`: how late the load generator handed a frame to the
 ///   SDK (its own health: high values mean the generator is saturated).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -143,8 +139,8 @@ pub struct Latency {
     pub rtt_ms: Pcts,
     /// Smallest round trip.
     pub rtt_floor_ms: f64,
-    /// Downlink delay above each call's best frame of the last second.
-    pub downlink_ms: Pcts,
+    /// Round-trip delay above each call's best frame of the last second.
+    pub relay_ms: Pcts,
     /// Load-generator send lateness.
     pub send_lateness_ms: Pcts,
 }
@@ -360,7 +356,7 @@ impl LoadReport {
             f.relayed_per_second, f.echoed_per_second
         );
         let l = &self.latency;
-        let _ = writeln!(s, "downlink ms     {}", p(&l.downlink_ms));
+        let _ = writeln!(s, "relay ms        {}", p(&l.relay_ms));
         let _ = writeln!(
             s,
             "echo rtt ms     {}  (floor {:.3} ms)",

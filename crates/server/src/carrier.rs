@@ -228,6 +228,40 @@ pub struct InboundCall {
     pub events: EventReceiver,
     /// The call's audio path; the carrier writes the caller's frames here.
     pub media: Arc<CallMedia>,
+    /// Which carrier it came through: only that carrier's numbers ring.
+    pub via: Via,
+}
+
+/// The carrier an inbound call came through, as far as it is known. A
+/// carrier may only ring its own numbers: a trunk that any provider's
+/// customer can reach (providers share their signalling addresses between
+/// customers) must not ring another account's number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The simulated network: the numbers on it.
+    Sim,
+    /// A SIP request that these trunks admit (named by carrier id: several
+    /// when they list the same source addresses, as two accounts on one
+    /// provider do): the numbers of any of them.
+    Trunks(Vec<String>),
+}
+
+impl Via {
+    /// Whether a number whose `carrier` column is `carrier` (`None`: the
+    /// sim), of account `account`, may be rung through this way. The dev
+    /// trunk (`--dev-trunk`) also rings the dev account's sim numbers: that
+    /// is what it is for.
+    pub fn may_ring(&self, carrier: Option<&str>, account: &str) -> bool {
+        match (self, carrier) {
+            (Self::Sim, None) => true,
+            (Self::Sim, Some(_)) => false,
+            (Self::Trunks(names), Some(c)) => names.iter().any(|n| n == c),
+            (Self::Trunks(names), None) => {
+                account == crate::db::DEV_ACCOUNT_ID
+                    && names.iter().any(|n| n == crate::db::DEV_TRUNK_ID)
+            }
+        }
+    }
 }
 
 /// Why the service would not ring anyone for an inbound call; the carrier

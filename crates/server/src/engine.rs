@@ -572,7 +572,17 @@ impl Engine {
                 return Err(InboundRefusal::Internal);
             }
         };
-        let Some(number) = number else {
+        let Some(number) =
+            number.filter(|n| call.via.may_ring(n.carrier.as_deref(), &n.account_id))
+        else {
+            // Not ours, or not this carrier's: the same answer either way,
+            // so a trunk cannot learn which numbers other accounts have.
+            tracing::info!(
+                call_sid = %call.call_sid,
+                to = %audin_protocol::Untrusted(&call.to),
+                via = ?call.via,
+                "inbound call for a number this carrier does not serve: refused"
+            );
             call.leg.hang_up(EndReason::Rejected);
             return Err(InboundRefusal::UnknownNumber);
         };

@@ -25,7 +25,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::carrier::{
     BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventReceiver,
-    EventSender, InboundCall, OutboundRequest,
+    EventSender, InboundCall, OutboundRequest, Via,
 };
 use crate::tone;
 use crate::ws::FrameQueue;
@@ -527,6 +527,7 @@ impl SimCarrier {
             leg: Arc::new(SimLeg { call }),
             events,
             media,
+            via: Via::Sim,
         }
     }
 

@@ -13,7 +13,9 @@
 //!   ways (even to a number the sim would answer), and `admin list` never
 //!   shows its password;
 //! - an INVITE from an address the trunk does not list gets 403 and rings
-//!   nobody.
+//!   nobody;
+//! - a trunk rings only its own numbers: through it another account's
+//!   numbers (on its trunk or on the sim) are unknown (404).
 //!
 //! Each test is bounded by [`TEST_BOUND`] and skips when baresip is absent,
 //! unless `AUDIN_REQUIRE_SIP_TOOLS` is set (as `cargo xtask test` does).
@@ -596,26 +598,15 @@ async fn invite_from_an_address_the_trunk_does_not_list_gets_403_and_rings_nobod
         let db = dir.join("audin.sqlite3");
         // A trunk elsewhere (its host and a published range); baresip
         // calls from 127.0.0.1.
-        let (key, number_id) = {
-            let mut conn = audin_server::db::open_sync(&db)?;
-            let account = audin_server::db::create_account(&mut conn, "Acme")?;
-            let key = audin_server::db::create_api_key(&mut conn, &account, "")?;
-            let trunk = audin_server::db::NewTrunk {
-                name: "carrier".into(),
-                uri: "sip:127.0.0.2:5060".into(),
-                transport: Default::default(),
-                username: None,
-                password: None,
-                allowed_sources: vec!["198.51.100.0/24".into()],
-                register: false,
-            };
-            audin_server::db::add_trunk(&mut conn, &account, &trunk)?;
-            let number =
-                audin_server::db::add_number_via(&mut conn, &account, NUMBER, "", Some("carrier"))?;
-            (key, number)
-        };
+        let (key, numbers) = account_with_trunk(
+            &db,
+            "Acme",
+            trunk_row("carrier", "sip:127.0.0.2:5060", &["198.51.100.0/24"]),
+            &[(NUMBER, Some("carrier"))],
+        )?;
+        let number_id = &numbers[0];
         let s = server_on(&db).await?;
-        let (_op, log) = online(&s, &key, "op-403", &[&number_id]).await?;
+        let (_op, log) = online(&s, &key, "op-403", &[number_id]).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111115")).await?;
         let t0 = Instant::now();
         caller.dial(&number_uri(&s, NUMBER)).await?;
@@ -630,6 +621,99 @@ async fn invite_from_an_address_the_trunk_does_not_list_gets_403_and_rings_nobod
         assert!(offers.is_empty(), "the operator rang: {offers:?}");
         let records = call_records(&s.url(), &key, 10).await?;
         assert!(records.is_empty(), "{records:?}");
+        s.shutdown().await;
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
+    })
+    .await
+}
+
+/// One account with a trunk, in the store: `(api key, [number ids])`,
+/// each number on `trunk` (`None`: the sim).
+fn account_with_trunk(
+    db: &Path,
+    name: &str,
+    trunk: audin_server::db::NewTrunk,
+    numbers: &[(&str, Option<&str>)],
+) -> Result<(String, Vec<String>)> {
+    let mut conn = audin_server::db::open_sync(db)?;
+    let account = audin_server::db::create_account(&mut conn, name)?;
+    let key = audin_server::db::create_api_key(&mut conn, &account, "")?;
+    audin_server::db::add_trunk(&mut conn, &account, &trunk)?;
+    let ids = numbers
+        .iter()
+        .map(|(number, on)| audin_server::db::add_number_via(&mut conn, &account, number, "", *on))
+        .collect::<Result<_>>()?;
+    Ok((key, ids))
+}
+
+fn trunk_row(name: &str, uri: &str, allowed: &[&str]) -> audin_server::db::NewTrunk {
+    audin_server::db::NewTrunk {
+        name: name.into(),
+        uri: uri.into(),
+        transport: Default::default(),
+        username: None,
+        password: None,
+        allowed_sources: allowed.iter().map(|s| (*s).into()).collect(),
+        register: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_rings_only_its_own_numbers_never_another_accounts() -> Result<()> {
+    let test = "e2e_trunk_scope";
+    if !tools_or_skip(test, &[Tool::Baresip]) {
+        return Ok(());
+    }
+    bounded(test, async {
+        const OURS: &str = "+390266600001";
+        const THEIRS_ON_TRUNK: &str = "+390266600002";
+        const THEIRS_ON_SIM: &str = "+390266600003";
+        let dir = audin_testkit::temp_dir("sip-e2e-scope")?;
+        let db = dir.join("audin.sqlite3");
+        // Acme's trunk takes baresip's address; Rival's trunk is elsewhere.
+        let (acme_key, acme_numbers) = account_with_trunk(
+            &db,
+            "Acme",
+            trunk_row("pbx", "sip:127.0.0.1:5999", &[]),
+            &[(OURS, Some("pbx"))],
+        )?;
+        let (rival_key, rival_numbers) = account_with_trunk(
+            &db,
+            "Rival",
+            trunk_row("carrier", "sip:127.0.0.2:5060", &["198.51.100.0/24"]),
+            &[(THEIRS_ON_TRUNK, Some("carrier")), (THEIRS_ON_SIM, None)],
+        )?;
+        let s = server_on(&db).await?;
+        let (acme_op, acme_log) = online(&s, &acme_key, "op-acme", &[&acme_numbers[0]]).await?;
+        let rival_ids: Vec<&str> = rival_numbers.iter().map(String::as_str).collect();
+        let (_rival_op, rival_log) = online(&s, &rival_key, "op-rival", &rival_ids).await?;
+        let caller = Baresip::start(BaresipOptions::new("390211111116")).await?;
+
+        // Through Acme's trunk, Rival's numbers do not exist: the answer
+        // an unknown number gets, and nobody of Rival's rings.
+        let t0 = Instant::now();
+        for number in [THEIRS_ON_TRUNK, THEIRS_ON_SIM] {
+            caller.dial(&number_uri(&s, number)).await?;
+            let reason = closed_reason(&caller).await?;
+            assert!(reason.starts_with("404"), "{number}: {reason}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let offers = rival_log.since(t0, |e| match e {
+            Event::IncomingCall { call } => Some(call.call_sid.clone()),
+            _ => None,
+        });
+        assert!(offers.is_empty(), "Rival's operator rang: {offers:?}");
+        let records = call_records(&s.url(), &rival_key, 10).await?;
+        assert!(records.is_empty(), "{records:?}");
+
+        // Its own number rings as before.
+        let t1 = Instant::now();
+        caller.dial(&number_uri(&s, OURS)).await?;
+        let call = ringing(&acme_op, &acme_log, t1).await?;
+        assert_eq!(call.info().to, OURS);
+        call.reject();
+        closed_reason(&caller).await?;
         s.shutdown().await;
         let _ = std::fs::remove_dir_all(dir);
         Ok(())

@@ -61,7 +61,7 @@ use super::signalling::{
 
 use crate::carrier::{
     BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventSender,
-    InboundCall, InboundRefusal, InboundSink, OutboundRequest,
+    InboundCall, InboundRefusal, InboundSink, OutboundRequest, Via,
 };
 
 /// Answers (403) to one unlisted source within one [`REFUSAL_WINDOW`];
@@ -620,8 +620,18 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn trunk_of(&self, ip: IpAddr) -> Option<&SipTrunkConfig> {
-        self.trunks.iter().find(|t| t.allows(ip))
+    fn admits(&self, ip: IpAddr) -> bool {
+        self.trunks.iter().any(|t| t.allows(ip))
+    }
+
+    /// The names of every trunk that takes requests from `ip` (several
+    /// when accounts share a provider, whose addresses are shared too).
+    fn trunks_of(&self, ip: IpAddr) -> Vec<String> {
+        self.trunks
+            .iter()
+            .filter(|t| t.allows(ip))
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     fn media_timeout_text(&self) -> String {
@@ -635,7 +645,7 @@ struct Handler {
 
 impl IncomingHandler for Handler {
     fn admit(&self, source: SocketAddr, method: &str) -> Admission {
-        if self.ctx.trunk_of(source.ip()).is_some() {
+        if self.ctx.admits(source.ip()) {
             return Admission::Admit;
         }
         let (admission, log) = self
@@ -1345,10 +1355,8 @@ async fn run_inbound(
     dialog: Arc<dyn ServerDialog>,
     sig: mpsc::UnboundedReceiver<DialogEvent>,
 ) {
-    let trunk = ctx
-        .trunk_of(info.source.ip())
-        .map(|t| t.name.clone())
-        .unwrap_or_default();
+    let trunks = ctx.trunks_of(info.source.ip());
+    let trunk = trunks.join(",");
     let Some((to, from)) = inbound_parties(&info) else {
         tracing::info!(
             %trunk,
@@ -1413,6 +1421,7 @@ async fn run_inbound(
         leg,
         events: events_rx,
         media,
+        via: Via::Trunks(trunks),
     };
     let delivered = tokio::time::timeout(DELIVER_TIMEOUT, ctx.inbound.deliver(call)).await;
     let refusal = match delivered {

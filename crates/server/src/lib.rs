@@ -55,6 +55,7 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use anyhow::{Context, Result};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -251,6 +252,14 @@ impl Server {
         let app = http::router(engine.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
+            // Audio frames are small writes 20 ms apart: with Nagle's
+            // algorithm one can wait for the ACK of the previous write,
+            // which the client piggybacks on its next frame, 20 ms later.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             let result = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

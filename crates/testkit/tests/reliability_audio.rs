@@ -429,3 +429,58 @@ async fn an_idle_echo_call_is_not_reattached_in_a_loop() {
     op.go_offline().await.unwrap();
     s.shutdown().await;
 }
+
+/// The server's end of the TCP connection from `client`, found among this
+/// process's file descriptors (the server runs in-process): whether it has
+/// TCP_NODELAY set.
+fn server_end_nodelay(client: std::net::SocketAddr) -> Option<bool> {
+    use std::os::fd::BorrowedFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        {
+            continue;
+        }
+        // SAFETY: the descriptor is only borrowed for the calls below, while
+        // the server still holds the connection open (the client is alive).
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if peer == Some(client) {
+            return sock.tcp_nodelay().ok();
+        }
+    }
+    None
+}
+
+/// Every connection the server accepts writes at once (TCP_NODELAY): with
+/// Nagle's algorithm a 160-byte audio frame can wait for the ACK of the
+/// previous write, which the client piggybacks on its own next frame 20 ms
+/// later. The load bench saw that as a constant extra 20 ms of round trip
+/// on 8-13 of 40 calls (see docs/performance-load.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_writes_audio_frames_at_once_without_nagle() {
+    let s = server(1_000).await;
+    let client = tokio::net::TcpStream::connect(s.local_addr).await.unwrap();
+    let ours = client.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let nodelay = loop {
+        if let Some(v) = server_end_nodelay(ours) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never accepted {ours}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        nodelay,
+        "the server's socket for {ours} has Nagle's algorithm on"
+    );
+    drop(client);
+    s.shutdown().await;
+}

@@ -55,8 +55,8 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt as _;
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt as _;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

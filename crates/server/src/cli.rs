@@ -64,6 +64,10 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
                 allowed_sources: allow,
                 register,
             };
+            // The server would refuse to start with it: refuse it now.
+            if trunk.register && trunk.username.is_none() {
+                return Err(crate::sip::trunk::TrunkConfigError::RegisterWithoutCredentials.into());
+            }
             let id = db::add_trunk(&mut conn, &account, &trunk).with_context(|| {
                 format!(
                     "adding trunk {} to {}",
@@ -78,12 +82,30 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
                 trunk.uri,
                 trunk.transport.as_str()
             );
-            if trunk.register {
-                println!(
-                    "(REGISTER is not implemented yet: have the provider route calls to this \
-                     server's address by IP)"
-                );
-            }
+        }
+        AdminCommand::SetDialing {
+            account,
+            allow_prefix,
+            any_destination,
+            max_outbound_calls,
+            no_call_limit,
+        } => {
+            // clap lets neither pair through together, and at least one
+            // setting through: `None` leaves a setting as it is.
+            let change = db::DialingChange {
+                allowed_prefixes: (any_destination || !allow_prefix.is_empty())
+                    .then_some(allow_prefix),
+                max_outbound_calls: if no_call_limit {
+                    Some(None)
+                } else {
+                    max_outbound_calls.map(Some)
+                },
+            };
+            let policy = db::set_dialing(&mut conn, &account, &change)
+                .with_context(|| format!("setting the dialling of {}", Untrusted(&account)))?;
+            // Checked by set_dialing: an existing account id, safe to echo.
+            println!("account {account}  dialling  {policy}");
+            println!("(the running server applies it from the next dial)");
         }
         AdminCommand::List => print!("{}", db::admin_listing(&mut conn)?),
     }

@@ -223,7 +223,45 @@ pub enum AdminCommand {
         #[arg(long)]
         register: bool,
     },
-    /// List accounts, key ids, trunks (never their passwords) and numbers.
+    /// Set an account's dialling policy against toll fraud: the
+    /// destinations its operators may dial and how many outbound calls it
+    /// may have at once. A dial outside the allowed destinations is
+    /// refused with FORBIDDEN, one over the limit with RATE_LIMITED; each
+    /// refusal is logged at WARN. The running server reads the policy at
+    /// every dial: a change applies from the next dial, no restart needed.
+    /// Settings not given stay as they are; a new account allows every
+    /// destination with no limit.
+    #[command(
+        alias = "set-dialling",
+        group(
+            clap::ArgGroup::new("change")
+                .required(true)
+                .multiple(true)
+                .args(["allow_prefix", "any_destination", "max_outbound_calls", "no_call_limit"])
+        )
+    )]
+    SetDialing {
+        /// Account id.
+        #[arg(long)]
+        account: String,
+        /// An E.164 prefix destinations must start with ('+' then 1-15
+        /// digits: +39 for Italy, +4420 for London, +1 for NANP); repeat
+        /// for more. The prefixes given replace the account's list.
+        #[arg(long = "allow-prefix", value_name = "+PREFIX")]
+        allow_prefix: Vec<String>,
+        /// Allow every destination again (clears the list).
+        #[arg(long, conflicts_with = "allow_prefix")]
+        any_destination: bool,
+        /// Most outbound calls the account may have live at once, counted
+        /// across its operators on this server (0: no outbound calls).
+        #[arg(long, value_name = "N")]
+        max_outbound_calls: Option<u32>,
+        /// No limit on concurrent outbound calls.
+        #[arg(long, conflicts_with = "max_outbound_calls")]
+        no_call_limit: bool,
+    },
+    /// List accounts, key ids, dialling policies, trunks (never their
+    /// passwords) and numbers.
     List,
 }
 

@@ -82,6 +82,13 @@ const MIGRATIONS: &[&str] = &[
          register INTEGER NOT NULL DEFAULT 0,
          created_at TEXT NOT NULL,
          UNIQUE (account_id, name));",
+    // 5: an account's dialling policy against toll fraud (`admin
+    // set-dialing`). `allowed_prefixes`: E.164 prefixes, space-separated;
+    // NULL: every destination. `max_outbound_calls`: live outbound calls at
+    // once; NULL: no limit. NULL in both is how every account worked before.
+    "ALTER TABLE accounts ADD COLUMN allowed_prefixes TEXT;
+     ALTER TABLE accounts ADD COLUMN max_outbound_calls INTEGER
+         CHECK (max_outbound_calls >= 0);",
 ];
 
 /// The dev account's fixed ids (stable across restarts).
@@ -127,6 +134,18 @@ pub enum AdminError {
         /// What is wrong.
         why: String,
     },
+    /// A destination prefix that is not `+` and 1-15 digits (no leading 0).
+    BadPrefix(String),
+    /// More destination prefixes than [`MAX_ALLOWED_PREFIXES`].
+    TooManyPrefixes(usize),
+    /// A stored dialling policy no longer parses (edited by hand?): the
+    /// account's dials are refused until it is set again.
+    BadDialingRow {
+        /// The account.
+        account: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl fmt::Display for AdminError {
@@ -161,6 +180,23 @@ impl fmt::Display for AdminError {
             Self::BadTrunkRow { id, why } => {
                 write!(f, "stored trunk {} is unusable: {why}", Untrusted(id))
             }
+            Self::BadPrefix(p) => write!(
+                f,
+                "destination prefix {} is not an E.164 prefix: write '+' then 1-15 digits, \
+                 the first not 0 (e.g. +39, +4420, +1)",
+                Untrusted(p)
+            ),
+            Self::TooManyPrefixes(n) => write!(
+                f,
+                "{n} destination prefixes: at most {MAX_ALLOWED_PREFIXES} (use shorter \
+                 prefixes, e.g. +39 for all of Italy)"
+            ),
+            Self::BadDialingRow { account, why } => write!(
+                f,
+                "stored dialling policy of account {} is unusable ({why}): its dials are \
+                 refused until `admin set-dialing` sets it again",
+                Untrusted(account)
+            ),
         }
     }
 }
@@ -188,7 +224,7 @@ pub struct NewTrunk {
     pub password: Option<Secret>,
     /// Extra allowed sources (`IP` or `IP/PREFIX`).
     pub allowed_sources: Vec<String>,
-    /// Register with the trunk (not implemented: warned at start).
+    /// Keep a registration with the trunk (needs the credentials).
     pub register: bool,
 }
 
@@ -347,6 +383,154 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
             },
         )
         .collect()
+}
+
+/// Most destination prefixes an account may list: every dial scans them,
+/// and a country needs one (`+39`), rarely more than a handful.
+pub const MAX_ALLOWED_PREFIXES: usize = 256;
+
+/// An account's outbound dialling policy against toll fraud: which
+/// destinations its operators may dial and how many outbound calls it may
+/// have at once. The default (no row values) allows everything, as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DialingPolicy {
+    /// E.164 prefixes a destination must start with; empty: any destination.
+    pub allowed_prefixes: Vec<String>,
+    /// Live outbound calls the account may have at once; `None`: no limit.
+    pub max_outbound_calls: Option<u32>,
+}
+
+impl DialingPolicy {
+    /// Whether `to` (E.164, already checked) may be dialled.
+    pub fn allows(&self, to: &str) -> bool {
+        self.allowed_prefixes.is_empty()
+            || self
+                .allowed_prefixes
+                .iter()
+                .any(|p| to.starts_with(p.as_str()))
+    }
+}
+
+impl fmt::Display for DialingPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Stored prefixes were checked on the way in and again when read:
+        // digits and '+' only, safe to print.
+        if self.allowed_prefixes.is_empty() {
+            f.write_str("destinations any")?;
+        } else {
+            write!(f, "destinations {}", self.allowed_prefixes.join(","))?;
+        }
+        match self.max_outbound_calls {
+            None => f.write_str("  outbound calls unlimited"),
+            Some(n) => write!(f, "  outbound calls at most {n} at once"),
+        }
+    }
+}
+
+/// What `admin set-dialing` changes; `None` leaves that setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DialingChange {
+    /// The new allow-list, replacing the old one (empty: any destination).
+    pub allowed_prefixes: Option<Vec<String>>,
+    /// The new limit (`Some(None)`: no limit).
+    pub max_outbound_calls: Option<Option<u32>>,
+}
+
+/// Checks one destination prefix: `+` then 1-15 digits, the first not 0
+/// (no E.164 number starts with 0, so such a prefix would silently match
+/// nothing: `+0039` is a typo for `+39`).
+pub fn check_prefix(prefix: &str) -> Result<(), AdminError> {
+    let ok = prefix.strip_prefix('+').is_some_and(|d| {
+        (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::BadPrefix(prefix.to_owned()))
+    }
+}
+
+/// Checks an allow-list and drops repeats (first occurrence kept).
+fn checked_prefixes(prefixes: &[String]) -> Result<Vec<String>, AdminError> {
+    let mut out: Vec<String> = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        check_prefix(p)?;
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    if out.len() > MAX_ALLOWED_PREFIXES {
+        return Err(AdminError::TooManyPrefixes(out.len()));
+    }
+    Ok(out)
+}
+
+/// Changes an account's dialling policy and returns the policy now stored.
+/// Everything is checked before anything is written: errors are
+/// [`AdminError`]s.
+pub fn set_dialing(
+    conn: &mut Connection,
+    account_id: &str,
+    change: &DialingChange,
+) -> Result<DialingPolicy> {
+    if !account_exists(conn, account_id)? {
+        return Err(AdminError::UnknownAccount(account_id.to_owned()).into());
+    }
+    let prefixes = change
+        .allowed_prefixes
+        .as_deref()
+        .map(checked_prefixes)
+        .transpose()?;
+    let tx = conn.transaction()?;
+    if let Some(p) = prefixes {
+        let stored = (!p.is_empty()).then(|| p.join(" "));
+        tx.execute(
+            "UPDATE accounts SET allowed_prefixes = ?2 WHERE id = ?1",
+            params![account_id, stored],
+        )?;
+    }
+    if let Some(max) = change.max_outbound_calls {
+        tx.execute(
+            "UPDATE accounts SET max_outbound_calls = ?2 WHERE id = ?1",
+            params![account_id, max],
+        )?;
+    }
+    tx.commit()?;
+    dialing_policy(conn, account_id)
+}
+
+/// An account's dialling policy (the default for an unknown account, which
+/// owns no number to dial from anyway). A hand-edited row that no longer
+/// parses is an [`AdminError::BadDialingRow`]: the engine then refuses the
+/// account's dials rather than guess.
+pub fn dialing_policy(conn: &mut Connection, account_id: &str) -> Result<DialingPolicy> {
+    let row: Option<(Option<String>, Option<i64>)> = conn
+        .prepare_cached("SELECT allowed_prefixes, max_outbound_calls FROM accounts WHERE id = ?1")?
+        .query_row(params![account_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((prefixes, max)) = row else {
+        return Ok(DialingPolicy::default());
+    };
+    let bad = |why: String| AdminError::BadDialingRow {
+        account: account_id.to_owned(),
+        why,
+    };
+    let allowed_prefixes = prefixes
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|p| check_prefix(p).map(|()| p.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let max_outbound_calls = max
+        .map(|n| {
+            u32::try_from(n).map_err(|_| bad(format!("max_outbound_calls {n} is out of range")))
+        })
+        .transpose()?;
+    Ok(DialingPolicy {
+        allowed_prefixes,
+        max_outbound_calls,
+    })
 }
 
 /// A phone number row.
@@ -835,6 +1019,11 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             let label = escape_unsafe(&label);
             writeln!(out, "  key ak_{key_id}_…  {label}  created {created}")?;
         }
+        match dialing_policy(conn, &id) {
+            Ok(policy) => writeln!(out, "  dialling  {policy}")?,
+            // Listed, not fatal: `admin list` is how the bad row is found.
+            Err(e) => writeln!(out, "  dialling  {e}")?,
+        }
         // Trunks: never the password, only whether one is set.
         let trunks: Vec<TrunkListing> = {
             let mut stmt = conn.prepare(
@@ -1021,6 +1210,126 @@ mod tests {
         assert_eq!(e, AdminError::UnknownAccount("acc_nobody".into()));
         // Only the one good trunk was stored.
         assert_eq!(trunk_configs(&mut conn).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_dialling_policy_is_stored_changed_in_part_and_listed() {
+        let (mut conn, account) = db_with_account();
+        let policy = dialing_policy(&mut conn, &account).unwrap();
+        assert_eq!(policy, DialingPolicy::default(), "new accounts: no limits");
+        assert!(policy.allows("+88213000000"));
+        let set = |conn: &mut Connection, change: DialingChange| {
+            set_dialing(conn, &account, &change).unwrap()
+        };
+        let policy = set(
+            &mut conn,
+            DialingChange {
+                allowed_prefixes: Some(vec!["+39".into(), "+4420".into(), "+39".into()]),
+                max_outbound_calls: Some(Some(2)),
+            },
+        );
+        assert_eq!(policy.allowed_prefixes, ["+39", "+4420"], "repeats dropped");
+        assert_eq!(policy.max_outbound_calls, Some(2));
+        assert!(policy.allows("+390212345678") && policy.allows("+442071234567"));
+        assert!(!policy.allows("+441612345678") && !policy.allows("+88213000000"));
+        assert_eq!(dialing_policy(&mut conn, &account).unwrap(), policy);
+        let listing = admin_listing(&mut conn).unwrap();
+        assert!(
+            listing
+                .contains("  dialling  destinations +39,+4420  outbound calls at most 2 at once\n"),
+            "{listing}"
+        );
+        // Only the limit changes: the list stays.
+        let policy = set(
+            &mut conn,
+            DialingChange {
+                max_outbound_calls: Some(None),
+                ..DialingChange::default()
+            },
+        );
+        assert_eq!(policy.allowed_prefixes, ["+39", "+4420"]);
+        assert_eq!(policy.max_outbound_calls, None);
+        // An empty list is every destination again.
+        let policy = set(
+            &mut conn,
+            DialingChange {
+                allowed_prefixes: Some(Vec::new()),
+                ..DialingChange::default()
+            },
+        );
+        assert_eq!(policy, DialingPolicy::default());
+        let listing = admin_listing(&mut conn).unwrap();
+        assert!(
+            listing.contains("  dialling  destinations any  outbound calls unlimited\n"),
+            "{listing}"
+        );
+    }
+
+    #[test]
+    fn bad_dialling_requests_get_typed_errors_and_change_nothing() {
+        let (mut conn, account) = db_with_account();
+        let good = DialingChange {
+            allowed_prefixes: Some(vec!["+39".into()]),
+            max_outbound_calls: Some(Some(1)),
+        };
+        set_dialing(&mut conn, &account, &good).unwrap();
+        for bad in [
+            "39",
+            "+",
+            "+0039",
+            "+39 ",
+            "+3a",
+            "+1234567890123456",
+            "+\u{0663}\u{0669}",
+            "+39\u{202e}",
+            "",
+        ] {
+            let change = DialingChange {
+                allowed_prefixes: Some(vec!["+44".into(), bad.into()]),
+                max_outbound_calls: Some(None),
+            };
+            let e = admin_error(set_dialing(&mut conn, &account, &change).unwrap_err());
+            assert_eq!(e, AdminError::BadPrefix(bad.into()));
+            let text = e.to_string();
+            assert!(text.contains("'+' then 1-15 digits"), "{text}");
+            assert!(!text.contains('\u{202e}'), "echoed raw: {text}");
+        }
+        assert!(check_prefix("+123456789012345").is_ok(), "15 digits");
+        let many: Vec<String> = (0..=MAX_ALLOWED_PREFIXES)
+            .map(|i| format!("+{}", i + 1))
+            .collect();
+        let change = DialingChange {
+            allowed_prefixes: Some(many),
+            ..DialingChange::default()
+        };
+        let e = admin_error(set_dialing(&mut conn, &account, &change).unwrap_err());
+        assert_eq!(e, AdminError::TooManyPrefixes(MAX_ALLOWED_PREFIXES + 1));
+        let e = admin_error(set_dialing(&mut conn, "acc_nobody", &good).unwrap_err());
+        assert_eq!(e, AdminError::UnknownAccount("acc_nobody".into()));
+        // Nothing half-written: the good policy is intact.
+        let policy = dialing_policy(&mut conn, &account).unwrap();
+        assert_eq!(
+            (policy.allowed_prefixes, policy.max_outbound_calls),
+            (vec!["+39".to_owned()], Some(1))
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_dialling_row_is_reported_not_guessed() {
+        let (mut conn, account) = db_with_account();
+        conn.execute(
+            "UPDATE accounts SET allowed_prefixes = '+39 0039' WHERE id = ?1",
+            params![account],
+        )
+        .unwrap();
+        let e = admin_error(dialing_policy(&mut conn, &account).unwrap_err());
+        assert!(
+            matches!(&e, AdminError::BadDialingRow { account: a, .. } if *a == account),
+            "{e}"
+        );
+        assert!(e.to_string().contains("0039"), "{e}");
+        let listing = admin_listing(&mut conn).unwrap();
+        assert!(listing.contains("is unusable"), "{listing}");
     }
 
     #[test]

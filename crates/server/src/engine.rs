@@ -193,6 +193,8 @@ pub struct Engine {
     presence: Mutex<HashMap<OperatorKey, PresenceEntry>>,
     calls: Mutex<HashMap<String, CallEntry>>,
     ended: Mutex<EndedCalls>,
+    /// Live outbound calls per account, for the dialling policy's limit.
+    outbound_slots: Arc<OutboundSlots>,
     shutdown_tx: watch::Sender<bool>,
     next_attach: AtomicU64,
 }
@@ -213,6 +215,7 @@ impl Engine {
             presence: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
             ended: Mutex::new(EndedCalls::default()),
+            outbound_slots: Arc::new(OutboundSlots::default()),
             shutdown_tx: watch::channel(false).0,
             next_attach: AtomicU64::new(1),
         })
@@ -465,10 +468,17 @@ impl Engine {
                 format!("callerId {}: {e}", audin_protocol::Untrusted(&caller_id)),
             ));
         }
-        let lookup = caller_id.clone();
-        let number = self
+        let (lookup, account) = (caller_id.clone(), op.account.clone());
+        // The policy is read at every dial, so `admin set-dialing` applies
+        // from the next one; same DB round trip as the caller id.
+        let (number, policy) = self
             .db
-            .call(move |c| db::number_by_e164(c, &lookup))
+            .call(move |c| {
+                Ok((
+                    db::number_by_e164(c, &lookup)?,
+                    db::dialing_policy(c, &account)?,
+                ))
+            })
             .await
             .map_err(internal)?;
         let number = match number {
@@ -482,6 +492,22 @@ impl Engine {
                 ));
             }
         };
+        if !policy.allows(&to) {
+            // What a stolen token tries first: premium and far-away numbers.
+            tracing::warn!(
+                account = %op.account,
+                operator = %audin_protocol::Untrusted(&op.operator_ref),
+                to = %audin_protocol::Untrusted(&to),
+                "dial refused: destination outside the account's allowed destinations"
+            );
+            return Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "the destination {} is outside the account's allowed destinations",
+                    audin_protocol::Untrusted(&to)
+                ),
+            ));
+        }
         let carrier_name = self.outbound_carrier(number.carrier.as_deref(), &to);
         let Some(carrier) = self.carriers.of(carrier_name) else {
             tracing::warn!(
@@ -500,6 +526,28 @@ impl Engine {
                 format!("the operator already holds call {held}"),
             ));
         }
+        // Taken in one step with the check, so two dials cannot both take
+        // the last slot; the call task gives it back when the call ends.
+        let slot = match self
+            .outbound_slots
+            .try_take(&op.account, policy.max_outbound_calls)
+        {
+            Ok(slot) => slot,
+            Err(max) => {
+                self.routing.release(&sid);
+                tracing::warn!(
+                    account = %op.account,
+                    operator = %audin_protocol::Untrusted(&op.operator_ref),
+                    to = %audin_protocol::Untrusted(&to),
+                    max,
+                    "dial refused: the account's concurrent outbound call limit is reached"
+                );
+                return Err((
+                    ErrorCode::RateLimited,
+                    format!("the account's limit of {max} concurrent outbound calls is reached"),
+                ));
+            }
+        };
         let record = NewCall {
             call_sid: sid.clone(),
             account_id: op.account.clone(),
@@ -513,6 +561,7 @@ impl Engine {
             .execute("insert call", move |c| db::insert_call(c, &record, &at));
         let call = Call::outbound(&sid, &op.account, op.clone(), self.timers(), now());
         let mut task = CallTask::new(self, call, &op.account, CallMedia::new());
+        task.slot = Some(slot);
         task.carrier = Some(carrier);
         task.outbound = Some(OutboundRequest {
             call_sid: sid.clone(),
@@ -752,6 +801,10 @@ struct CallTask {
     media: Arc<CallMedia>,
     events: Option<EventReceiver>,
     placing: Option<BoxFuture<'static, Result<Arc<dyn CarrierLeg>, EndCause>>>,
+    /// Outbound: the account's concurrent-call slot, held until the call
+    /// has ended and no leg of it can still be placed (dropping it gives it
+    /// back, so a panicking task does not leak it either).
+    slot: Option<OutboundSlot>,
     /// Attached audio sockets by attach id (two at most, during a replace).
     sockets: HashMap<u64, Outbox>,
     tx: mpsc::Sender<CallCmd>,
@@ -803,6 +856,7 @@ impl CallTask {
             media,
             events: None,
             placing: None,
+            slot: None,
             sockets: HashMap::new(),
             tx,
             rx,
@@ -883,6 +937,9 @@ impl CallTask {
 
     /// Performs what the state machine decided, in order.
     fn perform(&mut self) {
+        // Before the `callEnded` below goes out: an operator told the call
+        // ended may dial again at once and must find the slot free.
+        self.release_slot_if_over();
         while let Some(action) = self.call.poll_action() {
             match action {
                 Action::Notify(op, msg) => self.engine.notify(&op, &msg),
@@ -926,6 +983,9 @@ impl CallTask {
                     });
                 }
                 Action::RecordEnded(reason) => {
+                    // Ended while performing (a call that could not be
+                    // placed): not seen by the check above.
+                    self.release_slot_if_over();
                     self.engine.routing.release(self.call.sid());
                     let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());
                     self.engine
@@ -936,6 +996,15 @@ impl CallTask {
         }
         self.state_cell
             .store(CallState::of(self.call.phase()) as u8, Ordering::Relaxed);
+    }
+
+    /// Gives the account's outbound slot back once the call has ended and
+    /// no carrier leg is still being placed (that one keeps the slot until
+    /// it is hung up: see [`CallTask::finish`]).
+    fn release_slot_if_over(&mut self) {
+        if self.call.is_ended() && self.placing.is_none() {
+            self.slot = None;
+        }
     }
 
     fn place_call(&mut self) {
@@ -957,8 +1026,15 @@ impl CallTask {
             // Ended while the far end was still being called: its leg is
             // hung up as soon as it exists, never left ringing.
             let reason = *reason;
+            // The far end may still answer until then: the call counts
+            // against the account's limit until its leg is hung up.
+            let slot = self.slot.take();
             tokio::spawn(async move {
-                if let Ok(leg) = placing.await {
+                let placed = placing.await;
+                // Given back in the same step as the hang-up (no await in
+                // between), before anyone can see the leg gone.
+                drop(slot);
+                if let Ok(leg) = placed {
                     leg.hang_up(reason);
                 }
             });
@@ -982,4 +1058,102 @@ impl CallTask {
 /// A new presence session id.
 pub fn new_session_id() -> String {
     format!("ps_{}", random_hex(8))
+}
+
+/// Live outbound calls per account. The limit is checked and the slot
+/// taken under one lock, so concurrent dials never both take the last
+/// slot. Every outbound call is counted, limited or not, so a limit set
+/// while calls are live counts them too. Per process: with several
+/// servers, the limit applies on each.
+#[derive(Debug, Default)]
+struct OutboundSlots(Mutex<HashMap<String, u32>>);
+
+impl OutboundSlots {
+    /// Takes a slot of `account` unless it already has `max` live outbound
+    /// calls (`Err(max)`); `None`: no limit.
+    fn try_take(self: &Arc<Self>, account: &str, max: Option<u32>) -> Result<OutboundSlot, u32> {
+        let mut live = self.0.lock().expect("outbound slots lock");
+        let n = live.get(account).copied().unwrap_or(0);
+        if let Some(max) = max.filter(|max| n >= *max) {
+            return Err(max);
+        }
+        live.insert(account.to_owned(), n + 1);
+        Ok(OutboundSlot {
+            slots: self.clone(),
+            account: account.to_owned(),
+        })
+    }
+
+    #[cfg(test)]
+    fn live(&self, account: &str) -> u32 {
+        let live = self.0.lock().expect("outbound slots lock");
+        live.get(account).copied().unwrap_or(0)
+    }
+}
+
+/// One live outbound call of an account; dropping it gives the slot back.
+#[derive(Debug)]
+struct OutboundSlot {
+    slots: Arc<OutboundSlots>,
+    account: String,
+}
+
+impl Drop for OutboundSlot {
+    fn drop(&mut self) {
+        let mut live = self.slots.0.lock().expect("outbound slots lock");
+        if let Some(n) = live.get_mut(&self.account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // Accounts without live calls take no memory.
+                live.remove(&self.account);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    #[test]
+    fn concurrent_takers_never_exceed_the_limit_and_drops_give_slots_back() {
+        let slots = Arc::new(OutboundSlots::default());
+        for round in 0..50 {
+            let start = Arc::new(Barrier::new(8));
+            let held: Vec<Option<OutboundSlot>> = std::thread::scope(|scope| {
+                let takers: Vec<_> = (0..8)
+                    .map(|_| {
+                        let (slots, start) = (slots.clone(), start.clone());
+                        scope.spawn(move || {
+                            start.wait();
+                            slots.try_take("acc", Some(3)).ok()
+                        })
+                    })
+                    .collect();
+                takers.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let taken = held.iter().flatten().count();
+            assert_eq!(taken, 3, "round {round}: {taken} slots taken of 3");
+            assert_eq!(slots.live("acc"), 3);
+            drop(held);
+            assert_eq!(slots.live("acc"), 0, "round {round}: a slot leaked");
+        }
+        assert!(
+            slots.0.lock().unwrap().is_empty(),
+            "idle accounts forgotten"
+        );
+    }
+
+    #[test]
+    fn a_limit_counts_calls_taken_while_unlimited_and_per_account() {
+        let slots = Arc::new(OutboundSlots::default());
+        let a = slots.try_take("a", None).unwrap();
+        let _b = slots.try_take("a", None).unwrap();
+        assert_eq!(slots.try_take("a", Some(2)).unwrap_err(), 2);
+        assert!(slots.try_take("other", Some(1)).is_ok(), "per account");
+        assert_eq!(slots.try_take("a", Some(0)).unwrap_err(), 0);
+        drop(a);
+        let _c = slots.try_take("a", Some(2)).unwrap();
+    }
 }

@@ -520,6 +520,10 @@ impl Call {
             Phase::Ringing { ringing, .. } => ringing,
             _ => BTreeSet::new(),
         };
+        // First the operator is freed and the record closed, then told: an
+        // operator who hears `callEnded` may dial again at once and must
+        // not find itself still busy with this call.
+        self.actions.push_back(Action::RecordEnded(reason));
         for op in ringing.iter().chain(self.holder.iter()) {
             self.actions
                 .push_back(Action::Notify(op.clone(), ended.clone()));
@@ -540,7 +544,6 @@ impl Call {
             self.actions.push_back(Action::HangUpLeg(reason));
         }
         self.audio_grace_until = None;
-        self.actions.push_back(Action::RecordEnded(reason));
     }
 
     fn mark_answered(&mut self) {
@@ -816,6 +819,37 @@ mod tests {
         assert_eq!(call.phase(), &Phase::Active);
         call.hangup(&a, EndReason::Hangup, true);
         assert!(drain(&mut call).contains(&Action::RecordEnded(EndReason::Hangup)));
+    }
+
+    #[test]
+    fn the_operator_is_freed_before_it_is_told_the_call_ended() {
+        // Whoever hears `callEnded` may dial at once: the release (in
+        // `RecordEnded`) must come first, whichever side ends the call.
+        let t0 = Instant::now();
+        let a = op("acc", "a");
+        for far_end_hangs_up in [false, true] {
+            let mut call = Call::outbound("CA9", "acc", a.clone(), TIMERS, t0);
+            call.attach(&a, 1, t0).unwrap();
+            call.placed(Ok(()));
+            call.carrier_event(Some(CarrierEvent::Answered));
+            drain(&mut call);
+            if far_end_hangs_up {
+                call.carrier_event(Some(CarrierEvent::Ended(EndCause::RemoteHangup)));
+            } else {
+                call.hangup(&a, EndReason::Hangup, true);
+            }
+            let actions = drain(&mut call);
+            let released = actions
+                .iter()
+                .position(|x| matches!(x, Action::RecordEnded(_)));
+            let told = actions.iter().position(
+                |x| matches!(x, Action::Notify(o, ServerMessage::CallEnded { .. }) if *o == a),
+            );
+            assert!(
+                released.is_some() && told.is_some() && released < told,
+                "{actions:?}"
+            );
+        }
     }
 
     #[test]

@@ -135,6 +135,11 @@ async fn start_sip(
     for carrier in endpoint.carriers() {
         engine.carriers.insert(carrier);
     }
+    *engine
+        .metrics
+        .sip_registrations
+        .lock()
+        .expect("metrics lock") = endpoint.registrations();
     Ok(endpoint)
 }
 
@@ -327,7 +332,7 @@ impl ServerHandle {
             // their SIP tasks just now: give them a moment on the wire
             // before the transports close.
             tokio::time::sleep(SIP_SHUTDOWN_GRACE).await;
-            sip.shutdown();
+            sip.shutdown().await;
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -1,7 +1,12 @@
 //! Counters and gauges, exposed as Prometheus text on `/metrics`.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use tokio::sync::watch;
+
+use crate::sip::register::RegistrationState;
 
 /// Process-wide counters. Gauges that are cheaper to compute on demand
 /// (operators online, calls by state) are passed to [`Metrics::render`].
@@ -21,6 +26,9 @@ pub struct Metrics {
     pub calls_ended: AtomicU64,
     /// Failed API-key attempts.
     pub auth_failures: AtomicU64,
+    /// Each registering SIP trunk's name and registration state (set once
+    /// the SIP endpoint has started).
+    pub sip_registrations: Mutex<Vec<(String, watch::Receiver<RegistrationState>)>>,
 }
 
 impl Metrics {
@@ -106,6 +114,53 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE audin_runtime_tasks_alive gauge");
         let _ = writeln!(s, "audin_runtime_tasks_alive {tasks_alive}");
+        self.render_registrations(&mut s);
         s
+    }
+
+    /// One 0/1 gauge per registering trunk and state (an alert on
+    /// `state="failed"` catches a trunk that stopped taking our REGISTERs).
+    fn render_registrations(&self, s: &mut String) {
+        let registrations = self.sip_registrations.lock().expect("metrics lock");
+        if registrations.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "# HELP audin_sip_registration SIP trunk registration state (1 = current)."
+        );
+        let _ = writeln!(s, "# TYPE audin_sip_registration gauge");
+        for (trunk, state) in registrations.iter() {
+            let current = state.borrow().as_str();
+            for label in ["registered", "failed", "unregistered"] {
+                // Trunk names are `[A-Za-z0-9_.-]` (checked when configured):
+                // nothing to escape in a label.
+                let _ = writeln!(
+                    s,
+                    "audin_sip_registration{{trunk=\"{trunk}\",state=\"{label}\"}} {}",
+                    u8::from(current == label)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registering_trunks_show_their_current_state() {
+        let metrics = Metrics::default();
+        assert!(!metrics.render(0, &[], 1).contains("audin_sip_registration"));
+        let (state, rx) = watch::channel(RegistrationState::Registered { expires: 3600 });
+        *metrics.sip_registrations.lock().unwrap() = vec![("tr_1".into(), rx)];
+        let text = metrics.render(0, &[], 1);
+        assert!(text.contains("audin_sip_registration{trunk=\"tr_1\",state=\"registered\"} 1"));
+        assert!(text.contains("audin_sip_registration{trunk=\"tr_1\",state=\"failed\"} 0"));
+        state.send_replace(RegistrationState::Failed { status: Some(403) });
+        let text = metrics.render(0, &[], 1);
+        assert!(text.contains("audin_sip_registration{trunk=\"tr_1\",state=\"failed\"} 1"));
+        assert!(text.contains("audin_sip_registration{trunk=\"tr_1\",state=\"registered\"} 0"));
     }
 }

@@ -584,5 +584,5 @@ async fn the_endpoint_answers_or_ignores_every_torture_message_rings_nobody_and_
         0,
         "a torture message rang someone"
     );
-    endpoint.shutdown();
+    endpoint.shutdown().await;
 }

@@ -13,6 +13,8 @@
 //! - [`rtp`]: the 20 ms RTP sender, the ingress reorder/jitter buffer and
 //!   the µ-law ↔ A-law helpers, on top of `rtp-types`;
 //! - [`dtmf`]: RFC 4733 telephone-event sending and receiving;
+//! - [`session_timer`]: RFC 4028 session timers (the header values, who
+//!   refreshes, when a refresh is due and when a session has expired);
 //! - [`media`]: the one exception, the tokio task that owns a call's RTP
 //!   socket and 20 ms tick and drives the types above.
 //!
@@ -24,15 +26,19 @@
 //! - [`trunk`]: the SIP trunk carrier itself: trunk and endpoint
 //!   configuration, the source allow-list, and the call logic that turns
 //!   INVITEs, responses and in-dialog requests into carrier calls and
-//!   events.
+//!   events;
+//! - [`register`]: REGISTER with refresh for trunks that want it (the
+//!   refresh and retry schedule is sans-IO; one task per trunk drives it).
 //!
 //! The operator side of the service speaks 8 kHz µ-law in 20 ms frames, so
 //! PCMU is a pass-through and PCMA is one table lookup per byte.
 
 pub mod dtmf;
 pub mod media;
+pub mod register;
 pub mod rtp;
 pub mod sdp;
+pub mod session_timer;
 pub mod signalling;
 pub mod trunk;
 

@@ -8,7 +8,9 @@
 //! What the boundary carries is what a trunk needs and no more: an INVITE's
 //! numbers, source and SDP; provisional, final and in-dialog events as
 //! [`DialogEvent`]s; and the few actions a call takes (180, 200 with SDP,
-//! a final refusal, CANCEL, BYE). Transactions, retransmissions, digest
+//! a final refusal, CANCEL, BYE, a session refresh). Session-timer headers
+//! (RFC 4028) go both ways as [`TimerHeaders`] and [`TimerOut`]; an INVITE
+//! asking for too short an interval is refused 422 here. Transactions, retransmissions, digest
 //! answers (401/407, MD5 and SHA-256), ACKs (of 2xx and of 487) and 100
 //! Trying are the stack's job.
 //!
@@ -39,6 +41,10 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
 use rsipstack::{EndpointBuilder, transaction::endpoint::Endpoint};
 use tokio::sync::mpsc;
+
+use super::session_timer::{
+    self, OPTION_TAG, RefreshMethod, TimerConfig, TimerHeaderError, TimerHeaders, TimerOut,
+};
 
 /// A boxed future (object-safe traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -114,6 +120,8 @@ pub struct InviteInfo {
     pub call_id: String,
     /// The SDP offer; `None` for a delayed offer (no body).
     pub sdp: Option<Vec<u8>>,
+    /// Its session-timer headers (RFC 4028).
+    pub timer: TimerHeaders,
 }
 
 /// An outbound INVITE.
@@ -133,6 +141,8 @@ pub struct OutgoingInvite {
     pub sdp: Vec<u8>,
     /// Digest credentials for 401/407 challenges.
     pub credentials: Option<(String, String)>,
+    /// Its session-timer headers (RFC 4028 §7.1).
+    pub timer: TimerOut,
 }
 
 impl fmt::Debug for OutgoingInvite {
@@ -159,15 +169,110 @@ pub struct SocketAddrOrHost {
     pub port: u16,
 }
 
+/// One registration with a trunk's registrar (RFC 3261 §10.2): every
+/// REGISTER of it (first, refreshes, the final un-REGISTER) shares one
+/// Call-ID and counts up one CSeq, as §10.2.4 asks.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegisterBinding {
+    /// Where REGISTERs go; also the Request-URI (`sip:HOST[:PORT]`).
+    pub registrar: SocketAddrOrHost,
+    /// Over which transport.
+    pub transport: SipTransport,
+    /// The address of record put in To and From, `sip:USER@HOST` (the
+    /// user part already escaped for a URI).
+    pub aor: String,
+    /// The Contact user part (escaped); the host is [`Signalling::contact_addr`].
+    pub contact_user: String,
+    /// Digest credentials for 401/407 challenges.
+    pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for RegisterBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterBinding")
+            .field("registrar", &self.registrar)
+            .field("transport", &self.transport)
+            .field("aor", &self.aor)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registrar's final answer to one REGISTER (after the stack answered
+/// any digest challenge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterReply {
+    /// Its status code (408 when nothing answered before Timer F).
+    pub status: u16,
+    /// Its reason phrase (untrusted).
+    pub reason: String,
+    /// On a 2xx, the lifetime granted to our Contact (its `expires`
+    /// parameter, else the `Expires` header, else what we asked for).
+    pub expires: Option<u32>,
+    /// On a 423, its `Min-Expires`, if readable.
+    pub min_expires: Option<u32>,
+}
+
+/// Sends the REGISTERs of one [`RegisterBinding`].
+pub trait RegisterClient: Send + fmt::Debug {
+    /// One REGISTER asking for `expires` seconds (0 removes the binding),
+    /// digest challenges answered. An error means no response came (the
+    /// request could not be sent, or the transport failed).
+    fn register(&mut self, expires: u32) -> BoxFuture<'_, Result<RegisterReply, SignallingError>>;
+}
+
+/// Sends a response: status, SDP, session-timer headers.
+type Respond = Box<dyn FnOnce(u16, Option<Vec<u8>>, TimerOut) + Send>;
+
 /// How a response to an offer is sent back (a re-INVITE or UPDATE
 /// inside a dialog). Dropping it unanswered makes the stack answer 501.
-pub struct OfferReply(Box<dyn FnOnce(u16, Option<Vec<u8>>) + Send>);
+pub struct OfferReply(Respond);
 
 impl OfferReply {
     /// Answers with `status` and, for a 2xx, our SDP.
     pub fn send(self, status: u16, sdp: Option<Vec<u8>>) {
-        (self.0)(status, sdp)
+        self.send_with(status, sdp, TimerOut::default())
     }
+
+    /// Answers with `status`, our SDP (2xx) and session-timer headers: a
+    /// 2xx to a refresh repeats the interval (RFC 4028 §9), a 422 gives
+    /// our Min-SE.
+    pub fn send_with(self, status: u16, sdp: Option<Vec<u8>>, timer: TimerOut) {
+        (self.0)(status, sdp, timer)
+    }
+}
+
+/// A session refresh to send inside an established dialog (RFC 4028 §10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRefresh {
+    /// re-INVITE (with `sdp`) or UPDATE (without a body).
+    pub method: RefreshMethod,
+    /// For a re-INVITE: our last SDP, unchanged.
+    pub sdp: Option<Vec<u8>>,
+    /// Its session-timer headers.
+    pub timer: TimerOut,
+}
+
+/// How our session refresh went.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// A final response came.
+    Answered {
+        /// Its status code.
+        status: u16,
+        /// Its session-timer headers.
+        timer: TimerHeaders,
+        /// Its SDP (the answer to a re-INVITE's offer), if any.
+        sdp: Option<Vec<u8>>,
+    },
+    /// No final response: the transaction timed out or the transport
+    /// failed (the text says which, escaped).
+    Unanswered(String),
+    /// Not sent: the dialog could not take a request yet (no ACK yet).
+    NotSent,
 }
 
 impl fmt::Debug for OfferReply {
@@ -198,6 +303,8 @@ pub enum DialogEvent {
     Answered {
         /// The 2xx's SDP, if any.
         sdp: Option<Vec<u8>>,
+        /// The 2xx's session-timer headers.
+        timer: TimerHeaders,
     },
     /// UAC: a final failure response (or one the stack made up: 408 when
     /// nothing answered, 503 when a stream transport failed).
@@ -208,6 +315,8 @@ pub enum DialogEvent {
         reason: String,
         /// Whether anything (even 100 Trying) came from the far end first.
         heard_from_far_end: bool,
+        /// A 422's `Min-SE` (RFC 4028 §6), if readable.
+        min_se: Option<u32>,
     },
     /// Either: the far end sent BYE (answered 200 by the stack).
     Bye,
@@ -215,11 +324,16 @@ pub enum DialogEvent {
     Offer {
         /// `INVITE` or `UPDATE`.
         method: &'static str,
-        /// The offer; `None` when the re-INVITE asks us for one.
+        /// The offer; `None` when the re-INVITE asks us for one (or an
+        /// UPDATE refreshes the session without one).
         sdp: Option<Vec<u8>>,
+        /// The request's session-timer headers.
+        timer: TimerHeaders,
         /// Where the answer goes.
         reply: OfferReply,
     },
+    /// Either: the outcome of our [`SessionRefresh`].
+    Refreshed(RefreshOutcome),
     /// Either: the dialog ended for a reason of the stack's (no ACK,
     /// transaction error).
     Terminated {
@@ -232,18 +346,24 @@ pub enum DialogEvent {
 pub trait ServerDialog: Send + Sync + fmt::Debug {
     /// Sends 180 Ringing.
     fn ringing(&self);
-    /// Sends 200 with `sdp`.
-    fn accept(&self, sdp: Vec<u8>) -> Result<(), SignallingError>;
+    /// Sends 200 with `sdp` and session-timer headers.
+    fn accept(&self, sdp: Vec<u8>, timer: TimerOut) -> Result<(), SignallingError>;
     /// Sends a final refusal (e.g. 486), if no final response went yet.
     fn reject(&self, status: u16);
     /// Sends BYE (after 200).
     fn bye(&self) -> BoxFuture<'_, Result<(), SignallingError>>;
+    /// Sends a session refresh (after 200); its outcome comes as
+    /// [`DialogEvent::Refreshed`].
+    fn refresh(&self, refresh: SessionRefresh);
 }
 
 /// The UAC side of an outbound call.
 pub trait ClientDialog: Send + Sync + fmt::Debug {
     /// CANCEL while unanswered (the stack ACKs the 487), BYE once answered.
     fn hang_up(&self) -> BoxFuture<'_, Result<(), SignallingError>>;
+    /// Sends a session refresh (once answered); its outcome comes as
+    /// [`DialogEvent::Refreshed`].
+    fn refresh(&self, refresh: SessionRefresh);
 }
 
 /// What to do with a request from a source.
@@ -262,6 +382,12 @@ pub trait IncomingHandler: Send + Sync + 'static {
     /// Whether a request (`method`) from `source` is processed. Called for
     /// every request before any transaction exists.
     fn admit(&self, source: SocketAddr, method: &str) -> Admission;
+    /// Our session-timer settings (RFC 4028): an INVITE asking for a
+    /// shorter interval than their Min-SE is refused 422 before it
+    /// reaches [`IncomingHandler::invite`].
+    fn session_timer(&self) -> TimerConfig {
+        TimerConfig::default()
+    }
     /// A new INVITE (100 Trying is already on its way). The handler owns
     /// the dialog from now on and must end it (reject, or accept then BYE).
     fn invite(
@@ -285,6 +411,12 @@ pub trait Signalling: Send + Sync + fmt::Debug {
         invite: OutgoingInvite,
         events: mpsc::UnboundedSender<DialogEvent>,
     ) -> Result<Arc<dyn ClientDialog>, SignallingError>;
+    /// A client for the REGISTERs of `binding` (nothing is sent yet). An
+    /// error means a URI of the binding is unusable.
+    fn registration(
+        &self,
+        binding: RegisterBinding,
+    ) -> Result<Box<dyn RegisterClient>, SignallingError>;
     /// Stops listening; dialogs in progress are abandoned.
     fn shutdown(&self);
 }
@@ -373,6 +505,7 @@ impl RsipStack {
             .with_transport_inspector(Box::new(SourceFilter {
                 handler: handler.clone(),
             }))
+            .with_inspector(Box::new(DigestAlgorithmToken))
             .build();
         let endpoint = Arc::new(endpoint);
         let incoming = endpoint
@@ -464,6 +597,7 @@ impl Signalling for RsipStack {
                 realm: None,
                 auth_username: None,
             }),
+            headers: Some(timer_headers(&invite.timer)),
             ..InviteOption::default()
         };
         let (state_tx, state_rx) = self.layer.new_dialog_state_channel();
@@ -471,6 +605,7 @@ impl Signalling for RsipStack {
             .layer
             .do_invite_async(option, state_tx)
             .map_err(|e| err("sending the INVITE", e))?;
+        let refreshes = events.downgrade();
         tokio::spawn(client_events(
             dialog.clone(),
             self.layer.clone(),
@@ -478,7 +613,55 @@ impl Signalling for RsipStack {
             join,
             events,
         ));
-        Ok(Arc::new(RsipDialog { dialog }))
+        Ok(Arc::new(RsipDialog { dialog, refreshes }))
+    }
+
+    fn registration(
+        &self,
+        binding: RegisterBinding,
+    ) -> Result<Box<dyn RegisterClient>, SignallingError> {
+        let uri = |what: &str, s: &str| {
+            rsipstack::sip::Uri::try_from(s).map_err(|e| err(&format!("{what} URI {s}"), e))
+        };
+        let transport_param = match binding.transport {
+            SipTransport::Udp => "",
+            SipTransport::Tcp => ";transport=tcp",
+        };
+        let host = &binding.registrar.host;
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let server = uri(
+            "registrar",
+            &format!("sip:{host}:{}{transport_param}", binding.registrar.port),
+        )?;
+        let contact = uri(
+            "Contact",
+            &format!(
+                "sip:{}@{}{transport_param}",
+                binding.contact_user, self.contact
+            ),
+        )?;
+        // Checked once here; each REGISTER writes it into To and From.
+        uri("address-of-record", &binding.aor)?;
+        let credential = binding.credentials.map(|(username, password)| Credential {
+            username,
+            password,
+            realm: None,
+            auth_username: None,
+        });
+        let mut registration = rsipstack::dialog::registration::Registration::new(
+            self.endpoint.inner.clone(),
+            credential,
+        );
+        registration.contact = Some(rsipstack::sip::typed::Contact::from(contact));
+        Ok(Box::new(RsipRegistration {
+            registration,
+            server,
+            aor: binding.aor,
+        }))
     }
 
     fn shutdown(&self) {
@@ -487,9 +670,173 @@ impl Signalling for RsipStack {
     }
 }
 
+/// The REGISTERs of one binding on rsipstack's `Registration`, which keeps
+/// the Call-ID, counts the CSeq and answers 401/407 (MD5, SHA-256).
+struct RsipRegistration {
+    registration: rsipstack::dialog::registration::Registration,
+    server: rsipstack::sip::Uri,
+    aor: String,
+}
+
+impl fmt::Debug for RsipRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RsipRegistration({})", self.aor)
+    }
+}
+
+impl RegisterClient for RsipRegistration {
+    fn register(&mut self, expires: u32) -> BoxFuture<'_, Result<RegisterReply, SignallingError>> {
+        Box::pin(async move {
+            // rsipstack writes the registrar's URI (port and transport
+            // included) into To and From; the address of record is
+            // `sip:USER@HOST` (RFC 3261 §10.2), with a new From tag per
+            // request (§8.1.1.3). The digest answer keeps these headers.
+            let tag = rsipstack::transaction::make_tag();
+            self.registration.extra_headers = vec![
+                Header::From(format!("<{}>;tag={}", self.aor, tag.value()).into()),
+                Header::To(format!("<{}>", self.aor).into()),
+            ];
+            let resp = self
+                .registration
+                .register(self.server.clone(), Some(expires))
+                .await
+                .map_err(|e| err("REGISTER", e))?;
+            let ok = resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful;
+            Ok(RegisterReply {
+                status: resp.status_code.code(),
+                reason: resp
+                    .wire_reason
+                    .clone()
+                    .unwrap_or_else(|| resp.status_code.text().to_owned()),
+                // rsipstack reads it as RFC 3261 §10.2.4 says: our Contact's
+                // `expires`, else the Expires header, else what we asked.
+                expires: ok.then(|| self.registration.granted_expires.unwrap_or(expires)),
+                min_expires: resp
+                    .min_expires_header()
+                    .and_then(|h| h.value().trim().parse().ok()),
+            })
+        })
+    }
+}
+
+/// rsipstack 0.7.14 reads and writes the SHA-256 digest algorithm as
+/// `SHA256`; RFC 7616 and RFC 8760 (and so registrars and trunks) spell it
+/// `SHA-256`, and rsipstack refuses a challenge naming it so. Its hashing
+/// is right, only the token is not: it is translated in 401/407 challenges
+/// on the way in and in credentials on the way out (the digest does not
+/// cover the token).
+struct DigestAlgorithmToken;
+
+impl rsipstack::transaction::endpoint::MessageInspector for DigestAlgorithmToken {
+    fn before_send(&self, mut msg: SipMessage, _: Option<&SipAddr>) -> SipMessage {
+        if let SipMessage::Request(req) = &mut msg {
+            for h in req.headers.iter_mut() {
+                match h {
+                    Header::Authorization(v) => swap_algorithm(v, "SHA256", "SHA-256"),
+                    Header::ProxyAuthorization(v) => swap_algorithm(v, "SHA256", "SHA-256"),
+                    _ => {}
+                }
+            }
+        }
+        msg
+    }
+
+    fn after_received(&self, mut msg: SipMessage, _: Option<&SipAddr>) -> SipMessage {
+        if let SipMessage::Response(resp) = &mut msg
+            && matches!(resp.status_code.code(), 401 | 407)
+        {
+            for h in resp.headers.iter_mut() {
+                match h {
+                    Header::WwwAuthenticate(v) => swap_algorithm(v, "SHA-256", "SHA256"),
+                    Header::ProxyAuthenticate(v) => swap_algorithm(v, "SHA-256", "SHA256"),
+                    _ => {}
+                }
+            }
+        }
+        msg
+    }
+}
+
+/// Rewrites a digest header's `algorithm=FROM` (or `FROM-sess`, quoted or
+/// not) as `TO`; leaves any other value alone.
+fn swap_algorithm<'a>(
+    header: &mut impl rsipstack::sip::prelude::UntypedHeader<'a>,
+    from: &str,
+    to: &str,
+) {
+    if let Some(value) = swapped_algorithm(header.value(), from, to) {
+        header.replace(value);
+    }
+}
+
+fn swapped_algorithm(value: &str, from: &str, to: &str) -> Option<String> {
+    const KEY: &str = "algorithm=";
+    let lower = value.to_ascii_lowercase();
+    // The parameter, not the text inside a quoted realm or nonce.
+    let key = lower.match_indices(KEY).map(|(i, _)| i).find(|&i| {
+        lower[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c == ',' || c.is_whitespace())
+            && lower[..i].matches('"').count() % 2 == 0
+    })?;
+    let mut start = key + KEY.len();
+    if value[start..].starts_with('"') {
+        start += 1;
+    }
+    let rest = &value[start..];
+    let end = rest
+        .find(|c: char| c == '"' || c == ',' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let token = &rest[..end];
+    let suffix = token
+        .get(..from.len())
+        .filter(|head| head.eq_ignore_ascii_case(from))
+        .map(|_| &token[from.len()..])
+        .filter(|suffix| suffix.is_empty() || suffix.eq_ignore_ascii_case("-sess"))?;
+    Some(format!("{}{to}{suffix}{}", &value[..start], &rest[end..]))
+}
+
+#[cfg(test)]
+mod digest_algorithm_token_tests {
+    use super::swapped_algorithm;
+
+    #[test]
+    fn only_the_algorithm_parameter_is_translated() {
+        let swap = |v| swapped_algorithm(v, "SHA-256", "SHA256");
+        assert_eq!(
+            swap(r#"Digest realm="r", nonce="n", algorithm=SHA-256"#).as_deref(),
+            Some(r#"Digest realm="r", nonce="n", algorithm=SHA256"#)
+        );
+        assert_eq!(
+            swap(r#"Digest algorithm="sha-256-sess",realm="r""#).as_deref(),
+            Some(r#"Digest algorithm="SHA256-sess",realm="r""#)
+        );
+        // Inside a quoted value, another algorithm, or none: untouched.
+        assert_eq!(
+            swap(r#"Digest nonce="a, algorithm=SHA-256", algorithm=MD5"#),
+            None
+        );
+        assert_eq!(swap(r#"Digest realm="r", algorithm=SHA-512-256"#), None);
+        assert_eq!(swap(r#"Digest realm="r""#), None);
+        assert_eq!(
+            swapped_algorithm(
+                r#"Digest username="u", algorithm=SHA256, qop=auth"#,
+                "SHA256",
+                "SHA-256"
+            )
+            .as_deref(),
+            Some(r#"Digest username="u", algorithm=SHA-256, qop=auth"#)
+        );
+    }
+}
+
 /// One INVITE dialog, either side.
 struct RsipDialog {
     dialog: InviteDialog,
+    /// Where refresh outcomes go: the dialog's event channel, held weakly
+    /// so the channel still closes when the stack's event task ends.
+    refreshes: mpsc::WeakUnboundedSender<DialogEvent>,
 }
 
 impl fmt::Debug for RsipDialog {
@@ -502,6 +849,70 @@ fn sdp_headers() -> Vec<Header> {
     vec![Header::ContentType("application/sdp".into())]
 }
 
+/// `Supported: timer` and the session-timer headers of `timer`.
+fn timer_headers(timer: &TimerOut) -> Vec<Header> {
+    let mut headers = vec![Header::Supported(OPTION_TAG.into())];
+    if let Some(se) = timer.session_expires {
+        headers.push(Header::SessionExpires(se.to_string().into()));
+    }
+    if let Some(min_se) = timer.min_se {
+        headers.push(Header::MinSE(min_se.to_string().into()));
+    }
+    if timer.require_timer {
+        headers.push(Header::Require(OPTION_TAG.into()));
+    }
+    headers
+}
+
+/// The session-timer headers of a message.
+fn timer_of(headers: &rsipstack::sip::Headers) -> Result<TimerHeaders, TimerHeaderError> {
+    TimerHeaders::read(headers.iter().filter_map(|h| match h {
+        Header::SessionExpires(v) => Some(("Session-Expires", v.value())),
+        Header::MinSE(v) => Some(("Min-SE", v.value())),
+        Header::Supported(v) => Some(("Supported", v.value())),
+        Header::Require(v) => Some(("Require", v.value())),
+        Header::Allow(v) => Some(("Allow", v.value())),
+        _ => None,
+    }))
+}
+
+impl RsipDialog {
+    /// Sends `refresh` in its own task (the answer may take up to 64*T1)
+    /// and reports the outcome on the dialog's event channel.
+    fn send_refresh(&self, refresh: SessionRefresh) {
+        let dialog = self.dialog.clone();
+        let events = self.refreshes.clone();
+        tokio::spawn(async move {
+            let outcome = if !dialog.state().is_confirmed() {
+                RefreshOutcome::NotSent
+            } else {
+                let mut headers = timer_headers(&refresh.timer);
+                let result = match refresh.method {
+                    RefreshMethod::Update => dialog.update(Some(headers), None).await,
+                    RefreshMethod::Invite => {
+                        headers.extend(sdp_headers());
+                        dialog.reinvite(Some(headers), refresh.sdp).await
+                    }
+                };
+                match result {
+                    Ok(Some(resp)) => RefreshOutcome::Answered {
+                        status: resp.status_code.code(),
+                        // Unreadable timer headers in a response count as
+                        // absent (a response cannot be refused).
+                        timer: timer_of(&resp.headers).unwrap_or_default(),
+                        sdp: body_of(&resp.body),
+                    },
+                    Ok(None) => RefreshOutcome::Unanswered("no final response".into()),
+                    Err(e) => RefreshOutcome::Unanswered(escaped_reason(e)),
+                }
+            };
+            if let Some(events) = events.upgrade() {
+                let _ = events.send(DialogEvent::Refreshed(outcome));
+            }
+        });
+    }
+}
+
 impl ServerDialog for RsipDialog {
     fn ringing(&self) {
         if let Err(e) = self.dialog.ringing(None, None) {
@@ -509,9 +920,11 @@ impl ServerDialog for RsipDialog {
         }
     }
 
-    fn accept(&self, sdp: Vec<u8>) -> Result<(), SignallingError> {
+    fn accept(&self, sdp: Vec<u8>, timer: TimerOut) -> Result<(), SignallingError> {
+        let mut headers = sdp_headers();
+        headers.extend(timer_headers(&timer));
         self.dialog
-            .accept(Some(sdp_headers()), Some(sdp))
+            .accept(Some(headers), Some(sdp))
             .map_err(|e| err("sending 200", e))
     }
 
@@ -524,6 +937,10 @@ impl ServerDialog for RsipDialog {
     fn bye(&self) -> BoxFuture<'_, Result<(), SignallingError>> {
         Box::pin(async move { self.dialog.bye().await.map_err(|e| err("sending BYE", e)) })
     }
+
+    fn refresh(&self, refresh: SessionRefresh) {
+        self.send_refresh(refresh);
+    }
 }
 
 impl ClientDialog for RsipDialog {
@@ -534,6 +951,10 @@ impl ClientDialog for RsipDialog {
                 .await
                 .map_err(|e| err("sending CANCEL or BYE", e))
         })
+    }
+
+    fn refresh(&self, refresh: SessionRefresh) {
+        self.send_refresh(refresh);
     }
 }
 
@@ -556,15 +977,20 @@ fn in_dialog_request(state: DialogState, events: &mpsc::UnboundedSender<DialogEv
             } else {
                 "INVITE"
             };
-            let reply = OfferReply(Box::new(move |status, sdp| {
-                let headers = sdp.as_ref().map(|_| sdp_headers());
+            let reply = OfferReply(Box::new(move |status, sdp, timer: TimerOut| {
+                let mut headers = sdp.as_ref().map(|_| sdp_headers()).unwrap_or_default();
+                headers.extend(timer_headers(&timer));
                 tokio::spawn(async move {
-                    let _ = handle.respond(StatusCode::from(status), headers, sdp).await;
+                    let _ = handle
+                        .respond(StatusCode::from(status), Some(headers), sdp)
+                        .await;
                 });
             }));
             let event = DialogEvent::Offer {
                 method,
                 sdp: body_of(&req.body),
+                // `check_message` refused unreadable ones already.
+                timer: timer_of(&req.headers).unwrap_or_default(),
                 reply,
             };
             // A closed channel drops the reply: the stack answers 501.
@@ -660,7 +1086,11 @@ async fn client_events(
                         if !answered {
                             answered = true;
                             heard = true;
-                            let _ = events.send(DialogEvent::Answered { sdp: body_of(&resp.body) });
+                            let _ = events.send(DialogEvent::Answered {
+                                sdp: body_of(&resp.body),
+                                // Unreadable ones count as absent: no timer.
+                                timer: timer_of(&resp.headers).unwrap_or_default(),
+                            });
                         }
                     }
                     DialogState::Terminated(id, reason) => {
@@ -703,6 +1133,7 @@ async fn client_events(
                             status: resp.status_code.code(),
                             reason,
                             heard_from_far_end: heard,
+                            min_se: timer_of(&resp.headers).ok().and_then(|t| t.min_se),
                         });
                         break;
                     }
@@ -785,6 +1216,7 @@ async fn serve_incoming(
                             "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK".into(),
                         ),
                         Header::Accept("application/sdp".into()),
+                        Header::Supported(OPTION_TAG.into()),
                     ];
                     let _ = tx.reply_with(StatusCode::OK, headers, None).await;
                 });
@@ -855,6 +1287,23 @@ fn new_invite(
             return;
         }
     };
+    // RFC 4028 §9: a session interval below our Min-SE is refused before
+    // any dialog exists, with the Min-SE the caller retries with.
+    if let Err(e) = session_timer::answer_request(handler.session_timer(), &info.timer) {
+        tracing::info!(
+            source = %info.source,
+            call_id = %audin_protocol::Untrusted(&info.call_id),
+            error = %e,
+            "SIP INVITE refused: 422"
+        );
+        let headers = timer_headers(&TimerOut::interval_too_small(e.min_se));
+        tokio::spawn(async move {
+            let _ = tx
+                .reply_with(StatusCode::SessionIntervalTooSmall, headers, None)
+                .await;
+        });
+        return;
+    }
     let contact_user = info
         .request_user
         .clone()
@@ -880,6 +1329,7 @@ fn new_invite(
         }
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let refreshes = events_tx.downgrade();
     tokio::spawn(server_events(
         dialog.clone(),
         layer.clone(),
@@ -892,7 +1342,7 @@ fn new_invite(
             tracing::debug!(error = %e, "INVITE transaction");
         }
     });
-    handler.invite(info, Arc::new(RsipDialog { dialog }), events_rx);
+    handler.invite(info, Arc::new(RsipDialog { dialog, refreshes }), events_rx);
 }
 
 /// Admits or refuses every request at the transport, before a transaction
@@ -1059,8 +1509,8 @@ pub enum SipParseError {
     Version(String),
     /// A Request-URI scheme other than sip, sips and tel: 416.
     UriScheme(String),
-    /// `Require` lists extensions (we support none): 420 with them in
-    /// `Unsupported`.
+    /// `Require` lists extensions other than `timer` (the only one we
+    /// support): 420 with them in `Unsupported`.
     Extension(String),
     /// The checks above passed, but rsipstack's transaction layer cannot
     /// key the message and would drop it unanswered (a gap in
@@ -1203,6 +1653,9 @@ pub struct ParsedSip {
     /// The Content-Length, if stated ([`check_message`] made sure it is
     /// the body's length).
     pub content_length: Option<usize>,
+    /// The session-timer headers (RFC 4028). A request's were checked by
+    /// [`check_message`]; a response's that cannot be read count as absent.
+    pub timer: TimerHeaders,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -1253,6 +1706,7 @@ impl ParsedSip {
             from_user: self.from_user.clone(),
             call_id: self.call_id.clone(),
             sdp: body_of(&self.body),
+            timer: self.timer,
         })
     }
 }
@@ -1383,8 +1837,8 @@ fn check_message(msg: &SipMessage) -> Result<(), SipParseError> {
         None => return Err(SipParseError::UriScheme(req.uri.to_string())),
     }
     // RFC 3261 §8.2.2.3: a UAS refuses what it does not support with 420;
-    // ACK and CANCEL are exempt. We support no extension (our 180 is not
-    // reliable, we have no session timers).
+    // ACK and CANCEL are exempt. We support one extension, session timers
+    // (RFC 4028; our 180 is not reliable).
     if !matches!(req.method, Method::Ack | Method::Cancel) {
         let required: Vec<&str> = headers
             .iter()
@@ -1394,12 +1848,18 @@ fn check_message(msg: &SipMessage) -> Result<(), SipParseError> {
             })
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(OPTION_TAG))
             .collect();
         if !required.is_empty() {
             return Err(SipParseError::Extension(required.join(", ")));
         }
     }
+    // A session-timer header we cannot read would decide how long a call
+    // may last: refused rather than guessed.
+    timer_of(headers).map_err(|e| SipParseError::BadHeader {
+        header: e.header,
+        reason: e.why,
+    })?;
     Ok(())
 }
 
@@ -1612,6 +2072,7 @@ fn read_common(
             Header::ContentLength(l) => l.value().trim().parse().ok(),
             _ => None,
         }),
+        timer: timer_of(headers).unwrap_or_default(),
         body: body.to_vec(),
     }
 }

@@ -28,14 +28,24 @@
 //!   mirrored SDP (hold `sendonly` → `recvonly`, a refresh keeps our
 //!   version), far-end RFC 4733 digits as [`CarrierEvent::Dtmf`], and the
 //!   media timeout ending the call `failed`.
+//! - **Session timers** (RFC 4028, rules in [`super::session_timer`]):
+//!   both directions advertise `Supported: timer`; an inbound
+//!   `Session-Expires` below [`SipEndpointConfig::session_timer_min`] gets
+//!   422, else our 200 repeats it with the caller's refresher; outbound
+//!   INVITEs ask for 1800 s (a 422 is retried once with its Min-SE) and
+//!   the 2xx decides. As refresher we re-INVITE (or UPDATE) at half the
+//!   interval; a refresh answered 408/481 or an expired session (no
+//!   refresh from the far end) sends BYE and ends the call `failed`.
 //! - **Security**: requests from addresses no trunk lists get 403 without
 //!   a transaction, at most [`REFUSALS_PER_WINDOW`] answers per source per
 //!   [`REFUSAL_WINDOW`] (then silence), and one log line per source per
 //!   [`REFUSAL_LOG_EVERY`]. Trunk passwords are never logged: the
 //!   [`Secret`] type has no way to print them.
+//! - **Registration**: a trunk with `register` is kept registered by its
+//!   own task ([`super::register`]), started and un-REGISTERed by the
+//!   endpoint; [`SipEndpoint::registration`] shows its state.
 //!
-//! Not done here (yet): REGISTER to a trunk (`register` is accepted and
-//! reported at start-up), session timers (RFC 4028), TLS, digest
+//! Not done here (yet): TLS, digest
 //! authentication of inbound INVITEs (sources are trusted by address).
 
 use std::collections::HashMap;
@@ -52,12 +62,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::media::{FarEndSink, MediaConfig, MediaEvent, MediaHandle, RtpPorts};
+use super::register::{self, RegisterPolicy, RegistrationState, TrunkRegistration};
 use super::sdp::{Direction, LocalSdp, Negotiated, RemoteSdp, SdpError};
+use super::session_timer::{
+    self, Agreement, IntervalTooSmall, RefreshMethod, SessionTimer, TimerAction, TimerConfig,
+    TimerHeaders, TimerOut,
+};
 pub use super::signalling::SipTransport;
 use super::signalling::{
     Admission, ClientDialog, DialogEvent, IncomingHandler, InviteInfo, OfferReply, OutgoingInvite,
     RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig, unescape_user,
 };
+use super::signalling::{RefreshOutcome, SessionRefresh};
 
 use crate::carrier::{
     BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventSender,
@@ -128,6 +144,13 @@ pub enum TrunkConfigError {
     DuplicateName(String),
     /// A media timeout of zero.
     ZeroMediaTimeout,
+    /// A session-timer minimum (Min-SE) under one second.
+    ZeroSessionTimerMin,
+    /// `register` on a trunk without credentials: a REGISTER needs a user
+    /// to bind.
+    RegisterWithoutCredentials,
+    /// A registration refresh/retry policy that would REGISTER in a loop.
+    InvalidRegisterPolicy(&'static str),
     /// No address to put in SDP: the RTP address is a wildcard and no
     /// advertised address is set.
     NoMediaAddress,
@@ -156,6 +179,14 @@ impl fmt::Display for TrunkConfigError {
             Self::InvalidCredentials(why) => write!(f, "trunk credentials: {why}"),
             Self::DuplicateName(n) => write!(f, "two trunks are named {}", Untrusted(n)),
             Self::ZeroMediaTimeout => f.write_str("the media timeout must not be zero"),
+            Self::ZeroSessionTimerMin => {
+                f.write_str("the session-timer minimum (Min-SE) must be at least 1 s")
+            }
+            Self::RegisterWithoutCredentials => f.write_str(
+                "a trunk that registers needs --username and --password: the REGISTER binds \
+                 sip:USERNAME@HOST and answers the registrar's digest challenge",
+            ),
+            Self::InvalidRegisterPolicy(why) => write!(f, "registration policy: {why}"),
             Self::NoMediaAddress => f.write_str(
                 "the RTP address is a wildcard: set the advertised address to put in SDP",
             ),
@@ -323,7 +354,8 @@ pub struct SipTrunkConfig {
     /// Sources whose INVITEs are taken (any port). The trunk's own host,
     /// when it is an IP address, is always allowed.
     pub allowed_sources: Vec<IpNet>,
-    /// Register with the trunk (not implemented yet: reported at start).
+    /// Keep a registration with the trunk (REGISTER with refresh, see
+    /// [`super::register`]); needs the credentials.
     pub register: bool,
 }
 
@@ -413,10 +445,16 @@ pub struct SipEndpointConfig {
     pub rtp_ports: RtpPorts,
     /// No RTP for this long ends an answered call `failed`.
     pub media_timeout: Duration,
+    /// Our Min-SE (RFC 4028): an INVITE asking for a shorter session
+    /// interval is refused 422, and no interval we agree to is shorter.
+    /// Whole seconds. RFC 4028 allows no less than 90 s, the default;
+    /// shorter values are for tests.
+    pub session_timer_min: Duration,
 }
 
 impl SipEndpointConfig {
-    /// Listening on `listen`, RTP on the same IP, any port, 30 s timeout.
+    /// Listening on `listen`, RTP on the same IP, any port, 30 s timeout,
+    /// Min-SE 90 s.
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
@@ -424,7 +462,19 @@ impl SipEndpointConfig {
             rtp_ip: listen.ip(),
             rtp_ports: RtpPorts::Any,
             media_timeout: super::media::DEFAULT_MEDIA_TIMEOUT,
+            session_timer_min: Duration::from_secs(session_timer::RFC_MIN_SE_SECS.into()),
         }
+    }
+
+    fn timer_config(&self) -> Result<TimerConfig, TrunkConfigError> {
+        let min_se = u32::try_from(self.session_timer_min.as_secs()).unwrap_or(u32::MAX);
+        if min_se == 0 {
+            return Err(TrunkConfigError::ZeroSessionTimerMin);
+        }
+        Ok(TimerConfig {
+            min_se,
+            ..TimerConfig::default()
+        })
     }
 
     fn sdp_ip(&self) -> Result<IpAddr, TrunkConfigError> {
@@ -617,6 +667,8 @@ struct Ctx {
     sdp_ip: IpAddr,
     refusals: Mutex<Refusals>,
     stopping: watch::Receiver<bool>,
+    /// Session timers (RFC 4028).
+    timer: TimerConfig,
 }
 
 impl Ctx {
@@ -665,6 +717,10 @@ impl IncomingHandler for Handler {
         admission
     }
 
+    fn session_timer(&self) -> TimerConfig {
+        self.ctx.timer
+    }
+
     fn invite(
         &self,
         info: InviteInfo,
@@ -680,6 +736,8 @@ pub struct SipEndpoint {
     stack: Arc<dyn Signalling>,
     trunks: Vec<Arc<SipTrunk>>,
     stop: watch::Sender<bool>,
+    /// One per trunk with `register`.
+    registrations: Vec<TrunkRegistration>,
 }
 
 impl fmt::Debug for SipEndpoint {
@@ -693,25 +751,34 @@ impl fmt::Debug for SipEndpoint {
 
 impl SipEndpoint {
     /// Binds UDP and TCP on `config.listen` and serves `trunks`; inbound
-    /// calls go to `inbound`.
+    /// calls go to `inbound`. Trunks with `register` start registering.
     pub async fn start(
         config: SipEndpointConfig,
         trunks: Vec<SipTrunkConfig>,
         inbound: Arc<dyn InboundSink>,
     ) -> Result<Self, SipError> {
+        Self::start_with_register_policy(config, trunks, inbound, RegisterPolicy::default()).await
+    }
+
+    /// [`Self::start`] with registrations refreshed and retried as
+    /// `policy` says (tests shorten the waits).
+    pub async fn start_with_register_policy(
+        config: SipEndpointConfig,
+        trunks: Vec<SipTrunkConfig>,
+        inbound: Arc<dyn InboundSink>,
+        policy: RegisterPolicy,
+    ) -> Result<Self, SipError> {
         if config.media_timeout.is_zero() {
             return Err(TrunkConfigError::ZeroMediaTimeout.into());
         }
         let sdp_ip = config.sdp_ip()?;
+        let timer = config.timer_config()?;
         for (i, t) in trunks.iter().enumerate() {
             if trunks[..i].iter().any(|o| o.name == t.name) {
                 return Err(TrunkConfigError::DuplicateName(t.name.clone()).into());
             }
             if t.register {
-                tracing::warn!(
-                    trunk = %t.name,
-                    "REGISTER is not implemented: the trunk must route to this address by IP"
-                );
+                register::binding(t)?;
             }
         }
         let mut media = MediaConfig::new(config.rtp_ip);
@@ -725,6 +792,7 @@ impl SipEndpoint {
             sdp_ip,
             refusals: Mutex::new(Refusals::default()),
             stopping,
+            timer,
         });
         let stack_config = StackConfig {
             listen: config.listen,
@@ -741,6 +809,24 @@ impl SipEndpoint {
             trunks = trunks.len(),
             "SIP endpoint started (UDP and TCP)"
         );
+        // Every client first, so a bad URI fails the start before any
+        // REGISTER leaves.
+        let clients = trunks
+            .iter()
+            .filter(|t| t.register)
+            .map(|t| {
+                let client = stack
+                    .registration(register::binding(t)?)
+                    .map_err(SipError::Signalling)?;
+                Ok((t.name.clone(), client))
+            })
+            .collect::<Result<Vec<_>, SipError>>()?;
+        let registrations = clients
+            .into_iter()
+            .map(|(name, client)| {
+                TrunkRegistration::spawn(name, client, policy.clone(), stop.subscribe())
+            })
+            .collect();
         let trunks = trunks
             .into_iter()
             .map(|config| {
@@ -755,6 +841,7 @@ impl SipEndpoint {
             stack,
             trunks,
             stop,
+            registrations,
         })
     }
 
@@ -776,16 +863,47 @@ impl SipEndpoint {
             .collect()
     }
 
-    /// Ends every call (`failed`) and stops listening.
-    pub fn shutdown(&self) {
+    /// The registration state of trunk `name`, if it registers.
+    pub fn registration(&self, name: &str) -> Option<watch::Receiver<RegistrationState>> {
+        self.registrations
+            .iter()
+            .find(|r| r.trunk() == name)
+            .map(TrunkRegistration::state)
+    }
+
+    /// Every registering trunk's name and state (for `/metrics`).
+    pub fn registrations(&self) -> Vec<(String, watch::Receiver<RegistrationState>)> {
+        self.registrations
+            .iter()
+            .map(|r| (r.trunk().to_owned(), r.state()))
+            .collect()
+    }
+
+    /// Ends every call (`failed`), un-REGISTERs every registered trunk
+    /// (`Expires: 0`, waiting at most [`register::UNREGISTER_TIMEOUT`] for
+    /// the registrars), and stops listening.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
+        // The transports must outlive the un-REGISTERs; the registration
+        // tasks bound their own wait, this one is a backstop.
+        let bound = register::UNREGISTER_TIMEOUT + Duration::from_millis(500);
+        futures_util::future::join_all(self.registrations.iter().map(|r| r.finish(bound))).await;
+        self.stack.shutdown();
+    }
+
+    /// Stops at once: calls end, registrations stop without un-REGISTER.
+    fn stop_now(&self) {
+        let _ = self.stop.send(true);
+        for r in &self.registrations {
+            r.abort();
+        }
         self.stack.shutdown();
     }
 }
 
 impl Drop for SipEndpoint {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop_now();
     }
 }
 
@@ -841,8 +959,13 @@ impl SipTrunk {
                 port: uri.port,
             },
             transport: self.config.transport,
-            sdp: offer,
+            sdp: offer.clone(),
             credentials: self.config.credentials_pair(),
+            timer: session_timer::invite_headers(self.ctx.timer),
+        };
+        let resend = Resend {
+            stack: self.stack.clone(),
+            invite: invite.clone(),
         };
         let (sig_tx, sig_rx) = mpsc::unbounded_channel();
         let dialog = match self.stack.invite(invite, sig_tx) {
@@ -874,8 +997,11 @@ impl SipTrunk {
             cmd: cmd_rx,
             sig: sig_rx,
             expect_ack_answer: false,
+            timer: None,
+            last_sdp: offer,
+            epoch: Instant::now(),
         };
-        tokio::spawn(call.run_outbound(dialog));
+        tokio::spawn(call.run_outbound(dialog, Some(resend)));
         Ok(leg)
     }
 }
@@ -958,6 +1084,12 @@ impl FarEndSink for Sink {
     }
 }
 
+/// What resending an outbound INVITE takes (after a 422).
+struct Resend {
+    stack: Arc<dyn Signalling>,
+    invite: OutgoingInvite,
+}
+
 /// How a call's task loop goes on.
 enum Step {
     Continue,
@@ -975,6 +1107,13 @@ struct Call {
     sig: mpsc::UnboundedReceiver<DialogEvent>,
     /// Our 2xx carried the offer: the answer comes in the ACK.
     expect_ack_answer: bool,
+    /// The RFC 4028 session timer, once one is agreed.
+    timer: Option<SessionTimer>,
+    /// The last SDP we sent: a refresh re-INVITE repeats it unchanged
+    /// (same `o=` version), so nothing about the media changes.
+    last_sdp: Vec<u8>,
+    /// Zero of the session timer's millisecond clock.
+    epoch: Instant,
 }
 
 /// What woke a call's task.
@@ -982,15 +1121,131 @@ enum Wake {
     Cmd(Option<Cmd>),
     Sig(Option<DialogEvent>),
     Stopping,
+    /// The session timer is due.
+    Timer,
 }
 
 impl Call {
     async fn next(&mut self) -> Wake {
         let mut stopping = self.ctx.stopping.clone();
+        let deadline = self
+            .timer
+            .as_ref()
+            .and_then(SessionTimer::poll_timeout)
+            .map(|ms| self.epoch + Duration::from_millis(ms));
         tokio::select! {
             cmd = self.cmd.recv() => Wake::Cmd(cmd),
             sig = self.sig.recv() => Wake::Sig(sig),
             _ = crate::util::raised(&mut stopping) => Wake::Stopping,
+            _ = tokio::time::sleep_until(deadline.unwrap_or(self.epoch)), if deadline.is_some() => {
+                Wake::Timer
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Starts the session timer a 2xx agreed (none: no timer).
+    fn start_timer(&mut self, agreement: Option<Agreement>) {
+        let Some(agreement) = agreement else { return };
+        tracing::info!(
+            call_sid = %self.call_sid,
+            interval_s = agreement.interval_secs,
+            refresher = ?agreement.refresher,
+            "SIP session timer agreed"
+        );
+        self.timer = Some(SessionTimer::new(agreement, self.ctx.timer, self.now_ms()));
+    }
+
+    /// The session-timer agreement a far end's re-INVITE/UPDATE leads to
+    /// (`None`: no timer runs, and it starts none).
+    fn check_refresh(&self, req: &TimerHeaders) -> Result<Option<Agreement>, IntervalTooSmall> {
+        match &self.timer {
+            Some(timer) => timer.check_request(req).map(Some),
+            None => session_timer::answer_request(self.ctx.timer, req),
+        }
+    }
+
+    /// We answer the far end's request 2xx under `agreement`: the session
+    /// is refreshed (or its timer starts). The headers of that 2xx.
+    fn commit_refresh(&mut self, agreement: Option<Agreement>) -> TimerOut {
+        let Some(agreement) = agreement else {
+            return TimerOut::default();
+        };
+        let now = self.now_ms();
+        if let Some(timer) = self.timer.as_mut() {
+            return timer.commit(now, agreement);
+        }
+        self.start_timer(Some(agreement));
+        agreement.answer_headers()
+    }
+
+    /// The session timer is due: send a refresh, or end the call.
+    async fn on_timer(&mut self, dialog: &impl AsyncBye) -> Step {
+        let now = self.now_ms();
+        match self.timer.as_mut().and_then(|t| t.handle_timeout(now)) {
+            Some(action) => self.timer_action(dialog, action).await,
+            None => Step::Continue,
+        }
+    }
+
+    async fn timer_action(&mut self, dialog: &impl AsyncBye, action: TimerAction) -> Step {
+        match action {
+            TimerAction::Refresh { method, headers } => {
+                tracing::debug!(call_sid = %self.call_sid, ?method, "SIP session refresh sent");
+                dialog.refresh(SessionRefresh {
+                    method,
+                    sdp: (method == RefreshMethod::Invite).then(|| self.last_sdp.clone()),
+                    timer: headers,
+                });
+                Step::Continue
+            }
+            TimerAction::End(end) => {
+                tracing::info!(call_sid = %self.call_sid, %end, "SIP session timer ends the call");
+                dialog.bye().await;
+                self.end(EndCause::failed(end.sip_status(), end.to_string()))
+                    .await;
+                Step::End
+            }
+        }
+    }
+
+    /// The outcome of our session refresh.
+    async fn on_refreshed(&mut self, dialog: &impl AsyncBye, outcome: RefreshOutcome) -> Step {
+        let now = self.now_ms();
+        let action = match outcome {
+            RefreshOutcome::Answered { status, timer, sdp } => {
+                if (200..300).contains(&status)
+                    && let Some(body) = sdp
+                {
+                    // The answer to our re-offer: the far end may have
+                    // moved its media.
+                    match RemoteSdp::parse(&body).and_then(|r| r.negotiate()) {
+                        Ok(negotiated) => self.apply(negotiated),
+                        Err(e) => tracing::info!(
+                            call_sid = %self.call_sid, error = %e,
+                            "unusable SDP answer to our session refresh ignored"
+                        ),
+                    }
+                }
+                tracing::debug!(call_sid = %self.call_sid, status, "SIP session refresh answered");
+                self.timer
+                    .as_mut()
+                    .and_then(|t| t.on_refresh_answer(now, status, &timer))
+            }
+            RefreshOutcome::Unanswered(why) => {
+                tracing::info!(call_sid = %self.call_sid, %why, "SIP session refresh unanswered");
+                self.timer
+                    .as_mut()
+                    .and_then(SessionTimer::on_refresh_unanswered)
+            }
+            RefreshOutcome::NotSent => self.timer.as_mut().and_then(|t| t.on_refresh_not_sent(now)),
+        };
+        match action {
+            Some(action) => self.timer_action(dialog, action).await,
+            None => Step::Continue,
         }
     }
 
@@ -1012,8 +1267,25 @@ impl Call {
     }
 
     /// A re-INVITE or UPDATE: answer with our mirrored SDP and update the
-    /// media, or refuse it and keep the session as it was.
-    fn on_offer(&mut self, method: &str, sdp: Option<Vec<u8>>, reply: OfferReply) {
+    /// media, or refuse it and keep the session as it was. Every 2xx we
+    /// send is a session refresh (RFC 4028 §10) and repeats the interval.
+    fn on_offer(
+        &mut self,
+        method: &str,
+        sdp: Option<Vec<u8>>,
+        timer: TimerHeaders,
+        reply: OfferReply,
+    ) {
+        // The session timer first: a too-short interval is refused (422)
+        // before anything of the session changes.
+        let agreement = match self.check_refresh(&timer) {
+            Ok(agreement) => agreement,
+            Err(e) => {
+                tracing::info!(call_sid = %self.call_sid, method, error = %e, "in-dialog request refused: 422");
+                reply.send_with(422, None, TimerOut::interval_too_small(e.min_se));
+                return;
+            }
+        };
         match sdp {
             Some(body) => {
                 match RemoteSdp::parse(&body).and_then(|r| r.negotiate().map(|n| (r, n))) {
@@ -1022,7 +1294,9 @@ impl Call {
                         let answer = self.local.answer(&remote, &negotiated, Direction::SendRecv);
                         self.apply(negotiated);
                         tracing::debug!(call_sid = %self.call_sid, method, hold, "in-dialog offer answered");
-                        reply.send(200, Some(answer));
+                        self.last_sdp = answer.clone();
+                        let headers = self.commit_refresh(agreement);
+                        reply.send_with(200, Some(answer), headers);
                     }
                     Err(e) => {
                         tracing::info!(call_sid = %self.call_sid, method, error = %e, "in-dialog offer refused");
@@ -1030,10 +1304,19 @@ impl Call {
                     }
                 }
             }
+            // RFC 3311: an UPDATE without a body changes no media; it is
+            // the session refresh RFC 4028 §10 prefers.
+            None if method == "UPDATE" => {
+                let headers = self.commit_refresh(agreement);
+                reply.send_with(200, None, headers);
+            }
             None => {
                 // We offer in the 200; the answer comes in the ACK.
                 self.expect_ack_answer = true;
-                reply.send(200, Some(self.local.offer(Direction::SendRecv)));
+                let offer = self.local.offer(Direction::SendRecv);
+                self.last_sdp = offer.clone();
+                let headers = self.commit_refresh(agreement);
+                reply.send_with(200, Some(offer), headers);
             }
         }
     }
@@ -1073,10 +1356,19 @@ impl Call {
                 self.end(EndCause::RemoteHangup).await;
                 Step::End
             }
-            Wake::Sig(Some(DialogEvent::Offer { method, sdp, reply })) => {
-                self.on_offer(method, sdp, reply);
+            Wake::Sig(Some(DialogEvent::Offer {
+                method,
+                sdp,
+                timer,
+                reply,
+            })) => {
+                self.on_offer(method, sdp, timer, reply);
                 Step::Continue
             }
+            Wake::Sig(Some(DialogEvent::Refreshed(outcome))) => {
+                self.on_refreshed(&dialog_bye, outcome).await
+            }
+            Wake::Timer => self.on_timer(&dialog_bye).await,
             Wake::Sig(Some(DialogEvent::Acked { sdp })) => match self.on_ack(sdp) {
                 Ok(()) => Step::Continue,
                 Err(e) => {
@@ -1116,6 +1408,7 @@ impl Call {
         mut self,
         dialog: Arc<dyn ServerDialog>,
         offer: Option<(RemoteSdp, Negotiated)>,
+        timer: Option<Agreement>,
     ) {
         // Ringing: until the operator answers, the caller cancels or the
         // engine gives up.
@@ -1133,7 +1426,9 @@ impl Call {
                             self.local.offer(Direction::SendRecv)
                         }
                     };
-                    if let Err(e) = dialog.accept(sdp) {
+                    self.last_sdp = sdp.clone();
+                    let headers = timer.map(|a| a.answer_headers()).unwrap_or_default();
+                    if let Err(e) = dialog.accept(sdp, headers) {
                         tracing::warn!(call_sid = %self.call_sid, error = %e, "200 not sent");
                         self.end(EndCause::failed(None, e.to_string())).await;
                         self.rtp.stop();
@@ -1141,6 +1436,7 @@ impl Call {
                     }
                     let _ = self.rtp.answered();
                     tracing::info!(call_sid = %self.call_sid, "SIP call answered (200 sent)");
+                    self.start_timer(timer);
                     break;
                 }
                 Wake::Cmd(Some(Cmd::HangUp(reason))) => {
@@ -1170,6 +1466,8 @@ impl Call {
                 Wake::Sig(Some(other)) => {
                     tracing::debug!(call_sid = %self.call_sid, event = ?other, "ignored while ringing");
                 }
+                // No timer runs before the answer.
+                Wake::Timer => {}
                 Wake::Sig(None) => {
                     self.end(EndCause::failed(None, "SIP dialog lost")).await;
                     self.rtp.stop();
@@ -1195,7 +1493,31 @@ impl Call {
 
     // ---- outbound --------------------------------------------------------
 
-    async fn run_outbound(mut self, dialog: Arc<dyn ClientDialog>) {
+    /// After a 422 to our INVITE: the same INVITE again, asking for the
+    /// 422's Min-SE (once: `resend` is taken). `None` when it is not
+    /// resent (done already, nothing larger asked, or not sendable).
+    fn resend_after_422(
+        &mut self,
+        resend: &mut Option<Resend>,
+        min_se: Option<u32>,
+    ) -> Option<Arc<dyn ClientDialog>> {
+        let Resend { stack, mut invite } = resend.take()?;
+        invite.timer = session_timer::retry_after_422(&invite.timer, min_se)?;
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        match stack.invite(invite, sig_tx) {
+            Ok(dialog) => {
+                tracing::info!(call_sid = %self.call_sid, min_se, "SIP INVITE sent again after 422");
+                self.sig = sig_rx;
+                Some(dialog)
+            }
+            Err(e) => {
+                tracing::info!(call_sid = %self.call_sid, error = %e, "SIP INVITE not sent again after 422");
+                None
+            }
+        }
+    }
+
+    async fn run_outbound(mut self, mut dialog: Arc<dyn ClientDialog>, mut resend: Option<Resend>) {
         let mut early_sdp: Option<Vec<u8>> = None;
         let mut ringing = false;
         let mut early = false;
@@ -1227,7 +1549,7 @@ impl Call {
                     }
                     None => {}
                 },
-                Wake::Sig(Some(DialogEvent::Answered { sdp })) => {
+                Wake::Sig(Some(DialogEvent::Answered { sdp, timer })) => {
                     let answer = match (sdp, &early_sdp) {
                         (Some(body), Some(prev)) if &body == prev => Ok(None),
                         (Some(body), _) => RemoteSdp::parse(&body)
@@ -1243,6 +1565,7 @@ impl Call {
                             }
                             let _ = self.rtp.answered();
                             tracing::info!(call_sid = %self.call_sid, "SIP call answered");
+                            self.start_timer(session_timer::answer_of_2xx(self.ctx.timer, &timer));
                             self.emit(CarrierEvent::Answered).await;
                             break;
                         }
@@ -1262,7 +1585,15 @@ impl Call {
                     status,
                     reason,
                     heard_from_far_end,
+                    min_se,
                 })) => {
+                    // RFC 4028 §7.4: once more, with the interval asked for.
+                    if status == 422
+                        && let Some(retried) = self.resend_after_422(&mut resend, min_se)
+                    {
+                        dialog = retried;
+                        continue;
+                    }
                     self.end(cause_of_status(status, &reason, heard_from_far_end))
                         .await;
                     self.rtp.stop();
@@ -1299,6 +1630,8 @@ impl Call {
                     self.emit(CarrierEvent::Dtmf(d)).await;
                 }
                 Wake::Cmd(Some(Cmd::Answer | Cmd::Media(MediaEvent::Timeout))) => {}
+                // No timer runs before the answer.
+                Wake::Timer => {}
                 Wake::Cmd(None) => {
                     let _ = dialog.hang_up().await;
                     self.rtp.stop();
@@ -1323,9 +1656,11 @@ impl Call {
     }
 }
 
-/// Sends the BYE of an established call, whichever side it is.
+/// Sends the BYE (and session refreshes) of an established call,
+/// whichever side it is.
 trait AsyncBye {
     async fn bye(&self);
+    fn refresh(&self, refresh: SessionRefresh);
 }
 
 struct ServerBye<'a>(&'a dyn ServerDialog);
@@ -1336,6 +1671,10 @@ impl AsyncBye for ServerBye<'_> {
             tracing::debug!(error = %e, "BYE");
         }
     }
+
+    fn refresh(&self, refresh: SessionRefresh) {
+        self.0.refresh(refresh);
+    }
 }
 
 struct ClientBye<'a>(&'a dyn ClientDialog);
@@ -1345,6 +1684,10 @@ impl AsyncBye for ClientBye<'_> {
         if let Err(e) = self.0.hang_up().await {
             tracing::debug!(error = %e, "BYE");
         }
+    }
+
+    fn refresh(&self, refresh: SessionRefresh) {
+        self.0.refresh(refresh);
     }
 }
 
@@ -1436,6 +1779,11 @@ async fn run_inbound(
         return;
     }
     dialog.ringing();
+    // A too-short interval was refused 422 by the signalling already (see
+    // `IncomingHandler::session_timer`).
+    let timer = session_timer::answer_request(ctx.timer, &info.timer)
+        .ok()
+        .flatten();
     let call = Call {
         ctx,
         call_sid,
@@ -1445,8 +1793,11 @@ async fn run_inbound(
         cmd: cmd_rx,
         sig,
         expect_ack_answer: false,
+        timer: None,
+        last_sdp: Vec::new(),
+        epoch: Instant::now(),
     };
-    call.run_inbound(dialog, offer).await;
+    call.run_inbound(dialog, offer, timer).await;
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //! - [`rtp`]: the 20 ms RTP sender, the ingress reorder/jitter buffer and
 //!   the µ-law ↔ A-law helpers, on top of `rtp-types`;
 //! - [`dtmf`]: RFC 4733 telephone-event sending and receiving;
+//! - [`digest`]: digest authentication, the checking side (challenges,
+//!   stateless nonces, credentials verified; also what the test kit uses
+//!   to check what SIPp received);
 //! - [`session_timer`]: RFC 4028 session timers (the header values, who
 //!   refreshes, when a refresh is due and when a session has expired);
 //! - [`media`]: the one exception, the tokio task that owns a call's RTP
@@ -33,6 +36,7 @@
 //! The operator side of the service speaks 8 kHz µ-law in 20 ms frames, so
 //! PCMU is a pass-through and PCMA is one table lookup per byte.
 
+pub mod digest;
 pub mod dtmf;
 pub mod media;
 pub mod register;

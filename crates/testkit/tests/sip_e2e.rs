@@ -20,18 +20,18 @@
 //! Each test is bounded by [`TEST_BOUND`] and skips when baresip is absent,
 //! unless `AUDIN_REQUIRE_SIP_TOOLS` is set (as `cargo xtask test` does).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use audin_operator::core::{CallState, EndReason, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_server::sip::trunk::SipEndpointConfig;
 use audin_server::{Server, ServerConfig, ServerHandle};
 use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
+use audin_testkit::sip::harness::{A440, EVENT, bounded, closed_reason};
 use audin_testkit::sip::{AudioSource, Baresip, BaresipOptions, EventKind, Tool, tools_or_skip};
 use audin_testkit::support::{
     EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, call_records, eventually,
@@ -43,26 +43,11 @@ use tokio::time::Instant;
 
 /// Every test finishes well inside this, or fails.
 const TEST_BOUND: Duration = Duration::from_secs(40);
-/// A far end's or the service's reaction (a busy 2-core box included).
-const EVENT: Duration = Duration::from_secs(8);
+
 /// How long the operator listens to judge what it hears.
 const LISTEN: Duration = Duration::from_millis(2_000);
 /// The operator's tone level (dBFS RMS); baresip must record it within 3 dB.
 const TONE_DBFS: f64 = -20.0;
-
-async fn bounded(test: &str, body: impl Future<Output = Result<()>>) -> Result<()> {
-    match tokio::time::timeout(TEST_BOUND, body).await {
-        Ok(result) => result,
-        Err(_) => bail!("{test} did not finish within {TEST_BOUND:?}"),
-    }
-}
-
-/// A 440 Hz source lasting longer than any call here.
-const A440: AudioSource = AudioSource::Tone {
-    hz: 440.0,
-    rms_dbfs: -20.0,
-    seconds: 40,
-};
 
 /// A config with the SIP endpoint on a free loopback port.
 fn sip_config() -> ServerConfig {
@@ -211,13 +196,6 @@ impl Drop for Ear {
     }
 }
 
-async fn closed_reason(b: &Baresip) -> Result<String> {
-    Ok(b.wait_event(EventKind::CallClosed, EVENT)
-        .await?
-        .param
-        .unwrap_or_default())
-}
-
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +205,7 @@ async fn softphone_calls_a_dev_number_audio_both_ways_dtmf_and_either_side_hangs
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         // The dev trunk on loopback: baresip calls from 127.0.0.1.
         let s = dev_server("sip:127.0.0.1:5060").await?;
         let key = s.dev_api_key.clone().context("dev key")?;
@@ -312,7 +290,7 @@ async fn operator_dials_out_through_the_dev_trunk_and_hears_its_tone_echoed() ->
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         const CALLEE: &str = "+14155550199";
         let mut phone = Baresip::start(
             BaresipOptions::new(CALLEE)
@@ -416,7 +394,7 @@ async fn admin_cli_trunk_carries_its_numbers_calls_both_ways_and_hides_its_passw
         return Ok(());
     }
     let bin = binary().await?;
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         const NUMBER: &str = "+390266666666";
         // baresip 1.0.0 answers only INVITEs for its own user ("UA not
         // found" otherwise): the PBX's extension is the number we dial, one
@@ -592,7 +570,7 @@ async fn invite_from_an_address_the_trunk_does_not_list_gets_403_and_rings_nobod
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         const NUMBER: &str = "+390277777777";
         let dir = audin_testkit::temp_dir("sip-e2e-403")?;
         let db = dir.join("audin.sqlite3");
@@ -665,7 +643,7 @@ async fn a_trunk_rings_only_its_own_numbers_never_another_accounts() -> Result<(
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         const OURS: &str = "+390266600001";
         const THEIRS_ON_TRUNK: &str = "+390266600002";
         const THEIRS_ON_SIM: &str = "+390266600003";

@@ -6,11 +6,11 @@
 //! Each test skips when baresip/SIPp are absent, unless
 //! `AUDIN_REQUIRE_SIP_TOOLS` is set (as in `cargo xtask test`).
 
-use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use audin_testkit::audio::{TELEPHONY_RATE, write_tone_g711};
+use audin_testkit::sip::harness::{A440, EVENT, bounded};
 use audin_testkit::sip::{
     AfterAnswer, AudioSource, Baresip, BaresipOptions, Codec, DigestChallenge, DigestError,
     EventKind, Scenario, Sipp, SippOptions, SippOutcome, Tool, tools_or_skip,
@@ -19,22 +19,6 @@ use audin_testkit::temp_dir;
 
 /// Every test finishes well inside this, or fails.
 const TEST_BOUND: Duration = Duration::from_secs(30);
-const EVENT: Duration = Duration::from_secs(8);
-
-async fn bounded(test: &str, body: impl Future<Output = Result<()>>) -> Result<()> {
-    match tokio::time::timeout(TEST_BOUND, body).await {
-        Ok(result) => result,
-        Err(_) => bail!("{test} did not finish within {TEST_BOUND:?}"),
-    }
-}
-
-/// A 440 Hz source lasting longer than any call here (baresip ends the
-/// call when its WAV source ends).
-const A440: AudioSource = AudioSource::Tone {
-    hz: 440.0,
-    rms_dbfs: -20.0,
-    seconds: 40,
-};
 
 /// A scratch directory removed at the end of the test (kept if it fails).
 struct Scratch(std::path::PathBuf);
@@ -53,7 +37,7 @@ async fn baresip_calls_baresip_hears_its_tone_echoed_sends_dtmf_and_hangs_up() -
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut callee = Baresip::start(
             BaresipOptions::new("bob")
                 .auto_answer()
@@ -111,7 +95,7 @@ async fn manual_answer_rejects_with_486_then_accepts_and_plays_its_sine() -> Res
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let callee =
             Baresip::start(BaresipOptions::new("carol").source(AudioSource::Sine { hz: 1000 }))
                 .await?;
@@ -161,7 +145,7 @@ async fn sipp_uac_is_turned_away_by_a_sipp_uas_answering_486() -> Result<()> {
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut uas = Sipp::start(
             SippOptions::uas(Scenario::uas_reject(486, "Busy Here")?)
                 .timeout(Duration::from_secs(10)),
@@ -199,7 +183,7 @@ async fn baresip_hears_sipp_early_media_then_busy() -> Result<()> {
     if !tools_or_skip(test, &[Tool::Baresip, Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let scratch = Scratch(temp_dir("early")?);
         let media = scratch.0.join("ringback-1k.ulaw");
         write_tone_g711(&media, 1000.0, -20.0, Duration::from_secs(1), false)?;
@@ -265,7 +249,7 @@ async fn sipp_digest_challenges_tell_right_from_wrong_credentials() -> Result<()
     if !tools_or_skip(test, &[Tool::Baresip, Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let proxy = DigestChallenge::proxy_407("trunk.test", "frank", "s3cret");
         let www = DigestChallenge::www_401("trunk.test", "frank", "s3cret");
 
@@ -304,7 +288,7 @@ async fn sipp_echoes_baresip_tone_then_hangs_up_itself() -> Result<()> {
     if !tools_or_skip(test, &[Tool::Baresip, Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let scenario =
             Scenario::uas_answer_echo(Codec::Pcma, AfterAnswer::ByeAfter(Duration::from_secs(3)));
         let mut sipp =

@@ -10,8 +10,7 @@
 //! each test is bounded by [`TEST_BOUND`]. Tests skip when SIPp is absent,
 //! unless `AUDIN_REQUIRE_SIP_TOOLS` is set (as `cargo xtask test` does).
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -21,6 +20,7 @@ use audin_server::sip::register::{RegisterPolicy, RegistrationState};
 use audin_server::sip::trunk::{
     Secret, SipEndpoint, SipEndpointConfig, SipError, SipTrunkConfig, TrunkConfigError,
 };
+use audin_testkit::sip::harness::{EVENT, bounded, log_capture};
 use audin_testkit::sip::{
     DigestAlgorithm, DigestChallenge, Scenario, Sipp, SippOptions, SippOutcome, Tool, tools_or_skip,
 };
@@ -28,19 +28,11 @@ use tokio::sync::watch;
 
 /// Every test finishes well inside this, or fails.
 const TEST_BOUND: Duration = Duration::from_secs(30);
-/// A registrar's answer or our next REGISTER (a busy 2-core box included).
-const EVENT: Duration = Duration::from_secs(8);
+
 /// SIPp's own bound on a scenario.
 const SIPP_TIMEOUT: Duration = Duration::from_secs(20);
 const REALM: &str = "registrar.test";
 const USER: &str = "acct";
-
-async fn bounded(test: &str, body: impl Future<Output = Result<()>>) -> Result<()> {
-    match tokio::time::timeout(TEST_BOUND, body).await {
-        Ok(result) => result,
-        Err(_) => bail!("{test} did not finish within {TEST_BOUND:?}"),
-    }
-}
 
 /// No calls in these tests: anything delivered is refused.
 struct NoCalls;
@@ -98,13 +90,7 @@ async fn reached(
 fn scenario(name: &str, body: &str, challenge: &DigestChallenge) -> Scenario {
     Scenario {
         digest: Some(challenge.clone()),
-        ..Scenario::from_xml(
-            name,
-            format!(
-                "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n\
-                 <!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"{name}\">\n{body}</scenario>\n"
-            ),
-        )
+        ..Scenario::from_body(name, body)
     }
 }
 
@@ -221,53 +207,6 @@ fn expires_and_auth(out: &SippOutcome) -> Vec<(Option<u32>, bool)> {
 // ---------------------------------------------------------------------------
 // Logs
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    /// The lines about trunk `name` (tests run in parallel).
-    fn lines_of(&self, trunk: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| {
-                let field = format!("trunk={trunk}");
-                l.ends_with(&field) || l.contains(&format!("{field} "))
-            })
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Everything this test binary logs, at `trace` for our crates (a global
-/// subscriber: a scoped one misses events from other threads).
-fn capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(audin_server::log_filter(Some("trace")))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Tests
 
@@ -278,8 +217,8 @@ async fn registers_with_digest_refreshes_before_a_short_expiry_and_unregisters_o
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    let logs = capture();
-    bounded(test, async {
+    let logs = log_capture();
+    bounded(test, TEST_BOUND, async {
         const PASSWORD: &str = "reg-pw-never-shown";
         let c = DigestChallenge::www_401(REALM, USER, PASSWORD);
         // Lifetime 4 s granted in our Contact's `expires` parameter: the
@@ -335,7 +274,7 @@ async fn registers_with_digest_refreshes_before_a_short_expiry_and_unregisters_o
             "the password went on the wire"
         );
 
-        let lines = logs.lines_of("refresh");
+        let lines = logs.lines_of_trunk("refresh");
         let infos = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
         assert_eq!(
             infos("registered with trunk refresh (expires 4 s)"),
@@ -365,7 +304,7 @@ async fn sha256_challenge_is_answered_and_423_is_retried_with_its_min_expires() 
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let c = DigestChallenge::www_401(REALM, USER, "sha-pw").algorithm(DigestAlgorithm::Sha256);
         let body = challenged(
             1,
@@ -414,8 +353,8 @@ async fn a_registrar_refusing_403_marks_the_trunk_failed_warns_once_and_is_retri
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    let logs = capture();
-    bounded(test, async {
+    let logs = log_capture();
+    bounded(test, TEST_BOUND, async {
         let c = DigestChallenge::www_401(REALM, USER, "deny-pw");
         // Two refusals; each retry must wait out the 1 s backoff (a
         // REGISTER during the pause fails the scenario), then it succeeds.
@@ -440,7 +379,7 @@ async fn a_registrar_refusing_403_marks_the_trunk_failed_warns_once_and_is_retri
         assert!(out.succeeded(), "{out}");
         assert_eq!(registers(&out.messages).len(), 6, "{out}");
 
-        let lines = logs.lines_of("deny");
+        let lines = logs.lines_of_trunk("deny");
         let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
         assert_eq!(
             count("REGISTER to trunk deny failed"),

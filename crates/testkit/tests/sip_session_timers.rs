@@ -18,33 +18,25 @@
 //! each test is bounded by [`TEST_BOUND`]. Tests skip when SIPp is absent,
 //! unless `AUDIN_REQUIRE_SIP_TOOLS` is set (as `cargo xtask test` does).
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use audin_server::carrier::{
-    BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EndCause, EventReceiver, InboundCall,
-    InboundRefusal, InboundSink, OutboundRequest,
+    BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EndCause, InboundCall, InboundRefusal,
+    InboundSink, OutboundRequest,
 };
 use audin_server::sip::trunk::{SipEndpoint, SipEndpointConfig, SipTrunkConfig};
+use audin_testkit::sip::harness::uac::{self, INVITE_HEAD};
+use audin_testkit::sip::harness::{EVENT, OUR_E164, bounded, ended, loopback_trunk, next_event};
 use audin_testkit::sip::{Scenario, Sipp, SippOptions, Tool, tools_or_skip};
 use tokio::sync::mpsc;
 
 /// Every test finishes well inside this, or fails.
 const TEST_BOUND: Duration = Duration::from_secs(30);
-/// A far end's reaction (a busy 2-core box included).
-const EVENT: Duration = Duration::from_secs(8);
-const OUR_E164: &str = "+390299999999";
+
 /// The Min-SE of the tests that need intervals of a few seconds.
 const SHORT_MIN_SE: Duration = Duration::from_secs(2);
-
-async fn bounded(test: &str, body: impl Future<Output = Result<()>>) -> Result<()> {
-    match tokio::time::timeout(TEST_BOUND, body).await {
-        Ok(result) => result,
-        Err(_) => bail!("{test} did not finish within {TEST_BOUND:?}"),
-    }
-}
 
 /// The engine's side of inbound calls: answers each at once and hands it
 /// to the test.
@@ -94,41 +86,6 @@ fn short_min_se(c: &mut SipEndpointConfig) {
     c.session_timer_min = SHORT_MIN_SE;
 }
 
-/// A trunk for calls from SIPp on loopback.
-fn loopback_trunk() -> SipTrunkConfig {
-    SipTrunkConfig::new("loop", "sip:127.0.0.1:5060")
-        .unwrap()
-        .allow("127.0.0.0/8")
-        .unwrap()
-}
-
-async fn next_event(events: &mut EventReceiver) -> Result<CarrierEvent> {
-    tokio::time::timeout(EVENT, events.recv())
-        .await
-        .context("no carrier event")?
-        .context("event channel closed")
-}
-
-async fn ended(events: &mut EventReceiver) -> Result<EndCause> {
-    loop {
-        match next_event(events).await? {
-            CarrierEvent::Ended(cause) => return Ok(cause),
-            CarrierEvent::Dtmf(_) => {}
-            other => bail!("expected Ended, got {other:?}"),
-        }
-    }
-}
-
-fn scenario(name: &str, body: &str) -> Scenario {
-    Scenario::from_xml(
-        name,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n\
-             <!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"{name}\">\n{body}</scenario>\n"
-        ),
-    )
-}
-
 /// A header check: the call fails unless `header` matches `regexp`. SIPp
 /// 3.6.1 refuses a variable it never uses, hence the log.
 fn check(header: &str, regexp: &str, var: &str) -> String {
@@ -150,15 +107,6 @@ fn recv_checked(status: u16, rrs: bool, checks: &[String]) -> String {
 // ---------------------------------------------------------------------------
 // SIPp as the caller
 
-const INVITE_HEAD: &str = "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-From: <sip:+390211111117@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
-To: <sip:[service]@[remote_ip]:[remote_port]>\n\
-Call-ID: [call_id]\n\
-CSeq: 1 INVITE\n\
-Contact: <sip:sipp@[local_ip]:[local_port]>\n\
-Max-Forwards: 70\n";
-
 fn uac_sdp() -> &'static str {
     "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no=- 7 7 IN IP4 [local_ip]\n\
      s=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\n"
@@ -174,38 +122,9 @@ fn uac_invite(extra: &str) -> String {
     )
 }
 
-/// An in-dialog request of the caller.
-fn uac_in_dialog(method: &str, cseq: u32, rest: &str) -> String {
-    // An ACK gets no response: nothing would stop its retransmission.
-    let retrans = if method == "ACK" {
-        ""
-    } else {
-        " retrans=\"500\""
-    };
-    format!(
-        "  <send{retrans}><![CDATA[\n{method} [next_url] SIP/2.0\n\
-         Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-         From: <sip:+390211111117@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
-         To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\n\
-         CSeq: {cseq} {method}\nContact: <sip:sipp@[local_ip]:[local_port]>\nMax-Forwards: 70\n{rest}\n]]></send>\n"
-    )
-}
-
-fn ack(cseq: u32) -> String {
-    uac_in_dialog("ACK", cseq, "Content-Length: 0\n")
-}
-
-/// The caller ends the call.
-fn uac_bye(cseq: u32) -> String {
-    format!(
-        "{}  <recv response=\"200\"/>\n",
-        uac_in_dialog("BYE", cseq, "Content-Length: 0\n")
-    )
-}
-
 async fn run_uac(h: &Harness, name: &str, body: &str, timeout: Duration) -> Result<Sipp> {
     Ok(Sipp::start(
-        SippOptions::uac(scenario(name, body), h.endpoint.local_addr())
+        SippOptions::uac(Scenario::from_body(name, body), h.endpoint.local_addr())
             .service(OUR_E164)
             .timeout(timeout),
     )
@@ -219,7 +138,7 @@ async fn the_callers_interval_and_refresher_come_back_and_its_refreshes_keep_the
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()], |_| {}).await?;
         let timer = "Supported: timer\nSession-Expires: 90;refresher=uac\n";
         let answer_checks = [
@@ -234,24 +153,24 @@ async fn the_callers_interval_and_refresher_come_back_and_its_refreshes_keep_the
         let body = [
             uac_invite(timer),
             recv_checked(200, true, &answer_checks),
-            ack(1),
+            uac::ack(1),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
             // A refresh as IMS cores send it: re-INVITE, same SDP,
             // requiring the extension.
-            uac_in_dialog(
+            uac::in_dialog(
                 "INVITE",
                 2,
                 &format!("{timer}Require: timer\n{}", uac_sdp()),
             ),
             "  <recv response=\"100\" optional=\"true\"/>\n".to_owned(),
             recv_checked(200, false, &refresh_checks),
-            ack(2),
+            uac::ack(2),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
             // And the one RFC 4028 prefers: UPDATE without a body.
-            uac_in_dialog("UPDATE", 3, &format!("{timer}Content-Length: 0\n")),
+            uac::in_dialog("UPDATE", 3, &format!("{timer}Content-Length: 0\n")),
             recv_checked(200, false, &refresh_checks),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_bye(4),
+            uac::bye(4),
         ]
         .concat();
         let mut sipp = run_uac(&h, "timer 90 uac", &body, Duration::from_secs(12)).await?;
@@ -272,7 +191,7 @@ async fn an_interval_below_our_min_se_gets_422_or_is_raised_for_a_caller_without
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()], |_| {}).await?;
         let refused = [
             uac_invite("Supported: timer\nSession-Expires: 30\n"),
@@ -300,9 +219,9 @@ async fn an_interval_below_our_min_se_gets_422_or_is_raised_for_a_caller_without
                 true,
                 &[check("Session-Expires", "^ *90;refresher=uas", "se")],
             ),
-            ack(1),
+            uac::ack(1),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_bye(2),
+            uac::bye(2),
         ]
         .concat();
         let mut sipp = run_uac(&h, "timer 30 unsupported", &raised, Duration::from_secs(10)).await?;
@@ -325,7 +244,7 @@ async fn a_far_end_that_never_refreshes_gets_our_bye_when_the_session_expires() 
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()], short_min_se).await?;
         let body = [
             uac_invite("Supported: timer\nSession-Expires: 4;refresher=uac\n"),
@@ -334,7 +253,7 @@ async fn a_far_end_that_never_refreshes_gets_our_bye_when_the_session_expires() 
                 true,
                 &[check("Session-Expires", "^ *4;refresher=uac", "se")],
             ),
-            ack(1),
+            uac::ack(1),
             // It never refreshes; our BYE must come (4 s − 4/3 s after
             // the 200), well before SIPp gives up.
             "  <recv request=\"BYE\" timeout=\"10000\"/>\n\
@@ -371,7 +290,7 @@ async fn as_refresher_for_a_caller_that_allows_update_we_refresh_with_update() -
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()], short_min_se).await?;
         let body = [
             uac_invite(
@@ -386,7 +305,7 @@ async fn as_refresher_for_a_caller_that_allows_update_we_refresh_with_update() -
                     check("Require", "timer", "req"),
                 ],
             ),
-            ack(1),
+            uac::ack(1),
             // Due 3 s after our 200; SIPp waits up to 6 s.
             format!(
                 "  <recv request=\"UPDATE\" timeout=\"6000\">\n    <action>{}</action>\n  </recv>\n",
@@ -398,7 +317,7 @@ async fn as_refresher_for_a_caller_that_allows_update_we_refresh_with_update() -
              Session-Expires: 6;refresher=uac\nRequire: timer\nContent-Length: 0\n\n]]></send>\n"
                 .to_owned(),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_bye(2),
+            uac::bye(2),
         ]
         .concat();
         let mut sipp = run_uac(&h, "we refresh by update", &body, Duration::from_secs(15)).await?;
@@ -439,7 +358,7 @@ async fn calling_out_we_ask_for_1800_s_and_as_refresher_re_invite_at_half_the_in
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let to_tag = "[last_To:];tag=[pid]SIPpTag01[call_number]";
         let answer = |tag: &str| {
             format!(
@@ -480,7 +399,7 @@ async fn calling_out_we_ask_for_1800_s_and_as_refresher_re_invite_at_half_the_in
         ]
         .concat();
         let mut sipp = Sipp::start(
-            SippOptions::uas(scenario("answers refresher=uac", &body))
+            SippOptions::uas(Scenario::from_body("answers refresher=uac", &body))
                 .timeout(Duration::from_secs(15)),
         )
         .await?;

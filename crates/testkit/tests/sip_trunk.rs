@@ -10,7 +10,6 @@
 //! Tests skip when baresip/SIPp are absent, unless `AUDIN_REQUIRE_SIP_TOOLS`
 //! is set (as `cargo xtask test` does).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,34 +24,22 @@ use audin_server::sip::trunk::{SipEndpoint, SipEndpointConfig, SipTrunkConfig};
 use audin_testkit::audio::{
     TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw, write_tone_g711,
 };
+use audin_testkit::sip::harness::uac::{self, INVITE_HEAD};
+use audin_testkit::sip::harness::{
+    A440, EVENT, OUR_E164, bounded, closed_reason, ended, log_capture, loopback_trunk, next_event,
+};
 use audin_testkit::sip::{
-    AfterAnswer, AudioSource, Baresip, BaresipOptions, Codec, DigestChallenge, EventKind, Scenario,
-    Sipp, SippOptions, Tool, tools_or_skip,
+    AfterAnswer, Baresip, BaresipOptions, Codec, DigestChallenge, EventKind, Scenario, Sipp,
+    SippOptions, Tool, tools_or_skip,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 /// Every test finishes well inside this, or fails.
 const TEST_BOUND: Duration = Duration::from_secs(30);
-/// A far end's reaction (a busy 2-core box included).
-const EVENT: Duration = Duration::from_secs(8);
+
 /// Our number, as baresip dials it (without `+`: normalised by us).
 const OUR_NUMBER: &str = "390299999999";
-const OUR_E164: &str = "+390299999999";
-
-async fn bounded(test: &str, body: impl Future<Output = Result<()>>) -> Result<()> {
-    match tokio::time::timeout(TEST_BOUND, body).await {
-        Ok(result) => result,
-        Err(_) => bail!("{test} did not finish within {TEST_BOUND:?}"),
-    }
-}
-
-/// A 440 Hz source lasting longer than any call here.
-const A440: AudioSource = AudioSource::Tone {
-    hz: 440.0,
-    rms_dbfs: -20.0,
-    seconds: 40,
-};
 
 /// The engine's side of inbound calls: records deliveries; refuses them
 /// (hanging the leg up first, as the engine does) when told to.
@@ -127,14 +114,6 @@ impl Harness {
     }
 }
 
-/// A trunk for calls from loopback (baresip, SIPp UAC).
-fn loopback_trunk() -> SipTrunkConfig {
-    SipTrunkConfig::new("loop", "sip:127.0.0.1:5060")
-        .unwrap()
-        .allow("127.0.0.0/8")
-        .unwrap()
-}
-
 /// A trunk whose outbound calls go to `far_end`.
 fn trunk_to(name: &str, far_end: SocketAddr) -> SipTrunkConfig {
     SipTrunkConfig::new(name, &format!("sip:{far_end}")).unwrap()
@@ -193,31 +172,6 @@ fn play_tone(leg: Arc<dyn CarrierLeg>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// The next event that is not a digit (digits are checked on their own).
-async fn next_event(events: &mut EventReceiver) -> Result<CarrierEvent> {
-    tokio::time::timeout(EVENT, events.recv())
-        .await
-        .context("no carrier event")?
-        .context("event channel closed")
-}
-
-async fn ended(events: &mut EventReceiver) -> Result<EndCause> {
-    loop {
-        match next_event(events).await? {
-            CarrierEvent::Ended(cause) => return Ok(cause),
-            CarrierEvent::Dtmf(_) => {}
-            other => bail!("expected Ended, got {other:?}"),
-        }
-    }
-}
-
-async fn closed_reason(b: &Baresip) -> Result<String> {
-    Ok(b.wait_event(EventKind::CallClosed, EVENT)
-        .await?
-        .param
-        .unwrap_or_default())
-}
-
 // ---------------------------------------------------------------------------
 // Inbound
 
@@ -228,7 +182,7 @@ async fn baresip_calls_our_number_audio_and_dtmf_flow_both_ways_and_its_bye_ends
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let mut caller =
             Baresip::start(BaresipOptions::new("390211111111").source(A440).record()).await?;
@@ -279,7 +233,7 @@ async fn hold_and_resume_reinvites_keep_the_call_and_our_hang_up_sends_bye() -> 
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111112").source(A440)).await?;
         caller.dial(&h.uri(OUR_E164)).await?;
@@ -327,7 +281,7 @@ async fn caller_cancel_while_ringing_ends_the_call_remote_hangup() -> Result<()>
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111113")).await?;
         caller.dial(&h.uri(OUR_NUMBER)).await?;
@@ -347,7 +301,7 @@ async fn refusals_and_hang_ups_before_the_answer_pick_the_final_response() -> Re
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111114")).await?;
 
@@ -404,7 +358,7 @@ async fn invite_from_an_address_no_trunk_lists_gets_403_and_rings_nobody() -> Re
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         // The only trunk is at 127.0.0.2; baresip calls from 127.0.0.1.
         let trunk = SipTrunkConfig::new("elsewhere", "sip:127.0.0.2:5060")?;
         let mut h = Harness::start(vec![trunk]).await?;
@@ -453,7 +407,7 @@ async fn pcma_only_caller_over_tcp_is_heard_and_hears_us() -> Result<()> {
     if !tools_or_skip(test, &[Tool::Baresip]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let mut caller = Baresip::start(
             BaresipOptions::new("390211111116")
@@ -485,34 +439,13 @@ async fn pcma_only_caller_over_tcp_is_heard_and_hears_us() -> Result<()> {
     .await
 }
 
-/// A SIPp UAC scenario: one request, the expected answer, and for an
-/// INVITE the ACK.
-fn uac_xml(name: &str, body: &str) -> Scenario {
-    Scenario::from_xml(
-        name,
-        format!(
-            "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n\
-             <!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"{name}\">\n{body}</scenario>\n"
-        ),
-    )
-}
-
-const INVITE_HEAD: &str = "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-From: <sip:+390211111117@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
-To: <sip:[service]@[remote_ip]:[remote_port]>\n\
-Call-ID: [call_id]\n\
-CSeq: 1 INVITE\n\
-Contact: <sip:sipp@[local_ip]:[local_port]>\n\
-Max-Forwards: 70\n";
-
 #[tokio::test]
 async fn offer_without_a_common_codec_gets_488_and_options_get_200() -> Result<()> {
     let test = "inbound_488_options";
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         let g722_only = format!(
             "  <send retrans=\"500\"><![CDATA[\n{INVITE_HEAD}Content-Type: application/sdp\n\
@@ -525,7 +458,7 @@ async fn offer_without_a_common_codec_gets_488_and_options_get_200() -> Result<(
              [last_To:]\nCall-ID: [call_id]\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n]]></send>\n"
         );
         let mut sipp = Sipp::start(
-            SippOptions::uac(uac_xml("g722 only", &g722_only), h.endpoint.local_addr())
+            SippOptions::uac(Scenario::from_body("g722 only", &g722_only), h.endpoint.local_addr())
                 .service(OUR_E164)
                 .timeout(Duration::from_secs(10)),
         )
@@ -541,7 +474,7 @@ async fn offer_without_a_common_codec_gets_488_and_options_get_200() -> Result<(
              To: <sip:[service]@[remote_ip]:[remote_port]>\nCall-ID: [call_id]\nCSeq: 1 OPTIONS\n\
              Max-Forwards: 70\nContent-Length: 0\n\n]]></send>\n  <recv response=\"200\"/>\n";
         let mut sipp = Sipp::start(
-            SippOptions::uac(uac_xml("options", options), h.endpoint.local_addr())
+            SippOptions::uac(Scenario::from_body("options", options), h.endpoint.local_addr())
                 .service(OUR_E164)
                 .timeout(Duration::from_secs(10)),
         )
@@ -559,7 +492,7 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_its_answer_from_the_ack() -
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         *h.sink.auto_answer.lock().unwrap() = true;
         let body = format!(
@@ -585,7 +518,7 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_its_answer_from_the_ack() -
              \x20 <recv response=\"200\"/>\n"
         );
         let mut sipp = Sipp::start(
-            SippOptions::uac(uac_xml("delayed offer", &body), h.endpoint.local_addr())
+            SippOptions::uac(Scenario::from_body("delayed offer", &body), h.endpoint.local_addr())
                 .service(OUR_E164)
                 .timeout(Duration::from_secs(12)),
         )
@@ -598,32 +531,6 @@ async fn delayed_offer_gets_our_offer_in_the_200_and_its_answer_from_the_ack() -
         Ok(())
     })
     .await
-}
-
-/// SDP of the SIPp UAC below, in `direction`.
-fn uac_sdp(direction: &str) -> String {
-    format!(
-        "Content-Type: application/sdp\nContent-Length: [len]\n\nv=0\no=- 7 7 IN IP4 [local_ip]\n\
-         s=-\nc=IN IP4 [media_ip]\nt=0 0\nm=audio [media_port] RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\n\
-         a=rtpmap:101 telephone-event/8000\na={direction}\n"
-    )
-}
-
-/// An in-dialog request of the SIPp UAC below.
-fn uac_in_dialog(method: &str, cseq: u32, rest: &str) -> String {
-    // An ACK gets no response: nothing would stop its retransmission.
-    let retrans = if method == "ACK" {
-        ""
-    } else {
-        " retrans=\"500\""
-    };
-    format!(
-        "  <send{retrans}><![CDATA[\n{method} [next_url] SIP/2.0\n\
-         Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-         From: <sip:+390211111117@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
-         To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\nCall-ID: [call_id]\n\
-         CSeq: {cseq} {method}\nContact: <sip:sipp@[local_ip]:[local_port]>\nMax-Forwards: 70\n{rest}\n]]></send>\n"
-    )
 }
 
 /// Waits for the 200 of a re-INVITE whose SDP must say `direction`.
@@ -641,14 +548,14 @@ async fn hold_reinvite_is_answered_recvonly_and_resume_sendrecv_keeping_the_call
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let mut h = Harness::start(vec![loopback_trunk()]).await?;
         *h.sink.auto_answer.lock().unwrap() = true;
-        let ack = |cseq| uac_in_dialog("ACK", cseq, "Content-Length: 0\n");
+        let ack = |cseq| uac::in_dialog("ACK", cseq, "Content-Length: 0\n");
         let body = [
             format!(
                 "  <send retrans=\"500\"><![CDATA[\n{INVITE_HEAD}{}]]></send>\n",
-                uac_sdp("sendrecv")
+                uac::sdp("sendrecv")
             ),
             "  <recv response=\"100\" optional=\"true\"/>\n\
              \x20 <recv response=\"180\" optional=\"true\"/>\n\
@@ -656,22 +563,25 @@ async fn hold_reinvite_is_answered_recvonly_and_resume_sendrecv_keeping_the_call
                 .to_owned(),
             ack(1),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_in_dialog("INVITE", 2, &uac_sdp("sendonly")),
+            uac::in_dialog("INVITE", 2, &uac::sdp("sendonly")),
             uac_expect_200_with("recvonly", "held"),
             ack(2),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_in_dialog("INVITE", 3, &uac_sdp("sendrecv")),
+            uac::in_dialog("INVITE", 3, &uac::sdp("sendrecv")),
             uac_expect_200_with("sendrecv", "resumed"),
             ack(3),
             "  <pause milliseconds=\"300\"/>\n".to_owned(),
-            uac_in_dialog("BYE", 4, "Content-Length: 0\n"),
+            uac::in_dialog("BYE", 4, "Content-Length: 0\n"),
             "  <recv response=\"200\"/>\n".to_owned(),
         ]
         .concat();
         let mut sipp = Sipp::start(
-            SippOptions::uac(uac_xml("hold resume", &body), h.endpoint.local_addr())
-                .service(OUR_E164)
-                .timeout(Duration::from_secs(12)),
+            SippOptions::uac(
+                Scenario::from_body("hold resume", &body),
+                h.endpoint.local_addr(),
+            )
+            .service(OUR_E164)
+            .timeout(Duration::from_secs(12)),
         )
         .await?;
         let mut call = h.next_call().await?;
@@ -719,7 +629,7 @@ async fn early_media_then_final_codes_map_to_the_notes_causes() -> Result<()> {
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let dir = audin_testkit::temp_dir("sip-early")?;
         let ringback = dir.join("ringback-425.ulaw");
         write_tone_g711(&ringback, 425.0, -20.0, Duration::from_secs(1), false)?;
@@ -789,18 +699,13 @@ async fn early_media_then_final_codes_map_to_the_notes_causes() -> Result<()> {
     .await
 }
 
-/// A SIPp UAS scenario from its body.
-fn uas_xml(name: &str, body: &str) -> Scenario {
-    uac_xml(name, body)
-}
-
 #[tokio::test]
 async fn our_hang_up_while_ringing_sends_cancel_and_acks_the_487() -> Result<()> {
     let test = "outbound_cancel";
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let to_tag = "[last_To:];tag=[pid]SIPpTag01[call_number]";
         let body = format!(
             "  <recv request=\"INVITE\">\n    <action><ereg regexp=\"[0-9]+ INVITE\" search_in=\"hdr\" \
@@ -815,7 +720,7 @@ async fn our_hang_up_while_ringing_sends_cancel_and_acks_the_487() -> Result<()>
              \x20 <recv request=\"ACK\"/>\n"
         );
         let mut sipp = Sipp::start(
-            SippOptions::uas(uas_xml("ringing then cancelled", &body))
+            SippOptions::uas(Scenario::from_body("ringing then cancelled", &body))
                 .timeout(Duration::from_secs(12)),
         )
         .await?;
@@ -836,7 +741,7 @@ async fn proxy_407_challenge_is_answered_and_our_hang_up_sends_bye() -> Result<(
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let challenge = DigestChallenge::proxy_407("trunk.test", "acct", "s3cret-pw");
         let scenario =
             Scenario::uas_challenge_then_answer(challenge, Codec::Pcmu, AfterAnswer::WaitForBye)?;
@@ -880,7 +785,7 @@ async fn pcma_echo_far_end_returns_our_tone_and_its_bye_ends_the_call() -> Resul
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let scenario =
             Scenario::uas_answer_echo(Codec::Pcma, AfterAnswer::ByeAfter(Duration::from_secs(3)));
         let mut sipp =
@@ -907,7 +812,7 @@ async fn a_far_end_that_sends_no_rtp_is_hung_up_after_the_media_timeout() -> Res
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    bounded(test, async {
+    bounded(test, TEST_BOUND, async {
         let xml = "  <recv request=\"INVITE\" rrs=\"true\"/>\n\
   <send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n\
 [last_Call-ID:]\n[last_CSeq:]\nContact: <sip:[local_ip]:[local_port];transport=[transport]>\n\
@@ -948,51 +853,14 @@ Content-Length: 0\n\n]]></send>\n";
 // ---------------------------------------------------------------------------
 // Logs
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Everything this test binary logs from the first call on, at the
-/// binary's filter (`trace` asked). A global subscriber, not a per-thread
-/// one: tracing caches per-callsite interest across threads, and a scoped
-/// subscriber missed events under parallel tests.
-fn capture() -> &'static Capture {
-    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(audin_server::log_filter(Some("trace")))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        capture
-    })
-}
-
 #[tokio::test]
 async fn logs_hold_no_credentials_and_one_line_per_refused_source() -> Result<()> {
     let test = "sip_logs";
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
-    let capture = capture();
-    bounded(test, async {
+    let capture = log_capture();
+    bounded(test, TEST_BOUND, async {
         const PASSWORD: &str = "pw-that-must-not-leak";
         let challenge = DigestChallenge::proxy_407("trunk.test", "acct", PASSWORD);
         let scenario =

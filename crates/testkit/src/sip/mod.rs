@@ -12,6 +12,9 @@
 //! the binaries are absent, unless `AUDIN_REQUIRE_SIP_TOOLS` is set (as
 //! `cargo xtask test` does), where absence is a failure.
 //!
+//! [`harness`] holds what the SIP test files share (bounds, event waits, a
+//! loopback trunk, log capture, SIPp caller pieces).
+//!
 //! Every instance gets its own directory and ports chosen at run time, so
 //! tests run in parallel; processes are killed when their handle drops.
 
@@ -24,6 +27,7 @@ use anyhow::{Context as _, Result, bail};
 
 mod baresip;
 pub mod digest;
+pub mod harness;
 mod sipp;
 
 pub use baresip::{

@@ -338,6 +338,11 @@ impl Scenario {
         }
     }
 
+    /// A scenario from what goes inside its `<scenario>` element.
+    pub fn from_body(name: &str, body: &str) -> Self {
+        Self::from_xml(name, wrap(name, body))
+    }
+
     /// UAS: answers the INVITE with `code` at once (e.g. 486 Busy Here).
     pub fn uas_reject(code: u16, reason: &str) -> Result<Self, SippError> {
         check_final_code(code)?;

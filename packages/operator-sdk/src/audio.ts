@@ -32,6 +32,8 @@ export interface MediaSessionOptions {
   send(socket: number, frame: ArrayBuffer): void;
   /** The media could not start or broke: report to the core. */
   failed(code: OperatorErrorCode, message: string): void;
+  /** RMS levels in [0, 1] from the worklet, about every 50 ms. */
+  levels?(input: number, output: number): void;
 }
 
 type TapHook = (tap: AudioTap) => void;
@@ -113,8 +115,12 @@ export class MediaSession {
       if (data instanceof ArrayBuffer) {
         this.opts.send(this.socket, data);
       } else if (data && typeof data === "object" && "type" in data) {
-        const msg = data as { type: string; message?: string } & AudioTap;
-        if (msg.type === "tap") tapHook()?.({ kind: msg.kind, sampleRate: msg.sampleRate, samples: msg.samples });
+        const msg = data as { type: string; message?: string; input?: number; output?: number } & AudioTap;
+        if (msg.type === "level") {
+          if (!this.stopped && typeof msg.input === "number" && typeof msg.output === "number") {
+            this.opts.levels?.(msg.input, msg.output);
+          }
+        } else if (msg.type === "tap") tapHook()?.({ kind: msg.kind, sampleRate: msg.sampleRate, samples: msg.samples });
         else if (msg.type === "error" && !this.stopped) this.opts.failed("AUDIO_FAILED", `audio worklet: ${msg.message}`);
       }
     };

@@ -17,6 +17,7 @@ export type {
   OperatorPhoneNumber,
   OperatorToken,
   PresenceState,
+  VolumeLevels,
 } from "./types.js";
 export type { AudioTap } from "./audio.js";
 export { Resampler, decodeALaw, decodeMuLaw, encodeALaw, encodeMuLaw, resampleLinear } from "./codec.js";

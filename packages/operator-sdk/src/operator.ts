@@ -425,6 +425,10 @@ export class AudinOperator {
         session.stop();
         this.input((c) => c.handle_media_failed(now(), callSid, code, message));
       },
+      levels: (input, output) => {
+        // Only the session still in use speaks for the call: none after it ended.
+        if (this.media.get(callSid) === session) this.emitter.emit("volume", { callSid, input, output });
+      },
     });
     this.media.set(callSid, session);
     session.start();

@@ -170,8 +170,28 @@ export interface AvailabilityChange {
 }
 
 /**
+ * Payload of the `volume` event: the audio levels of the call in progress,
+ * about 20 times a second. Levels are RMS over the last ~50 ms, linear in
+ * `[0, 1]` (1 = a full-scale square wave; a full-scale sine is about 0.71;
+ * `20 * Math.log10(level)` gives dBFS).
+ */
+export interface VolumeLevels {
+  /** The call these levels belong to. */
+  readonly callSid: string;
+  /**
+   * The microphone, as captured (after the browser's `audioConstraints`
+   * processing). Reported **even while the call is muted** (the far end then
+   * hears silence), so a UI can show "you are muted but talking".
+   */
+  readonly input: number;
+  /** What is played to the speakers: the far end's audio. */
+  readonly output: number;
+}
+
+/**
  * The event map of {@link AudinOperator}: event name → payload type.
- * `callReconnecting` / `callReconnected` are additive to the seed contract.
+ * `callReconnecting` / `callReconnected` / `volume` are additive to the seed
+ * contract.
  */
 export interface OperatorEvents {
   /** The presence channel state changed. */
@@ -190,4 +210,10 @@ export interface OperatorEvents {
   callReconnecting: OperatorCall;
   /** The call's audio channel was re-attached. */
   callReconnected: OperatorCall;
+  /**
+   * Input and output levels of the call whose audio is running, about 20
+   * times a second from when its audio starts until it ends (none after
+   * `callEnded`). Computed on the audio thread.
+   */
+  volume: VolumeLevels;
 }

@@ -5,18 +5,25 @@
 //! 2. `ws_stack_bench run`: the WebSocket stack comparison (relay harness);
 //! 3. `audin-loadgen run --server-bin <release audin-server>`: load steps,
 //!    a fresh server per step;
-//! 4. `audin-loadgen report`: tables into `docs/performance-load.md` (only
-//!    its generated blocks) and PNG plots into `docs/img/`.
+//! 4. `audin-loadgen run --far-end sipp`: the SIP trunk path, every call
+//!    outbound through the server's dev trunk to SIPp (`sipp`, installed by
+//!    `cargo xtask setup`), which answers and echoes the RTP;
+//! 5. `audin-loadgen report`: tables into `docs/performance-load.md` (only
+//!    its generated blocks) and PNG plots into `docs/img/`; `audin-loadgen
+//!    report-sip`: the SIP table into the `sip` block of
+//!    `docs/performance.md`.
 //!
 //! CI-friendly defaults (a few minutes): load steps 100, 500, 1000, 2000
-//! calls × 20 s; stacks at 500, 1000, 2000 connections × 10 s. Override
-//! with `AUDIN_BENCH_LOAD_CALLS=100,500`, `AUDIN_BENCH_LOAD_DURATION=20`,
-//! `AUDIN_BENCH_STACK_CONNS=1000`, `AUDIN_BENCH_STACK_DURATION=10`,
-//! `AUDIN_BENCH_WAIT_QUIET=<s>` (wait for other processes to go idle
-//! before each step; 0 = don't).
+//! calls × 20 s; stacks at 500, 1000, 2000 connections × 10 s; the SIP
+//! step 200 calls × 20 s. Override with `AUDIN_BENCH_LOAD_CALLS=100,500`,
+//! `AUDIN_BENCH_LOAD_DURATION=20`, `AUDIN_BENCH_STACK_CONNS=1000`,
+//! `AUDIN_BENCH_STACK_DURATION=10`, `AUDIN_BENCH_SIP_CALLS=200`,
+//! `AUDIN_BENCH_SIP_DURATION=20`, `AUDIN_BENCH_WAIT_QUIET=<s>` (wait for
+//! other processes to go idle before each step; 0 = don't).
 //!
-//! Returns `Ok(false)` when a load step had failed calls (the docs are
-//! still written, with the failure in the table).
+//! Returns `Ok(false)` when a load or SIP step had failed calls (the docs
+//! are still written, with the failure in the table); an error when a step
+//! could not run at all (after writing what the others measured).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,6 +82,7 @@ pub fn bench_load(root: &Path) -> Result<bool> {
     let out = target_dir(root)?.join("bench");
     std::fs::create_dir_all(&out)?;
     let (stacks_json, load_json) = (out.join("ws-stacks.json"), out.join("load.json"));
+    let sip_json = out.join("sip.json");
     let wait = env_or("AUDIN_BENCH_WAIT_QUIET", "0");
 
     println!("\n==> bench: WebSocket stacks (relay harness)");
@@ -119,6 +127,29 @@ pub fn bench_load(root: &Path) -> Result<bool> {
         bail!("audin-loadgen failed ({load})");
     }
 
+    println!("\n==> bench: the SIP trunk path (RTP to SIPp's echo and back)");
+    // A stale result must not be reported as this run's.
+    let _ = std::fs::remove_file(&sip_json);
+    let sip = status(
+        Command::new(release.join("audin-loadgen"))
+            .arg("run")
+            .arg("--server-bin")
+            .arg(release.join("audin-server"))
+            .args([
+                "--far-end",
+                "sipp",
+                "--calls",
+                &env_or("AUDIN_BENCH_SIP_CALLS", "200"),
+                "--duration",
+                &env_or("AUDIN_BENCH_SIP_DURATION", "20"),
+                "--wait-quiet",
+                &wait,
+                "--json",
+            ])
+            .arg(&sip_json),
+    )?;
+    let sip_ran = sip.success() || sip.code() == Some(2);
+
     println!("\n==> bench: docs/performance-load.md and docs/img/");
     if !status(
         Command::new(release.join("audin-loadgen"))
@@ -135,5 +166,23 @@ pub fn bench_load(root: &Path) -> Result<bool> {
     {
         bail!("audin-loadgen report failed");
     }
-    Ok(load.success())
+    if !sip_ran {
+        bail!(
+            "the SIP step could not run ({sip}): is `sipp` installed (`cargo xtask setup`)? \
+             docs/performance.md was left as it was"
+        );
+    }
+    println!("\n==> bench: docs/performance.md (SIP trunk path)");
+    if !status(
+        Command::new(release.join("audin-loadgen"))
+            .args(["report-sip", "--load"])
+            .arg(&sip_json)
+            .arg("--markdown")
+            .arg(root.join("docs/performance.md")),
+    )?
+    .success()
+    {
+        bail!("audin-loadgen report-sip failed");
+    }
+    Ok(load.success() && sip.success())
 }

@@ -72,6 +72,27 @@ pub fn write(load: &Path, stacks: Option<&Path>, markdown: &Path, img_dir: &Path
     Ok(())
 }
 
+/// Writes the `sip` block of `markdown` (an existing file: its text is
+/// kept) from the JSON of `audin-loadgen run --far-end sipp`.
+pub fn write_sip(load: &Path, markdown: &Path) -> Result<()> {
+    let load: LoadRun = serde_json::from_slice(
+        &std::fs::read(load).with_context(|| format!("reading {}", load.display()))?,
+    )?;
+    let text = std::fs::read_to_string(markdown)
+        .with_context(|| format!("reading {}", markdown.display()))?;
+    let m = &load.machine;
+    let body = format!(
+        "Machine: {} CPUs ({}), Linux {}; load generator, server and SIPp on the same machine.\n\n{}",
+        m.cpus,
+        m.cpu_model,
+        m.kernel,
+        sip_table(&load.steps)
+    );
+    let text = replace_block(&text, "sip", &body);
+    std::fs::write(markdown, text).with_context(|| format!("writing {}", markdown.display()))?;
+    Ok(())
+}
+
 fn relative_dir(markdown: &Path, img_dir: &Path) -> String {
     let md_dir = markdown.parent().unwrap_or(Path::new("."));
     match img_dir.strip_prefix(md_dir) {
@@ -184,6 +205,66 @@ fn load_table(steps: &[LoadReport]) -> String {
         );
     }
     s
+}
+
+/// The SIP step: the same figures as the load table, with SIPp's CPU kept
+/// apart from the server's and from other processes'.
+fn sip_table(steps: &[LoadReport]) -> String {
+    let mut s = String::from(
+        "| calls (held min) | frames/s (WebSocket, both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 (floor) | lost (not counted by server or SDK) / altered | late > 20 ms | server CPU (% of a core) | server CPU ms per call-second | SIPp CPU (% of a core) | load-gen CPU | other processes | calls |\n\
+         |---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in steps {
+        let (cpu, ms) = r.server.as_ref().map_or(("–".into(), "–".into()), |sv| {
+            (
+                format!("{:.0}%", sv.cpu_cores * 100.0),
+                f2(sv.cpu_ms_per_call_second),
+            )
+        });
+        let sipp = r
+            .far_end
+            .as_ref()
+            .map_or("–".into(), |fe| format!("{:.0}%", fe.cpu_cores * 100.0));
+        let l = &r.latency;
+        let _ = writeln!(
+            s,
+            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} ({}) | {} ({}) / {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
+            r.config.calls,
+            r.concurrent_calls.min,
+            r.frames.relayed_per_second,
+            f2(l.relay_ms.p50),
+            f2(l.relay_ms.p99),
+            f2(l.relay_ms.p999),
+            f1(l.rtt_ms.p50),
+            f1(l.rtt_ms.p99),
+            f1(l.rtt_floor_ms),
+            r.frames.lost,
+            r.frames.lost_outside_server,
+            r.frames.altered,
+            r.frames.late,
+            cpu,
+            ms,
+            sipp,
+            r.loadgen.cpu_cores * 100.0,
+            r.loadgen.other_processes_cores * 100.0,
+            sip_verdict(r),
+        );
+    }
+    s
+}
+
+fn sip_verdict(r: &LoadReport) -> String {
+    if r.ok {
+        return "all ok".to_owned();
+    }
+    if r.calls_failed > 0 {
+        return format!("{} failed", r.calls_failed);
+    }
+    // Every call of ours passed, but SIPp saw a call go wrong.
+    match r.far_end.as_ref().and_then(|fe| fe.exit_code) {
+        Some(code) => format!("SIPp exit code {code}"),
+        None => "SIPp killed".to_owned(),
+    }
 }
 
 fn targets(r: &LoadReport) -> String {

@@ -7,6 +7,8 @@
 //!   20 ms paced stamped frames, latency / loss / setup / go-online figures.
 //! - [`server`]: spawning a release `audin-server --dev` with a temp
 //!   database, and provisioning one phone number per operator in it.
+//! - [`sipp`]: SIPp as the dev trunk's far end (answers, echoes RTP), for
+//!   the SIP load step.
 //! - [`procfs`]: CPU (utime + stime) and RSS of a process from `/proc`.
 //! - [`stamp`]: the 160-byte stamped frame.
 //! - [`report`]: the JSON report and its human summary; [`doc`]: the
@@ -21,6 +23,7 @@ pub mod load;
 pub mod procfs;
 pub mod report;
 pub mod server;
+pub mod sipp;
 pub mod stack;
 pub mod stamp;
 pub mod stats;

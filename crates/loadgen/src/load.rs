@@ -6,8 +6,9 @@
 //!    time; `go_online` time is measured per operator.
 //! 2. M calls start staggered over `ramp`: inbound ones through
 //!    `POST /dev/sim/calls` (behaviour `echo`) to operator i's own number, the
-//!    operator accepting the offer; outbound ones dialling the sim echo
-//!    number `+15550100001`. Setup time is measured up to `CallStarted`.
+//!    operator accepting the offer; outbound ones dialling
+//!    [`LoadConfig::dial`] (the sim echo number `+15550100001` by default).
+//!    Setup time is measured up to `CallStarted`.
 //! 3. Every active call sends one stamped 160-byte frame every 20 ms (tokio
 //!    interval, `MissedTickBehavior::Burst`) and reads the echo back.
 //! 4. Frames due inside the steady window (after ramp + settle, `duration`
@@ -15,6 +16,13 @@
 //!    Server CPU and RSS are read from `/proc` at the window's edges.
 //! 5. Calls hang up; every call must have reached `active` and ended
 //!    `hangup`, or the run fails.
+//!
+//! With the SIPp far end ([`FarEnd::Sipp`], see [`crate::sipp`]) every call
+//! is outbound to a number outside the sim's table, which a `--dev` server
+//! with `--dev-trunk` sends over SIP: each frame crosses the WebSocket, the
+//! server's RTP sender, SIPp's `-rtp_echo`, the server's RTP jitter buffer
+//! and the WebSocket again. SIPp's CPU is read from `/proc` like the
+//! server's and kept out of "other processes".
 //!
 //! What the timings mean: see [`crate::report::Latency`].
 
@@ -37,6 +45,99 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub const ECHO_NUMBER: &str = "+15550100001";
 /// The caller id of inbound sim calls.
 pub const CALLER: &str = "+14155550100";
+/// What calls dial when SIPp answers: outside the sim's scripted table, so
+/// a `--dev` server with `--dev-trunk` sends it to the trunk.
+pub const SIP_DIAL_NUMBER: &str = "+15559990000";
+
+/// Who is called, and how many calls come in rather than go out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPlan {
+    /// Share of inbound calls (0..1).
+    pub inbound_share: f64,
+    /// The number outbound calls dial (E.164).
+    pub dial: String,
+}
+
+/// A call mix that cannot be run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanError {
+    /// `--inbound-share` outside 0..1.
+    InboundShare(f64),
+    /// Inbound calls with SIPp: they come from the sim, which SIPp is not.
+    InboundWithSipp(f64),
+    /// `--dial` is not E.164.
+    BadDial {
+        /// What was given.
+        number: String,
+        /// Why it is not E.164.
+        error: audin_protocol::E164Error,
+    },
+    /// `--dial` is a number the server keeps on the sim even with a dev
+    /// trunk: SIPp would never see the calls.
+    ScriptedDial(String),
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::InboundShare(x) => write!(f, "--inbound-share {x} is not within 0..1"),
+            PlanError::InboundWithSipp(x) => write!(
+                f,
+                "--inbound-share {x} with --far-end sipp: SIPp only answers calls, so every \
+                 call is outbound (give --inbound-share 0 or leave it out)"
+            ),
+            PlanError::BadDial { number, error } => write!(
+                f,
+                "--dial {} is not an E.164 number: {error}",
+                audin_protocol::Untrusted(number)
+            ),
+            PlanError::ScriptedDial(number) => write!(
+                f,
+                "--dial {} is a scripted sim number, which the server keeps on the sim even \
+                 with a dev trunk: SIPp would get no call (dial another number, e.g. {SIP_DIAL_NUMBER})",
+                audin_protocol::Untrusted(number)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// The call mix of `far_end`: by default half inbound and outbound calls
+/// to the sim's echo number; with SIPp every call outbound to
+/// [`SIP_DIAL_NUMBER`].
+pub fn plan_calls(
+    far_end: FarEnd,
+    inbound_share: Option<f64>,
+    dial: Option<&str>,
+) -> Result<CallPlan, PlanError> {
+    let inbound_share = match (far_end, inbound_share) {
+        (_, Some(x)) if !(0.0..=1.0).contains(&x) => return Err(PlanError::InboundShare(x)),
+        (FarEnd::Sipp, Some(x)) if x > 0.0 => return Err(PlanError::InboundWithSipp(x)),
+        (_, Some(x)) => x,
+        (FarEnd::Sim, None) => 0.5,
+        (FarEnd::Sipp, None) => 0.0,
+    };
+    let dial = dial
+        .unwrap_or(match far_end {
+            FarEnd::Sim => ECHO_NUMBER,
+            FarEnd::Sipp => SIP_DIAL_NUMBER,
+        })
+        .to_owned();
+    if let Err(error) = audin_protocol::validate_e164(&dial) {
+        return Err(PlanError::BadDial {
+            number: dial,
+            error,
+        });
+    }
+    if far_end == FarEnd::Sipp && audin_server::sim::is_scripted(&dial) {
+        return Err(PlanError::ScriptedDial(dial));
+    }
+    Ok(CallPlan {
+        inbound_share,
+        dial,
+    })
+}
 const FRAME: Duration = Duration::from_millis(20);
 
 /// Where the server is.
@@ -46,6 +147,9 @@ pub struct Target {
     pub url: String,
     /// The server's pid, for CPU and RSS (same machine only).
     pub pid: Option<u32>,
+    /// The far end's pid (SIPp), for its CPU and RSS; `None`: the sim,
+    /// inside the server.
+    pub far_end_pid: Option<u32>,
     /// One phone number per operator (see [`crate::server::provision_numbers`]).
     pub numbers: Vec<crate::server::Number>,
 }
@@ -82,6 +186,8 @@ struct CallResult {
     duplicates: u64,
     misrouted: u64,
     reordered: u64,
+    /// Echoes with our stamp whose other bytes changed.
+    altered: u64,
     /// Echo round trip from the actual send, per in-window frame (µs).
     rtt_us: Vec<u32>,
     /// Echo round trip from the due time (µs), same frames.
@@ -168,6 +274,7 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
         .build()?;
     let token_url = format!("{}/api/operator/token", target.url);
     let pid = target.pid;
+    let far_pid = target.far_end_pid;
     let server_idle = pid.and_then(|p| procfs::sample(Some(p)).ok());
 
     // 1. Operators online.
@@ -292,10 +399,10 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
                         }
                     }
                     _ = tokio::time::sleep_until(shared.window_start), if edge_start.is_none() => {
-                        edge_start = Some(Edge::take(&shared.http, &shared.url, pid).await);
+                        edge_start = Some(Edge::take(&shared.http, &shared.url, pid, far_pid).await);
                     }
                     _ = tokio::time::sleep_until(shared.window_end), if edge_end.is_none() => {
-                        edge_end = Some(Edge::take(&shared.http, &shared.url, pid).await);
+                        edge_end = Some(Edge::take(&shared.http, &shared.url, pid, far_pid).await);
                     }
                 }
             }
@@ -349,21 +456,29 @@ struct Edge {
     at: std::time::Instant,
     machine_busy_s: f64,
     server: Option<ProcSample>,
+    far_end: Option<ProcSample>,
     loadgen: ProcSample,
     counters: ServerCounters,
 }
 
 impl Edge {
-    async fn take(http: &reqwest::Client, url: &str, pid: Option<u32>) -> Edge {
+    async fn take(
+        http: &reqwest::Client,
+        url: &str,
+        pid: Option<u32>,
+        far_pid: Option<u32>,
+    ) -> Edge {
         let at = std::time::Instant::now();
         let machine_busy_s = procfs::machine_cpu().0;
         let server = pid.and_then(|p| procfs::sample(Some(p)).ok());
+        let far_end = far_pid.and_then(|p| procfs::sample(Some(p)).ok());
         let loadgen = procfs::sample(None).unwrap_or_default();
         let counters = scrape(http, url).await;
         Edge {
             at,
             machine_busy_s,
             server,
+            far_end,
             loadgen,
             counters,
         }
@@ -467,7 +582,7 @@ async fn call_task(idx: u32, inbound: bool, slot: Arc<OpSlot>, shared: Arc<Share
     } else {
         let call = match tokio::time::timeout_at(
             setup_deadline,
-            slot.op.dial(ECHO_NUMBER, &slot.number.e164),
+            slot.op.dial(&shared.cfg.dial, &slot.number.e164),
         )
         .await
         {
@@ -577,6 +692,12 @@ async fn media_loop(idx: u32, call: &Call, shared: &Shared, r: &mut CallResult) 
                     r.misrouted += 1;
                     continue;
                 }
+                // The rest of the frame must be intact too: a transcoding
+                // or mixing far end would keep the stamp's bytes readable
+                // only by chance, and "echoed" must mean "unchanged".
+                if !s.is_intact(&frame) {
+                    r.altered += 1;
+                }
                 let due = epoch + Duration::from_nanos(s.due_ns);
                 if !in_window(due) {
                     continue;
@@ -624,6 +745,7 @@ fn build_report(
     let mut rtt_floor = u64::MAX;
     let late_us = cfg.late_ms * 1000;
     let (mut sent, mut received, mut dup, mut mis, mut reord, mut late) = (0, 0, 0, 0, 0, 0u64);
+    let mut altered = 0;
     let mut failures = Vec::new();
     let debug = std::env::var_os("AUDIN_LOADGEN_DEBUG").is_some();
     for (i, c) in results.iter().enumerate() {
@@ -635,6 +757,7 @@ fn build_report(
         dup += c.duplicates;
         mis += c.misrouted;
         reord += c.reordered;
+        altered += c.altered;
         for &v in &c.rtt_us {
             stats::record(&mut rtt, v as u64);
             rtt_floor = rtt_floor.min(v as u64);
@@ -684,8 +807,12 @@ fn build_report(
             let idle_rss = server_online.map_or(0, |s| s.rss_kb);
             let calls = max_active.max(1) as f64;
             // The sim far end records what it hears (16-bit PCM, 16 KB/s per
-            // call, up to 5 min): not part of the relay's footprint.
-            let recorded_kb = 15.625 * (cfg.settle.as_secs_f64() + cfg.ramp.as_secs_f64() / 2.0);
+            // call, up to 5 min): not part of the relay's footprint. SIPp
+            // records nothing in the server.
+            let recorded_kb = match cfg.far_end {
+                FarEnd::Sim => 15.625 * (cfg.settle.as_secs_f64() + cfg.ramp.as_secs_f64() / 2.0),
+                FarEnd::Sipp => 0.0,
+            };
             Some(ServerFigures {
                 cpu_cores: cpu,
                 cpu_ms_per_call_second: if max_active > 0 {
@@ -716,10 +843,14 @@ fn build_report(
                 (Some(x), Some(y)) => (y.cpu_s - x.cpu_s) / dt,
                 _ => 0.0,
             };
+            let fe = match (a.far_end, b.far_end) {
+                (Some(x), Some(y)) => (y.cpu_s - x.cpu_s) / dt,
+                _ => 0.0,
+            };
             LoadgenFigures {
                 cpu_cores: lg,
                 rss_kb: b.loadgen.rss_kb,
-                other_processes_cores: ((b.machine_busy_s - a.machine_busy_s) / dt - lg - sv)
+                other_processes_cores: ((b.machine_busy_s - a.machine_busy_s) / dt - lg - sv - fe)
                     .max(0.0),
             }
         }
@@ -746,6 +877,21 @@ fn build_report(
         },
         _ => ServerCounters::default(),
     };
+    let far_end = match (
+        edge_start.and_then(|e| e.far_end.map(|s| (e.at, s))),
+        edge_end.and_then(|e| e.far_end.map(|s| (e.at, s))),
+    ) {
+        (Some((ta, a)), Some((tb, b))) => Some(FarEndFigures {
+            name: cfg.far_end.name().to_owned(),
+            cpu_cores: (b.cpu_s - a.cpu_s) / tb.duration_since(ta).as_secs_f64(),
+            rss_kb: b.rss_kb,
+            // Known once it has exited, after the step (see main.rs).
+            exit_code: None,
+            calls_successful: None,
+            calls_failed: None,
+        }),
+        _ => None,
+    };
     let lost = sent.saturating_sub(received);
     let ok = failures.is_empty() && calls_ok == cfg.calls;
     failures.truncate(20);
@@ -771,6 +917,7 @@ fn build_report(
             duplicates: dup,
             misrouted: mis,
             reordered: reord,
+            altered,
             sdk_dropped: shared.sdk_dropped.load(Ordering::Relaxed),
             echoed_per_second: received as f64 / window_s,
             relayed_per_second: (sent + received) as f64 / window_s,
@@ -797,6 +944,7 @@ fn build_report(
         go_online_total_s: online_total.as_secs_f64(),
         server,
         loadgen,
+        far_end,
         timeline,
         wall_s: wall.as_secs_f64(),
     }
@@ -831,6 +979,51 @@ pub fn relay_delays(rtt_due_us: &[u32]) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::relay_delays;
+    use super::{CallPlan, ECHO_NUMBER, FarEnd, PlanError, SIP_DIAL_NUMBER, plan_calls};
+
+    #[test]
+    fn sipp_calls_are_all_outbound_to_a_number_the_trunk_takes() {
+        assert_eq!(
+            plan_calls(FarEnd::Sipp, None, None),
+            Ok(CallPlan {
+                inbound_share: 0.0,
+                dial: SIP_DIAL_NUMBER.to_owned(),
+            })
+        );
+        // Inbound calls come from the sim, not SIPp.
+        assert_eq!(
+            plan_calls(FarEnd::Sipp, Some(0.5), None),
+            Err(PlanError::InboundWithSipp(0.5))
+        );
+        // The server keeps scripted numbers on the sim: SIPp would get none.
+        assert_eq!(
+            plan_calls(FarEnd::Sipp, Some(0.0), Some(ECHO_NUMBER)),
+            Err(PlanError::ScriptedDial(ECHO_NUMBER.to_owned()))
+        );
+        // The sim's mix is what it always was.
+        assert_eq!(
+            plan_calls(FarEnd::Sim, None, None),
+            Ok(CallPlan {
+                inbound_share: 0.5,
+                dial: ECHO_NUMBER.to_owned(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_bad_call_mix_is_a_typed_error_that_quotes_the_input_safely() {
+        assert_eq!(
+            plan_calls(FarEnd::Sim, Some(1.5), None),
+            Err(PlanError::InboundShare(1.5))
+        );
+        let e = plan_calls(FarEnd::Sipp, None, Some("+1555\u{202e}0000")).unwrap_err();
+        assert!(
+            matches!(&e, PlanError::BadDial { error, .. } if *error == audin_protocol::E164Error::NotADigit),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("--dial") && !msg.contains('\u{202e}'), "{msg}");
+    }
 
     #[test]
     fn a_late_echo_counts_whole_and_the_fixed_transit_does_not() {

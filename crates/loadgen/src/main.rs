@@ -2,8 +2,9 @@
 //! measures it. See `audin-loadgen --help` and `docs/performance-load.md`.
 
 use anyhow::{Context, Result, bail};
-use audin_loadgen::report::{LoadConfig, LoadRun, Machine};
+use audin_loadgen::report::{FarEnd, LoadConfig, LoadRun, Machine};
 use audin_loadgen::server::{self, ServerProcess};
+use audin_loadgen::sipp::{self, SippUas};
 use audin_loadgen::{doc, load};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ enum Cmd {
     Run(RunArgs),
     /// Write the Markdown tables and PNG plots from JSON results.
     Report(ReportArgs),
+    /// Write the SIP step's table (`run --far-end sipp` JSON) into the
+    /// `loadgen:begin sip` block of a Markdown file.
+    ReportSip(ReportSipArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,9 +54,20 @@ struct RunArgs {
     /// Operators online (default: the step's call count).
     #[arg(long)]
     operators: Option<usize>,
-    /// Share of inbound calls (0..1); the rest dial the echo number.
-    #[arg(long, default_value_t = 0.5)]
-    inbound_share: f64,
+    /// Share of inbound calls (0..1; default 0.5, and 0 with --far-end
+    /// sipp); the rest dial --dial.
+    #[arg(long)]
+    inbound_share: Option<f64>,
+    /// The number outbound calls dial (default: the sim echo number
+    /// +15550100001; with --far-end sipp, +15559990000).
+    #[arg(long, value_name = "E164")]
+    dial: Option<String>,
+    /// Who answers and echoes the outbound calls: the server's sim, or
+    /// SIPp as the far end of the spawned server's dev trunk (started per
+    /// step next to the server: `--sip-listen 127.0.0.1:0 --dev-trunk
+    /// sip:127.0.0.1:<SIPp port>`; needs --server-bin and `sipp` on PATH).
+    #[arg(long, value_enum, default_value_t = FarEnd::Sim)]
+    far_end: FarEnd,
     /// Steady measurement window, seconds.
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
@@ -112,6 +127,17 @@ struct ReportArgs {
     img_dir: PathBuf,
 }
 
+#[derive(Debug, Args)]
+struct ReportSipArgs {
+    /// JSON of `audin-loadgen run --far-end sipp`.
+    #[arg(long)]
+    load: PathBuf,
+    /// Existing Markdown file whose `sip` block is rewritten (appended
+    /// when it has none).
+    #[arg(long)]
+    markdown: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -123,6 +149,7 @@ fn main() -> ExitCode {
             &args.img_dir,
         )
         .map(|()| true),
+        Cmd::ReportSip(args) => doc::write_sip(&args.load, &args.markdown).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -150,8 +177,12 @@ fn run(args: RunArgs) -> Result<bool> {
             bail!("--server must be a loopback http:// URL");
         }
     }
-    if !(0.0..=1.0).contains(&args.inbound_share) {
-        bail!("--inbound-share must be within 0..1");
+    let plan = load::plan_calls(args.far_end, args.inbound_share, args.dial.as_deref())?;
+    if args.far_end == FarEnd::Sipp && args.server_bin.is_none() {
+        bail!(
+            "--far-end sipp needs --server-bin: the server is started next to SIPp with \
+             --sip-listen and --dev-trunk pointing at it"
+        );
     }
     let nofile = audin_loadgen::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
     let _ = audin_loadgen::stamp::epoch();
@@ -174,7 +205,9 @@ fn run(args: RunArgs) -> Result<bool> {
         let cfg = LoadConfig {
             calls,
             operators,
-            inbound_share: args.inbound_share,
+            inbound_share: plan.inbound_share,
+            dial: plan.dial.clone(),
+            far_end: args.far_end,
             ramp: Duration::from_secs_f64(args.ramp.unwrap_or_else(|| default_ramp(calls))),
             settle: Duration::from_secs_f64(args.settle),
             duration: Duration::from_secs_f64(args.duration),
@@ -238,13 +271,22 @@ fn run_step(
         }
     }
     eprintln!("-- step: {calls} calls, {operators} operators");
-    let (mut spawned, target) = match (&args.server_bin, &args.server) {
+    // SIPp first: the server's dev trunk must name its port.
+    let far_end = match cfg.far_end {
+        FarEnd::Sim => None,
+        FarEnd::Sipp => Some(SippUas::spawn(calls)?),
+    };
+    let (spawned, target) = match (&args.server_bin, &args.server) {
         (Some(bin), _) => {
-            let sp = ServerProcess::spawn(bin, &args.server_log, &[])?;
+            let sp = match &far_end {
+                None => ServerProcess::spawn(bin, &args.server_log, &[])?,
+                Some(sipp) => spawn_sip_server(bin, &args.server_log, sipp)?,
+            };
             let numbers = server::provision_numbers(&sp.database, operators)?;
             let target = load::Target {
                 url: sp.url.clone(),
                 pid: Some(sp.pid),
+                far_end_pid: far_end.as_ref().map(|s| s.pid),
                 numbers,
             };
             (Some(sp), target)
@@ -259,21 +301,99 @@ fn run_step(
             let target = load::Target {
                 url: url.trim_end_matches('/').to_owned(),
                 pid: args.server_pid,
+                far_end_pid: None,
                 numbers,
             };
             (None, target)
         }
         _ => unreachable!(),
     };
-    let report = rt.block_on(load::run(cfg, &target));
-    if let Some(sp) = &mut spawned {
-        if args.keep_server_files || !report.as_ref().is_ok_and(|r| r.ok) {
-            sp.keep_files();
-            eprintln!("server files kept: {}", sp.log.display());
-        }
-    }
-    if let Some(sp) = spawned {
+    let mut report = rt.block_on(load::run(cfg, &target));
+    // Both are stopped with their files kept; the files go once the step,
+    // SIPp's verdict included, is known to be good.
+    let mut dirs = Vec::new();
+    if let Some(mut sp) = spawned {
+        sp.keep_files();
+        dirs.push(("server", sp.dir().to_path_buf()));
         sp.stop()?;
     }
+    if let Some(mut sipp) = far_end {
+        sipp.keep_files();
+        dirs.push(("sipp", sipp.dir().to_path_buf()));
+        let log = sipp.log.clone();
+        // After the server: its BYEs for calls still up reach SIPp first.
+        let outcome = sipp.stop(sipp::EXIT_GRACE)?;
+        if let Ok(r) = &mut report {
+            if let Some(fe) = &mut r.far_end {
+                fe.exit_code = outcome.exit_code;
+                fe.calls_successful = outcome.successful_calls;
+                fe.calls_failed = outcome.failed_calls;
+            }
+            if let Some(why) = sipp_verdict(&outcome, calls) {
+                r.ok = false;
+                r.failures
+                    .push(format!("sipp: {why} (its output: {})", log.display()));
+            }
+        }
+    }
+    if args.keep_server_files || !report.as_ref().is_ok_and(|r| r.ok) {
+        for (what, dir) in &dirs {
+            eprintln!("{what} files kept: {}", dir.display());
+        }
+    } else {
+        for (_, dir) in &dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     report
+}
+
+/// What is wrong with SIPp's view of the step's `calls` calls, if anything.
+/// It is the far end's view of the same calls, and the proof that they
+/// went over SIP at all: SIPp exits 0 when it got no call.
+fn sipp_verdict(outcome: &sipp::SippOutcome, calls: usize) -> Option<String> {
+    if outcome.exit_code != Some(0) {
+        return Some(format!(
+            "exit code {:?}: a call did not follow its scenario",
+            outcome.exit_code
+        ));
+    }
+    match outcome.successful_calls {
+        Some(n) if n == calls as u64 => None,
+        n => Some(format!(
+            "{} of {calls} calls went through its scenario",
+            n.map_or_else(|| "?".to_owned(), |n| n.to_string())
+        )),
+    }
+}
+
+/// `bin --dev` with a SIP endpoint on a free loopback port and SIPp as its
+/// dev trunk. The endpoint binds UDP on port 0, then TCP on the same
+/// number, which another socket may hold: then it starts again.
+fn spawn_sip_server(bin: &std::path::Path, log: &str, sipp: &SippUas) -> Result<ServerProcess> {
+    let extra = [
+        "--sip-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--dev-trunk".to_owned(),
+        sipp.trunk_uri(),
+    ];
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match ServerProcess::spawn(bin, log, &extra) {
+            Ok(sp) if sp.sip_addr.is_some() => return Ok(sp),
+            Ok(sp) => {
+                let log = sp.log.clone();
+                drop(sp);
+                bail!(
+                    "audin-server printed no SIP address with --sip-listen (log: {})",
+                    log.display()
+                );
+            }
+            Err(e) if attempt < 3 && format!("{e:#}").contains("exited before") => {
+                eprintln!("audin-server did not start ({e:#}); starting it again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

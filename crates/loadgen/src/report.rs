@@ -19,6 +19,33 @@ mod secs {
     }
 }
 
+/// Who answers the calls the load generator dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FarEnd {
+    /// The server's simulated network: inbound calls through
+    /// `POST /dev/sim/calls`, outbound ones to its echo number.
+    #[default]
+    Sim,
+    /// SIPp as the far end of the server's dev trunk (see [`crate::sipp`]):
+    /// every call is outbound and its audio crosses RTP both ways.
+    Sipp,
+}
+
+impl FarEnd {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FarEnd::Sim => "sim",
+            FarEnd::Sipp => "sipp",
+        }
+    }
+}
+
+fn default_dial() -> String {
+    crate::load::ECHO_NUMBER.to_owned()
+}
+
 /// What one load step does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,7 +54,7 @@ pub struct LoadConfig {
     pub calls: usize,
     /// Operators online (≥ calls; one call per operator at most).
     pub operators: usize,
-    /// Share of the calls that are inbound (the rest dial the echo number).
+    /// Share of the calls that are inbound (the rest dial [`LoadConfig::dial`]).
     pub inbound_share: f64,
     /// Call starts are spread evenly over this long.
     #[serde(with = "secs")]
@@ -47,6 +74,12 @@ pub struct LoadConfig {
     /// Longest call setup accepted.
     #[serde(with = "secs")]
     pub setup_timeout: Duration,
+    /// The number outbound calls dial (E.164).
+    #[serde(default = "default_dial")]
+    pub dial: String,
+    /// Who answers them (and echoes their frames).
+    #[serde(default)]
+    pub far_end: FarEnd,
 }
 
 impl Default for LoadConfig {
@@ -62,6 +95,8 @@ impl Default for LoadConfig {
             late_ms: 20,
             drain_ms: 1_000,
             setup_timeout: Duration::from_secs(30),
+            dial: default_dial(),
+            far_end: FarEnd::Sim,
         }
     }
 }
@@ -97,10 +132,10 @@ pub struct Frames {
     pub sent: u64,
     /// Distinct frames echoed back.
     pub received: u64,
-    /// Sent and never echoed (either leg, or the sim far end).
+    /// Sent and never echoed (either leg, or the far end).
     pub lost: u64,
     /// Lost, less those the server (`frames_dropped`) and the SDK queues
-    /// counted: lost in the sim far end or in transit.
+    /// counted: lost in the far end or in transit (UDP to and from SIPp).
     pub lost_outside_server: u64,
     /// Echoed with a relay delay above `lateMs`.
     pub late: u64,
@@ -110,6 +145,10 @@ pub struct Frames {
     pub misrouted: u64,
     /// Echoed out of order.
     pub reordered: u64,
+    /// Echoed with our stamp but other bytes changed (must be 0: the far
+    /// ends return what they get, and PCMU crosses the server unchanged).
+    #[serde(default)]
+    pub altered: u64,
     /// Dropped by the SDK's bounded queues (load-generator side).
     pub sdk_dropped: u64,
     /// Echoed frames per second (all calls).
@@ -124,7 +163,10 @@ pub struct Frames {
 ///
 /// - `rttMs`: echo round trip, stamp (frame handed to the SDK) → echo read
 ///   back from the SDK: uplink relay + the sim far end (which returns each
-///   frame as it arrives) + downlink relay.
+///   frame as it arrives) + downlink relay. With the SIPp far end it also
+///   holds the server's RTP re-clocking: the wait for the call's next 20 ms
+///   RTP tick on the way out and the RTP jitter buffer's depth on the way
+///   back (see `docs/performance.md`, "SIP trunk path").
 /// - `rttFloorMs`: the smallest round trip seen.
 /// - `relayMs`: each echo's delay above the same call's best of the
 ///   previous second (see [`crate::load::relay_delays`]): the queueing and
@@ -183,7 +225,8 @@ pub struct ServerFigures {
     /// sim far end and what it recorded so far).
     pub rss_per_call_kb: f64,
     /// Estimated PCM the sim far end had recorded per call at the window
-    /// start (16 KB/s): a sim artefact inside `rssPerCallKb`.
+    /// start (16 KB/s): a sim artefact inside `rssPerCallKb` (0 when SIPp
+    /// answers: no sim far end records anything then).
     pub sim_recording_per_call_kb_est: f64,
     /// (window end − window start) / calls / window: what a call grows
     /// by per second (the sim recording's 15.6 KiB/s shows up here).
@@ -204,6 +247,28 @@ pub struct LoadgenFigures {
     /// (cores): other work on a shared box skews the figures.
     #[serde(default)]
     pub other_processes_cores: f64,
+}
+
+/// The far-end process over the window (it shares the machine's cores,
+/// so its CPU is kept apart from the server's and from other processes').
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FarEndFigures {
+    /// `sipp`.
+    pub name: String,
+    /// CPU over the window (1.0 = one core).
+    pub cpu_cores: f64,
+    /// VmRSS at the window end.
+    pub rss_kb: u64,
+    /// Its exit code after the step (SIPp: 0 = no call failed); `None`:
+    /// it had to be killed, or the step has not ended yet.
+    pub exit_code: Option<i32>,
+    /// Calls it saw through its scenario (answered, our BYE answered).
+    #[serde(default)]
+    pub calls_successful: Option<u64>,
+    /// Calls it saw fail.
+    #[serde(default)]
+    pub calls_failed: Option<u64>,
 }
 
 /// Once a second.
@@ -230,7 +295,8 @@ pub struct LoadReport {
     pub mode: String,
     /// What was asked.
     pub config: LoadConfig,
-    /// Every call set up, carried audio and ended `hangup`.
+    /// Every call set up, carried audio and ended `hangup` (and a SIPp far
+    /// end saw every call through its scenario).
     pub ok: bool,
     /// Calls that did.
     pub calls_ok: usize,
@@ -254,6 +320,9 @@ pub struct LoadReport {
     pub server: Option<ServerFigures>,
     /// The load generator.
     pub loadgen: LoadgenFigures,
+    /// The far-end process (SIPp), when one ran beside the server.
+    #[serde(default)]
+    pub far_end: Option<FarEndFigures>,
     /// Once-a-second samples.
     pub timeline: Vec<TimelineSample>,
     /// Wall time of the step.
@@ -305,6 +374,10 @@ impl Machine {
     }
 }
 
+fn opt<T: std::fmt::Display>(x: Option<T>) -> String {
+    x.map_or_else(|| "?".to_owned(), |v| v.to_string())
+}
+
 fn p(x: &Pcts) -> String {
     format!(
         "p50 {:.2} / p99 {:.2} / p99.9 {:.2} / max {:.2}",
@@ -319,10 +392,12 @@ impl LoadReport {
         let c = &self.config;
         let _ = writeln!(
             s,
-            "== {} calls ({} operators, {:.0}% inbound), window {:.0} s: {}",
+            "== {} calls ({} operators, {:.0}% inbound, outbound to {} via {}), window {:.0} s: {}",
             c.calls,
             c.operators,
             c.inbound_share * 100.0,
+            c.dial,
+            c.far_end.name(),
             c.duration.as_secs_f64(),
             if self.ok { "OK" } else { "FAILED" }
         );
@@ -337,7 +412,7 @@ impl LoadReport {
         let f = &self.frames;
         let _ = writeln!(
             s,
-            "frames          sent {} echoed {} lost {} (outside the server {}) late(>{} ms) {} dup {} misrouted {} reordered {} sdk-dropped {}; server dropped {}",
+            "frames          sent {} echoed {} lost {} (outside the server {}) late(>{} ms) {} dup {} misrouted {} reordered {} altered {} sdk-dropped {}; server dropped {}",
             f.sent,
             f.received,
             f.lost,
@@ -347,6 +422,7 @@ impl LoadReport {
             f.duplicates,
             f.misrouted,
             f.reordered,
+            f.altered,
             f.sdk_dropped,
             f.server_window.frames_dropped
         );
@@ -402,6 +478,18 @@ impl LoadReport {
                 sv.rss_per_call_kb,
                 sv.sim_recording_per_call_kb_est,
                 sv.rss_growth_per_call_kb_s
+            );
+        }
+        if let Some(fe) = &self.far_end {
+            let _ = writeln!(
+                s,
+                "far end         {} cpu {:.0}% of a core, rss {} KiB; exit code {}, calls {} ok, {} failed",
+                fe.name,
+                fe.cpu_cores * 100.0,
+                fe.rss_kb,
+                opt(fe.exit_code),
+                opt(fe.calls_successful),
+                opt(fe.calls_failed),
             );
         }
         let _ = writeln!(

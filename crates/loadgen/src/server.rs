@@ -23,6 +23,8 @@ pub struct ServerProcess {
     pub database: PathBuf,
     /// The dev API key it printed.
     pub dev_api_key: Option<String>,
+    /// Its SIP address (UDP and TCP), when started with `--sip-listen`.
+    pub sip_addr: Option<std::net::SocketAddr>,
     /// Its stderr (log) file.
     pub log: PathBuf,
     dir: PathBuf,
@@ -73,6 +75,7 @@ impl ServerProcess {
             pid,
             database,
             dev_api_key: None,
+            sip_addr: None,
             log,
             dir,
             keep_dir: false,
@@ -82,7 +85,14 @@ impl ServerProcess {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
-                Err(_) => {
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    me.keep_dir = true;
+                    bail!(
+                        "audin-server exited before its ready line (log: {})",
+                        me.log.display()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     me.keep_dir = true;
                     bail!(
                         "audin-server printed no ready line within 30 s (log: {})",
@@ -92,6 +102,10 @@ impl ServerProcess {
             };
             if let Some(key) = line.strip_prefix("AUDIN_DEV_API_KEY=") {
                 me.dev_api_key = Some(key.trim().to_owned());
+            }
+            // "audin-server SIP on udp+tcp 127.0.0.1:PORT", before the ready line.
+            if let Some(addr) = line.strip_prefix("audin-server SIP on udp+tcp ") {
+                me.sip_addr = addr.trim().parse().ok();
             }
             if let Some(url) = line
                 .split_whitespace()
@@ -133,6 +147,11 @@ impl ServerProcess {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
         Ok(())
+    }
+
+    /// Its temp directory (database, log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Keeps the temp directory (database and log) after the stop.

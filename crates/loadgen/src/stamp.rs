@@ -1,6 +1,8 @@
 //! The stamped 160-byte audio frame: who sent it, its sequence number, when
-//! it was due and when it actually left. The sim's echo far end returns the
-//! bytes unchanged, so the load generator can match every echo to its send.
+//! it was due and when it actually left. The echo far ends (the sim's, and
+//! SIPp's `-rtp_echo` behind PCMU, which the server passes through) return
+//! the bytes unchanged, so the load generator can match every echo to its
+//! send and check that nothing else in it changed.
 //! The rest of the frame is mu-law silence (`0xFF`).
 
 use audin_protocol::FRAME_BYTES;
@@ -31,6 +33,12 @@ impl Stamp {
         f[12..20].copy_from_slice(&self.due_ns.to_le_bytes());
         f[20..28].copy_from_slice(&self.sent_ns.to_le_bytes());
         f
+    }
+
+    /// Whether `frame` is exactly the frame this stamp was sent in (the
+    /// silence after the stamp included).
+    pub fn is_intact(&self, frame: &[u8]) -> bool {
+        frame == self.encode().as_slice()
     }
 
     /// The stamp of a frame, if it is one of ours.
@@ -82,5 +90,23 @@ mod tests {
         assert_eq!(f[100], 0xFF);
         assert_eq!(Stamp::decode(&f), Some(s));
         assert_eq!(Stamp::decode(&[0xFF; 160]), None);
+    }
+
+    #[test]
+    fn a_frame_changed_after_the_stamp_is_not_intact() {
+        let s = Stamp {
+            call: 3,
+            seq: 9,
+            due_ns: 1_000,
+            sent_ns: 1_001,
+        };
+        let mut f = s.encode();
+        assert!(s.is_intact(&f));
+        // One silence byte re-quantised (e.g. by a µ-law → A-law → µ-law
+        // trip): the stamp still decodes, the frame is not what was sent.
+        f[100] = 0x7F;
+        assert_eq!(Stamp::decode(&f), Some(s));
+        assert!(!s.is_intact(&f));
+        assert!(!s.is_intact(&f[..28]), "a truncated frame");
     }
 }

@@ -20,6 +20,20 @@ const APT_PACKAGES: &[(&str, &str)] = &[("chromium", "chromium")];
 /// headless test never uses.
 const SIP_APT_PACKAGES: &[(&str, &str)] = &[("baresip-core", "baresip"), ("sip-tester", "sipp")];
 
+/// The browser SDK's echo rig (`packages/operator-sdk/tests/echo.test.mjs`):
+/// a private PulseAudio as Chromium's speaker and microphone, espeak-ng for
+/// the far end's speech, sox to resample it. Without Recommends (a headless
+/// test needs no more); on Debian 12 that is still 42 packages, 21.5 MB to
+/// download, 86 MB installed: PulseAudio's daemon and libraries (with
+/// libwebrtc-audio-processing), espeak-ng's voices, sox's format libraries
+/// (libavcodec among them).
+const AUDIO_RIG_APT_PACKAGES: &[(&str, &str)] = &[
+    ("pulseaudio", "pulseaudio"),
+    ("pulseaudio-utils", "paplay"),
+    ("espeak-ng", "espeak-ng"),
+    ("sox", "sox"),
+];
+
 /// How long apt waits for the dpkg lock held by another apt (a second
 /// `cargo xtask setup`, unattended-upgrades) instead of failing at once.
 const DPKG_LOCK_TIMEOUT_SECS: u32 = 600;
@@ -34,6 +48,7 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     cargo_fuzz(ctx)?;
     apt_packages(APT_PACKAGES, true)?;
     apt_packages(SIP_APT_PACKAGES, false)?;
+    apt_packages(AUDIO_RIG_APT_PACKAGES, false)?;
     node(ctx)?;
     npm_packages(ctx)?;
     Ok(())

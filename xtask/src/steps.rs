@@ -77,10 +77,16 @@ pub fn test_steps() -> Vec<Step> {
         }),
         Step::new("wasm", "wasm", wasm::run_all),
         Step::new("npm-build", "npm", npm_build),
-        // Same rule for the browser's SIP test (tests/sip.test.mjs): with
-        // baresip and Chromium installed by setup, a skip would hide a gap.
+        // Same rule for the browser's SIP test (tests/sip.test.mjs) and
+        // echo rig (tests/echo.test.mjs): with baresip, PulseAudio,
+        // espeak-ng, sox and Chromium installed by setup, a skip would hide
+        // a gap.
         Step::new("npm-test", "npm", |c| {
-            run(c.npm().args(["test"]).env("AUDIN_REQUIRE_SIP_TOOLS", "1"))
+            run(c
+                .npm()
+                .args(["test"])
+                .env("AUDIN_REQUIRE_SIP_TOOLS", "1")
+                .env("AUDIN_REQUIRE_AUDIO_RIG", "1"))
         }),
         // Bounded: every target fuzzes for FUZZ_SECONDS (default 60, as issue 7 asks) after
         // replaying the committed regression inputs.

@@ -356,6 +356,40 @@ struct SimCallBody {
     to: String,
     #[serde(default)]
     behaviour: Option<String>,
+    /// The `play` behaviour's clip: base64 of 8 kHz G.711 μ-law bytes.
+    #[serde(default)]
+    audio: Option<String>,
+}
+
+/// The clip of a `play` sim call: required with `play`, refused with any
+/// other behaviour (it would be silently ignored), base64 and within
+/// 1..=[`crate::sim::MAX_CLIP_BYTES`] bytes once decoded.
+fn sim_clip(behaviour: Behaviour, audio: Option<&str>) -> ApiResult<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    let invalid = |m: &str| ApiError::new(ErrorCode::InvalidMessage, m);
+    match (behaviour, audio) {
+        (Behaviour::Play, None) => Err(invalid(
+            "behaviour play needs audio: base64 of 8 kHz G.711 mu-law",
+        )),
+        (Behaviour::Play, Some(b64)) => {
+            let clip = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| invalid("audio is not base64"))?;
+            if clip.is_empty() || clip.len() > crate::sim::MAX_CLIP_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "audio must be 1 to {} bytes of mu-law (60 s), got {}",
+                        crate::sim::MAX_CLIP_BYTES,
+                        clip.len()
+                    ),
+                ));
+            }
+            Ok(Some(clip))
+        }
+        (_, Some(_)) => Err(invalid("audio is only for behaviour play")),
+        (_, None) => Ok(None),
+    }
 }
 
 async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<Response> {
@@ -373,14 +407,20 @@ async fn sim_start(State(engine): State<Arc<Engine>>, body: Bytes) -> ApiResult<
         Some(b) => Behaviour::parse(b).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidMessage,
-                "behaviour must be tone, echo, silence or click",
+                "behaviour must be tone, echo, silence, click or play",
             )
         })?,
     };
+    let clip = sim_clip(behaviour, req.audio.as_deref())?;
     let sid = new_call_sid();
-    let call = engine
-        .sim
-        .start_inbound(&sid, &req.from, &req.to, behaviour);
+    let call = match clip {
+        Some(clip) => engine
+            .sim
+            .start_inbound_playing(&sid, &req.from, &req.to, &clip),
+        None => engine
+            .sim
+            .start_inbound(&sid, &req.from, &req.to, behaviour),
+    };
     match engine.inbound(call).await {
         // As for a real caller: the call exists and ended `rejected` (the
         // caller heard busy); its status says so.

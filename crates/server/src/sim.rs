@@ -1,7 +1,7 @@
 //! The simulated phone network (carrier `sim`).
 //!
 //! Outbound numbers behave as in the table of `docs/protocol-v1.md`; inbound
-//! calls are started by the dev endpoints. A tone, silence or click far end
+//! calls are started by the dev endpoints. A tone, silence, click or play far end
 //! paces its audio at 20 ms; an echo far end returns each frame the moment
 //! it arrives (the sender paces them), so it adds no delay of its own. Every
 //! far end records what it hears (decoded to PCM, at most five minutes) and
@@ -58,6 +58,9 @@ pub const MAX_JITTER_MS: u32 = 1_000;
 const MAX_DELAYED: usize = 64;
 /// The `click` behaviour clicks once every this many frames (500 ms).
 pub const CLICK_EVERY_FRAMES: u64 = 25;
+/// Longest clip the `play` behaviour accepts: 60 s of 8 kHz G.711 μ-law, so
+/// a dev request cannot make the sim hold more than 480 kB per call.
+pub const MAX_CLIP_BYTES: usize = 8_000 * 60;
 
 /// What a far end plays once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,16 +74,20 @@ pub enum Behaviour {
     /// Sends silence whose every 25th frame (500 ms) starts with one
     /// full-scale sample: a click to time playback latency by.
     Click,
+    /// Plays a caller-supplied clip (G.711 μ-law, 8 kHz) in a loop: real
+    /// speech for the browser SDK's echo rig, which a tone cannot stand for.
+    Play,
 }
 
 impl Behaviour {
-    /// Parses `tone`, `echo` or `silence`.
+    /// Parses `tone`, `echo`, `silence`, `click` or `play`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "tone" => Some(Self::Tone),
             "echo" => Some(Self::Echo),
             "silence" => Some(Self::Silence),
             "click" => Some(Self::Click),
+            "play" => Some(Self::Play),
             _ => None,
         }
     }
@@ -100,6 +107,8 @@ struct Script {
     fail: bool,
     /// Hang up this long after answering.
     hangup_after_answer: Option<Duration>,
+    /// The `play` behaviour's clip, whole frames of μ-law (never empty).
+    clip: Option<Arc<[u8]>>,
 }
 
 impl Script {
@@ -111,6 +120,7 @@ impl Script {
             decline_after: None,
             fail: false,
             hangup_after_answer: None,
+            clip: None,
         }
     }
 
@@ -516,9 +526,40 @@ impl SimCarrier {
         to: &str,
         behaviour: Behaviour,
     ) -> InboundCall {
+        self.start_inbound_script(call_sid, from, to, Script::plain(behaviour, None))
+    }
+
+    /// Starts an inbound call whose far end loops `clip` (8 kHz G.711
+    /// μ-law, 1..=[`MAX_CLIP_BYTES`] bytes; the caller checks the bounds, a
+    /// trailing part frame is padded with silence).
+    pub fn start_inbound_playing(
+        &self,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        clip: &[u8],
+    ) -> InboundCall {
+        let mut frames = clip.to_vec();
+        frames.resize(
+            clip.len().div_ceil(FRAME_BYTES).max(1) * FRAME_BYTES,
+            tone::SILENCE,
+        );
+        let script = Script {
+            clip: Some(frames.into()),
+            ..Script::plain(Behaviour::Play, None)
+        };
+        self.start_inbound_script(call_sid, from, to, script)
+    }
+
+    fn start_inbound_script(
+        &self,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        script: Script,
+    ) -> InboundCall {
         let (tx, events): (EventSender, EventReceiver) = mpsc::channel(EVENT_QUEUE);
         let media = CallMedia::new();
-        let script = Script::plain(behaviour, None);
         let call = self.spawn(call_sid, script, true, tx, media.clone());
         InboundCall {
             call_sid: call_sid.to_owned(),
@@ -743,6 +784,8 @@ impl FarEnd {
         let mut answered = false;
         let mut tone = tone::Tone::new(440.0);
         let mut clicks: u64 = 0;
+        // Where the `play` behaviour is in its clip (bytes, frame aligned).
+        let mut clip_at: usize = 0;
         // An echo sends what it hears when it hears it; the others play at
         // their own 20 ms pace.
         let echo = self.script.behaviour == Behaviour::Echo;
@@ -861,6 +904,19 @@ impl FarEnd {
                             clicks += 1;
                             Bytes::from(buf)
                         }
+                        Behaviour::Play => match &self.script.clip {
+                            Some(clip) if clip.len() >= FRAME_BYTES => {
+                                if clip_at + FRAME_BYTES > clip.len() {
+                                    clip_at = 0;
+                                }
+                                let frame = Bytes::copy_from_slice(&clip[clip_at..clip_at + FRAME_BYTES]);
+                                clip_at += FRAME_BYTES;
+                                frame
+                            }
+                            // Only reachable through a script built without
+                            // a clip: play silence rather than panic.
+                            _ => Bytes::from_static(&[tone::SILENCE; FRAME_BYTES]),
+                        },
                     };
                     if !self.hand_on(frame, &mut impairer, &mut delayed) {
                         return;

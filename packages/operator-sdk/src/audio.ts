@@ -6,6 +6,7 @@
 
 import { workletModule } from "./core.js";
 import type { OperatorErrorCode, OperatorLogger } from "./types.js";
+import { type AudioRoute, type Loopback, logFallback, openLoopback } from "./playback.js";
 import { PROCESSOR_NAME, PROCESSOR_SOURCE } from "./worklet-source.js";
 
 /**
@@ -43,6 +44,19 @@ function tapHook(): TapHook | undefined {
   return typeof hook === "function" ? (hook as TapHook) : undefined;
 }
 
+/**
+ * Test hooks of the playback route: `globalThis.__audinTestRoute = (route,
+ * element) => …` learns which route a call's playback took (and the loopback's
+ * <audio> element); `globalThis.__audinTestPlaybackRoute = "web-audio"`
+ * forces the old direct route (the echo rig's control only).
+ */
+type RouteHook = (route: AudioRoute, element: HTMLAudioElement | undefined) => void;
+
+function routeHook(): RouteHook | undefined {
+  const hook = (globalThis as { __audinTestRoute?: unknown }).__audinTestRoute;
+  return typeof hook === "function" ? (hook as RouteHook) : undefined;
+}
+
 function describe(e: unknown): string {
   if (e && typeof e === "object" && "name" in e && "message" in e) return `${String(e.name)}: ${String(e.message)}`;
   return String(e);
@@ -61,6 +75,8 @@ export class MediaSession {
   private context: AudioContext | undefined;
   private source: MediaStreamAudioSourceNode | undefined;
   private node: AudioWorkletNode | undefined;
+  private playbackSink: MediaStreamAudioDestinationNode | undefined;
+  private loopback: Loopback | undefined;
   private removeGestureListeners: (() => void) | undefined;
 
   constructor(private readonly opts: MediaSessionOptions) {
@@ -129,11 +145,46 @@ export class MediaSession {
     };
     this.source = ctx.createMediaStreamSource(this.stream);
     this.source.connect(node);
-    node.connect(ctx.destination);
+    await this.routePlayback(ctx, node);
+    if (this.stopped) return;
     const running = await Promise.race([resumed, new Promise<boolean>((r) => setTimeout(r, 500, false))]);
     if (this.stopped) return;
     if (!running && ctx.state !== "running") this.resumeOnGesture(ctx);
     logger.debug(`audin: audio graph at ${ctx.sampleRate} Hz, context ${ctx.state}`);
+  }
+
+  /**
+   * Connects the worklet's output to the speakers through the echo-safe
+   * WebRTC loopback (see playback.ts), or directly to the context's
+   * destination when the loopback is unavailable or does not connect in
+   * time. Nothing plays until the route is chosen, so no far-end audio
+   * bypasses the echo canceller's reference.
+   */
+  private async routePlayback(ctx: AudioContext, node: AudioWorkletNode): Promise<void> {
+    const forced = (globalThis as { __audinTestPlaybackRoute?: unknown }).__audinTestPlaybackRoute;
+    let reason = "forced by __audinTestPlaybackRoute";
+    if (forced !== "web-audio") {
+      const sink = ctx.createMediaStreamDestination();
+      this.playbackSink = sink;
+      node.connect(sink);
+      try {
+        const loopback = await openLoopback(sink.stream);
+        if (this.stopped) return loopback.close();
+        this.loopback = loopback;
+        routeHook()?.("webrtc-loopback", loopback.element);
+        this.opts.logger.debug("audin: playback through the WebRTC loopback");
+        return;
+      } catch (e) {
+        if (this.stopped) return;
+        reason = `WebRTC loopback unavailable: ${describe(e)}`;
+        node.disconnect(sink);
+        for (const t of sink.stream.getTracks()) t.stop();
+        this.playbackSink = undefined;
+      }
+    }
+    node.connect(ctx.destination);
+    logFallback(this.opts.logger, reason);
+    routeHook()?.("web-audio", undefined);
   }
 
   /**
@@ -179,6 +230,10 @@ export class MediaSession {
 
   private release(): void {
     this.removeGestureListeners?.();
+    this.loopback?.close();
+    this.loopback = undefined;
+    for (const t of this.playbackSink?.stream.getTracks() ?? []) t.stop();
+    this.playbackSink = undefined;
     for (const track of this.stream?.getTracks() ?? []) track.stop();
     this.stream = undefined;
     try {

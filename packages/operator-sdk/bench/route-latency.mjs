@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// Latency the echo-safe playback route adds, measured on the echo rig
+// (tests/harness/pulse.mjs: a private PulseAudio whose null sink's monitor is
+// Chromium's real microphone). The sim far end plays `click` (one
+// full-scale sample every 500 ms); with the echo canceller off, each click
+// the worklet plays comes back into the worklet's input. The worklet tap's
+// playback and capture snapshots cover the same samples, so the lag of the
+// best cross-correlation between them is the acoustic round trip inside
+// Chromium: output route → PulseAudio → capture. The capture half is the
+// same for both routes, so the difference between the WebRTC loopback and
+// the direct Web Audio route is what the loopback adds.
+//
+//   node packages/operator-sdk/bench/route-latency.mjs [--calls 3]
+//
+// ROUTE_SETTLE_MS (default 4000) waits longer before measuring;
+// ROUTE_STATS=1 prints the loopback's getStats() (jitter buffer, playout).
+//
+// Needs pulseaudio, pactl, espeak-ng, sox (cargo xtask setup), the built SDK
+// and a built audin-server. The wire → worklet-output figures are
+// bench/audio-latency.mjs's; they end before the route.
+
+import { parseArgs } from "node:util";
+
+import { launchRigBrowser, startPulse } from "../tests/harness/pulse.mjs";
+import { openOperatorPage, simCall, sleep, startServer, waitForEvent } from "../tests/sdk-support.mjs";
+
+const { values } = parseArgs({ options: { calls: { type: "string", default: "3" } } });
+const CALLS = Number(values.calls);
+const MAX_LAG_MS = 450;
+
+/** Lag (samples) maximising the correlation of `cap` with `play`. */
+function bestLag(play, cap, maxLag) {
+  let best = 0;
+  let bestV = -Infinity;
+  for (let lag = 0; lag <= maxLag; lag++) {
+    let v = 0;
+    for (let i = 0; i + lag < cap.length; i++) v += Math.abs(play[i]) * Math.abs(cap[i + lag]);
+    if (v > bestV) {
+      bestV = v;
+      best = lag;
+    }
+  }
+  return best;
+}
+
+async function roundTrip(pulse, base, route, k) {
+  const browser = await launchRigBrowser(pulse, { args: ["--disable-features=ChromeWideEchoCancellation"] });
+  try {
+    const { page } = await openOperatorPage(browser.context, base, {
+      operatorRef: `lat-${route}-${k}`,
+      audioConstraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    await page.evaluate(async (route) => {
+      const w = /** @type {any} */ (window);
+      if (route === "web-audio") w.__audinTestPlaybackRoute = "web-audio";
+      w.__audinTestRoute = (r) => (w.t.route = r);
+      const Orig = w.RTCPeerConnection;
+      w.t.pcs = [];
+      w.RTCPeerConnection = function (...a) {
+        const pc = new Orig(...a);
+        w.t.pcs.push(pc);
+        return pc;
+      };
+      w.t.op.on("incomingCall", (call) => call.accept());
+      await w.t.op.goOnline(["pn_dev_milano"]);
+    }, route);
+    const sid = await simCall(base, { behaviour: "click" });
+    await waitForEvent(page, "callStarted");
+    // NetEq starts with a large target and adapts down: measure settled.
+    await sleep(Number(process.env.ROUTE_SETTLE_MS ?? 4_000));
+    const snap = await page.evaluate(() => {
+      const t = /** @type {any} */ (window).t;
+      const n = Math.min(t.taps.playback.length, t.taps.capture.length, 12);
+      return {
+        route: t.route,
+        sampleRate: t.taps.playback.at(-1).sampleRate,
+        play: t.taps.playback.slice(-n).flatMap((x) => x.samples),
+        cap: t.taps.capture.slice(-n).flatMap((x) => x.samples),
+      };
+    });
+    if (process.env.ROUTE_STATS) {
+      const st = await page.evaluate(async () => {
+        const out = [];
+        for (const pc of /** @type {any} */ (window).t.pcs) {
+          for (const r of (await pc.getStats()).values()) {
+            if (r.type === "inbound-rtp" || r.type === "outbound-rtp" || r.type === "media-playout" || r.type === "codec") out.push(r);
+          }
+        }
+        return out;
+      });
+      console.log(JSON.stringify(st));
+    }
+    await fetch(`${base}/dev/sim/calls/${sid}/hangup`, { method: "POST" });
+    if (snap.route !== route) throw new Error(`asked for ${route}, got ${snap.route}`);
+    const lag = bestLag(snap.play, snap.cap, Math.round((snap.sampleRate * MAX_LAG_MS) / 1000));
+    return (lag * 1000) / snap.sampleRate;
+  } finally {
+    await browser.close();
+  }
+}
+
+const pulse = startPulse();
+const server = await startServer();
+try {
+  const out = { "web-audio": [], "webrtc-loopback": [] };
+  for (let k = 0; k < CALLS; k++) {
+    for (const route of Object.keys(out)) out[route].push(await roundTrip(pulse, server.url, route, k));
+  }
+  const med = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  for (const [route, v] of Object.entries(out)) {
+    console.log(`${route}: round trip ${v.map((x) => x.toFixed(1)).join(", ")} ms (median ${med(v).toFixed(1)})`);
+  }
+  console.log(`added by the loopback: ${(med(out["webrtc-loopback"]) - med(out["web-audio"])).toFixed(1)} ms (median)`);
+} finally {
+  await server.kill();
+  pulse.stop();
+}

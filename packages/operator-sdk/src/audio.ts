@@ -33,6 +33,8 @@ export interface MediaSessionOptions {
   send(socket: number, frame: ArrayBuffer): void;
   /** The media could not start or broke: report to the core. */
   failed(code: OperatorErrorCode, message: string): void;
+  /** `echo-safe`: the WebRTC loopback (fallback: direct); `direct`: Web Audio. */
+  playbackRoute: "echo-safe" | "direct";
   /** RMS levels in [0, 1] from the worklet, about every 50 ms. */
   levels?(input: number, output: number): void;
 }
@@ -162,8 +164,8 @@ export class MediaSession {
    */
   private async routePlayback(ctx: AudioContext, node: AudioWorkletNode): Promise<void> {
     const forced = (globalThis as { __audinTestPlaybackRoute?: unknown }).__audinTestPlaybackRoute;
-    let reason = "forced by __audinTestPlaybackRoute";
-    if (forced !== "web-audio") {
+    let reason = forced === "web-audio" ? "forced by __audinTestPlaybackRoute" : 'playbackRoute: "direct"';
+    if (forced !== "web-audio" && this.opts.playbackRoute !== "direct") {
       const sink = ctx.createMediaStreamDestination();
       this.playbackSink = sink;
       node.connect(sink);
@@ -183,7 +185,12 @@ export class MediaSession {
       }
     }
     node.connect(ctx.destination);
-    logFallback(this.opts.logger, reason);
+    // Chosen by the application: no warning, it knows (see playbackRoute).
+    if (forced !== "web-audio" && this.opts.playbackRoute === "direct") {
+      this.opts.logger.debug("audin: playback through Web Audio (playbackRoute: direct)");
+    } else {
+      logFallback(this.opts.logger, reason);
+    }
     routeHook()?.("web-audio", undefined);
   }
 

@@ -16,6 +16,7 @@ export type {
   OperatorLogger,
   OperatorPhoneNumber,
   OperatorToken,
+  PlaybackRoute,
   PresenceState,
   VolumeLevels,
 } from "./types.js";

@@ -91,6 +91,13 @@ export class AudinOperator {
     if (!config || typeof config.getToken !== "function") {
       throw new OperatorRequestError("INVALID_CONFIG", "getToken must be a function returning { token }");
     }
+    const route: unknown = config.playbackRoute;
+    if (route !== undefined && route !== "echo-safe" && route !== "direct") {
+      throw new OperatorRequestError(
+        "INVALID_CONFIG",
+        `playbackRoute must be "echo-safe" or "direct", got ${JSON.stringify(String(route).slice(0, 40))}`,
+      );
+    }
     this.config = config;
     this.logger = config.logger ?? console;
     this.emitter = new Emitter<OperatorEvents>(() => this.logger);
@@ -414,6 +421,7 @@ export class AudinOperator {
     const session = new MediaSession({
       socket,
       constraints: this.config.audioConstraints ?? DEFAULT_AUDIO_CONSTRAINTS,
+      playbackRoute: this.config.playbackRoute ?? "echo-safe",
       logger: this.logger,
       send: (sock, frame) => {
         const s = this.sockets.get(sock);

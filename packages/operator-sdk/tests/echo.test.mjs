@@ -79,8 +79,8 @@ async function hangup(base, sid) {
 }
 
 /** An operator page that accepts every call and records the playback route. */
-async function operator(context, base, { ref, audioConstraints, forceWebAudio = false }) {
-  const op = await openOperatorPage(context, base, { operatorRef: ref, audioConstraints });
+async function operator(context, base, { ref, audioConstraints, forceWebAudio = false, config = {} }) {
+  const op = await openOperatorPage(context, base, { operatorRef: ref, audioConstraints, config });
   await op.page.evaluate(
     async ({ id, forceWebAudio }) => {
       const w = /** @type {any} */ (window);
@@ -280,6 +280,36 @@ describe("playback route", { skip: browserSkipReason() }, () => {
     assert.deepEqual(await routes(page), ["webrtc-loopback", "webrtc-loopback", "webrtc-loopback"]);
     assert.equal(await page.evaluate(() => /** @type {any} */ (window).t.pcs.length), 6, "two peer connections per call");
     await page.close(); // offline: the next test's page takes the calls
+  });
+
+  test('playbackRoute "direct" plays through Web Audio without a warning; a bad value is INVALID_CONFIG', async () => {
+    const { page, logs } = await operator(browser.context, base, {
+      ref: `route-${++n}`,
+      config: { playbackRoute: "direct" },
+    });
+    const sid = await simTone();
+    await waitForEvent(page, "callStarted");
+    await sleep(1_000);
+    assert.deepEqual(await routes(page), ["web-audio"], "the application's choice is the route");
+    const play = await tapSamples(page, "playback", { last: 2 });
+    assert.ok(toneMedian(play.samples, play.sampleRate, 440).share > 0.9, "the far end's tone plays");
+    assert.ok(
+      !logs.some((l) => l.includes("playing through Web Audio directly")),
+      `a deliberate choice is not warned about:\n${logs.join("\n")}`,
+    );
+    const bad = await page.evaluate(() => {
+      const { AudinOperator } = /** @type {any} */ (window).AudinOperatorSDK;
+      try {
+        new AudinOperator({ coreUrl: location.origin, getToken: async () => ({ token: "x" }), playbackRoute: "fast" });
+        return "accepted";
+      } catch (e) {
+        return `${e.code}: ${e.message}`;
+      }
+    });
+    assert.match(bad, /^INVALID_CONFIG: playbackRoute must be "echo-safe" or "direct", got "fast"$/);
+    await hangup(base, sid);
+    await waitForEvent(page, "callEnded");
+    await page.close();
   });
 
   test("without RTCPeerConnection the call plays through Web Audio directly, and says so", async () => {

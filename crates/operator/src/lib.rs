@@ -13,7 +13,8 @@
 //! - With the `tokio` feature (off by default, so the wasm build never pulls
 //!   tokio), [`AudinOperator`] drives the core natively: tokio-tungstenite
 //!   sockets, a reqwest HTTP client, and per-call [`AudioIo`] channels of
-//!   8 kHz mu-law frames. Add the `tls` feature for `https://` / `wss://`.
+//!   8 kHz mu-law frames. Add the `tls` feature for `https://` / `wss://`
+//!   (and `add_root_certificates_pem` to trust a private CA).
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio")]

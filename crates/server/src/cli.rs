@@ -53,6 +53,7 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             password,
             allow,
             register,
+            inbound_auth,
         } => {
             let trunk = db::NewTrunk {
                 name,
@@ -63,6 +64,7 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
                 password: password.map(Secret::new),
                 allowed_sources: allow,
                 register,
+                inbound_auth,
             };
             // The server would refuse to start with it: refuse it now.
             if trunk.register && trunk.username.is_none() {
@@ -77,10 +79,15 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             })?;
             // Checked by add_trunk: safe to echo. Never the password.
             println!(
-                "trunk {id} {} {} {}",
+                "trunk {id} {} {} {}{}",
                 trunk.name,
                 trunk.uri,
-                trunk.transport.as_str()
+                trunk.transport.as_str(),
+                if trunk.inbound_auth {
+                    " inbound-auth"
+                } else {
+                    ""
+                }
             );
         }
         AdminCommand::SetDialing {

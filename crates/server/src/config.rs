@@ -9,6 +9,7 @@ use clap::builder::{PathBufValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::sip::media::{DEFAULT_MEDIA_TIMEOUT, RtpPorts};
+use crate::sip::tls::SipTlsConfig;
 use crate::sip::trunk::{SipEndpointConfig, SipTransport, TrunkUri};
 
 /// Everything the service needs to run. Build it from the command line with
@@ -48,6 +49,11 @@ pub struct ServerConfig {
     /// With `dev` and `sip` only: where the dev account's trunk is
     /// (`--dev-trunk`). See [`crate::engine::Engine::outbound_carrier`].
     pub dev_trunk: Option<TrunkUri>,
+    /// Certificate chain (PEM) for HTTPS/WSS on `listen` (`--tls-cert`);
+    /// with `tls_key`. Neither: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert` (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -72,12 +78,31 @@ impl ServerConfig {
             print_ready: false,
             sip: None,
             dev_trunk: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
+    /// The HTTPS certificate and key, if both are set (see [`Self::check`]).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
         }
     }
 
     /// Refuses combinations that cannot work: a dev trunk without `--dev`
     /// or without `--sip-listen`.
     pub fn check(&self) -> Result<(), ConfigError> {
+        // One without the other would silently serve plain HTTP.
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(ConfigError::TlsCertWithoutKey),
+            (None, Some(_)) => return Err(ConfigError::TlsKeyWithoutCert),
+            _ => {}
+        }
         if self.dev_trunk.is_some() {
             if !self.dev {
                 return Err(ConfigError::DevTrunkWithoutDev);
@@ -99,6 +124,10 @@ pub enum ConfigError {
     DevTrunkWithoutSip,
     /// The dev trunk's host name resolves to no address.
     DevTrunkUnresolved(String),
+    /// `--tls-cert` without `--tls-key`.
+    TlsCertWithoutKey,
+    /// `--tls-key` without `--tls-cert`.
+    TlsKeyWithoutCert,
 }
 
 impl fmt::Display for ConfigError {
@@ -116,6 +145,14 @@ impl fmt::Display for ConfigError {
                 f,
                 "--dev-trunk host {} resolves to no address",
                 audin_protocol::Untrusted(host)
+            ),
+            Self::TlsCertWithoutKey => f.write_str(
+                "--tls-cert needs --tls-key (the certificate's private key, PEM): HTTPS needs \
+                 both",
+            ),
+            Self::TlsKeyWithoutCert => f.write_str(
+                "--tls-key needs --tls-cert (the certificate chain, PEM, leaf first): HTTPS \
+                 needs both",
             ),
         }
     }
@@ -204,7 +241,9 @@ pub enum AdminCommand {
         /// given). An IP host is also an allowed source of inbound calls.
         #[arg(long, value_name = "sip:HOST[:PORT]")]
         uri: String,
-        /// Transport of outbound INVITEs.
+        /// Transport of outbound INVITEs. `tls` verifies the trunk's
+        /// certificate (system roots plus --sip-tls-ca; port 5061 when the
+        /// URI names none) and needs --sip-tls-listen on the server.
         #[arg(long, value_enum, default_value_t = TrunkTransport::Udp)]
         transport: TrunkTransport,
         /// Digest username for the trunk's 401/407 challenges (needs a
@@ -222,6 +261,12 @@ pub enum AdminCommand {
         /// route to this server by IP; a warning is logged at start).
         #[arg(long)]
         register: bool,
+        /// Also take calls from addresses the trunk does not list when the
+        /// caller answers our digest challenge (407, realm `audin`,
+        /// SHA-256 or MD5) with --username and --password (needs both).
+        /// For PBXs without fixed public addresses.
+        #[arg(long)]
+        inbound_auth: bool,
     },
     /// Set an account's dialling policy against toll fraud: the
     /// destinations its operators may dial and how many outbound calls it
@@ -272,6 +317,8 @@ pub enum TrunkTransport {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS (`sip:HOST:5061;transport=tls`).
+    Tls,
 }
 
 impl From<TrunkTransport> for SipTransport {
@@ -279,6 +326,7 @@ impl From<TrunkTransport> for SipTransport {
         match t {
             TrunkTransport::Udp => SipTransport::Udp,
             TrunkTransport::Tcp => SipTransport::Tcp,
+            TrunkTransport::Tls => SipTransport::Tls,
         }
     }
 }
@@ -398,6 +446,50 @@ pub struct ServeArgs {
     /// outside the sim's table go to it.
     #[arg(long, env = "AUDIN_DEV_TRUNK", value_name = "sip:HOST:PORT", value_parser = parse_trunk_uri)]
     pub dev_trunk: Option<TrunkUri>,
+    /// Address for SIP over TLS next to --sip-listen's UDP and TCP (e.g.
+    /// 0.0.0.0:5061); needs --sip-tls-cert and --sip-tls-key. TLS trunks
+    /// need it: our Contact names this port.
+    #[arg(
+        long,
+        env = "AUDIN_SIP_TLS_LISTEN",
+        value_name = "ADDR",
+        requires = "sip_listen"
+    )]
+    pub sip_tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain, PEM, leaf first.
+    #[arg(
+        long,
+        env = "AUDIN_SIP_TLS_CERT",
+        value_name = "PEM",
+        requires = "sip_listen"
+    )]
+    pub sip_tls_cert: Option<PathBuf>,
+    /// The TLS listener's private key, PEM (PKCS#8 or PKCS#1, not
+    /// encrypted); keep it readable only by the service's user.
+    #[arg(
+        long,
+        env = "AUDIN_SIP_TLS_KEY",
+        value_name = "PEM",
+        requires = "sip_listen"
+    )]
+    pub sip_tls_key: Option<PathBuf>,
+    /// Extra CA certificates (PEM) that TLS trunks' certificates may chain
+    /// to, on top of the system's roots: a private PBX's own CA.
+    #[arg(
+        long,
+        env = "AUDIN_SIP_TLS_CA",
+        value_name = "PEM",
+        requires = "sip_listen"
+    )]
+    pub sip_tls_ca: Option<PathBuf>,
+    /// Serve HTTPS and WSS (only) on --listen with this certificate chain,
+    /// PEM, leaf first; needs --tls-key. Re-read on SIGHUP.
+    #[arg(long, env = "AUDIN_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The --tls-cert private key, PEM (PKCS#8, RSA or EC), unencrypted;
+    /// keep it readable only by the service's user. Re-read on SIGHUP.
+    #[arg(long, env = "AUDIN_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `--rtp-ports FIRST-LAST`.
@@ -574,15 +666,29 @@ impl ServeArgs {
                 sip.advertised_ip = self.sip_advertise;
                 sip.rtp_ports = self.rtp_ports.unwrap_or_default();
                 sip.media_timeout = Duration::from_secs(self.sip_media_timeout_secs);
+                sip.tls = SipTlsConfig {
+                    listen: self.sip_tls_listen,
+                    cert: self.sip_tls_cert,
+                    key: self.sip_tls_key,
+                    ca: self.sip_tls_ca,
+                };
                 sip
             }),
             dev_trunk: self.dev_trunk,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         }
     }
 }
 
-/// Origins allowed in --dev in addition to the configured ones.
-pub const DEV_ORIGINS: &[&str] = &["http://localhost:*", "http://127.0.0.1:*"];
+/// Origins allowed in --dev in addition to the configured ones: this
+/// machine's, over http and (with --tls-cert) https.
+pub const DEV_ORIGINS: &[&str] = &[
+    "http://localhost:*",
+    "http://127.0.0.1:*",
+    "https://localhost:*",
+    "https://127.0.0.1:*",
+];
 
 /// Whether `origin` (the `Origin` header value) matches the allow-list.
 /// Entries are exact origins, `*`, or `scheme://host:*` for any port.
@@ -666,6 +772,73 @@ mod tests {
             .unwrap();
         assert_eq!(sip.media_timeout, DEFAULT_MEDIA_TIMEOUT);
         assert_eq!(sip.rtp_ports, RtpPorts::Any);
+        assert_eq!(sip.tls, SipTlsConfig::default(), "no TLS unless asked");
+    }
+
+    #[test]
+    fn sip_tls_flags_make_the_tls_config() {
+        let sip = serve_args(&[
+            "--sip-listen",
+            "0.0.0.0:5060",
+            "--sip-tls-listen",
+            "0.0.0.0:5061",
+            "--sip-tls-cert",
+            "/etc/audin/sip.crt",
+            "--sip-tls-key",
+            "/etc/audin/sip.key",
+            "--sip-tls-ca",
+            "/etc/audin/pbx-ca.pem",
+        ])
+        .unwrap()
+        .into_config()
+        .sip
+        .unwrap();
+        assert_eq!(
+            sip.tls,
+            SipTlsConfig {
+                listen: Some("0.0.0.0:5061".parse().unwrap()),
+                cert: Some("/etc/audin/sip.crt".into()),
+                key: Some("/etc/audin/sip.key".into()),
+                ca: Some("/etc/audin/pbx-ca.pem".into()),
+            }
+        );
+        // Without --sip-listen they would be dropped silently: refused.
+        for (flag, value) in [
+            ("--sip-tls-listen", "0.0.0.0:5061"),
+            ("--sip-tls-cert", "/etc/audin/sip.crt"),
+            ("--sip-tls-key", "/etc/audin/sip.key"),
+            ("--sip-tls-ca", "/etc/audin/pbx-ca.pem"),
+        ] {
+            let e = serve_args(&[flag, value]).expect_err(flag);
+            assert!(e.to_string().contains("--sip-listen"), "{flag}: {e}");
+        }
+        let e = serve_args(&["--sip-tls-listen", "pbx:5061"]).expect_err("not an address");
+        assert!(e.to_string().contains("pbx:5061"), "{e}");
+    }
+
+    #[test]
+    fn add_trunk_takes_tls() {
+        let cli = Cli::try_parse_from([
+            "audin-server",
+            "admin",
+            "add-trunk",
+            "--account",
+            "acc_1",
+            "--name",
+            "pbx",
+            "--uri",
+            "sip:pbx.example.com",
+            "--transport",
+            "tls",
+        ])
+        .unwrap();
+        let Some(Command::Admin {
+            action: AdminCommand::AddTrunk { transport, .. },
+        }) = cli.command
+        else {
+            panic!("not add-trunk: {:?}", cli.command);
+        };
+        assert_eq!(SipTransport::from(transport), SipTransport::Tls);
     }
 
     #[test]
@@ -694,5 +867,23 @@ mod tests {
         assert_eq!(c.check(), Ok(()));
         c.dev = false;
         assert_eq!(c.check(), Err(ConfigError::DevTrunkWithoutDev));
+    }
+
+    #[test]
+    fn tls_cert_and_key_come_together() {
+        let c = serve_args(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap()
+            .into_config();
+        assert_eq!(c.check(), Ok(()));
+        let files = c.tls_files().expect("both set");
+        assert_eq!(files.cert, PathBuf::from("c.pem"));
+        assert_eq!(files.key, PathBuf::from("k.pem"));
+        let c = serve_args(&["--tls-cert", "c.pem"]).unwrap().into_config();
+        assert_eq!(c.check(), Err(ConfigError::TlsCertWithoutKey));
+        assert!(c.check().unwrap_err().to_string().contains("--tls-key"));
+        let c = serve_args(&["--tls-key", "k.pem"]).unwrap().into_config();
+        assert_eq!(c.check(), Err(ConfigError::TlsKeyWithoutCert));
+        assert!(c.check().unwrap_err().to_string().contains("--tls-cert"));
+        assert_eq!(serve_args(&[]).unwrap().into_config().tls_files(), None);
     }
 }

@@ -89,6 +89,34 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE accounts ADD COLUMN allowed_prefixes TEXT;
      ALTER TABLE accounts ADD COLUMN max_outbound_calls INTEGER
          CHECK (max_outbound_calls >= 0);",
+    // 6: a trunk that also takes INVITEs from unlisted sources answering a
+    // digest challenge with its username and password (`--inbound-auth`).
+    // 0 for every existing trunk: address-only, as before.
+    "ALTER TABLE trunks ADD COLUMN inbound_auth INTEGER NOT NULL DEFAULT 0;",
+    // 7: `transport` may be 'tls' (SIP over TLS). SQLite cannot change a
+    // CHECK constraint in place: the table is copied into one with the new
+    // constraint (nothing references `trunks` by foreign key; numbers name
+    // a trunk by its id, which is kept).
+    "CREATE TABLE trunks_v7 (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         name TEXT NOT NULL,
+         uri TEXT NOT NULL,
+         transport TEXT NOT NULL CHECK (transport IN ('udp', 'tcp', 'tls')),
+         username TEXT,
+         password TEXT,
+         allowed_sources TEXT NOT NULL DEFAULT '',
+         register INTEGER NOT NULL DEFAULT 0,
+         created_at TEXT NOT NULL,
+         inbound_auth INTEGER NOT NULL DEFAULT 0,
+         UNIQUE (account_id, name));
+     INSERT INTO trunks_v7 (id, account_id, name, uri, transport, username, password,
+                            allowed_sources, register, created_at, inbound_auth)
+         SELECT id, account_id, name, uri, transport, username, password,
+                allowed_sources, register, created_at, inbound_auth
+         FROM trunks;
+     DROP TABLE trunks;
+     ALTER TABLE trunks_v7 RENAME TO trunks;",
 ];
 
 /// The dev account's fixed ids (stable across restarts).
@@ -226,6 +254,9 @@ pub struct NewTrunk {
     pub allowed_sources: Vec<String>,
     /// Keep a registration with the trunk (needs the credentials).
     pub register: bool,
+    /// Take INVITEs from unlisted sources that answer a digest challenge
+    /// with the credentials (needs them).
+    pub inbound_auth: bool,
 }
 
 impl NewTrunk {
@@ -244,6 +275,9 @@ impl NewTrunk {
             _ => return Err(AdminError::HalfCredentials),
         };
         t.register = self.register;
+        if self.inbound_auth {
+            t = t.inbound_auth()?;
+        }
         Ok(t)
     }
 }
@@ -284,8 +318,8 @@ pub fn add_trunk(conn: &mut Connection, account_id: &str, trunk: &NewTrunk) -> R
         .collect();
     let inserted = conn.execute(
         "INSERT INTO trunks (id, account_id, name, uri, transport, username, password,
-                             allowed_sources, register, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             allowed_sources, register, inbound_auth, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             id,
             account_id,
@@ -296,6 +330,7 @@ pub fn add_trunk(conn: &mut Connection, account_id: &str, trunk: &NewTrunk) -> R
             config.password.as_ref().map(Secret::expose),
             sources.join(" "),
             config.register,
+            config.inbound_auth,
             now_rfc3339()
         ],
     );
@@ -338,10 +373,12 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
         Option<String>,
         String,
         bool,
+        bool,
     );
     let rows: Vec<Row> = {
         let mut stmt = conn.prepare(
-            "SELECT id, uri, transport, username, password, allowed_sources, register
+            "SELECT id, uri, transport, username, password, allowed_sources, register,
+                    inbound_auth
              FROM trunks ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -353,13 +390,14 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
             ))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     rows.into_iter()
         .map(
-            |(id, uri, transport, username, password, sources, register)| {
+            |(id, uri, transport, username, password, sources, register, inbound_auth)| {
                 let bad = |why: String| AdminError::BadTrunkRow {
                     id: id.clone(),
                     why,
@@ -367,6 +405,7 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
                 let transport = match transport.as_str() {
                     "udp" => SipTransport::Udp,
                     "tcp" => SipTransport::Tcp,
+                    "tls" => SipTransport::Tls,
                     other => return Err(bad(format!("transport {}", Untrusted(other))).into()),
                 };
                 let new = NewTrunk {
@@ -378,6 +417,7 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
                     password: password.map(Secret::new),
                     allowed_sources: sources.split_whitespace().map(str::to_owned).collect(),
                     register,
+                    inbound_auth,
                 };
                 new.config(&id).map_err(|e| bad(e.to_string()).into())
             },
@@ -994,6 +1034,7 @@ struct TrunkListing {
     has_password: bool,
     sources: String,
     register: bool,
+    inbound_auth: bool,
 }
 
 /// Human-readable listing for `admin list`.
@@ -1028,7 +1069,7 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
         let trunks: Vec<TrunkListing> = {
             let mut stmt = conn.prepare(
                 "SELECT id, name, uri, transport, username, password IS NOT NULL,
-                        allowed_sources, register
+                        allowed_sources, register, inbound_auth
                  FROM trunks WHERE account_id = ?1 ORDER BY name",
             )?;
             let rows = stmt.query_map(params![id], |r| {
@@ -1041,6 +1082,7 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
                     has_password: r.get(5)?,
                     sources: r.get(6)?,
                     register: r.get(7)?,
+                    inbound_auth: r.get(8)?,
                 })
             })?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -1069,6 +1111,9 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             }
             if t.register {
                 out.push_str("  register");
+            }
+            if t.inbound_auth {
+                out.push_str("  inbound-auth");
             }
             out.push('\n');
         }
@@ -1107,6 +1152,7 @@ mod tests {
             password: Some(Secret::new("pw-in-the-db-only")),
             allowed_sources: vec!["198.51.100.0/24".into()],
             register: true,
+            inbound_auth: false,
         }
     }
 
@@ -1156,6 +1202,50 @@ mod tests {
             "{listing}"
         );
         assert!(listing.contains("+390211112223  Sim  (sim)\n"), "{listing}");
+    }
+
+    #[test]
+    fn a_tls_trunk_is_stored_and_comes_back_on_5061_unless_its_uri_names_a_port() {
+        let (mut conn, account) = db_with_account();
+        let mut tls = trunk("tls-pbx");
+        tls.transport = SipTransport::Tls;
+        tls.uri = "sip:pbx.example.com".into();
+        add_trunk(&mut conn, &account, &tls).unwrap();
+        let mut named = trunk("tls-named-port");
+        named.transport = SipTransport::Tls;
+        named.uri = "sip:203.0.113.7:5070".into();
+        add_trunk(&mut conn, &account, &named).unwrap();
+        let configs = trunk_configs(&mut conn).unwrap();
+        assert_eq!(configs.len(), 2);
+        assert!(configs.iter().all(|t| t.transport == SipTransport::Tls));
+        // Added in the same second, they come back in id order: any.
+        let mut uris: Vec<String> = configs.iter().map(|t| t.uri.to_string()).collect();
+        uris.sort();
+        assert_eq!(uris, ["sip:203.0.113.7:5070", "sip:pbx.example.com:5061"]);
+    }
+
+    #[test]
+    fn trunks_stored_before_tls_survive_the_migration_that_allows_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // The schema as it was before the migration that allows 'tls'.
+        for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        let account = create_account(&mut conn, "Acme").unwrap();
+        let id = add_trunk(&mut conn, &account, &trunk("old")).unwrap();
+        let mut tls = trunk("new");
+        tls.transport = SipTransport::Tls;
+        let refused = add_trunk(&mut conn, &account, &tls).unwrap_err();
+        assert!(refused.to_string().contains("CHECK"), "{refused:#}");
+        migrate(&mut conn).unwrap();
+        let configs = trunk_configs(&mut conn).unwrap();
+        assert_eq!(configs.len(), 1);
+        assert_eq!(configs[0].name, id);
+        assert_eq!(configs[0].transport, SipTransport::Tcp);
+        assert!(configs[0].register);
+        add_trunk(&mut conn, &account, &tls).unwrap();
+        assert_eq!(trunk_configs(&mut conn).unwrap().len(), 2);
     }
 
     #[test]
@@ -1210,6 +1300,49 @@ mod tests {
         assert_eq!(e, AdminError::UnknownAccount("acc_nobody".into()));
         // Only the one good trunk was stored.
         assert_eq!(trunk_configs(&mut conn).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn inbound_auth_is_stored_listed_and_needs_credentials() {
+        let (mut conn, account) = db_with_account();
+        let id = add_trunk(
+            &mut conn,
+            &account,
+            &NewTrunk {
+                inbound_auth: true,
+                register: false,
+                ..trunk("roaming")
+            },
+        )
+        .unwrap();
+        add_trunk(&mut conn, &account, &trunk("fixed")).unwrap();
+        let configs = trunk_configs(&mut conn).unwrap();
+        let by_id = |i: &str| configs.iter().find(|t| t.name == i).unwrap();
+        assert!(by_id(&id).inbound_auth);
+        assert_eq!(
+            configs.iter().filter(|t| t.inbound_auth).count(),
+            1,
+            "off unless asked for"
+        );
+        let listing = admin_listing(&mut conn).unwrap();
+        assert!(
+            listing.contains("user acme  password set  allow 198.51.100.0/24  inbound-auth\n"),
+            "{listing}"
+        );
+        assert!(!listing.contains("pw-in-the-db-only"), "{listing}");
+        let bare = NewTrunk {
+            username: None,
+            password: None,
+            register: false,
+            inbound_auth: true,
+            ..trunk("bare")
+        };
+        let e = admin_error(add_trunk(&mut conn, &account, &bare).unwrap_err());
+        assert_eq!(
+            e,
+            AdminError::Trunk(TrunkConfigError::InboundAuthWithoutCredentials)
+        );
+        assert_eq!(trunk_configs(&mut conn).unwrap().len(), 2);
     }
 
     #[test]

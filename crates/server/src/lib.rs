@@ -48,6 +48,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod sim;
 pub mod sip;
+pub mod tls;
 pub mod tone;
 pub mod util;
 pub mod ws;
@@ -124,6 +125,10 @@ async fn start_sip(
     let endpoint = SipEndpoint::start(config, trunks, engine.inbound_sink())
         .await
         .map_err(|e| {
+            if let sip::trunk::SipError::Tls(_) = &e {
+                // Its text names the --sip-tls-* flag and file at fault.
+                return anyhow::anyhow!("starting the SIP endpoint: {e}");
+            }
             let hint = match &e {
                 sip::trunk::SipError::Config(TrunkConfigError::NoMediaAddress) => {
                     " (with a wildcard --sip-listen, set --sip-advertise to this host's public IP)"
@@ -205,6 +210,10 @@ pub struct ServerHandle {
     sip: Option<SipEndpoint>,
     stop: Option<oneshot::Sender<()>>,
     serve: Option<JoinHandle<()>>,
+    /// `https` with `--tls-cert`, else `http`.
+    scheme: &'static str,
+    /// Re-reads the certificate on SIGHUP (with TLS, on unix).
+    reload: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -229,6 +238,11 @@ impl Server {
             Some(db.call(db::seed_dev).await?)
         } else {
             None
+        };
+        // Read before binding: a wrong file fails the start, naming its flag.
+        let certs = match config.tls_files() {
+            Some(files) => Some(tls::CertStore::open(files)?),
+            None => None,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -256,28 +270,37 @@ impl Server {
         let sip_addr = sip.as_ref().map(SipEndpoint::local_addr);
         let app = http::router(engine.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let serve = tokio::spawn(async move {
-            // Audio frames are small writes 20 ms apart: with Nagle's
-            // algorithm one can wait for the ACK of the previous write,
-            // which the client piggybacks on its next frame, 20 ms later.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            let result = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "server error");
+        let stopped = async {
+            let _ = stop_rx.await;
+        };
+        let (serve, scheme, reload) = match certs {
+            None => {
+                // Audio frames are small writes 20 ms apart: with Nagle's
+                // algorithm one can wait for the ACK of the previous write,
+                // which the client piggybacks on its next frame, 20 ms later.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY not set");
+                    }
+                });
+                (tokio::spawn(serve(listener, app, stopped)), "http", None)
             }
-        });
-        tracing::info!(%local_addr, dev, "audin-server started");
+            Some(certs) => {
+                let tls_config =
+                    tls::server_config(certs.clone()).context("building the TLS configuration")?;
+                // TCP_NODELAY is set by the accept loop; the no-op tap only
+                // gives the listener axum's `ConnectInfo<SocketAddr>` impl,
+                // which the rate limits read.
+                let listener = tls::TlsListener::new(listener, tls_config)?.tap_io(|_| {});
+                #[cfg(unix)]
+                let reload =
+                    Some(tls::reload_on_sighup(certs).context("installing the SIGHUP handler")?);
+                #[cfg(not(unix))]
+                let reload = None;
+                (tokio::spawn(serve(listener, app, stopped)), "https", reload)
+            }
+        };
+        tracing::info!(%local_addr, dev, scheme, "audin-server started");
         if print_ready {
             if let Some(key) = &dev_api_key {
                 println!("AUDIN_DEV_API_KEY={key}");
@@ -290,13 +313,16 @@ impl Server {
             if let Some(addr) = sip_addr {
                 println!("audin-server SIP on udp+tcp {addr}");
             }
+            if let Some(addr) = sip.as_ref().and_then(SipEndpoint::tls_addr) {
+                println!("audin-server SIP on tls {addr}");
+            }
             if let Some(uri) = &dev_trunk {
                 println!(
                     "dev trunk {uri}: its calls to the dev numbers ring here; dials to numbers \
                      outside the sim's table go to it"
                 );
             }
-            println!("audin-server listening on http://{local_addr}");
+            println!("audin-server listening on {scheme}://{local_addr}");
         }
         Ok(ServerHandle {
             local_addr,
@@ -306,19 +332,42 @@ impl Server {
             sip,
             stop: Some(stop_tx),
             serve: Some(serve),
+            scheme,
+            reload,
         })
     }
 }
 
+/// Serves `app` on `listener` until `stopped` resolves.
+async fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped)
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "server error");
+    }
+}
+
 impl ServerHandle {
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme, self.local_addr)
     }
 
-    /// `ws://ADDR`.
+    /// `ws://ADDR`, or `wss://ADDR` with TLS.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}", self.local_addr)
+        let ws = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{}", self.local_addr)
     }
 
     /// Graceful shutdown: live calls end `failed` (`ended` / `callEnded`
@@ -326,6 +375,9 @@ impl ServerHandle {
     /// stops.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        if let Some(reload) = self.reload.take() {
+            reload.abort();
+        }
         self.engine.shutdown().await;
         if let Some(sip) = self.sip.take() {
             // The ended calls' BYEs and final responses were handed to
@@ -345,6 +397,9 @@ impl ServerHandle {
     /// Stops accepting connections at once, without ending calls or
     /// closing records (simulates a crash in tests).
     pub fn abort(mut self) {
+        if let Some(reload) = self.reload.take() {
+            reload.abort();
+        }
         if let Some(serve) = self.serve.take() {
             serve.abort();
         }

@@ -142,6 +142,9 @@ pub struct ServerProcess {
     pub dev_api_key: Option<String>,
     /// Its pid.
     pub pid: u32,
+    /// `http`, or `https` when started with `--tls-cert` (from the ready
+    /// line).
+    pub scheme: String,
     log: Arc<Mutex<String>>,
     /// How many times it was started.
     pub starts: u32,
@@ -183,6 +186,7 @@ impl ServerProcess {
             database,
             dev_api_key: None,
             pid: 0,
+            scheme: "http".to_owned(),
             log: Arc::new(Mutex::new(String::new())),
             starts: 0,
             own_dir,
@@ -247,15 +251,18 @@ impl ServerProcess {
                 if let Some(k) = line.strip_prefix("AUDIN_DEV_API_KEY=") {
                     key = Some(k.trim().to_owned());
                 }
-                if let Some(url) = line.strip_prefix("audin-server listening on http://") {
-                    return Some((url.trim().to_owned(), key));
+                if let Some(url) = line.strip_prefix("audin-server listening on ") {
+                    if let Some((scheme, addr)) = url.trim().split_once("://") {
+                        return Some((scheme.to_owned(), addr.to_owned(), key));
+                    }
                 }
             }
             None
         })
         .await;
         match ready {
-            Ok(Some((addr, key))) => {
+            Ok(Some((scheme, addr, key))) => {
+                self.scheme = scheme;
                 self.addr = addr.parse().context("ready line address")?;
                 self.dev_api_key = key;
                 Ok(())
@@ -267,9 +274,9 @@ impl ServerProcess {
         }
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The dev API key (panics without `--dev`).

@@ -634,6 +634,7 @@ fn trunk_row(name: &str, uri: &str, allowed: &[&str]) -> audin_server::db::NewTr
         password: None,
         allowed_sources: allowed.iter().map(|s| (*s).into()).collect(),
         register: false,
+        inbound_auth: false,
     }
 }
 

@@ -5,6 +5,8 @@
 mod audio;
 mod socket;
 mod task;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use audio::{AudioIo, Frame, PcmFrame, QUEUE_FRAMES};
 
@@ -85,6 +87,9 @@ pub struct AudinOperator {
 pub struct AudinOperatorBuilder {
     config: Config,
     get_token: Option<TokenFn>,
+    /// PEM given to `add_root_certificates_pem`, checked in `build`.
+    #[cfg(feature = "tls")]
+    extra_roots: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AudinOperatorBuilder {
@@ -92,7 +97,7 @@ impl std::fmt::Debug for AudinOperatorBuilder {
         f.debug_struct("AudinOperatorBuilder")
             .field("config", &self.config)
             .field("get_token", &self.get_token.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,6 +155,17 @@ impl AudinOperatorBuilder {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (one or more `-----BEGIN
+    /// CERTIFICATE-----` sections) for `https://` and `wss://`, on top of the
+    /// public roots: a service whose certificate comes from a private CA
+    /// (a test CA, a company CA). Feature `tls`. A file without a
+    /// certificate fails [`build`](Self::build) with `INVALID_CONFIG`.
+    #[cfg(feature = "tls")]
+    pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.extra_roots.push(pem.into());
+        self
+    }
+
     /// Validates the configuration (`INVALID_CONFIG`) and starts the driver
     /// task. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<AudinOperator, OperatorError> {
@@ -157,7 +173,11 @@ impl AudinOperatorBuilder {
             .get_token
             .ok_or_else(|| OperatorError::new(ErrorCode::InvalidConfig, "get_token is required"))?;
         let core = crate::core::Operator::new(self.config)?;
-        let http = reqwest::Client::builder()
+        #[cfg(feature = "tls")]
+        let (http, tls) = tls::clients(&self.extra_roots)?;
+        #[cfg(not(feature = "tls"))]
+        let (http, tls) = (reqwest::Client::builder(), socket::SocketTls::default());
+        let http = http
             .build()
             .map_err(|e| OperatorError::new(ErrorCode::InvalidConfig, e.to_string()))?;
         let (commands, command_rx) = unbounded_channel();
@@ -167,7 +187,15 @@ impl AudinOperatorBuilder {
             state: Mutex::new(PresenceState::Offline),
             call: Mutex::new(None),
         });
-        let driver = Driver::new(core, get_token, http, io_tx, shared.clone(), events.clone());
+        let driver = Driver::new(
+            core,
+            get_token,
+            http,
+            tls,
+            io_tx,
+            shared.clone(),
+            events.clone(),
+        );
         tokio::spawn(driver.run(command_rx, io_rx));
         Ok(AudinOperator {
             commands,
@@ -188,6 +216,8 @@ impl AudinOperator {
         AudinOperatorBuilder {
             config: Config::new(core_url),
             get_token: None,
+            #[cfg(feature = "tls")]
+            extra_roots: Vec::new(),
         }
     }
 

@@ -36,20 +36,34 @@ pub(crate) struct SocketTask {
     pub(crate) handle: JoinHandle<()>,
 }
 
-pub(crate) fn spawn(id: SocketId, url: String, events: UnboundedSender<IoEvent>) -> SocketTask {
+/// How `wss://` sockets verify the service: `None` is tokio-tungstenite's
+/// default (the webpki roots with the `tls` feature).
+#[derive(Clone, Default)]
+pub(crate) struct SocketTls {
+    #[cfg(feature = "tls")]
+    pub(crate) client: Option<Arc<rustls::ClientConfig>>,
+}
+
+pub(crate) fn spawn(
+    id: SocketId,
+    url: String,
+    tls: SocketTls,
+    events: UnboundedSender<IoEvent>,
+) -> SocketTask {
     let (tx, rx) = unbounded_channel();
-    let handle = tokio::spawn(run(id, url, rx, events));
+    let handle = tokio::spawn(run(id, url, tls, rx, events));
     SocketTask { tx, handle }
 }
 
 async fn run(
     id: SocketId,
     url: String,
+    tls: SocketTls,
     mut commands: UnboundedReceiver<WsOut>,
     events: UnboundedSender<IoEvent>,
 ) {
     let closed = |code: Option<u16>, reason: String| IoEvent::SocketClosed(id, code, reason);
-    let ws = match connect(&url).await {
+    let ws = match connect(&url, tls).await {
         Ok(ws) => ws,
         Err(e) => {
             let _ = events.send(closed(None, e));
@@ -144,7 +158,7 @@ async fn run(
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(url: &str) -> Result<Ws, String> {
+async fn connect(url: &str, tls: SocketTls) -> Result<Ws, String> {
     let mut request = url.into_client_request().map_err(|e| e.to_string())?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -155,9 +169,20 @@ async fn connect(url: &str) -> Result<Ws, String> {
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
         .max_message_size(Some(64 * 1024));
-    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(|e| e.to_string())?;
+    #[cfg(feature = "tls")]
+    let connected = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(config),
+        true,
+        tls.client.map(tokio_tungstenite::Connector::Rustls),
+    )
+    .await;
+    #[cfg(not(feature = "tls"))]
+    let connected = {
+        let SocketTls {} = tls;
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await
+    };
+    let (ws, _response) = connected.map_err(|e| e.to_string())?;
     Ok(ws)
 }
 

@@ -69,6 +69,7 @@ pub(crate) struct Driver {
     pub(crate) start: Instant,
     pub(crate) get_token: TokenFn,
     pub(crate) http: reqwest::Client,
+    pub(crate) tls: socket::SocketTls,
     pub(crate) io_tx: UnboundedSender<IoEvent>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) events: broadcast::Sender<Event>,
@@ -81,6 +82,7 @@ impl Driver {
         core: Operator,
         get_token: TokenFn,
         http: reqwest::Client,
+        tls: socket::SocketTls,
         io_tx: UnboundedSender<IoEvent>,
         shared: Arc<Shared>,
         events: broadcast::Sender<Event>,
@@ -90,6 +92,7 @@ impl Driver {
             start: Instant::now(),
             get_token,
             http,
+            tls,
             io_tx,
             shared,
             events,
@@ -223,7 +226,7 @@ impl Driver {
         match output {
             Output::FetchToken { id } => self.fetch_token(id),
             Output::OpenSocket { id, url, .. } => {
-                let task = socket::spawn(id, url, self.io_tx.clone());
+                let task = socket::spawn(id, url, self.tls.clone(), self.io_tx.clone());
                 self.sockets.insert(id, SocketEntry { task, open: false });
             }
             Output::SendText { socket, text } => self.to_socket(socket, WsOut::Text(text)),

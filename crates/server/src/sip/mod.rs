@@ -26,6 +26,8 @@
 //! - [`signalling`]: SIP behind our own small boundary (the
 //!   [`signalling::Signalling`] and [`signalling::IncomingHandler`] traits);
 //!   its one implementation wraps `rsipstack`, whose types stay inside it;
+//! - [`tls`]: SIP over TLS: the listener's certificate and key and the
+//!   roots trunks are verified against, read and checked at start;
 //! - [`trunk`]: the SIP trunk carrier itself: trunk and endpoint
 //!   configuration, the source allow-list, and the call logic that turns
 //!   INVITEs, responses and in-dialog requests into carrier calls and
@@ -44,6 +46,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod session_timer;
 pub mod signalling;
+pub mod tls;
 pub mod trunk;
 
 /// RTP clock rate of G.711 and of telephone-event as we negotiate it (Hz).

@@ -15,8 +15,9 @@
 //! Trying are the stack's job.
 //!
 //! Requests from sources the handler does not admit never reach a
-//! transaction: they are answered 403 (or dropped, as the handler says)
-//! straight from the transport, so a SIP scanner costs no state.
+//! transaction: they are answered 403 or 407 with the handler's digest
+//! challenge (or dropped, as the handler says) straight from the
+//! transport, so a SIP scanner costs no state.
 
 use std::fmt;
 use std::future::Future;
@@ -37,6 +38,7 @@ use rsipstack::transaction::endpoint::{EndpointOption, TransportEventInspector};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::connection::TransportEvent;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::tls::{TlsConfig, TlsListenerConnection};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
 use rsipstack::{EndpointBuilder, transaction::endpoint::Endpoint};
@@ -45,6 +47,7 @@ use tokio::sync::mpsc;
 use super::session_timer::{
     self, OPTION_TAG, RefreshMethod, TimerConfig, TimerHeaderError, TimerHeaders, TimerOut,
 };
+use super::tls::TlsMaterial;
 
 /// A boxed future (object-safe traits).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,6 +60,10 @@ pub enum SipTransport {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS (RFC 3261 §26.2): `transport=tls` on `sip:` URIs, as trunks
+    /// write it (RFC 5630 §3.1.3); the certificate of the far end is
+    /// verified, and there is no fallback to TCP or UDP.
+    Tls,
 }
 
 impl SipTransport {
@@ -65,6 +72,24 @@ impl SipTransport {
         match self {
             SipTransport::Udp => "udp",
             SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
+        }
+    }
+
+    /// The URI parameter naming it (none for UDP, the default).
+    const fn uri_param(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "",
+            SipTransport::Tcp => ";transport=tcp",
+            SipTransport::Tls => ";transport=tls",
+        }
+    }
+
+    const fn rsip(self) -> rsipstack::sip::Transport {
+        match self {
+            SipTransport::Udp => rsipstack::sip::Transport::Udp,
+            SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
+            SipTransport::Tls => rsipstack::sip::Transport::Tls,
         }
     }
 }
@@ -101,6 +126,9 @@ pub struct StackConfig {
     pub advertised: Option<IpAddr>,
     /// `User-Agent` / `Server` value.
     pub user_agent: String,
+    /// The TLS listener (next to UDP and TCP) and the roots outbound TLS
+    /// connections verify against.
+    pub tls: TlsMaterial,
 }
 
 /// What the call logic learns of an initial INVITE.
@@ -122,6 +150,21 @@ pub struct InviteInfo {
     pub sdp: Option<Vec<u8>>,
     /// Its session-timer headers (RFC 4028).
     pub timer: TimerHeaders,
+    /// Its `Proxy-Authorization` values, for the handler to tell which
+    /// trunk's credentials a source that no trunk lists proved.
+    pub proxy_authorization: ProxyCredentials,
+}
+
+/// `Proxy-Authorization` values as received. They prove knowledge of a
+/// password (and can be replayed while their nonce is fresh), so their
+/// `Debug` shows only how many there are: never log them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProxyCredentials(pub Vec<String>);
+
+impl fmt::Debug for ProxyCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProxyCredentials(<{} redacted>)", self.0.len())
+    }
 }
 
 /// An outbound INVITE.
@@ -367,21 +410,55 @@ pub trait ClientDialog: Send + Sync + fmt::Debug {
 }
 
 /// What to do with a request from a source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Process it.
     Admit,
     /// Answer 403 Forbidden and drop it.
     Forbid,
+    /// Answer 407 Proxy Authentication Required with one
+    /// `Proxy-Authenticate` header per value (in this order), and drop it.
+    Challenge(Vec<String>),
     /// Drop it without an answer (a flood from one source).
     Drop,
 }
 
+/// What [`IncomingHandler::admit`] sees of a request: enough to tell a
+/// trunk's source, an initial INVITE carrying credentials, and a request
+/// inside a dialog, without any transaction or parsing beyond the stack's.
+/// Everything but `source` is untrusted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdmitRequest<'a> {
+    /// The packet's source.
+    pub source: SocketAddr,
+    /// The method (`INVITE`, `ACK`…).
+    pub method: &'a str,
+    /// The Request-URI's user part, as written (escapes included).
+    pub request_user: Option<String>,
+    /// Whether the To header has a tag (the request is inside a dialog,
+    /// or answers one of our responses).
+    pub to_tag: bool,
+    /// Its `Proxy-Authorization` values (never log them).
+    pub proxy_authorization: Vec<&'a str>,
+}
+
+impl fmt::Debug for AdmitRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdmitRequest")
+            .field("source", &self.source)
+            .field("method", &self.method)
+            .field("request_user", &self.request_user)
+            .field("to_tag", &self.to_tag)
+            .field("proxy_authorization", &self.proxy_authorization.len())
+            .finish()
+    }
+}
+
 /// The call logic's side of the stack.
 pub trait IncomingHandler: Send + Sync + 'static {
-    /// Whether a request (`method`) from `source` is processed. Called for
+    /// Whether a request is processed, refused or challenged. Called for
     /// every request before any transaction exists.
-    fn admit(&self, source: SocketAddr, method: &str) -> Admission;
+    fn admit(&self, req: &AdmitRequest<'_>) -> Admission;
     /// Our session-timer settings (RFC 4028): an INVITE asking for a
     /// shorter interval than their Min-SE is refused 422 before it
     /// reaches [`IncomingHandler::invite`].
@@ -398,12 +475,28 @@ pub trait IncomingHandler: Send + Sync + 'static {
     );
 }
 
+/// How long [`Signalling::connect_tls`] may take (TCP connect, TLS
+/// handshake): an unreachable trunk fails the call instead of leaving it
+/// placing for the kernel's minutes of SYN retries.
+pub const TLS_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running SIP stack.
 pub trait Signalling: Send + Sync + fmt::Debug {
     /// The bound address (UDP and TCP).
     fn local_addr(&self) -> SocketAddr;
     /// The address advertised in Contact.
     fn contact_addr(&self) -> SocketAddr;
+    /// The bound TLS address, when a TLS listener runs.
+    fn tls_local_addr(&self) -> Option<SocketAddr>;
+    /// Opens a TLS connection to `destination` (at most
+    /// [`TLS_CONNECT_TIMEOUT`]), verifying its certificate, so that the
+    /// requests that follow go over it. An error means there is no
+    /// connection and nothing was sent: the caller must not fall back to a
+    /// clear transport.
+    fn connect_tls(
+        &self,
+        destination: SocketAddrOrHost,
+    ) -> BoxFuture<'_, Result<(), SignallingError>>;
     /// Sends an INVITE; progress comes on `events`. An error means nothing
     /// was sent.
     fn invite(
@@ -431,6 +524,46 @@ pub struct RsipStack {
     cancel: CancellationToken,
     local: SocketAddr,
     contact: SocketAddr,
+    tls_local: Option<SocketAddr>,
+    tls_contact: Option<SocketAddr>,
+    /// See [`reserve_port`].
+    _tls_reservation: Option<socket2::Socket>,
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR and not listening: it
+/// keeps the port from every bind to port 0 (the OS does not hand it out)
+/// while letting rsipstack's own bind (SO_REUSEADDR too) and listen
+/// through. Dropping a probe instead left a window in which another socket
+/// could take the port and rsipstack's bind failed unseen.
+fn reserve_port(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Our Contact addresses: UDP and TCP, and TLS when it listens.
+#[derive(Debug, Clone, Copy)]
+struct Contacts {
+    plain: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+impl Contacts {
+    /// `sip:USER@HOST:PORT[;transport=…]` for a dialog over `transport`: a
+    /// TLS dialog names the TLS port, so that the far end's requests in it
+    /// come back over TLS.
+    fn uri(&self, user: &str, transport: SipTransport) -> String {
+        let addr = match transport {
+            SipTransport::Tls => self.tls.unwrap_or(self.plain),
+            SipTransport::Udp | SipTransport::Tcp => self.plain,
+        };
+        format!("sip:{user}@{addr}{}", transport.uri_param())
+    }
 }
 
 impl fmt::Debug for RsipStack {
@@ -438,13 +571,14 @@ impl fmt::Debug for RsipStack {
         f.debug_struct("RsipStack")
             .field("local", &self.local)
             .field("contact", &self.contact)
+            .field("tls_local", &self.tls_local)
             .finish_non_exhaustive()
     }
 }
 
 impl RsipStack {
-    /// Binds UDP and TCP on `config.listen` and starts serving: new calls
-    /// go to `handler`.
+    /// Binds UDP and TCP on `config.listen` (and TLS where `config.tls`
+    /// says) and starts serving: new calls go to `handler`.
     pub async fn start(
         config: &StackConfig,
         handler: Arc<dyn IncomingHandler>,
@@ -492,6 +626,51 @@ impl RsipStack {
             .await
             .map_err(|e| err("creating the SIP TCP listener", e))?;
         transport.add_transport(tcp.into());
+        let (tls_local, tls_contact, tls_reservation) = match &config.tls.listener {
+            Some(listener) => {
+                // rsipstack binds its listener only once serving, and
+                // swallows the error: the port is taken here first (a port
+                // in use fails the start; port 0 picks the port it binds)
+                // and held until then.
+                let reservation = reserve_port(listener.addr).map_err(|e| {
+                    err(
+                        &format!("binding SIP TLS {} (--sip-tls-listen)", listener.addr),
+                        e,
+                    )
+                })?;
+                let tls_local = reservation
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .ok_or_else(|| SignallingError("reading the SIP TLS address".into()))?;
+                let tls_contact = SocketAddr::new(advertised_ip, tls_local.port());
+                let tls = TlsListenerConnection::new(
+                    tls_local,
+                    (tls_contact != tls_local).then_some(tls_contact),
+                    TlsConfig {
+                        cert: Some(listener.chain_pem.clone()),
+                        key: Some(listener.key.expose().to_vec()),
+                        ..TlsConfig::default()
+                    },
+                )
+                .await
+                .map_err(|e| err("creating the SIP TLS listener", e))?;
+                transport.add_transport(tls.into());
+                (Some(tls_local), Some(tls_contact), Some(reservation))
+            }
+            None => (None, None, None),
+        };
+        // Outbound TLS (trunks with transport tls) verifies the far end
+        // against these roots only: rsipstack trusts nothing by itself.
+        // SNI is the trunk's host name (rsipstack sets it from the URI's
+        // domain; an IP address is checked against the certificate's IP
+        // names).
+        if let Some(trust) = &config.tls.trust {
+            transport.set_tls_config(TlsConfig {
+                ca_certs: Some(trust.pem.clone()),
+                ..TlsConfig::default()
+            });
+        }
 
         let option = EndpointOption {
             callid_suffix: Some("audin".into()),
@@ -518,6 +697,9 @@ impl RsipStack {
             cancel: cancel.clone(),
             local,
             contact,
+            tls_local,
+            tls_contact,
+            _tls_reservation: tls_reservation,
         });
         let serve = endpoint.clone();
         tokio::spawn(async move { serve.serve().await });
@@ -525,10 +707,22 @@ impl RsipStack {
             incoming,
             layer,
             handler,
-            contact,
+            Contacts {
+                plain: contact,
+                tls: tls_contact,
+            },
             cancel.clone(),
         ));
         Ok(stack)
+    }
+}
+
+impl RsipStack {
+    fn contacts(&self) -> Contacts {
+        Contacts {
+            plain: self.contact,
+            tls: self.tls_contact,
+        }
     }
 }
 
@@ -547,6 +741,44 @@ impl Signalling for RsipStack {
         self.contact
     }
 
+    fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local
+    }
+
+    fn connect_tls(
+        &self,
+        destination: SocketAddrOrHost,
+    ) -> BoxFuture<'_, Result<(), SignallingError>> {
+        Box::pin(async move {
+            let shown = format!("{}:{}", destination.host, destination.port);
+            let host: rsipstack::sip::Host =
+                destination.host.parse().map_err(|e| err("trunk host", e))?;
+            let target = SipAddr {
+                r#type: Some(rsipstack::sip::Transport::Tls),
+                addr: rsipstack::sip::HostWithPort {
+                    host,
+                    port: Some(destination.port.into()),
+                },
+            };
+            // The transport layer keeps the verified connection; the
+            // INVITE's transaction finds it by address and sends on it.
+            let lookup = self.endpoint.inner.transport_layer.lookup(&target, None);
+            match tokio::time::timeout(TLS_CONNECT_TIMEOUT, lookup).await {
+                Ok(Ok(_)) => Ok(()),
+                // rustls's words ("invalid peer certificate: UnknownIssuer",
+                // "…NotValidForName"), which say what to fix.
+                Ok(Err(e)) => Err(SignallingError(format!(
+                    "TLS connection to {shown} failed: {}",
+                    audin_protocol::escape_unsafe(&e.to_string())
+                ))),
+                Err(_) => Err(SignallingError(format!(
+                    "TLS connection to {shown} not made within {} s",
+                    TLS_CONNECT_TIMEOUT.as_secs()
+                ))),
+            }
+        })
+    }
+
     fn invite(
         &self,
         invite: OutgoingInvite,
@@ -555,16 +787,10 @@ impl Signalling for RsipStack {
         let uri = |what: &str, s: &str| {
             rsipstack::sip::Uri::try_from(s).map_err(|e| err(&format!("{what} URI {s}"), e))
         };
-        let transport_param = match invite.transport {
-            SipTransport::Udp => String::new(),
-            SipTransport::Tcp => ";transport=tcp".to_owned(),
-        };
+        let transport_param = invite.transport.uri_param();
         let contact = uri(
             "contact",
-            &format!(
-                "sip:{}@{}{transport_param}",
-                invite.contact_user, self.contact
-            ),
+            &self.contacts().uri(&invite.contact_user, invite.transport),
         )?;
         let destination_host: rsipstack::sip::Host = invite
             .destination
@@ -572,10 +798,7 @@ impl Signalling for RsipStack {
             .parse()
             .map_err(|e| err("trunk host", e))?;
         let destination = SipAddr {
-            r#type: Some(match invite.transport {
-                SipTransport::Udp => rsipstack::sip::Transport::Udp,
-                SipTransport::Tcp => rsipstack::sip::Transport::Tcp,
-            }),
+            r#type: Some(invite.transport.rsip()),
             addr: rsipstack::sip::HostWithPort {
                 host: destination_host,
                 port: Some(invite.destination.port.into()),
@@ -623,10 +846,7 @@ impl Signalling for RsipStack {
         let uri = |what: &str, s: &str| {
             rsipstack::sip::Uri::try_from(s).map_err(|e| err(&format!("{what} URI {s}"), e))
         };
-        let transport_param = match binding.transport {
-            SipTransport::Udp => "",
-            SipTransport::Tcp => ";transport=tcp",
-        };
+        let transport_param = binding.transport.uri_param();
         let host = &binding.registrar.host;
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
@@ -639,10 +859,9 @@ impl Signalling for RsipStack {
         )?;
         let contact = uri(
             "Contact",
-            &format!(
-                "sip:{}@{}{transport_param}",
-                binding.contact_user, self.contact
-            ),
+            &self
+                .contacts()
+                .uri(&binding.contact_user, binding.transport),
         )?;
         // Checked once here; each REGISTER writes it into To and From.
         uri("address-of-record", &binding.aor)?;
@@ -1185,7 +1404,7 @@ async fn serve_incoming(
     mut incoming: rsipstack::transaction::TransactionReceiver,
     layer: Arc<DialogLayer>,
     handler: Arc<dyn IncomingHandler>,
-    contact: SocketAddr,
+    contacts: Contacts,
     cancel: CancellationToken,
 ) {
     loop {
@@ -1204,7 +1423,7 @@ async fn serve_incoming(
             .is_some();
         match tx.original.method {
             Method::Invite if !in_dialog => {
-                new_invite(tx, &layer, &handler, contact);
+                new_invite(tx, &layer, &handler, contacts);
             }
             Method::Options if !in_dialog => {
                 // Trunks ping with OPTIONS and stop routing to a silent
@@ -1267,16 +1486,25 @@ fn new_invite(
     mut tx: Transaction,
     layer: &Arc<DialogLayer>,
     handler: &Arc<dyn IncomingHandler>,
-    contact: SocketAddr,
+    contacts: Contacts,
 ) {
     let transport = match tx.connection.as_ref().map(|c| c.transport()) {
         Some(rsipstack::sip::Transport::Tcp) => SipTransport::Tcp,
+        Some(rsipstack::sip::Transport::Tls) => SipTransport::Tls,
         _ => SipTransport::Udp,
     };
     // The same reading as `parse_message` (the fuzz target and the RFC 4475
     // test): what is tested is what runs.
     let info = match read_request(&tx.original).invite_info(transport) {
-        Ok(info) => info,
+        Ok(mut info) => {
+            info.proxy_authorization = ProxyCredentials(
+                proxy_authorizations(&tx.original.headers)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            );
+            info
+        }
         Err(status) => {
             let headers = (status == 415).then(|| vec![Header::Accept("application/sdp".into())]);
             tokio::spawn(async move {
@@ -1309,14 +1537,8 @@ fn new_invite(
         .clone()
         .filter(|u| u.chars().all(|c| c.is_ascii_alphanumeric() || c == '+'))
         .unwrap_or_else(|| "audin".to_owned());
-    let transport_param = match transport {
-        SipTransport::Udp => "",
-        SipTransport::Tcp => ";transport=tcp",
-    };
-    let contact = rsipstack::sip::Uri::try_from(
-        format!("sip:{contact_user}@{contact}{transport_param}").as_str(),
-    )
-    .ok();
+    let contact =
+        rsipstack::sip::Uri::try_from(contacts.uri(&contact_user, transport).as_str()).ok();
     let (state_tx, state_rx) = layer.new_dialog_state_channel();
     let dialog = match layer.get_or_create_server_invite(&tx, state_tx, None, contact) {
         Ok(d) => d,
@@ -1371,17 +1593,38 @@ impl TransportEventInspector for SourceFilter {
         let Ok(source) = from.get_socketaddr() else {
             return None;
         };
-        match self.handler.admit(source, req.method.to_string().as_str()) {
-            Admission::Admit => {}
+        let method = req.method.to_string();
+        let admit = AdmitRequest {
+            source,
+            method: &method,
+            request_user: user_of(&req.uri),
+            to_tag: req
+                .to_header()
+                .ok()
+                .and_then(|to| to.tag().ok().flatten())
+                .is_some(),
+            proxy_authorization: proxy_authorizations(&req.headers),
+        };
+        let response = match self.handler.admit(&admit) {
+            Admission::Admit => None,
             Admission::Drop => return None,
-            Admission::Forbid => {
-                // Never answer an ACK (RFC 3261 §17.2.1).
-                if req.method != Method::Ack {
-                    let response = stateless_response(req, StatusCode::Forbidden);
-                    let _ = connection.send(response.into(), Some(from)).await;
+            Admission::Forbid => Some(stateless_response(req, StatusCode::Forbidden)),
+            Admission::Challenge(values) => {
+                let mut response = stateless_response(req, StatusCode::ProxyAuthenticationRequired);
+                for value in values {
+                    response
+                        .headers
+                        .push(Header::ProxyAuthenticate(value.into()));
                 }
-                return None;
+                Some(response)
             }
+        };
+        if let Some(response) = response {
+            // Never answer an ACK (RFC 3261 §17.2.1).
+            if req.method != Method::Ack {
+                let _ = connection.send(response.into(), Some(from)).await;
+            }
+            return None;
         }
         // Only admitted sources get to this point, so answering a malformed
         // request costs a scanner nothing it could not already have.
@@ -1414,6 +1657,17 @@ impl TransportEventInspector for SourceFilter {
         }
         None
     }
+}
+
+/// The `Proxy-Authorization` values of a request.
+fn proxy_authorizations(headers: &rsipstack::sip::Headers) -> Vec<&str> {
+    headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::ProxyAuthorization(v) => Some(v.value()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A stateless `status` response to `req`: its Vias, and the first of its
@@ -1707,6 +1961,7 @@ impl ParsedSip {
             call_id: self.call_id.clone(),
             sdp: body_of(&self.body),
             timer: self.timer,
+            proxy_authorization: ProxyCredentials::default(),
         })
     }
 }

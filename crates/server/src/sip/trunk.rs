@@ -2,7 +2,8 @@
 //! (Twilio Elastic SIP Trunking, Telnyx, a PBX) as [`Carrier`] and
 //! [`InboundSink`] calls.
 //!
-//! One [`SipEndpoint`] (UDP and TCP on one address) serves every
+//! One [`SipEndpoint`] (UDP and TCP on one address, TLS on another when
+//! configured, see [`super::tls`]) serves every
 //! configured [`SipTrunkConfig`]; each trunk is a [`Carrier`] named after
 //! it ([`SipEndpoint::carriers`]). The signalling goes through the
 //! [`super::signalling`] boundary (rsipstack today), the audio through one
@@ -39,14 +40,26 @@
 //! - **Security**: requests from addresses no trunk lists get 403 without
 //!   a transaction, at most [`REFUSALS_PER_WINDOW`] answers per source per
 //!   [`REFUSAL_WINDOW`] (then silence), and one log line per source per
-//!   [`REFUSAL_LOG_EVERY`]. Trunk passwords are never logged: the
-//!   [`Secret`] type has no way to print them.
+//!   [`REFUSAL_LOG_EVERY`]. A trunk with `inbound_auth` also takes initial
+//!   INVITEs from anywhere that answer a digest challenge (407, realm
+//!   [`INBOUND_REALM`], SHA-256 or MD5, stateless nonces of
+//!   [`super::digest`]) with its username and password: while unanswered,
+//!   they get the 407 within the same per-source budget; once answered,
+//!   the call rings only that trunk's numbers, and the source's in-dialog
+//!   requests are taken while it has such a call (and
+//!   [`AUTHENTICATED_LINGER`] after). Trunk passwords are never logged:
+//!   the [`Secret`] type has no way to print them.
 //! - **Registration**: a trunk with `register` is kept registered by its
 //!   own task ([`super::register`]), started and un-REGISTERed by the
 //!   endpoint; [`SipEndpoint::registration`] shows its state.
-//!
-//! Not done here (yet): TLS, digest
-//! authentication of inbound INVITEs (sources are trusted by address).
+//! - **TLS**: a trunk with transport `tls` is called over TLS only: the
+//!   connection is opened and the trunk's certificate verified (system
+//!   roots plus `--sip-tls-ca`, SNI = the URI's host) before the INVITE
+//!   exists, so a certificate that does not verify fails the call with
+//!   rustls's reason and nothing is sent in clear. INVITEs arriving on the
+//!   TLS listener go through the same admission as UDP and TCP; our
+//!   Contact in TLS dialogs names the TLS port with `transport=tls`.
+//!   Media stays plain RTP (no SRTP).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -61,6 +74,7 @@ use axum::body::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::digest::{self, DigestAlgorithm, DigestError, NonceCheck, NonceKey};
 use super::media::{FarEndSink, MediaConfig, MediaEvent, MediaHandle, RtpPorts};
 use super::register::{self, RegisterPolicy, RegistrationState, TrunkRegistration};
 use super::sdp::{Direction, LocalSdp, Negotiated, RemoteSdp, SdpError};
@@ -70,10 +84,12 @@ use super::session_timer::{
 };
 pub use super::signalling::SipTransport;
 use super::signalling::{
-    Admission, ClientDialog, DialogEvent, IncomingHandler, InviteInfo, OfferReply, OutgoingInvite,
-    RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig, unescape_user,
+    Admission, AdmitRequest, ClientDialog, DialogEvent, IncomingHandler, InviteInfo, OfferReply,
+    OutgoingInvite, RsipStack, ServerDialog, Signalling, SocketAddrOrHost, StackConfig,
+    unescape_user,
 };
 use super::signalling::{RefreshOutcome, SessionRefresh};
+use super::tls::{SipTlsConfig, TlsConfigError};
 
 use crate::carrier::{
     BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EVENT_QUEUE, EndCause, EventSender,
@@ -90,6 +106,14 @@ pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Refused sources remembered at once; past it, new sources get no answer
 /// (a scan from many addresses is not worth a growing table).
 pub const MAX_REFUSED_SOURCES: usize = 4096;
+/// The realm of our digest challenges to inbound INVITEs (what the far
+/// end configures next to the trunk's username and password).
+pub const INBOUND_REALM: &str = "audin";
+/// How long requests from a source whose last authenticated call ended
+/// are still taken: the ACK of our final response, and its repeats when
+/// our response is retransmitted (0.5, 1.5, 3.5 s: RFC 3261 Timer G), come
+/// after the call's task has ended.
+pub const AUTHENTICATED_LINGER: Duration = Duration::from_secs(4);
 /// How long [`InboundSink::deliver`] may take before the caller gets 500.
 pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default SIP port.
@@ -149,6 +173,9 @@ pub enum TrunkConfigError {
     /// `register` on a trunk without credentials: a REGISTER needs a user
     /// to bind.
     RegisterWithoutCredentials,
+    /// `inbound_auth` on a trunk without credentials: there is nothing
+    /// for the far end to prove it knows.
+    InboundAuthWithoutCredentials,
     /// A registration refresh/retry policy that would REGISTER in a loop.
     InvalidRegisterPolicy(&'static str),
     /// No address to put in SDP: the RTP address is a wildcard and no
@@ -186,6 +213,10 @@ impl fmt::Display for TrunkConfigError {
                 "a trunk that registers needs --username and --password: the REGISTER binds \
                  sip:USERNAME@HOST and answers the registrar's digest challenge",
             ),
+            Self::InboundAuthWithoutCredentials => f.write_str(
+                "a trunk that authenticates inbound calls needs --username and --password: \
+                 they are the credentials the far end must answer our 407 challenge with",
+            ),
             Self::InvalidRegisterPolicy(why) => write!(f, "registration policy: {why}"),
             Self::NoMediaAddress => f.write_str(
                 "the RTP address is a wildcard: set the advertised address to put in SDP",
@@ -201,8 +232,10 @@ impl std::error::Error for TrunkConfigError {}
 pub struct TrunkUri {
     /// An IP address or a DNS name.
     pub host: String,
-    /// The port (5060 when not given).
+    /// The port (5060 when not given; 5061 for a TLS trunk).
     pub port: u16,
+    /// Whether the URI named the port: a TLS trunk's default differs.
+    port_given: bool,
 }
 
 impl TrunkUri {
@@ -243,6 +276,7 @@ impl FromStr for TrunkUri {
                 None => (rest.to_owned(), None),
             }
         };
+        let port_text = port;
         let port = match port {
             None => DEFAULT_SIP_PORT,
             Some(p) => p
@@ -259,7 +293,11 @@ impl FromStr for TrunkUri {
         if !host_ok {
             return Err(invalid("bad host"));
         }
-        Ok(TrunkUri { host, port })
+        Ok(TrunkUri {
+            host,
+            port,
+            port_given: port_text.is_some(),
+        })
     }
 }
 
@@ -357,6 +395,10 @@ pub struct SipTrunkConfig {
     /// Keep a registration with the trunk (REGISTER with refresh, see
     /// [`super::register`]); needs the credentials.
     pub register: bool,
+    /// Also take initial INVITEs from sources it does not list when they
+    /// answer a digest challenge (407, realm [`INBOUND_REALM`]) with its
+    /// username and password; needs the credentials.
+    pub inbound_auth: bool,
 }
 
 impl SipTrunkConfig {
@@ -377,12 +419,20 @@ impl SipTrunkConfig {
             password: None,
             allowed_sources: Vec::new(),
             register: false,
+            inbound_auth: false,
         })
     }
 
-    /// Over `transport`.
+    /// Over `transport`. A URI that named no port gets the transport's
+    /// default (RFC 3261 §19.1.2: 5061 for TLS).
     pub fn transport(mut self, transport: SipTransport) -> Self {
         self.transport = transport;
+        if !self.uri.port_given {
+            self.uri.port = match transport {
+                SipTransport::Tls => super::tls::DEFAULT_TLS_PORT,
+                SipTransport::Udp | SipTransport::Tcp => DEFAULT_SIP_PORT,
+            };
+        }
         self
     }
 
@@ -406,6 +456,17 @@ impl SipTrunkConfig {
         }
         self.username = Some(username.to_owned());
         self.password = Some(password);
+        Ok(self)
+    }
+
+    /// Also takes initial INVITEs from any source that proves, by digest
+    /// authentication, that it knows this trunk's credentials (set them
+    /// first).
+    pub fn inbound_auth(mut self) -> Result<Self, TrunkConfigError> {
+        if self.credentials_pair().is_none() {
+            return Err(TrunkConfigError::InboundAuthWithoutCredentials);
+        }
+        self.inbound_auth = true;
         Ok(self)
     }
 
@@ -450,6 +511,9 @@ pub struct SipEndpointConfig {
     /// Whole seconds. RFC 4028 allows no less than 90 s, the default;
     /// shorter values are for tests.
     pub session_timer_min: Duration,
+    /// SIP over TLS: the listener (`--sip-tls-listen`, `--sip-tls-cert`,
+    /// `--sip-tls-key`) and extra roots for TLS trunks (`--sip-tls-ca`).
+    pub tls: SipTlsConfig,
 }
 
 impl SipEndpointConfig {
@@ -463,6 +527,7 @@ impl SipEndpointConfig {
             rtp_ports: RtpPorts::Any,
             media_timeout: super::media::DEFAULT_MEDIA_TIMEOUT,
             session_timer_min: Duration::from_secs(session_timer::RFC_MIN_SE_SECS.into()),
+            tls: SipTlsConfig::default(),
         }
     }
 
@@ -493,6 +558,8 @@ pub enum SipError {
     Config(TrunkConfigError),
     /// The SIP stack could not bind or start.
     Signalling(super::signalling::SignallingError),
+    /// The TLS settings or files are unusable.
+    Tls(TlsConfigError),
 }
 
 impl fmt::Display for SipError {
@@ -500,6 +567,7 @@ impl fmt::Display for SipError {
         match self {
             Self::Config(e) => write!(f, "SIP configuration: {e}"),
             Self::Signalling(e) => write!(f, "SIP endpoint: {e}"),
+            Self::Tls(e) => write!(f, "SIP over TLS: {e}"),
         }
     }
 }
@@ -622,14 +690,14 @@ struct Refused {
 }
 
 impl Refusals {
-    /// Whether to answer this refusal, and the count to log (if a line is
-    /// due).
-    fn refuse(&mut self, ip: IpAddr, now: Instant) -> (Admission, Option<u64>) {
+    /// Whether to answer this refusal (403 or 407), and the count to log
+    /// (if a line is due).
+    fn refuse(&mut self, ip: IpAddr, now: Instant) -> (bool, Option<u64>) {
         if !self.by_source.contains_key(&ip) && self.by_source.len() >= MAX_REFUSED_SOURCES {
             self.by_source
                 .retain(|_, r| now.duration_since(r.last_log) < REFUSAL_LOG_EVERY);
             if self.by_source.len() >= MAX_REFUSED_SOURCES {
-                return (Admission::Drop, None);
+                return (false, None);
             }
         }
         let r = self.by_source.entry(ip).or_insert(Refused {
@@ -652,11 +720,304 @@ impl Refusals {
             });
         if r.answered < REFUSALS_PER_WINDOW {
             r.answered += 1;
-            (Admission::Forbid, log)
+            (true, log)
         } else {
-            (Admission::Drop, log)
+            (false, log)
         }
     }
+
+    /// `ip` proved a trunk's password: its answers in this window are
+    /// given back, so a PBX challenged before every call is not held to a
+    /// scanner's budget (one without the password never gets here).
+    fn forgive(&mut self, ip: IpAddr) {
+        if let Some(r) = self.by_source.get_mut(&ip) {
+            r.answered = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inbound digest authentication
+
+/// Why an initial INVITE from a source no trunk lists was challenged
+/// (for the log; it never carries the credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChallengeWhy {
+    /// No `Proxy-Authorization` for our realm: a first INVITE.
+    NoCredentials,
+    /// A credential for our realm that is not a usable digest.
+    Malformed,
+    /// No trunk with inbound authentication has this username.
+    UnknownUser,
+    /// The digest `uri` names another user than the Request-URI.
+    UriMismatch,
+    /// The response was not computed from the trunk's password.
+    WrongPassword,
+    /// The nonce is not one we issued (forged, or before a restart).
+    ForeignNonce,
+    /// Right credentials, but the nonce is too old: `stale=true`.
+    StaleNonce,
+}
+
+impl ChallengeWhy {
+    /// Whether it looks like a guess rather than a first INVITE or an old
+    /// nonce (logged at WARN rather than INFO).
+    pub fn is_suspicious(self) -> bool {
+        !matches!(self, Self::NoCredentials | Self::StaleNonce)
+    }
+}
+
+impl fmt::Display for ChallengeWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoCredentials => "no credentials",
+            Self::Malformed => "unusable credentials",
+            Self::UnknownUser => "unknown username",
+            Self::UriMismatch => "credentials for another Request-URI",
+            Self::WrongPassword => "wrong password",
+            Self::ForeignNonce => "a nonce we did not issue",
+            Self::StaleNonce => "a stale nonce",
+        })
+    }
+}
+
+/// The user part of a digest `uri` (`sip:USER@HOST…`), escapes decoded.
+fn digest_uri_user(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once(':')?;
+    if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+        return None;
+    }
+    let (user, _) = rest.split_once('@')?;
+    Some(unescape_user(user.split(':').next().unwrap_or("")))
+}
+
+/// Which trunk's credentials `headers` (`Proxy-Authorization` values of a
+/// `method` request to `request_user`) prove, and whether their nonce is
+/// still fresh at `now_secs`; else why not (the most telling reason of
+/// all the values). Only trunks with `inbound_auth` count.
+pub(crate) fn check_credentials<S: AsRef<str>>(
+    trunks: &[SipTrunkConfig],
+    nonces: &NonceKey,
+    method: &str,
+    request_user: Option<&str>,
+    headers: &[S],
+    now_secs: u64,
+) -> Result<(usize, NonceCheck), ChallengeWhy> {
+    let mut why = ChallengeWhy::NoCredentials;
+    for header in headers {
+        let header = header.as_ref();
+        let Ok(params) = digest::parse_params(header) else {
+            continue;
+        };
+        // Credentials for another realm (an upstream proxy's) are not ours.
+        if digest::param(&params, "realm") != Some(INBOUND_REALM) {
+            continue;
+        }
+        match check_one(
+            trunks,
+            nonces,
+            method,
+            request_user,
+            header,
+            &params,
+            now_secs,
+        ) {
+            Ok(found) => return Ok(found),
+            Err(w) => why = why.max(w),
+        }
+    }
+    Err(why)
+}
+
+fn check_one(
+    trunks: &[SipTrunkConfig],
+    nonces: &NonceKey,
+    method: &str,
+    request_user: Option<&str>,
+    header: &str,
+    params: &[(String, String)],
+    now_secs: u64,
+) -> Result<(usize, NonceCheck), ChallengeWhy> {
+    let (Some(username), Some(nonce), Some(uri)) = (
+        digest::param(params, "username"),
+        digest::param(params, "nonce"),
+        digest::param(params, "uri"),
+    ) else {
+        return Err(ChallengeWhy::Malformed);
+    };
+    // The response covers the `uri`; this ties it to the Request-URI, so
+    // credentials computed for one number cannot ring another.
+    let request_user = request_user.map(unescape_user);
+    if digest_uri_user(uri).is_none() || digest_uri_user(uri) != request_user {
+        return Err(ChallengeWhy::UriMismatch);
+    }
+    let mut why = ChallengeWhy::UnknownUser;
+    for (i, trunk) in trunks.iter().enumerate() {
+        let (true, Some(user), Some(password)) =
+            (trunk.inbound_auth, &trunk.username, &trunk.password)
+        else {
+            continue;
+        };
+        if user != username {
+            continue;
+        }
+        match digest::verify(header, method, user, INBOUND_REALM, password.expose()) {
+            // The password first: only who knows it learns the nonce is
+            // merely stale.
+            Ok(()) => {
+                return match nonces.check(nonce, now_secs) {
+                    NonceCheck::Invalid => Err(ChallengeWhy::ForeignNonce),
+                    fresh_or_stale => Ok((i, fresh_or_stale)),
+                };
+            }
+            Err(DigestError::WrongResponse) => why = why.max(ChallengeWhy::WrongPassword),
+            Err(_) => why = why.max(ChallengeWhy::Malformed),
+        }
+    }
+    Err(why)
+}
+
+/// What to do with a request ([`admission`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A trunk lists the source.
+    Listed,
+    /// An initial INVITE with trunk `trunks[i]`'s credentials, nonce fresh.
+    Authenticated(usize),
+    /// Not an initial INVITE, from a source with a live authenticated call.
+    InLiveCall,
+    /// An initial INVITE to challenge (407).
+    Challenge {
+        /// Right credentials with an old nonce.
+        stale: bool,
+        /// For the log.
+        why: ChallengeWhy,
+    },
+    /// 403.
+    Forbid,
+}
+
+/// The admission rule, pure: a listed source is taken; from any other, an
+/// initial INVITE (no To tag) is taken with valid credentials of a trunk
+/// with `inbound_auth` and challenged without them (403 when no trunk
+/// authenticates), any other request is taken only while the source has
+/// a live authenticated call (`live`).
+pub(crate) fn admission(
+    trunks: &[SipTrunkConfig],
+    nonces: &NonceKey,
+    live: bool,
+    req: &AdmitRequest<'_>,
+    now_secs: u64,
+) -> Verdict {
+    let ip = req.source.ip();
+    if trunks.iter().any(|t| t.allows(ip)) {
+        return Verdict::Listed;
+    }
+    let initial_invite = req.method.eq_ignore_ascii_case("INVITE") && !req.to_tag;
+    if !initial_invite {
+        return if live {
+            Verdict::InLiveCall
+        } else {
+            Verdict::Forbid
+        };
+    }
+    if !trunks.iter().any(|t| t.inbound_auth) {
+        return Verdict::Forbid;
+    }
+    match check_credentials(
+        trunks,
+        nonces,
+        "INVITE",
+        req.request_user.as_deref(),
+        &req.proxy_authorization,
+        now_secs,
+    ) {
+        Ok((i, NonceCheck::Fresh)) => Verdict::Authenticated(i),
+        Ok(_) => Verdict::Challenge {
+            stale: true,
+            why: ChallengeWhy::StaleNonce,
+        },
+        Err(why) => Verdict::Challenge { stale: false, why },
+    }
+}
+
+/// Sources with live authenticated calls, counted per IP, and lingering
+/// [`AUTHENTICATED_LINGER`] after their last call ended.
+#[derive(Debug, Default)]
+struct LiveSources {
+    by_ip: HashMap<IpAddr, Live>,
+}
+
+#[derive(Debug)]
+struct Live {
+    calls: u32,
+    until: Instant,
+}
+
+impl LiveSources {
+    fn enter(&mut self, ip: IpAddr, now: Instant) {
+        self.by_ip
+            .entry(ip)
+            .or_insert(Live {
+                calls: 0,
+                until: now,
+            })
+            .calls += 1;
+    }
+
+    fn leave(&mut self, ip: IpAddr, now: Instant) {
+        if let Some(live) = self.by_ip.get_mut(&ip) {
+            live.calls = live.calls.saturating_sub(1);
+            if live.calls == 0 {
+                live.until = now + AUTHENTICATED_LINGER;
+            }
+        }
+        // Only authenticated sources are here: pruning at every call end
+        // keeps the table at the size of the recent ones.
+        self.by_ip.retain(|_, l| l.calls > 0 || l.until > now);
+    }
+
+    fn has(&self, ip: IpAddr, now: Instant) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|l| l.calls > 0 || l.until > now)
+    }
+}
+
+/// An authenticated inbound call: which trunk's credentials it proved,
+/// and its count in [`LiveSources`] (given back when dropped, at the end
+/// of the call's task whichever way it ends).
+struct Authenticated {
+    trunk: String,
+    ctx: Arc<Ctx>,
+    ip: IpAddr,
+}
+
+impl Authenticated {
+    fn enter(ctx: Arc<Ctx>, trunk: String, ip: IpAddr) -> Self {
+        ctx.live
+            .lock()
+            .expect("live lock")
+            .enter(ip, Instant::now());
+        Self { trunk, ctx, ip }
+    }
+}
+
+impl Drop for Authenticated {
+    fn drop(&mut self) {
+        self.ctx
+            .live
+            .lock()
+            .expect("live lock")
+            .leave(self.ip, Instant::now());
+    }
+}
+
+/// Seconds since the Unix epoch, the time of nonces.
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What every call task shares.
@@ -666,6 +1027,10 @@ struct Ctx {
     media: MediaConfig,
     sdp_ip: IpAddr,
     refusals: Mutex<Refusals>,
+    /// Keys the nonces of inbound digest challenges.
+    nonces: NonceKey,
+    /// Sources with live digest-authenticated calls.
+    live: Mutex<LiveSources>,
     stopping: watch::Receiver<bool>,
     /// Session timers (RFC 4028).
     timer: TimerConfig,
@@ -696,25 +1061,68 @@ struct Handler {
 }
 
 impl IncomingHandler for Handler {
-    fn admit(&self, source: SocketAddr, method: &str) -> Admission {
-        if self.ctx.admits(source.ip()) {
-            return Admission::Admit;
-        }
-        let (admission, log) = self
+    fn admit(&self, req: &AdmitRequest<'_>) -> Admission {
+        let ip = req.source.ip();
+        let now = Instant::now();
+        let live = self.ctx.live.lock().expect("live lock").has(ip, now);
+        let verdict = admission(&self.ctx.trunks, &self.ctx.nonces, live, req, unix_secs());
+        let (stale, why) = match verdict {
+            Verdict::Listed | Verdict::InLiveCall => return Admission::Admit,
+            Verdict::Authenticated(_) => {
+                self.ctx.refusals.lock().expect("refusals lock").forgive(ip);
+                return Admission::Admit;
+            }
+            Verdict::Challenge { stale, why } => (stale, Some(why)),
+            Verdict::Forbid => (false, None),
+        };
+        // 403s and 407s share one budget per source: a scanner gets at
+        // most REFUSALS_PER_WINDOW answers of either kind.
+        let (answer, log) = self
             .ctx
             .refusals
             .lock()
             .expect("refusals lock")
-            .refuse(source.ip(), Instant::now());
+            .refuse(ip, now);
         if let Some(count) = log {
-            tracing::warn!(
-                source = %source.ip(),
-                method = %Untrusted(method),
-                refused_since_last_line = count,
-                "SIP request from an address no trunk lists: 403 (scanner?)"
-            );
+            let method = Untrusted(req.method);
+            match why {
+                None => tracing::warn!(
+                    source = %ip,
+                    %method,
+                    refused_since_last_line = count,
+                    "SIP request from an address no trunk lists: 403 (scanner?)"
+                ),
+                Some(why) if why.is_suspicious() => tracing::warn!(
+                    source = %ip,
+                    %why,
+                    refused_since_last_line = count,
+                    "SIP INVITE from an address no trunk lists: 407, bad digest credentials"
+                ),
+                Some(why) => tracing::info!(
+                    source = %ip,
+                    %why,
+                    refused_since_last_line = count,
+                    "SIP INVITE from an address no trunk lists: 407, digest challenge"
+                ),
+            }
         }
-        admission
+        match (answer, why) {
+            (false, _) => Admission::Drop,
+            (true, None) => Admission::Forbid,
+            (true, Some(_)) => {
+                // One nonce, both algorithms, MD5 first: RFC 8760 §2.4 has
+                // the UAC take the topmost one it supports, but SIPp 3.6.1
+                // (SIPp#488) and PJSIP before 2.11 (pjproject#2408, in the
+                // Asterisk of many PBXs) read only the first and give up on
+                // SHA-256. A far end that picks the strongest uses SHA-256.
+                let nonce = self.ctx.nonces.mint(unix_secs());
+                Admission::Challenge(
+                    [DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
+                        .map(|alg| digest::challenge(INBOUND_REALM, &nonce, alg, stale))
+                        .to_vec(),
+                )
+            }
+        }
     }
 
     fn session_timer(&self) -> TimerConfig {
@@ -727,7 +1135,38 @@ impl IncomingHandler for Handler {
         dialog: Arc<dyn ServerDialog>,
         events: mpsc::UnboundedReceiver<DialogEvent>,
     ) {
-        tokio::spawn(run_inbound(self.ctx.clone(), info, dialog, events));
+        let ip = info.source.ip();
+        let mut auth = None;
+        if !self.ctx.admits(ip) {
+            // `admit` took this initial INVITE from an unlisted source for
+            // its credentials: find whose they are again (a nonce that
+            // went stale since is still the one `admit` found fresh).
+            match check_credentials(
+                &self.ctx.trunks,
+                &self.ctx.nonces,
+                "INVITE",
+                info.request_user.as_deref(),
+                &info.proxy_authorization.0,
+                unix_secs(),
+            ) {
+                Ok((i, _)) => {
+                    let trunk = self.ctx.trunks[i].name.clone();
+                    tracing::info!(
+                        %trunk,
+                        source = %info.source,
+                        call_id = %Untrusted(&info.call_id),
+                        "SIP INVITE authenticated by digest"
+                    );
+                    auth = Some(Authenticated::enter(self.ctx.clone(), trunk, ip));
+                }
+                Err(why) => {
+                    tracing::warn!(source = %info.source, %why, "SIP INVITE without a trunk: 403");
+                    dialog.reject(403);
+                    return;
+                }
+            }
+        }
+        tokio::spawn(run_inbound(self.ctx.clone(), info, dialog, events, auth));
     }
 }
 
@@ -780,7 +1219,15 @@ impl SipEndpoint {
             if t.register {
                 register::binding(t)?;
             }
+            if t.inbound_auth && t.credentials_pair().is_none() {
+                return Err(TrunkConfigError::InboundAuthWithoutCredentials.into());
+            }
         }
+        let tls_trunk = trunks
+            .iter()
+            .find(|t| t.transport == SipTransport::Tls)
+            .map(|t| t.name.as_str());
+        let tls = super::tls::load(&config.tls, tls_trunk).map_err(SipError::Tls)?;
         let mut media = MediaConfig::new(config.rtp_ip);
         media.ports = config.rtp_ports;
         media.media_timeout = config.media_timeout;
@@ -791,6 +1238,8 @@ impl SipEndpoint {
             media,
             sdp_ip,
             refusals: Mutex::new(Refusals::default()),
+            nonces: NonceKey::random(),
+            live: Mutex::new(LiveSources::default()),
             stopping,
             timer,
         });
@@ -798,6 +1247,7 @@ impl SipEndpoint {
             listen: config.listen,
             advertised: config.advertised_ip,
             user_agent: format!("audin-server/{}", env!("CARGO_PKG_VERSION")),
+            tls,
         };
         let stack: Arc<dyn Signalling> =
             RsipStack::start(&stack_config, Arc::new(Handler { ctx: ctx.clone() }))
@@ -806,8 +1256,14 @@ impl SipEndpoint {
         tracing::info!(
             listen = %stack.local_addr(),
             contact = %stack.contact_addr(),
+            tls_listen = ?stack.tls_local_addr(),
             trunks = trunks.len(),
-            "SIP endpoint started (UDP and TCP)"
+            "SIP endpoint started (UDP and TCP{})",
+            if stack.tls_local_addr().is_some() {
+                ", TLS"
+            } else {
+                ""
+            }
         );
         // Every client first, so a bad URI fails the start before any
         // REGISTER leaves.
@@ -848,6 +1304,11 @@ impl SipEndpoint {
     /// The bound SIP address (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.stack.local_addr()
+    }
+
+    /// The bound SIP over TLS address, when a TLS listener runs.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.stack.tls_local_addr()
     }
 
     /// The trunk named `name`.
@@ -1020,7 +1481,28 @@ impl Carrier for SipTrunk {
         // Resolves as soon as the INVITE is handed to the transport: a
         // transport failure after that (TCP refused, no answer at all)
         // arrives as `Ended(Failed)`.
-        Box::pin(async move { self.start_outbound(req, events, media) })
+        Box::pin(async move {
+            if self.config.transport == SipTransport::Tls {
+                // The verified connection first: a certificate that does
+                // not verify fails the call here, before any INVITE exists
+                // (rsipstack would otherwise retry the send until Timer B,
+                // 32 s, and report a bare 408).
+                let destination = SocketAddrOrHost {
+                    host: self.config.uri.host.clone(),
+                    port: self.config.uri.port,
+                };
+                if let Err(e) = self.stack.connect_tls(destination).await {
+                    tracing::warn!(
+                        call_sid = %req.call_sid,
+                        trunk = %self.config.name,
+                        error = %e,
+                        "SIP call not placed: no verified TLS connection to the trunk"
+                    );
+                    return Err(EndCause::failed(None, e.to_string()));
+                }
+            }
+            self.start_outbound(req, events, media)
+        })
     }
 }
 
@@ -1697,8 +2179,16 @@ async fn run_inbound(
     info: InviteInfo,
     dialog: Arc<dyn ServerDialog>,
     sig: mpsc::UnboundedReceiver<DialogEvent>,
+    // Held to the end of this task, whichever way the call ends: while it
+    // lives, the source's in-dialog requests are taken.
+    auth: Option<Authenticated>,
 ) {
-    let trunks = ctx.trunks_of(info.source.ip());
+    // An authenticated call rings only the numbers of the trunk whose
+    // credentials it proved.
+    let trunks = match &auth {
+        Some(a) => vec![a.trunk.clone()],
+        None => ctx.trunks_of(info.source.ip()),
+    };
     let trunk = trunks.join(",");
     let Some((to, from)) = inbound_parties(&info) else {
         tracing::info!(
@@ -1953,6 +2443,299 @@ mod tests {
         assert!(!err.to_string().contains("a\nb"));
     }
 
+    // -- inbound digest authentication
+
+    const T0: u64 = 1_800_000_000;
+    const NUMBER: &str = "+390299999999";
+
+    /// What a far end sends back to our challenge (RFC 7616 §3.4.1, or the
+    /// RFC 2069 form without qop for `qop == false`).
+    fn credential(
+        alg: &str,
+        user: &str,
+        password: &str,
+        nonce: &str,
+        uri: &str,
+        qop: bool,
+    ) -> String {
+        use sha2::Digest as _;
+        let h = |s: String| -> String {
+            let bytes = match alg {
+                "MD5" => md5::Md5::digest(s.as_bytes()).to_vec(),
+                _ => sha2::Sha256::digest(s.as_bytes()).to_vec(),
+            };
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let ha1 = h(format!("{user}:{INBOUND_REALM}:{password}"));
+        let ha2 = h(format!("INVITE:{uri}"));
+        if qop {
+            let response = h(format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}"));
+            format!(
+                "Digest username=\"{user}\", realm=\"{INBOUND_REALM}\", nonce=\"{nonce}\", \
+                 uri=\"{uri}\", algorithm={alg}, qop=auth, nc=00000001, cnonce=\"c0ffee\", \
+                 response=\"{response}\""
+            )
+        } else {
+            let response = h(format!("{ha1}:{nonce}:{ha2}"));
+            format!(
+                "Digest username=\"{user}\", realm=\"{INBOUND_REALM}\", nonce=\"{nonce}\", \
+                 uri=\"{uri}\", response=\"{response}\""
+            )
+        }
+    }
+
+    fn auth_trunks() -> Vec<SipTrunkConfig> {
+        vec![
+            // Listed by address only.
+            SipTrunkConfig::new("listed", "sip:192.0.2.1").unwrap(),
+            // Same username as "pbx", but no inbound authentication.
+            SipTrunkConfig::new("outbound-only", "sip:192.0.2.2")
+                .unwrap()
+                .credentials("pbx", Secret::new("other"))
+                .unwrap(),
+            SipTrunkConfig::new("pbx", "sip:192.0.2.3")
+                .unwrap()
+                .credentials("pbx", Secret::new("s3cret"))
+                .unwrap()
+                .inbound_auth()
+                .unwrap(),
+            SipTrunkConfig::new("branch", "sip:192.0.2.4")
+                .unwrap()
+                .credentials("branch", Secret::new("b-pass"))
+                .unwrap()
+                .inbound_auth()
+                .unwrap(),
+        ]
+    }
+
+    fn request<'a>(
+        source: &str,
+        method: &'a str,
+        to_tag: bool,
+        creds: Vec<&'a str>,
+    ) -> AdmitRequest<'a> {
+        AdmitRequest {
+            source: source.parse().unwrap(),
+            method,
+            request_user: Some(NUMBER.to_owned()),
+            to_tag,
+            proxy_authorization: creds,
+        }
+    }
+
+    #[test]
+    fn inbound_auth_needs_credentials() {
+        let bare = SipTrunkConfig::new("x", "sip:h").unwrap();
+        assert_eq!(
+            bare.clone().inbound_auth().unwrap_err(),
+            TrunkConfigError::InboundAuthWithoutCredentials
+        );
+        assert!(!bare.inbound_auth, "off by default");
+        assert!(
+            TrunkConfigError::InboundAuthWithoutCredentials
+                .to_string()
+                .contains("--username and --password")
+        );
+    }
+
+    #[test]
+    fn an_unlisted_invite_is_challenged_then_taken_with_a_trunks_credentials() {
+        let trunks = auth_trunks();
+        let key = NonceKey::random();
+        let nonce = key.mint(T0);
+        let uri = format!("sip:{NUMBER}@198.51.100.1:5060");
+        let from = "203.0.113.9:5060";
+        let verdict = |creds: &str, now: u64| {
+            admission(
+                &trunks,
+                &key,
+                false,
+                &request(from, "INVITE", false, vec![creds]),
+                now,
+            )
+        };
+        // A listed source needs nothing.
+        assert_eq!(
+            admission(
+                &trunks,
+                &key,
+                false,
+                &request("192.0.2.1:7000", "BYE", true, vec![]),
+                T0
+            ),
+            Verdict::Listed
+        );
+        // First INVITE: no credentials, a challenge.
+        assert_eq!(
+            admission(
+                &trunks,
+                &key,
+                false,
+                &request(from, "INVITE", false, vec![]),
+                T0
+            ),
+            Verdict::Challenge {
+                stale: false,
+                why: ChallengeWhy::NoCredentials
+            }
+        );
+        // SHA-256 with qop, MD5 without: taken as the trunk they belong to.
+        let sha = credential("SHA-256", "pbx", "s3cret", &nonce, &uri, true);
+        assert_eq!(verdict(&sha, T0 + 1), Verdict::Authenticated(2));
+        let md5 = credential("MD5", "branch", "b-pass", &nonce, &uri, false);
+        assert_eq!(verdict(&md5, T0 + 1), Verdict::Authenticated(3));
+        // An upstream proxy's credential first does not hide ours.
+        let other_realm = "Digest username=\"x\", realm=\"carrier\", nonce=\"n\", uri=\"sip:a@b\", response=\"00\"";
+        assert_eq!(
+            admission(
+                &trunks,
+                &key,
+                false,
+                &request(from, "INVITE", false, vec![other_realm, &sha]),
+                T0
+            ),
+            Verdict::Authenticated(2)
+        );
+        assert_eq!(
+            verdict(other_realm, T0),
+            Verdict::Challenge {
+                stale: false,
+                why: ChallengeWhy::NoCredentials
+            }
+        );
+        // Everything else is challenged again, with why.
+        let challenged = |creds: &str, now: u64| match verdict(creds, now) {
+            Verdict::Challenge { stale, why } => (stale, why),
+            other => panic!("{other:?} for {creds}"),
+        };
+        let wrong = credential("SHA-256", "pbx", "guess", &nonce, &uri, true);
+        assert_eq!(challenged(&wrong, T0), (false, ChallengeWhy::WrongPassword));
+        // The outbound-only trunk's password is not an inbound one.
+        let other = credential("MD5", "pbx", "other", &nonce, &uri, true);
+        assert_eq!(challenged(&other, T0), (false, ChallengeWhy::WrongPassword));
+        let nobody = credential("MD5", "nobody", "s3cret", &nonce, &uri, true);
+        assert_eq!(challenged(&nobody, T0), (false, ChallengeWhy::UnknownUser));
+        let forged = credential(
+            "MD5",
+            "pbx",
+            "s3cret",
+            &NonceKey::random().mint(T0),
+            &uri,
+            true,
+        );
+        assert_eq!(challenged(&forged, T0), (false, ChallengeWhy::ForeignNonce));
+        let elsewhere = credential("MD5", "pbx", "s3cret", &nonce, "sip:+390288888888@h", true);
+        assert_eq!(
+            challenged(&elsewhere, T0),
+            (false, ChallengeWhy::UriMismatch)
+        );
+        assert_eq!(
+            challenged("Digest realm=\"audin\"", T0),
+            (false, ChallengeWhy::Malformed)
+        );
+        // Right credentials on an old nonce: stale=true, retried silently.
+        let late = T0 + digest::NONCE_LIFETIME_SECS + 1;
+        assert_eq!(challenged(&sha, late), (true, ChallengeWhy::StaleNonce));
+        // A stale nonce with a wrong password is just wrong.
+        assert_eq!(
+            challenged(&wrong, late),
+            (false, ChallengeWhy::WrongPassword)
+        );
+    }
+
+    #[test]
+    fn unlisted_sources_get_403_unless_a_trunk_authenticates_or_a_call_is_live() {
+        let trunks = auth_trunks();
+        let key = NonceKey::random();
+        let from = "203.0.113.9:5060";
+        // No trunk authenticates: 403 as before, credentials or not.
+        let plain = vec![SipTrunkConfig::new("listed", "sip:192.0.2.1").unwrap()];
+        assert_eq!(
+            admission(
+                &plain,
+                &key,
+                false,
+                &request(from, "INVITE", false, vec![]),
+                T0
+            ),
+            Verdict::Forbid
+        );
+        // In-dialog requests (and CANCEL, ACK, OPTIONS): only while the
+        // source has a live authenticated call. A re-INVITE is not
+        // challenged: it belongs to the call.
+        for (method, to_tag) in [
+            ("BYE", true),
+            ("INVITE", true),
+            ("UPDATE", true),
+            ("ACK", true),
+            ("CANCEL", false),
+            ("OPTIONS", false),
+        ] {
+            let req = request(from, method, to_tag, vec![]);
+            assert_eq!(
+                admission(&trunks, &key, true, &req, T0),
+                Verdict::InLiveCall,
+                "{method}"
+            );
+            assert_eq!(
+                admission(&trunks, &key, false, &req, T0),
+                Verdict::Forbid,
+                "{method}"
+            );
+        }
+        // A new call from a live source still needs credentials.
+        assert!(matches!(
+            admission(
+                &trunks,
+                &key,
+                true,
+                &request(from, "INVITE", false, vec![]),
+                T0
+            ),
+            Verdict::Challenge { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_stays_live_while_it_has_a_call_and_shortly_after() {
+        let mut live = LiveSources::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let other: IpAddr = "203.0.113.10".parse().unwrap();
+        let now = Instant::now();
+        assert!(!live.has(ip, now));
+        live.enter(ip, now);
+        live.enter(ip, now);
+        live.leave(ip, now);
+        assert!(
+            live.has(ip, now + Duration::from_secs(3600)),
+            "one call left"
+        );
+        assert!(!live.has(other, now), "per source");
+        let ended = now + Duration::from_secs(10);
+        live.leave(ip, ended);
+        assert!(live.has(ip, ended + AUTHENTICATED_LINGER - Duration::from_millis(1)));
+        assert!(!live.has(ip, ended + AUTHENTICATED_LINGER));
+        // Forgotten once over, and a stray leave never goes below zero.
+        live.leave(other, ended + AUTHENTICATED_LINGER);
+        assert!(live.by_ip.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_authenticates_gets_its_answers_back() {
+        let mut r = Refusals::default();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let now = Instant::now();
+        for _ in 0..REFUSALS_PER_WINDOW {
+            assert!(r.refuse(ip, now).0);
+        }
+        assert!(!r.refuse(ip, now).0, "budget spent");
+        r.forgive(ip);
+        assert!(
+            r.refuse(ip, now).0,
+            "answered again after a valid credential"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn refusals_answer_a_few_then_go_quiet_and_log_once_a_minute() {
         let mut r = Refusals::default();
@@ -1960,24 +2743,20 @@ mod tests {
         let other: IpAddr = "192.0.2.10".parse().unwrap();
         let now = Instant::now();
         let (first, log) = r.refuse(ip, now);
-        assert_eq!(first, Admission::Forbid);
+        assert!(first);
         assert_eq!(log, Some(1), "the first refusal is logged");
         let mut answered = 1;
         let mut logs = 0;
         for _ in 0..100 {
             let (a, log) = r.refuse(ip, now);
-            answered += u32::from(a == Admission::Forbid);
+            answered += u32::from(a);
             logs += usize::from(log.is_some());
         }
         assert_eq!(answered, REFUSALS_PER_WINDOW);
         assert_eq!(logs, 0, "no more lines within the minute");
-        assert_eq!(
-            r.refuse(other, now),
-            (Admission::Forbid, Some(1)),
-            "per source"
-        );
+        assert_eq!(r.refuse(other, now), (true, Some(1)), "per source");
         let later = now + REFUSAL_WINDOW;
-        assert_eq!(r.refuse(ip, later).0, Admission::Forbid, "a new window");
+        assert!(r.refuse(ip, later).0, "a new window");
         let (_, log) = r.refuse(ip, now + REFUSAL_LOG_EVERY);
         assert_eq!(log, Some(102), "the refusals since the first line");
     }

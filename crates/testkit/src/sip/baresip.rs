@@ -174,6 +174,19 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// SIP over TLS for a [`Baresip`] (1.0.0 always opens a TLS listener on
+/// its SIP port + 1; these give it something to present and trust). As a
+/// client it does not verify the server's certificate: libre 1.1.0 accepts
+/// any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaresipTls {
+    /// `sip_certificate`: one PEM file holding the certificate and its
+    /// private key, presented by its TLS listener.
+    pub certificate: Option<PathBuf>,
+    /// `sip_cafile`: CA certificates (PEM) it trusts.
+    pub cafile: Option<PathBuf>,
+}
+
 /// How to start a [`Baresip`].
 #[derive(Debug, Clone)]
 pub struct BaresipOptions {
@@ -193,6 +206,11 @@ pub struct BaresipOptions {
     pub config: Vec<(String, String)>,
     /// Start-up bound (spawn to a working control connection).
     pub start_timeout: Duration,
+    /// Its TLS certificate and trusted CAs.
+    pub tls: BaresipTls,
+    /// Log every SIP message it sends and receives (`baresip -s`), with
+    /// the transport (`TLS 127.0.0.1:A -> 127.0.0.1:B`), in [`Baresip::log`].
+    pub sip_trace: bool,
 }
 
 impl Default for BaresipOptions {
@@ -214,7 +232,19 @@ impl BaresipOptions {
             account_params: Vec::new(),
             config: Vec::new(),
             start_timeout: Duration::from_secs(10),
+            tls: BaresipTls::default(),
+            sip_trace: false,
         }
+    }
+
+    pub fn tls(mut self, tls: BaresipTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    pub fn sip_trace(mut self) -> Self {
+        self.sip_trace = true;
+        self
     }
 
     pub fn auto_answer(mut self) -> Self {
@@ -271,6 +301,14 @@ impl BaresipOptions {
         }
         for p in &self.account_params {
             check_token("account parameter", p, &[';', '>']).map_err(invalid)?;
+        }
+        for (what, path) in [
+            ("sip_certificate path", &self.tls.certificate),
+            ("sip_cafile path", &self.tls.cafile),
+        ] {
+            if let Some(path) = path {
+                check_token(what, &path.to_string_lossy(), &[]).map_err(invalid)?;
+            }
         }
         for (k, v) in &self.config {
             check_token("config key", k, &[]).map_err(invalid)?;
@@ -577,7 +615,11 @@ impl Baresip {
         let log_err = log
             .try_clone()
             .map_err(|e| setup_err(format!("cloning the log handle: {e}")))?;
-        let mut child = Command::new("baresip")
+        let mut command = Command::new("baresip");
+        if opts.sip_trace {
+            command.arg("-s");
+        }
+        let mut child = command
             .arg("-f")
             .arg(&dir)
             .current_dir(&dir)
@@ -666,6 +708,12 @@ impl Baresip {
     /// `sip:USER@127.0.0.1:PORT`: where to send it calls.
     pub fn uri(&self) -> String {
         format!("sip:{}@{}", self.user, self.sip_addr)
+    }
+
+    /// Its SIP over TLS address: 1.0.0 listens on the SIP port + 1
+    /// (presenting [`BaresipTls::certificate`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.sip_addr.ip(), self.sip_addr.port() + 1)
     }
 
     pub fn user(&self) -> &str {
@@ -1152,6 +1200,12 @@ fn render_files(
         ("module_app", "ctrl_tcp.so".into()),
         ("ctrl_tcp_listen", ctrl_addr.to_string()),
     ];
+    if let Some(path) = &opts.tls.certificate {
+        config.push(("sip_certificate", path.display().to_string()));
+    }
+    if let Some(path) = &opts.tls.cafile {
+        config.push(("sip_cafile", path.display().to_string()));
+    }
     if opts.record {
         let rec = dir.join("recordings");
         std::fs::create_dir_all(&rec).map_err(|e| setup_err(format!("{e}")))?;

@@ -31,8 +31,8 @@ pub mod harness;
 mod sipp;
 
 pub use baresip::{
-    AnswerMode, AudioSource, Baresip, BaresipError, BaresipOptions, Credentials, Event, EventKind,
-    MODULE_DIR, Recording, SILENCE_SECONDS,
+    AnswerMode, AudioSource, Baresip, BaresipError, BaresipOptions, BaresipTls, Credentials, Event,
+    EventKind, MODULE_DIR, Recording, SILENCE_SECONDS,
 };
 pub use digest::{DigestAlgorithm, DigestError};
 pub use sipp::{

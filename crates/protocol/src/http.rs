@@ -61,7 +61,15 @@ pub struct CallRecord {
     pub ended_at: Option<String>,
     /// Why it ended; `None` while it is live.
     pub end_reason: Option<EndReason>,
+    /// DTMF digits the far end sent during the call, in order (a SIP trunk's
+    /// RFC 4733 events; the sim sends none), at most
+    /// [`MAX_RECORDED_DTMF`]. Added within v1: absent from older servers.
+    #[serde(default)]
+    pub dtmf_received: String,
 }
+
+/// Far-end digits kept on one call record; later ones are not recorded.
+pub const MAX_RECORDED_DTMF: usize = 128;
 
 /// Error body of every HTTP endpoint: `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

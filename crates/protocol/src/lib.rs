@@ -24,7 +24,10 @@ mod text;
 mod validate;
 
 pub use error::{CloseCode, ErrorCode};
-pub use http::{CallRecord, ErrorBody, ErrorDetail, PhoneNumberInfo, TokenRequest, TokenResponse};
+pub use http::{
+    CallRecord, ErrorBody, ErrorDetail, MAX_RECORDED_DTMF, PhoneNumberInfo, TokenRequest,
+    TokenResponse,
+};
 pub use messages::{
     ActiveCall, AudioClientMessage, AudioServerMessage, ClientMessage, DecodeError, HangupReason,
     RejectReason, ServerMessage, decode_audio_client_message, decode_audio_server_message,

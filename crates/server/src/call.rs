@@ -86,6 +86,8 @@ pub enum Action {
     RecordAnswered(String),
     /// Record how the call ended and free its operator.
     RecordEnded(EndReason),
+    /// Add a digit the far end sent to the record.
+    RecordDtmf(char),
 }
 
 /// Why an attach was refused.
@@ -492,6 +494,9 @@ impl Call {
             }
             Some(CarrierEvent::Dtmf(digit)) => {
                 tracing::debug!(call_sid = %self.sid, %digit, "digit from the far end");
+                if !self.is_ended() {
+                    self.actions.push_back(Action::RecordDtmf(digit));
+                }
             }
             Some(CarrierEvent::Ended(cause)) => {
                 if matches!(cause, EndCause::Failed { .. }) {
@@ -819,6 +824,34 @@ mod tests {
         assert_eq!(call.phase(), &Phase::Active);
         call.hangup(&a, EndReason::Hangup, true);
         assert!(drain(&mut call).contains(&Action::RecordEnded(EndReason::Hangup)));
+    }
+
+    #[test]
+    fn far_end_digits_are_recorded_while_the_call_lives() {
+        let t0 = Instant::now();
+        let a = op("acc", "a");
+        let mut call = Call::outbound("CA8", "acc", a.clone(), TIMERS, t0);
+        call.attach(&a, 1, t0).unwrap();
+        call.placed(Ok(()));
+        call.carrier_event(Some(CarrierEvent::Answered));
+        drain(&mut call);
+        call.carrier_event(Some(CarrierEvent::Dtmf('7')));
+        call.carrier_event(Some(CarrierEvent::Dtmf('#')));
+        let recorded: Vec<_> = drain(&mut call)
+            .into_iter()
+            .filter(|x| matches!(x, Action::RecordDtmf(_)))
+            .collect();
+        assert_eq!(
+            recorded,
+            vec![Action::RecordDtmf('7'), Action::RecordDtmf('#')]
+        );
+        call.hangup(&a, EndReason::Hangup, true);
+        drain(&mut call);
+        call.carrier_event(Some(CarrierEvent::Dtmf('9')));
+        assert!(
+            !drain(&mut call).contains(&Action::RecordDtmf('9')),
+            "a digit after the end is not recorded"
+        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ const MIGRATIONS: &[&str] = &[
          FROM trunks;
      DROP TABLE trunks;
      ALTER TABLE trunks_v7 RENAME TO trunks;",
+    // 8: the digits the far end sent (RFC 4733 over a trunk), in order.
+    "ALTER TABLE calls ADD COLUMN dtmf_received TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The dev account's fixed ids (stable across restarts).
@@ -973,6 +975,22 @@ pub fn end_call(conn: &mut Connection, call_sid: &str, reason: EndReason, at: &s
     Ok(())
 }
 
+/// Appends a digit the far end sent to a call's record (no-op past
+/// [`audin_protocol::MAX_RECORDED_DTMF`] digits: a far end sending digits
+/// all call long cannot grow a record without bound).
+pub fn append_dtmf(conn: &mut Connection, call_sid: &str, digit: char) -> Result<()> {
+    conn.execute(
+        "UPDATE calls SET dtmf_received = dtmf_received || ?2
+         WHERE call_sid = ?1 AND length(dtmf_received) < ?3",
+        params![
+            call_sid,
+            digit.to_string(),
+            audin_protocol::MAX_RECORDED_DTMF as i64
+        ],
+    )?;
+    Ok(())
+}
+
 /// Closes every record left open (by a crash) with `failed`; returns how many.
 pub fn close_open_calls(conn: &mut Connection) -> Result<usize> {
     Ok(conn.execute(
@@ -986,7 +1004,7 @@ pub fn call_record(conn: &mut Connection, call_sid: &str) -> Result<Option<(Stri
     Ok(conn
         .query_row(
             "SELECT account_id, call_sid, direction, from_number, to_number, operator_ref,
-                    offered_at, answered_at, ended_at, end_reason
+                    offered_at, answered_at, ended_at, end_reason, dtmf_received
              FROM calls WHERE call_sid = ?1",
             params![call_sid],
             |r| Ok((r.get(0)?, record_from_row(r, 1)?)),
@@ -1011,6 +1029,7 @@ fn record_from_row(r: &rusqlite::Row<'_>, o: usize) -> rusqlite::Result<CallReco
         answered_at: r.get(o + 6)?,
         ended_at: r.get(o + 7)?,
         end_reason: end_reason.as_deref().and_then(EndReason::parse),
+        dtmf_received: r.get(o + 9)?,
     })
 }
 
@@ -1018,7 +1037,7 @@ fn record_from_row(r: &rusqlite::Row<'_>, o: usize) -> rusqlite::Result<CallReco
 pub fn list_calls(conn: &mut Connection, account_id: &str, limit: u32) -> Result<Vec<CallRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT call_sid, direction, from_number, to_number, operator_ref,
-                offered_at, answered_at, ended_at, end_reason
+                offered_at, answered_at, ended_at, end_reason, dtmf_received
          FROM calls WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![account_id, limit], |r| record_from_row(r, 0))?;

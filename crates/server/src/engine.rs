@@ -975,6 +975,12 @@ impl CallTask {
                         leg.hang_up(reason);
                     }
                 }
+                Action::RecordDtmf(digit) => {
+                    let sid = self.call.sid().to_owned();
+                    self.engine
+                        .db
+                        .execute("record dtmf", move |c| db::append_dtmf(c, &sid, digit));
+                }
                 Action::RecordAnswered(op_ref) => {
                     self.answered_cell.store(true, Ordering::Relaxed);
                     let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());

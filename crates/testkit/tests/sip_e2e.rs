@@ -236,6 +236,9 @@ async fn softphone_calls_a_dev_number_audio_both_ways_dtmf_and_either_side_hangs
         call.send_dtmf("5").await?;
         let digit = caller.wait_event(EventKind::CallDtmfStart, EVENT).await?;
         assert_eq!(digit.param.as_deref(), Some("5"), "{digit}");
+        // And the caller's digits (RFC 4733) end up on the call's record.
+        caller.send_dtmf("7#").await?;
+        tokio::time::sleep(Duration::from_millis(800)).await;
 
         // 3. The softphone hangs up: remote_hangup for the operator and in
         // the record.
@@ -246,6 +249,7 @@ async fn softphone_calls_a_dev_number_audio_both_ways_dtmf_and_either_side_hangs
         assert_eq!(rec["endReason"], "remote_hangup", "{rec}");
         assert_eq!(rec["direction"], "inbound", "{rec}");
         assert_eq!(rec["operatorRef"], "op-sip-in", "{rec}");
+        assert_eq!(rec["dtmfReceived"], "7#", "{rec}");
         drop(ear);
 
         // The operator's 1 kHz reached the softphone at the level sent.

@@ -29,8 +29,8 @@ use audin_testkit::sip::harness::{
     A440, EVENT, OUR_E164, bounded, closed_reason, ended, log_capture, loopback_trunk, next_event,
 };
 use audin_testkit::sip::{
-    AfterAnswer, Baresip, BaresipOptions, Codec, DigestChallenge, EventKind, Scenario, Sipp,
-    SippOptions, Tool, tools_or_skip,
+    AfterAnswer, Baresip, BaresipOptions, Codec, DigestAlgorithm, DigestChallenge, EventKind,
+    Scenario, Sipp, SippOptions, Tool, tools_or_skip,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -736,44 +736,62 @@ async fn our_hang_up_while_ringing_sends_cancel_and_acks_the_487() -> Result<()>
 }
 
 #[tokio::test]
-async fn proxy_407_challenge_is_answered_and_our_hang_up_sends_bye() -> Result<()> {
+async fn proxy_407_challenges_md5_and_sha256_are_answered_and_our_hang_up_sends_bye() -> Result<()>
+{
     let test = "outbound_407";
     if !tools_or_skip(test, &[Tool::Sipp]) {
         return Ok(());
     }
     bounded(test, TEST_BOUND, async {
-        let challenge = DigestChallenge::proxy_407("trunk.test", "acct", "s3cret-pw");
-        let scenario =
-            Scenario::uas_challenge_then_answer(challenge, Codec::Pcmu, AfterAnswer::WaitForBye)?;
-        let mut sipp =
-            Sipp::start(SippOptions::uas(scenario).timeout(Duration::from_secs(15))).await?;
-        let trunk = trunk_to("auth", sipp.sip_addr())
-            .credentials("acct", audin_server::sip::trunk::Secret::new("s3cret-pw"))?;
-        let h = Harness::start(vec![trunk]).await?;
-        let (leg, mut events, _operator) = place(&h, "auth", "+390299999999").await?;
-        let answered = next_event(&mut events).await?;
-        assert_eq!(answered, CarrierEvent::Answered);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        leg.hang_up(EndReason::Hangup);
-        let out = sipp.wait().await?;
-        assert!(out.succeeded(), "{out}");
-        // The retried INVITE's digest is right. The ACK of the 2xx repeats
-        // the INVITE's credentials verbatim, as RFC 3261 §22.1 wants (the
-        // kit's check recomputes it for method ACK and calls it wrong).
-        assert_eq!(out.digest_checks.first(), Some(&Ok(())), "{out}");
-        let credentials: Vec<&str> = out
-            .messages
-            .lines()
-            .filter(|l| l.starts_with("Proxy-Authorization:"))
-            .collect();
-        assert!(
-            credentials.windows(2).all(|w| w[0] == w[1]),
-            "{credentials:?}"
-        );
-        assert!(
-            !out.messages.contains("s3cret-pw"),
-            "the password went on the wire"
-        );
+        for algorithm in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
+            let challenge =
+                DigestChallenge::proxy_407("trunk.test", "acct", "s3cret-pw").algorithm(algorithm);
+            let scenario = Scenario::uas_challenge_then_answer(
+                challenge,
+                Codec::Pcmu,
+                AfterAnswer::WaitForBye,
+            )?;
+            let mut sipp =
+                Sipp::start(SippOptions::uas(scenario).timeout(Duration::from_secs(12))).await?;
+            let trunk = trunk_to("auth", sipp.sip_addr())
+                .credentials("acct", audin_server::sip::trunk::Secret::new("s3cret-pw"))?;
+            let h = Harness::start(vec![trunk]).await?;
+            let (leg, mut events, _operator) = place(&h, "auth", "+390299999999").await?;
+            let answered = next_event(&mut events).await?;
+            assert_eq!(answered, CarrierEvent::Answered, "{algorithm:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            leg.hang_up(EndReason::Hangup);
+            let out = sipp.wait().await?;
+            assert!(out.succeeded(), "{algorithm:?}: {out}");
+            // The retried INVITE's digest is right (for the algorithm asked,
+            // named as RFC 7616 spells it). The ACK of the 2xx repeats the
+            // INVITE's credentials verbatim, as RFC 3261 §22.1 wants (the
+            // kit's check recomputes it for method ACK and calls it wrong).
+            assert_eq!(
+                out.digest_checks.first(),
+                Some(&Ok(())),
+                "{algorithm:?}: {out}"
+            );
+            let credentials: Vec<&str> = out
+                .messages
+                .lines()
+                .filter(|l| l.starts_with("Proxy-Authorization:"))
+                .collect();
+            assert!(
+                credentials
+                    .iter()
+                    .all(|c| c.contains(&format!("algorithm={}", algorithm.token()))),
+                "{credentials:?}"
+            );
+            assert!(
+                credentials.windows(2).all(|w| w[0] == w[1]),
+                "{credentials:?}"
+            );
+            assert!(
+                !out.messages.contains("s3cret-pw"),
+                "the password went on the wire"
+            );
+        }
         Ok(())
     })
     .await

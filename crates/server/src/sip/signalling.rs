@@ -576,6 +576,38 @@ impl fmt::Debug for RsipStack {
     }
 }
 
+/// Binds SIP's UDP socket on `listen` and checks TCP can take the same
+/// port (rsipstack binds its TCP listener only once serving, and swallows
+/// the error, so a taken port must fail the start here). With port 0 the
+/// UDP port the kernel picks may be taken for TCP (by any outgoing
+/// connection's ephemeral port): pick again, a few times.
+fn bind_udp_and_tcp(
+    listen: SocketAddr,
+) -> Result<(std::net::UdpSocket, SocketAddr), SignallingError> {
+    const ATTEMPTS_ON_PORT_0: usize = 16;
+    let attempts = if listen.port() == 0 {
+        ATTEMPTS_ON_PORT_0
+    } else {
+        1
+    };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = std::net::UdpSocket::bind(listen)
+            .map_err(|e| err(&format!("binding SIP UDP {listen}"), e))?;
+        let local = udp
+            .local_addr()
+            .map_err(|e| err("reading the SIP UDP address", e))?;
+        match std::net::TcpListener::bind(local) {
+            Ok(tcp) => {
+                drop(tcp);
+                return Ok((udp, local));
+            }
+            Err(e) => last = Some(err(&format!("binding SIP TCP {local}"), e)),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
 impl RsipStack {
     /// Binds UDP and TCP on `config.listen` (and TLS where `config.tls`
     /// says) and starts serving: new calls go to `handler`.
@@ -584,17 +616,7 @@ impl RsipStack {
         handler: Arc<dyn IncomingHandler>,
     ) -> Result<Arc<Self>, SignallingError> {
         let cancel = CancellationToken::new();
-        // UDP first: with port 0 it picks the port TCP then takes too.
-        let udp_probe = std::net::UdpSocket::bind(config.listen)
-            .map_err(|e| err(&format!("binding SIP UDP {}", config.listen), e))?;
-        let local = udp_probe
-            .local_addr()
-            .map_err(|e| err("reading the SIP UDP address", e))?;
-        // rsipstack binds its TCP listener only once serving, and swallows
-        // the error: bind it here first so a taken port fails the start.
-        let tcp_probe = std::net::TcpListener::bind(local)
-            .map_err(|e| err(&format!("binding SIP TCP {local}"), e))?;
-        drop(tcp_probe);
+        let (udp_probe, local) = bind_udp_and_tcp(config.listen)?;
         let advertised_ip = config.advertised.unwrap_or_else(|| {
             if local.ip().is_unspecified() {
                 // What rsipstack itself would pick: the first non-loopback

@@ -56,7 +56,7 @@ use audin_protocol::{
     decode_audio_server_message, decode_server_message,
 };
 use audin_server::auth::{Claims, TokenSigner};
-use audin_server::routing::OperatorKey;
+use audin_server::routing::{OperatorKey, ready_now};
 use audin_server::sim::Behaviour;
 use audin_server::ws::{Kind, MemoryPeer, WsConn};
 use audin_server::{Engine, ServerConfig, db};
@@ -486,7 +486,7 @@ impl<'w> Run<'w> {
                 account: account.into(),
                 operator_ref: operator.into(),
             };
-            if let Some(sid) = engine.routing.held_call(&key) {
+            if let Ok(Some(sid)) = ready_now(engine.routing.held_call(&key)) {
                 left.push(format!("{operator} still holds {sid}"));
             }
         }

@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation for the Audin operator softphone.
 //!
 //! ```text
-//! cargo xtask setup                 install toolchain pieces, Chromium, baresip, SIPp, npm deps
+//! cargo xtask setup                 install toolchain pieces, Chromium, baresip, SIPp, PostgreSQL, npm deps
 //! cargo xtask test  [flags]         setup + every check CI runs (`.ci/run`)
 //! cargo xtask wasm                  build the wasm modules into the npm package
 //! cargo xtask bench [-- args]       codec, server-load and browser-audio benchmarks
@@ -32,7 +32,7 @@ usage: cargo xtask <command> [options]
 commands:
   setup            idempotent installs: rustfmt/clippy, wasm target, wasm-bindgen-cli
                    (Cargo.lock version), chromium and the SIP far ends baresip-core,
-                   sip-tester (apt), npm packages (incl. wasm-opt)
+                   sip-tester, postgresql (apt), npm packages (incl. wasm-opt)
   test             setup, then fmt, clippy, cargo test, wasm builds, npm build,
                    npm test (typecheck + node --test incl. Chromium), bounded fuzzing
   wasm             build crates/wasm + crates/worklet into packages/operator-sdk/src/generated

@@ -34,6 +34,18 @@ const AUDIO_RIG_APT_PACKAGES: &[(&str, &str)] = &[
     ("sox", "sox"),
 ];
 
+/// PostgreSQL's server, for the PostgreSQL call store's tests
+/// (`audin_testkit::postgres` starts a throw-away server as the `postgres`
+/// user). Debian keeps its binaries off PATH, under
+/// `/usr/lib/postgresql/N/bin`: see [`postgresql`].
+const POSTGRES_APT_PACKAGE: &str = "postgresql";
+
+/// NATS (nats-server 2.9.10 on Debian 12, JetStream built in) for the
+/// cluster seam's tests (`audin_testkit::nats` starts a throw-away server;
+/// the package only ships a systemd unit, nothing starts by itself). The
+/// binary is `/usr/sbin/nats-server`.
+const NATS_APT_PACKAGES: &[(&str, &str)] = &[("nats-server", "nats-server")];
+
 /// How long apt waits for the dpkg lock held by another apt (a second
 /// `cargo xtask setup`, unattended-upgrades) instead of failing at once.
 const DPKG_LOCK_TIMEOUT_SECS: u32 = 600;
@@ -49,6 +61,8 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     apt_packages(APT_PACKAGES, true)?;
     apt_packages(SIP_APT_PACKAGES, false)?;
     apt_packages(AUDIO_RIG_APT_PACKAGES, false)?;
+    postgresql()?;
+    apt_packages(NATS_APT_PACKAGES, false)?;
     node(ctx)?;
     npm_packages(ctx)?;
     Ok(())
@@ -227,6 +241,23 @@ fn apt_packages(packages: &[(&str, &str)], recommends: bool) -> Result<()> {
     run(&mut install).with_context(|| format!("apt-get install {}", missing.join(" ")))?;
     done(&names, &format!("installed {}", missing.join(", ")));
     Ok(())
+}
+
+/// Installs Debian's `postgresql` unless a server is already there. The
+/// usual PATH check cannot see it (`initdb` lives in
+/// `/usr/lib/postgresql/N/bin`), so this looks there.
+fn postgresql() -> Result<()> {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|v| v.path().join("bin/initdb").is_file() && v.path().join("bin/postgres").is_file());
+    if installed {
+        done(POSTGRES_APT_PACKAGE, "already installed, skipped");
+        return Ok(());
+    }
+    // `initdb` is never on PATH: apt_packages installs the package.
+    apt_packages(&[(POSTGRES_APT_PACKAGE, "initdb")], false)
 }
 
 fn node(_ctx: &Ctx) -> Result<()> {

@@ -44,13 +44,16 @@ pub fn test_steps() -> Vec<Step> {
             ]))
         }),
         Step::new("cargo-test", "rust", |c| {
-            // The setup step installed baresip and SIPp: the SIP far-end
-            // tests must run here, never skip (they skip only on a bare
-            // `cargo test` where the tools are absent).
+            // The setup step installed baresip, SIPp, PostgreSQL and NATS:
+            // the SIP far-end, PostgreSQL store and NATS cluster tests must
+            // run here, never skip (they skip only on a bare `cargo test`
+            // where the tools are absent).
             run(c
                 .cargo()
                 .args(["test", "--workspace"])
-                .env("AUDIN_REQUIRE_SIP_TOOLS", "1"))
+                .env("AUDIN_REQUIRE_SIP_TOOLS", "1")
+                .env("AUDIN_REQUIRE_POSTGRES", "1")
+                .env("AUDIN_REQUIRE_NATS", "1"))
         }),
         // The wasm crates' target-specific code (panic handler, exports) is
         // only compiled, hence only linted, for wasm32.

@@ -248,6 +248,23 @@ pub enum AudioClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<HangupReason>,
     },
+    /// Round-trip probe (added within v1): answered at once by `pong` with
+    /// the same id, so the client can measure the audio path's round-trip
+    /// time. Counts toward the socket's text-message rate limit.
+    Ping {
+        /// Chosen by the client; echoed back.
+        id: u32,
+    },
+    /// First message instead of `attach` (added within v1): starts a
+    /// preflight echo session, which needs a valid session token and no
+    /// call. The server answers `preflightStarted`, returns every audio
+    /// frame at once, answers `ping`, and closes with 1000 after
+    /// `preflightStarted.maxMs`. A server without the capability answers
+    /// `error` `UNKNOWN_MESSAGE`.
+    Preflight {
+        /// A session token (any operator of any account).
+        token: String,
+    },
 }
 
 /// Server → client text messages on a call's audio socket.
@@ -285,6 +302,18 @@ pub enum AudioServerMessage {
         code: ErrorCode,
         /// Explanation; never contains a secret.
         message: String,
+    },
+    /// Answer to an audio-socket `ping` (added within v1).
+    Pong {
+        /// The ping's id.
+        id: u32,
+    },
+    /// A preflight echo session started (added within v1): frames sent from
+    /// now on come straight back.
+    PreflightStarted {
+        /// The session's bound: the server closes with 1000 this many ms
+        /// after this message.
+        max_ms: u64,
     },
 }
 
@@ -365,8 +394,15 @@ const SERVER_TYPES: &[&str] = &[
     "callEnded",
     "error",
 ];
-const AUDIO_CLIENT_TYPES: &[&str] = &["attach", "mute", "dtmf", "hangup"];
-const AUDIO_SERVER_TYPES: &[&str] = &["attached", "answered", "ended", "error"];
+const AUDIO_CLIENT_TYPES: &[&str] = &["attach", "mute", "dtmf", "hangup", "ping", "preflight"];
+const AUDIO_SERVER_TYPES: &[&str] = &[
+    "attached",
+    "answered",
+    "ended",
+    "error",
+    "pong",
+    "preflightStarted",
+];
 
 /// Decodes a text message, classifying failures so the reply can say
 /// exactly what was wrong.

@@ -82,9 +82,22 @@ fn presence_server_fixtures_cover_every_message() {
 #[test]
 fn audio_fixtures_cover_every_message() {
     let client = round_trip_all("audio-client.json", decode_audio_client_message);
-    assert_eq!(client, set(&["attach", "mute", "dtmf", "hangup"]));
+    assert_eq!(
+        client,
+        set(&["attach", "mute", "dtmf", "hangup", "ping", "preflight"])
+    );
     let server = round_trip_all("audio-server.json", decode_audio_server_message);
-    assert_eq!(server, set(&["attached", "answered", "ended", "error"]));
+    assert_eq!(
+        server,
+        set(&[
+            "attached",
+            "answered",
+            "ended",
+            "error",
+            "pong",
+            "preflightStarted"
+        ])
+    );
 }
 
 fn http_round_trip<T: Serialize + DeserializeOwned>(v: &Value) {

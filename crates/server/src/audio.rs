@@ -1,5 +1,5 @@
 //! The audio socket (`GET /v1/operator/audio`): attach, 160-byte mu-law
-//! frames both ways, mute / DTMF / hangup.
+//! frames both ways, mute / DTMF / hangup, and `ping` / `pong` round trips.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,7 +49,10 @@ pub async fn handler(
     )
 }
 
-async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Attachment)> {
+/// The attached operator, the call's sid and its attachment; `None` when
+/// the socket closed first, or was a preflight session (run here to its
+/// end, see [`crate::preflight`]).
+async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, String, Attachment)> {
     let deadline = Instant::now() + engine.cfg.auth_timeout;
     let mut limiter = SocketLimiter::default();
     let mut shutdown = engine.shutdown_signal();
@@ -109,6 +112,7 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Atta
                             account: claims.acc,
                             operator_ref: claims.sub,
                         },
+                        call_sid,
                         a,
                     )),
                     Err(AttachError::Forbidden) => {
@@ -131,6 +135,14 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Atta
                     }
                 };
             }
+            // The same token check, errors and close codes as `attach`.
+            Ok(AudioClientMessage::Preflight { token }) => {
+                match engine.signer.verify(&token) {
+                    Ok(_) => crate::preflight::run(engine, conn).await,
+                    Err(e) => close_for_token(conn, e).await,
+                }
+                return None;
+            }
             Ok(_) => conn.outbox().send_text(error_msg(
                 ErrorCode::NotAuthenticated,
                 "the first message must be attach",
@@ -143,7 +155,7 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Atta
 /// checked): `attach`, then frames and messages until the socket closes;
 /// the call is told the audio went away.
 pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
-    let Some((op, att)) = attach(&engine, &mut conn).await else {
+    let Some((op, call_sid, att)) = attach(&engine, &mut conn).await else {
         return;
     };
     let mut limiter = SocketLimiter::default();
@@ -228,9 +240,36 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
                 }
                 match decode_audio_client_message(t.as_str()) {
                     Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),
-                    Ok(AudioClientMessage::Attach { .. }) => conn
+                    Ok(
+                        AudioClientMessage::Attach { .. } | AudioClientMessage::Preflight { .. },
+                    ) => conn
                         .outbox()
                         .send_text(error_msg(ErrorCode::InvalidMessage, "already attached")),
+                    // Answered here, at once: the call task is not involved,
+                    // so the round trip measures the socket path only. The
+                    // rate limiter above already counted it.
+                    Ok(AudioClientMessage::Ping { id }) => {
+                        let pong = AudioServerMessage::Pong { id }.to_json();
+                        // Dev only: a sim call impaired with `rttMs` gets its
+                        // pongs late, so clients' high-RTT handling can be
+                        // tested. The held pong is a sleeping task, bounded
+                        // by the rate limit and MAX_RTT_MS.
+                        match engine
+                            .cfg
+                            .dev
+                            .then(|| engine.sim.pong_delay(&call_sid))
+                            .flatten()
+                        {
+                            Some(delay) => {
+                                let outbox = conn.outbox().clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(delay).await;
+                                    outbox.send_text(pong);
+                                });
+                            }
+                            None => conn.outbox().send_text(pong),
+                        }
+                    }
                     Ok(AudioClientMessage::Mute { muted }) => {
                         let _ = att.cmd.send(CallCmd::Mute(muted)).await;
                     }

@@ -10,21 +10,34 @@ use audin_protocol::Untrusted;
 use crate::config::{AdminCommand, ServeArgs, SimCommand};
 use crate::db;
 use crate::sip::trunk::Secret;
+use crate::store::{self, CallStore};
 
-/// Runs an `admin` subcommand against the configured database.
+/// Runs an `admin` subcommand against the configured store (SQLite or
+/// PostgreSQL alike).
 pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
-    let path = args.database_path();
-    let mut conn = db::open_sync(&path)?;
+    let database = args.database();
+    // One short-lived runtime: the store's interface is async.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let store = store::open(&database).await?;
+            admin_on(store.as_ref(), action).await
+        })
+}
+
+/// Runs an `admin` subcommand against `store`.
+pub async fn admin_on(store: &dyn CallStore, action: AdminCommand) -> Result<()> {
     match action {
         AdminCommand::CreateAccount { name } => {
-            let id = db::create_account(&mut conn, &name)?;
-            let key = db::create_api_key(&mut conn, &id, "")?;
+            let id = store.create_account(&name).await?;
+            let key = store.create_api_key(&id, "").await?;
             println!("account {id}");
             println!("api key {key}");
             println!("(the key is shown once; store it now)");
         }
         AdminCommand::CreateKey { account } => {
-            let key = db::create_api_key(&mut conn, &account, "")?;
+            let key = store.create_api_key(&account, "").await?;
             println!("api key {key}");
             println!("(the key is shown once; store it now)");
         }
@@ -37,7 +50,9 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             if let Err(e) = audin_protocol::validate_e164(&number) {
                 bail!("{}: {e}", Untrusted(&number));
             }
-            let id = db::add_number_via(&mut conn, &account, &number, &name, trunk.as_deref())
+            let id = store
+                .add_number(&account, &number, &name, trunk.as_deref())
+                .await
                 .with_context(|| format!("adding {number} to {}", Untrusted(&account)))?;
             match trunk {
                 Some(t) => println!("number {id} {number} {name} trunk {t}"),
@@ -70,7 +85,7 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
             if trunk.register && trunk.username.is_none() {
                 return Err(crate::sip::trunk::TrunkConfigError::RegisterWithoutCredentials.into());
             }
-            let id = db::add_trunk(&mut conn, &account, &trunk).with_context(|| {
+            let id = store.add_trunk(&account, &trunk).await.with_context(|| {
                 format!(
                     "adding trunk {} to {}",
                     Untrusted(&trunk.name),
@@ -108,13 +123,15 @@ pub fn admin(args: &ServeArgs, action: AdminCommand) -> Result<()> {
                     max_outbound_calls.map(Some)
                 },
             };
-            let policy = db::set_dialing(&mut conn, &account, &change)
+            let policy = store
+                .set_dialing(&account, &change)
+                .await
                 .with_context(|| format!("setting the dialling of {}", Untrusted(&account)))?;
             // Checked by set_dialing: an existing account id, safe to echo.
             println!("account {account}  dialling  {policy}");
             println!("(the running server applies it from the next dial)");
         }
-        AdminCommand::List => print!("{}", db::admin_listing(&mut conn)?),
+        AdminCommand::List => print!("{}", store.admin_listing().await?),
     }
     Ok(())
 }

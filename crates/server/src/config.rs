@@ -18,8 +18,11 @@ use crate::sip::trunk::{SipEndpointConfig, SipTransport, TrunkUri};
 pub struct ServerConfig {
     /// Address to bind (`127.0.0.1:0` picks a free port).
     pub listen: SocketAddr,
-    /// SQLite file, or `:memory:`.
+    /// SQLite file, or `:memory:` (unused when `postgres` is set).
     pub database: PathBuf,
+    /// The PostgreSQL call store (`--database postgres://…`); `None`: the
+    /// SQLite file `database`.
+    pub postgres: Option<crate::store::PostgresUrl>,
     /// Browser origins allowed on the HTTP endpoints (CORS) and WebSockets.
     pub allowed_origins: Vec<String>,
     /// Lifetime of a session token.
@@ -63,6 +66,7 @@ impl ServerConfig {
         Self {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             database: PathBuf::from(":memory:"),
+            postgres: None,
             allowed_origins: Vec::new(),
             token_ttl: Duration::from_secs(audin_protocol::DEFAULT_TOKEN_TTL_SECS),
             ring_timeout: Duration::from_millis(audin_protocol::DEFAULT_RING_TIMEOUT_MS),
@@ -80,6 +84,14 @@ impl ServerConfig {
             dev_trunk: None,
             tls_cert: None,
             tls_key: None,
+        }
+    }
+
+    /// The call store these settings select.
+    pub fn store_location(&self) -> crate::store::Database {
+        match &self.postgres {
+            Some(url) => crate::store::Database::Postgres(url.clone()),
+            None => crate::store::Database::Sqlite(self.database.clone()),
         }
     }
 
@@ -362,16 +374,18 @@ pub struct ServeArgs {
         global = true
     )]
     pub listen: SocketAddr,
-    /// SQLite database: a file path or `sqlite:PATH` (`:memory:` for a
-    /// throw-away DB); other URL schemes are refused. Default
-    /// `audin.sqlite3`, or `.audin-dev/audin.sqlite3` with --dev.
+    /// The call store: a SQLite file path or `sqlite:PATH` (`:memory:` for
+    /// a throw-away DB), or a shared PostgreSQL database
+    /// `postgres://USER@HOST:PORT/DB` (password in PGPASSWORD); other URL
+    /// schemes are refused. Default `audin.sqlite3`, or
+    /// `.audin-dev/audin.sqlite3` with --dev.
     #[arg(
         long,
         env = "AUDIN_DATABASE",
         global = true,
-        value_parser = PathBufValueParser::new().try_map(|p: PathBuf| database_location(&p))
+        value_parser = PathBufValueParser::new().try_map(|p: PathBuf| parse_database(&p))
     )]
-    pub database: Option<PathBuf>,
+    pub database: Option<crate::store::Database>,
     /// Comma-separated allowed browser origins; `http://localhost:*` allows any port.
     #[arg(
         long,
@@ -544,22 +558,26 @@ pub enum LogFormat {
 pub enum DatabaseArgError {
     /// The value is empty.
     Empty,
-    /// A URL whose scheme is not `sqlite` (e.g. `postgres://…`).
+    /// A URL whose scheme is neither `sqlite` nor `postgres` (e.g.
+    /// `mysql://…`).
     UnsupportedScheme(String),
+    /// A `postgres://` URL that does not parse.
+    Postgres(crate::store::postgres::PostgresUrlError),
 }
 
 impl std::fmt::Display for DatabaseArgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         const FORMS: &str = "supported forms: a file path (e.g. /var/lib/audin/audin.sqlite3), \
-                             sqlite:PATH, or :memory:";
+                             sqlite:PATH, :memory:, or postgres://USER@HOST:PORT/DATABASE";
         match self {
             Self::Empty => write!(f, "the database is empty; {FORMS}"),
             Self::UnsupportedScheme(scheme) => write!(
                 f,
-                "unsupported database scheme {}: only SQLite is supported; {FORMS} \
-                 (write ./NAME for a file whose name contains a colon)",
+                "unsupported database scheme {}: only SQLite and PostgreSQL are supported; \
+                 {FORMS} (write ./NAME for a file whose name contains a colon)",
                 audin_protocol::Untrusted(scheme)
             ),
+            Self::Postgres(e) => e.fmt(f),
         }
     }
 }
@@ -605,6 +623,28 @@ pub fn database_location(arg: &std::path::Path) -> Result<PathBuf, DatabaseArgEr
     Ok(PathBuf::from(path))
 }
 
+/// The call store a `--database` value names: `postgres://…` (or
+/// `postgresql://…`) is PostgreSQL, anything else what
+/// [`database_location`] makes of it.
+///
+/// ```
+/// use std::path::{Path, PathBuf};
+/// use audin_server::config::parse_database;
+/// use audin_server::store::Database;
+/// assert_eq!(parse_database(Path::new("a.db")).unwrap(), Database::Sqlite(PathBuf::from("a.db")));
+/// assert!(matches!(parse_database(Path::new("postgres://audin@127.0.0.1:5432/audin")), Ok(Database::Postgres(_))));
+/// assert!(parse_database(Path::new("mysql://db/audin")).is_err());
+/// ```
+pub fn parse_database(arg: &std::path::Path) -> Result<crate::store::Database, DatabaseArgError> {
+    let text = arg.to_string_lossy();
+    if crate::store::PostgresUrl::is_postgres(&text) {
+        return crate::store::PostgresUrl::parse(&text)
+            .map(crate::store::Database::Postgres)
+            .map_err(DatabaseArgError::Postgres);
+    }
+    database_location(arg).map(crate::store::Database::Sqlite)
+}
+
 /// `(scheme, rest)` when `s` starts with an RFC 3986 scheme of two or more
 /// characters and a colon.
 fn url_scheme(s: &str) -> Option<(&str, &str)> {
@@ -618,18 +658,25 @@ fn url_scheme(s: &str) -> Option<(&str, &str)> {
 }
 
 impl ServeArgs {
-    /// The database path these flags select.
-    pub fn database_path(&self) -> PathBuf {
+    /// The call store these flags select.
+    pub fn database(&self) -> crate::store::Database {
         match &self.database {
-            Some(p) => p.clone(),
-            None if self.dev => PathBuf::from(".audin-dev/audin.sqlite3"),
-            None => PathBuf::from("audin.sqlite3"),
+            Some(d) => d.clone(),
+            None if self.dev => {
+                crate::store::Database::Sqlite(PathBuf::from(".audin-dev/audin.sqlite3"))
+            }
+            None => crate::store::Database::Sqlite(PathBuf::from("audin.sqlite3")),
         }
     }
 
     /// Turns the flags into a [`ServerConfig`].
     pub fn into_config(self) -> ServerConfig {
-        let database = self.database_path();
+        let (database, postgres) = match self.database() {
+            crate::store::Database::Sqlite(path) => (path, None),
+            // The SQLite path is unused then; the default keeps it a file
+            // name nobody opens.
+            crate::store::Database::Postgres(url) => (PathBuf::from("audin.sqlite3"), Some(url)),
+        };
         let mut allowed_origins: Vec<String> = self
             .allowed_origins
             .iter()
@@ -650,6 +697,7 @@ impl ServeArgs {
         ServerConfig {
             listen: self.listen,
             database,
+            postgres,
             allowed_origins,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             ring_timeout: Duration::from_millis(self.ring_timeout_ms),

@@ -1,5 +1,8 @@
 //! SQLite storage: accounts, hashed API keys, SIP trunks, phone numbers,
-//! call records and the persisted signing secret.
+//! call records, the persisted signing secret and the dev key. This is the
+//! embedded [`crate::store::SqliteStore`] behind the call store interface
+//! ([`crate::store::CallStore`]); the rules both stores share (name,
+//! prefix and trunk checks, the `admin list` text) live here too.
 //!
 //! All database work runs on one dedicated thread that owns the connection;
 //! async code sends it closures over a bounded channel ([`Db::call`]) and
@@ -263,7 +266,7 @@ pub struct NewTrunk {
 
 impl NewTrunk {
     /// The carrier configuration, named `id`, or why there is none.
-    fn config(&self, id: &str) -> Result<SipTrunkConfig, AdminError> {
+    pub(crate) fn config(&self, id: &str) -> Result<SipTrunkConfig, AdminError> {
         // The name follows the carrier-name rules even though the carrier
         // is named by id: it is typed on command lines and shown in lists.
         SipTrunkConfig::new(&self.name, &self.uri)?;
@@ -400,31 +403,57 @@ pub fn trunk_configs(conn: &mut Connection) -> Result<Vec<SipTrunkConfig>> {
     rows.into_iter()
         .map(
             |(id, uri, transport, username, password, sources, register, inbound_auth)| {
-                let bad = |why: String| AdminError::BadTrunkRow {
-                    id: id.clone(),
-                    why,
-                };
-                let transport = match transport.as_str() {
-                    "udp" => SipTransport::Udp,
-                    "tcp" => SipTransport::Tcp,
-                    "tls" => SipTransport::Tls,
-                    other => return Err(bad(format!("transport {}", Untrusted(other))).into()),
-                };
-                let new = NewTrunk {
-                    // Only checked by `config`; the carrier is named by id.
-                    name: "stored".into(),
+                trunk_from_row(
+                    &id,
                     uri,
-                    transport,
+                    &transport,
                     username,
-                    password: password.map(Secret::new),
-                    allowed_sources: sources.split_whitespace().map(str::to_owned).collect(),
+                    password,
+                    &sources,
                     register,
                     inbound_auth,
-                };
-                new.config(&id).map_err(|e| bad(e.to_string()).into())
+                )
             },
         )
         .collect()
+}
+
+/// A stored trunk row as the SIP endpoint takes it (named by `id`), or
+/// [`AdminError::BadTrunkRow`]: shared by every store, so a hand-edited
+/// row is refused the same way whatever holds it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn trunk_from_row(
+    id: &str,
+    uri: String,
+    transport: &str,
+    username: Option<String>,
+    password: Option<String>,
+    sources: &str,
+    register: bool,
+    inbound_auth: bool,
+) -> Result<SipTrunkConfig> {
+    let bad = |why: String| AdminError::BadTrunkRow {
+        id: id.to_owned(),
+        why,
+    };
+    let transport = match transport {
+        "udp" => SipTransport::Udp,
+        "tcp" => SipTransport::Tcp,
+        "tls" => SipTransport::Tls,
+        other => return Err(bad(format!("transport {}", Untrusted(other))).into()),
+    };
+    let new = NewTrunk {
+        // Only checked by `config`; the carrier is named by id.
+        name: "stored".into(),
+        uri,
+        transport,
+        username,
+        password: password.map(Secret::new),
+        allowed_sources: sources.split_whitespace().map(str::to_owned).collect(),
+        register,
+        inbound_auth,
+    };
+    new.config(id).map_err(|e| bad(e.to_string()).into())
 }
 
 /// Most destination prefixes an account may list: every dial scans them,
@@ -493,7 +522,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), AdminError> {
 }
 
 /// Checks an allow-list and drops repeats (first occurrence kept).
-fn checked_prefixes(prefixes: &[String]) -> Result<Vec<String>, AdminError> {
+pub(crate) fn checked_prefixes(prefixes: &[String]) -> Result<Vec<String>, AdminError> {
     let mut out: Vec<String> = Vec::with_capacity(prefixes.len());
     for p in prefixes {
         check_prefix(p)?;
@@ -553,12 +582,21 @@ pub fn dialing_policy(conn: &mut Connection, account_id: &str) -> Result<Dialing
     let Some((prefixes, max)) = row else {
         return Ok(DialingPolicy::default());
     };
+    Ok(policy_from_row(account_id, prefixes.as_deref(), max)?)
+}
+
+/// A stored dialling policy row, or [`AdminError::BadDialingRow`] (shared
+/// by every store).
+pub(crate) fn policy_from_row(
+    account_id: &str,
+    prefixes: Option<&str>,
+    max: Option<i64>,
+) -> Result<DialingPolicy, AdminError> {
     let bad = |why: String| AdminError::BadDialingRow {
         account: account_id.to_owned(),
         why,
     };
     let allowed_prefixes = prefixes
-        .as_deref()
         .unwrap_or("")
         .split_whitespace()
         .map(|p| check_prefix(p).map(|()| p.to_owned()))
@@ -762,7 +800,7 @@ pub fn create_account(conn: &mut Connection, name: &str) -> Result<String> {
 /// Refuses a name holding a control or format character or a line or
 /// paragraph separator: names reach `admin list`, the phone-number listing
 /// and SDK UIs verbatim, where such a character forges or reorders text.
-fn ensure_printable(what: &str, name: &str) -> Result<()> {
+pub(crate) fn ensure_printable(what: &str, name: &str) -> Result<()> {
     anyhow::ensure!(
         is_printable_text(name),
         "the {what} {} holds a control or format character (e.g. U+202E) or a line \
@@ -895,8 +933,15 @@ pub fn number_by_e164(conn: &mut Connection, number: &str) -> Result<Option<Numb
         .optional()?)
 }
 
-/// Seeds the dev account and numbers (idempotent) and returns a fresh dev
-/// API key; older dev keys are removed.
+/// The `settings` key of the dev API key (`--dev`): kept in the store so
+/// every node sharing it, and every restart, prints the same key.
+pub(crate) const DEV_KEY_SETTING: &str = "dev_api_key";
+
+/// Seeds the dev account and numbers and returns the dev API key
+/// (idempotent): the key is created once and kept in `settings`, so every
+/// start (and every node on a shared database) returns the same one. Dev
+/// keys of the dev account other than it (made by older versions, which
+/// replaced the key on every start) are removed.
 pub fn seed_dev(conn: &mut Connection) -> Result<String> {
     let tx = conn.transaction()?;
     tx.execute(
@@ -911,11 +956,32 @@ pub fn seed_dev(conn: &mut Connection) -> Result<String> {
         )?;
     }
     tx.execute(
-        "DELETE FROM api_keys WHERE account_id = ?1 AND label = 'dev'",
-        params![DEV_ACCOUNT_ID],
+        "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+        params![DEV_KEY_SETTING, auth::ApiKey::generate().to_string()],
+    )?;
+    let stored: String = tx.query_row(
+        "SELECT value FROM settings WHERE key = ?1",
+        params![DEV_KEY_SETTING],
+        |r| r.get(0),
+    )?;
+    let key = auth::ApiKey::parse(&stored)
+        .with_context(|| format!("the stored setting {DEV_KEY_SETTING} is not an API key"))?;
+    tx.execute(
+        "DELETE FROM api_keys WHERE account_id = ?1 AND label = 'dev' AND key_id <> ?2",
+        params![DEV_ACCOUNT_ID, key.key_id],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO api_keys (key_id, account_id, secret_hash, label, created_at)
+         VALUES (?1, ?2, ?3, 'dev', ?4)",
+        params![
+            key.key_id,
+            DEV_ACCOUNT_ID,
+            key.secret_hash().to_vec(),
+            now_rfc3339()
+        ],
     )?;
     tx.commit()?;
-    create_api_key(conn, DEV_ACCOUNT_ID, "dev")
+    Ok(stored)
 }
 
 /// How many call records are still open (no `ended_at`).
@@ -1044,30 +1110,44 @@ pub fn list_calls(conn: &mut Connection, account_id: &str, limit: u32) -> Result
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-struct TrunkListing {
-    id: String,
-    name: String,
-    uri: String,
-    transport: String,
-    username: Option<String>,
-    has_password: bool,
-    sources: String,
-    register: bool,
-    inbound_auth: bool,
+/// One trunk as `admin list` shows it: never the password, only whether
+/// one is set.
+#[derive(Debug, Clone)]
+pub(crate) struct TrunkListing {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) uri: String,
+    pub(crate) transport: String,
+    pub(crate) username: Option<String>,
+    pub(crate) has_password: bool,
+    pub(crate) sources: String,
+    pub(crate) register: bool,
+    pub(crate) inbound_auth: bool,
+}
+
+/// One account as `admin list` shows it, read by any store.
+#[derive(Debug)]
+pub(crate) struct AccountListing {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// (key id, label, created at), oldest first.
+    pub(crate) keys: Vec<(String, String, String)>,
+    pub(crate) policy: Result<DialingPolicy>,
+    /// By name.
+    pub(crate) trunks: Vec<TrunkListing>,
+    /// By number.
+    pub(crate) numbers: Vec<NumberRow>,
 }
 
 /// Human-readable listing for `admin list`.
 pub fn admin_listing(conn: &mut Connection) -> Result<String> {
-    use std::fmt::Write;
-    let mut out = String::new();
     let accounts: Vec<(String, String)> = {
         let mut stmt = conn.prepare("SELECT id, name FROM accounts ORDER BY created_at, id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
+    let mut listed = Vec::with_capacity(accounts.len());
     for (id, name) in accounts {
-        // Rows written before names were checked may hold anything.
-        writeln!(out, "account {id}  {}", escape_unsafe(&name))?;
         let keys: Vec<(String, String, String)> = {
             let mut stmt = conn.prepare(
                 "SELECT key_id, label, created_at FROM api_keys WHERE account_id = ?1 ORDER BY created_at",
@@ -1075,16 +1155,7 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        for (key_id, label, created) in keys {
-            let label = escape_unsafe(&label);
-            writeln!(out, "  key ak_{key_id}_…  {label}  created {created}")?;
-        }
-        match dialing_policy(conn, &id) {
-            Ok(policy) => writeln!(out, "  dialling  {policy}")?,
-            // Listed, not fatal: `admin list` is how the bad row is found.
-            Err(e) => writeln!(out, "  dialling  {e}")?,
-        }
-        // Trunks: never the password, only whether one is set.
+        let policy = dialing_policy(conn, &id);
         let trunks: Vec<TrunkListing> = {
             let mut stmt = conn.prepare(
                 "SELECT id, name, uri, transport, username, password IS NOT NULL,
@@ -1106,7 +1177,36 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
-        for t in &trunks {
+        let numbers = numbers_of(conn, &id)?;
+        listed.push(AccountListing {
+            id,
+            name,
+            keys,
+            policy,
+            trunks,
+            numbers,
+        });
+    }
+    render_listing(&listed)
+}
+
+/// The text of `admin list` (shared by every store). Stored text is
+/// escaped: rows written before names were checked may hold anything.
+pub(crate) fn render_listing(accounts: &[AccountListing]) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for a in accounts {
+        writeln!(out, "account {}  {}", a.id, escape_unsafe(&a.name))?;
+        for (key_id, label, created) in &a.keys {
+            let label = escape_unsafe(label);
+            writeln!(out, "  key ak_{key_id}_…  {label}  created {created}")?;
+        }
+        match &a.policy {
+            Ok(policy) => writeln!(out, "  dialling  {policy}")?,
+            // Listed, not fatal: `admin list` is how the bad row is found.
+            Err(e) => writeln!(out, "  dialling  {e}")?,
+        }
+        for t in &a.trunks {
             write!(
                 out,
                 "  trunk {}  {}  {}  {}",
@@ -1136,12 +1236,12 @@ pub fn admin_listing(conn: &mut Connection) -> Result<String> {
             }
             out.push('\n');
         }
-        for n in numbers_of(conn, &id)? {
+        for n in &a.numbers {
             let name = escape_unsafe(&n.display_name);
             write!(out, "  number {}  {}  {name}", n.id, n.number)?;
             match n.carrier.as_deref() {
                 None => out.push_str("  (sim)"),
-                Some(c) => match trunks.iter().find(|t| t.id == c) {
+                Some(c) => match a.trunks.iter().find(|t| t.id == c) {
                     Some(t) => write!(out, "  trunk {}", escape_unsafe(&t.name))?,
                     None => write!(out, "  carrier {} (no such trunk)", escape_unsafe(c))?,
                 },

@@ -30,11 +30,12 @@ use crate::carrier::{
     EventReceiver, InboundCall, InboundRefusal, InboundSink, OperatorAudio, OutboundRequest,
 };
 use crate::config::ServerConfig;
-use crate::db::{self, Db, NewCall};
+use crate::db::{self, NewCall};
 use crate::metrics::Metrics;
 use crate::ratelimit::FailedAuthLimiter;
-use crate::routing::{OperatorKey, Routing};
+use crate::routing::{OperatorKey, Routing, RoutingError, ready_now};
 use crate::sim::SimCarrier;
+use crate::store::{CallStore, RecordWrite};
 use crate::util::{new_call_sid, now_rfc3339, random_hex};
 use crate::ws::Outbox;
 
@@ -143,6 +144,9 @@ pub type ReqError = (ErrorCode, String);
 /// Ended calls remembered with who took part in them (see [`EndedCalls`]).
 const ENDED_CALLS_REMEMBERED: usize = 1024;
 
+/// How long a shutdown waits for queued call record writes to land.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
 /// Who took part in recently ended calls (every operator offered the call,
 /// and its holder) and how each ended, so that a late `accept` or `hangup`
 /// tells a participant the real end and everyone else only what an unknown
@@ -176,8 +180,9 @@ impl EndedCalls {
 pub struct Engine {
     /// Configuration.
     pub cfg: ServerConfig,
-    /// Database.
-    pub db: Db,
+    /// The call store (SQLite or PostgreSQL): accounts, numbers, keys,
+    /// trunks and call records. Touched per call event, never per frame.
+    pub db: Arc<dyn CallStore>,
     /// Token signer.
     pub signer: TokenSigner,
     /// Routing state.
@@ -200,9 +205,17 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine.
-    pub fn new(cfg: ServerConfig, db: Db, signer: TokenSigner) -> Arc<Self> {
+    /// Builds the engine over a call store (a [`crate::db::Db`] is taken
+    /// as the SQLite store).
+    pub fn new(
+        cfg: ServerConfig,
+        db: impl Into<Arc<dyn CallStore>>,
+        signer: TokenSigner,
+    ) -> Arc<Self> {
+        let db: Arc<dyn CallStore> = db.into();
         let sim = Arc::new(SimCarrier::new());
+        let metrics = Arc::new(Metrics::default());
+        let _ = metrics.store.set(db.stats());
         Arc::new(Self {
             cfg,
             db,
@@ -210,7 +223,7 @@ impl Engine {
             routing: Arc::new(crate::routing::InMemoryRouting::new()),
             carriers: Carriers::new(sim.clone()),
             sim,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             auth_limiter: FailedAuthLimiter::new(10, Duration::from_secs(60)),
             presence: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
@@ -244,7 +257,9 @@ impl Engine {
             .iter()
             .map(|s| (s.as_str(), counts[*s as usize]))
             .collect();
-        (self.routing.operators_online(), by_state)
+        // In-process routing answers at once (see `ready_now`).
+        let online = ready_now(self.routing.operators_online()).unwrap_or(0);
+        (online, by_state)
     }
 
     // ── presence ──────────────────────────────────────────────────────
@@ -276,7 +291,7 @@ impl Engine {
             }
             map.remove(op);
         }
-        self.routing.set_offline(op);
+        let _ = ready_now(self.routing.set_offline(op));
         let offered: Vec<mpsc::Sender<CallCmd>> = self
             .calls
             .lock()
@@ -308,7 +323,7 @@ impl Engine {
 
     /// The call the operator holds, for `welcome.activeCall`.
     pub fn active_call(&self, op: &OperatorKey) -> Option<ActiveCall> {
-        let sid = self.routing.held_call(op)?;
+        let sid = ready_now(self.routing.held_call(op)).ok().flatten()?;
         let answered = self
             .calls
             .lock()
@@ -328,12 +343,7 @@ impl Engine {
         granted: &[String],
         requested: Vec<String>,
     ) -> Result<(Vec<String>, Vec<String>), ReqError> {
-        let account = op.account.clone();
-        let owned = self
-            .db
-            .call(move |c| db::numbers_of(c, &account))
-            .await
-            .map_err(internal)?;
+        let owned = self.db.numbers_of(&op.account).await.map_err(internal)?;
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
         for id in requested {
             let ok = granted.contains(&id) && owned.iter().any(|n| n.id == id);
@@ -342,7 +352,9 @@ impl Engine {
                 list.push(id);
             }
         }
-        self.routing.set_online(op, accepted.clone());
+        if let Err(e) = self.routing.set_online(op, accepted.clone()).await {
+            tracing::warn!(error = %e, "routing: putting an operator online failed");
+        }
         Ok((accepted, rejected))
     }
 
@@ -377,13 +389,7 @@ impl Engine {
                 not_found(&sid)
             };
         }
-        let lookup = sid.clone();
-        let rec = self
-            .db
-            .call(move |c| db::call_record(c, &lookup))
-            .await
-            .ok()
-            .flatten();
+        let rec = self.db.call_record(&sid).await.ok().flatten();
         match rec {
             // Forgotten by now: the record names the holder only.
             Some((account, r))
@@ -468,19 +474,13 @@ impl Engine {
                 format!("callerId {}: {e}", audin_protocol::Untrusted(&caller_id)),
             ));
         }
-        let (lookup, account) = (caller_id.clone(), op.account.clone());
         // The policy is read at every dial, so `admin set-dialing` applies
-        // from the next one; same DB round trip as the caller id.
-        let (number, policy) = self
-            .db
-            .call(move |c| {
-                Ok((
-                    db::number_by_e164(c, &lookup)?,
-                    db::dialing_policy(c, &account)?,
-                ))
-            })
-            .await
-            .map_err(internal)?;
+        // from the next one; both reads run at once.
+        let (number, policy) = tokio::try_join!(
+            self.db.number_by_e164(&caller_id),
+            self.db.dialing_policy(&op.account),
+        )
+        .map_err(internal)?;
         let number = match number {
             Some(n) if n.account_id == op.account && granted.contains(&n.id) => n,
             _ => {
@@ -520,11 +520,18 @@ impl Engine {
             ));
         };
         let sid = new_call_sid();
-        if let Err(held) = self.routing.assign(op, &sid) {
-            return Err((
-                ErrorCode::OperatorBusy,
-                format!("the operator already holds call {held}"),
-            ));
+        match self.routing.assign(op, &sid).await {
+            Ok(()) => {}
+            Err(RoutingError::Busy { held }) => {
+                return Err((
+                    ErrorCode::OperatorBusy,
+                    format!("the operator already holds call {held}"),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing: assigning a dialled call failed");
+                return Err((ErrorCode::OperatorBusy, "routing unavailable".into()));
+            }
         }
         // Taken in one step with the check, so two dials cannot both take
         // the last slot; the call task gives it back when the call ends.
@@ -534,7 +541,7 @@ impl Engine {
         {
             Ok(slot) => slot,
             Err(max) => {
-                self.routing.release(&sid);
+                let _ = self.routing.release(&sid).await;
                 tracing::warn!(
                     account = %op.account,
                     operator = %audin_protocol::Untrusted(&op.operator_ref),
@@ -556,9 +563,10 @@ impl Engine {
             to: to.clone(),
             operator_ref: Some(op.operator_ref.clone()),
         };
-        let at = now_rfc3339();
-        self.db
-            .execute("insert call", move |c| db::insert_call(c, &record, &at));
+        self.db.record(RecordWrite::Insert {
+            call: record,
+            offered_at: now_rfc3339(),
+        });
         let call = Call::outbound(&sid, &op.account, op.clone(), self.timers(), now());
         let mut task = CallTask::new(self, call, &op.account, CallMedia::new());
         task.slot = Some(slot);
@@ -612,8 +620,7 @@ impl Engine {
             call.leg.hang_up(EndReason::Failed);
             return Err(InboundRefusal::ShuttingDown);
         }
-        let lookup = call.to.clone();
-        let number = match self.db.call(move |c| db::number_by_e164(c, &lookup)).await {
+        let number = match self.db.number_by_e164(&call.to).await {
             Ok(n) => n,
             Err(e) => {
                 internal(e);
@@ -644,16 +651,26 @@ impl Engine {
             to: call.to.clone(),
             operator_ref: None,
         };
-        let at = now_rfc3339();
-        self.db
-            .execute("insert call", move |c| db::insert_call(c, &record, &at));
-        let ops = self.routing.available(&number.id);
+        self.db.record(RecordWrite::Insert {
+            call: record,
+            offered_at: now_rfc3339(),
+        });
+        let ops = self
+            .routing
+            .available(&number.id)
+            .await
+            .unwrap_or_else(|e| {
+                // Nobody to ring is what the caller gets (486).
+                tracing::warn!(call_sid = %sid, error = %e, "routing: listing operators failed");
+                Vec::new()
+            });
         if ops.is_empty() {
             tracing::info!(call_sid = %sid, "inbound call: nobody online and free");
             call.leg.hang_up(EndReason::Rejected);
-            let at = now_rfc3339();
-            self.db.execute("end call", move |c| {
-                db::end_call(c, &sid, EndReason::Rejected, &at)
+            self.db.record(RecordWrite::End {
+                call_sid: sid,
+                reason: EndReason::Rejected,
+                at: now_rfc3339(),
             });
             Metrics::inc(&self.metrics.calls_ended);
             return Err(InboundRefusal::NobodyAvailable);
@@ -758,8 +775,15 @@ impl Engine {
         for o in presence {
             o.close(CloseCode::GoingAway, "SERVER_SHUTDOWN");
         }
-        // Let the database thread finish the queued record updates.
-        let _ = self.db.call(|_| Ok(())).await;
+        // Let the store finish the queued record updates; bounded, as a
+        // PostgreSQL outage would otherwise hold the shutdown forever.
+        match tokio::time::timeout(SHUTDOWN_FLUSH, self.db.flush()).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!(
+                queued = self.db.stats().snapshot().0,
+                "shutting down with call record writes still queued (store unreachable)"
+            ),
+        }
     }
 }
 
@@ -901,7 +925,8 @@ impl CallTask {
             CallCmd::Accept(op) => {
                 let (routing, sid) = (self.engine.routing.clone(), self.call.sid().to_owned());
                 self.call.accept(&op, now(), &mut |op: &OperatorKey| {
-                    routing.assign(op, &sid).is_ok()
+                    // In-process routing answers at once (see `ready_now`).
+                    ready_now(routing.assign(op, &sid)).is_ok()
                 });
             }
             CallCmd::Reject(op) => self.call.reject(&op),
@@ -976,27 +1001,29 @@ impl CallTask {
                     }
                 }
                 Action::RecordDtmf(digit) => {
-                    let sid = self.call.sid().to_owned();
-                    self.engine
-                        .db
-                        .execute("record dtmf", move |c| db::append_dtmf(c, &sid, digit));
+                    self.engine.db.record(RecordWrite::Dtmf {
+                        call_sid: self.call.sid().to_owned(),
+                        digit,
+                    });
                 }
                 Action::RecordAnswered(op_ref) => {
                     self.answered_cell.store(true, Ordering::Relaxed);
-                    let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());
-                    self.engine.db.execute("answer call", move |c| {
-                        db::answer_call(c, &sid, &op_ref, &at)
+                    self.engine.db.record(RecordWrite::Answer {
+                        call_sid: self.call.sid().to_owned(),
+                        operator_ref: op_ref,
+                        at: now_rfc3339(),
                     });
                 }
                 Action::RecordEnded(reason) => {
                     // Ended while performing (a call that could not be
                     // placed): not seen by the check above.
                     self.release_slot_if_over();
-                    self.engine.routing.release(self.call.sid());
-                    let (sid, at) = (self.call.sid().to_owned(), now_rfc3339());
-                    self.engine
-                        .db
-                        .execute("end call", move |c| db::end_call(c, &sid, reason, &at));
+                    let _ = ready_now(self.engine.routing.release(self.call.sid()));
+                    self.engine.db.record(RecordWrite::End {
+                        call_sid: self.call.sid().to_owned(),
+                        reason,
+                        at: now_rfc3339(),
+                    });
                 }
             }
         }

@@ -20,7 +20,7 @@ use crate::carrier::InboundRefusal;
 use crate::db;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
-use crate::sim::{Behaviour, Impairment, JitterDistribution, MAX_JITTER_MS};
+use crate::sim::{Behaviour, Impairment, JitterDistribution, MAX_JITTER_MS, MAX_RTT_MS};
 use crate::util::{new_call_sid, rfc3339};
 
 /// An HTTP error answer.
@@ -65,6 +65,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             .route("/dev/sim/calls/{sid}", get(sim_status))
             .route("/dev/sim/calls/{sid}/hangup", post(sim_hangup))
             .route("/dev/sim/calls/{sid}/impair", post(sim_impair))
+            .route("/dev/sim/preflight/impair", post(sim_impair_preflight))
             .route("/dev/sim/calls/{sid}/recording.wav", get(sim_recording));
     }
     if engine.cfg.static_dir.is_some() {
@@ -150,11 +151,7 @@ async fn api_key_account(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let account = match presented {
-        Some(key) => engine
-            .db
-            .call(move |c| db::account_for_key(c, &key))
-            .await
-            .map_err(internal)?,
+        Some(key) => engine.db.account_for_key(&key).await.map_err(internal)?,
         None => None,
     };
     match account {
@@ -210,12 +207,7 @@ async fn issue_for(
             ),
         ));
     }
-    let acc = account.clone();
-    let owned = engine
-        .db
-        .call(move |c| db::numbers_of(c, &acc))
-        .await
-        .map_err(internal)?;
+    let owned = engine.db.numbers_of(&account).await.map_err(internal)?;
     let ids = match ids {
         Some(ids) => ids,
         None => owned.iter().map(|n| n.id.clone()).collect(),
@@ -298,12 +290,7 @@ async fn phone_numbers(
         }
         crate::auth::TokenError::Invalid => ApiError::new(ErrorCode::Unauthorized, "invalid token"),
     })?;
-    let acc = claims.acc;
-    let numbers = engine
-        .db
-        .call(move |c| db::numbers_of(c, &acc))
-        .await
-        .map_err(internal)?;
+    let numbers = engine.db.numbers_of(&claims.acc).await.map_err(internal)?;
     let infos: Vec<_> = numbers.iter().map(db::NumberRow::info).collect();
     Ok(axum::Json(infos).into_response())
 }
@@ -323,7 +310,7 @@ async fn list_calls(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let records = engine
         .db
-        .call(move |c| db::list_calls(c, &account, limit))
+        .list_calls(&account, limit)
         .await
         .map_err(internal)?;
     Ok(axum::Json(records).into_response())
@@ -466,18 +453,23 @@ struct ImpairBody {
     seed: u64,
     #[serde(default)]
     distribution: Option<String>,
+    #[serde(default)]
+    rtt_ms: u32,
 }
 
-async fn sim_impair(
-    State(engine): State<Arc<Engine>>,
-    UrlPath(sid): UrlPath<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let req: ImpairBody = parse_json(&body)?;
+/// The [`Impairment`] an impairment body asks for, checked.
+fn impairment_of(body: &Bytes) -> ApiResult<Impairment> {
+    let req: ImpairBody = parse_json(body)?;
     if req.jitter_ms > MAX_JITTER_MS {
         return Err(ApiError::new(
             ErrorCode::InvalidMessage,
             format!("jitterMs must be at most {MAX_JITTER_MS}"),
+        ));
+    }
+    if req.rtt_ms > MAX_RTT_MS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            format!("rttMs must be at most {MAX_RTT_MS}"),
         ));
     }
     if !(0.0..=100.0).contains(&req.loss_percent) {
@@ -500,12 +492,33 @@ async fn sim_impair(
         loss_percent: req.loss_percent,
         seed: req.seed,
         distribution,
+        rtt_ms: req.rtt_ms,
     };
+    Ok(impairment)
+}
+
+async fn sim_impair(
+    State(engine): State<Arc<Engine>>,
+    UrlPath(sid): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let impairment = impairment_of(&body)?;
     if engine.sim.impair(&sid, impairment) {
         Ok(axum::Json(impairment).into_response())
     } else {
         Err(ApiError::new(ErrorCode::CallNotFound, "no such sim call"))
     }
+}
+
+/// `POST /dev/sim/preflight/impair`: the echo of preflight sessions started
+/// from now on suffers this impairment (see [`crate::preflight`]).
+async fn sim_impair_preflight(
+    State(engine): State<Arc<Engine>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let impairment = impairment_of(&body)?;
+    engine.sim.impair_preflight(impairment);
+    Ok(axum::Json(impairment).into_response())
 }
 
 async fn sim_status(

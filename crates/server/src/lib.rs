@@ -13,7 +13,8 @@
 //! - [`config`]: flags, `AUDIN_*` variables, origin allow-list;
 //! - [`http`]: HTTP endpoints, CORS, dev endpoints, static files;
 //! - [`ws`]: the WebSocket layer (buffers, bounded queues) in one place;
-//! - [`presence`], [`audio`]: the two sockets' protocol logic;
+//! - [`presence`], [`audio`]: the two sockets' protocol logic; [`preflight`]:
+//!   the audio socket's preflight echo session (no call);
 //! - [`call`]: one call's state machine, without I/O;
 //! - [`engine`]: live calls (one task each driving a [`call::Call`]) and
 //!   presence sockets;
@@ -22,7 +23,9 @@
 //! - [`carrier`]: the carrier boundary (one interface, a registry per
 //!   number, one inbound entry point, a per-call audio path); [`sim`]: the
 //!   simulated network; [`sip`]: the SIP trunk's media and signalling;
-//! - [`db`]: SQLite on a dedicated thread; [`auth`]: API keys and tokens;
+//! - [`store`]: the call store seam ([`store::CallStore`]: SQLite, the
+//!   embedded default, or a shared PostgreSQL); [`db`]: SQLite on a
+//!   dedicated thread; [`auth`]: API keys and tokens;
 //! - [`metrics`], [`ratelimit`], [`tone`], [`util`], [`cli`].
 //!
 //! ```no_run
@@ -43,11 +46,13 @@ pub mod db;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod preflight;
 pub mod presence;
 pub mod ratelimit;
 pub mod routing;
 pub mod sim;
 pub mod sip;
+pub mod store;
 pub mod tls;
 pub mod tone;
 pub mod util;
@@ -118,7 +123,7 @@ async fn start_sip(
     dev_trunk: Option<&TrunkUri>,
 ) -> Result<SipEndpoint> {
     let listen = config.listen;
-    let mut trunks = engine.db.call(db::trunk_configs).await?;
+    let mut trunks = engine.db.trunk_configs().await?;
     if let Some(uri) = dev_trunk {
         trunks.push(dev_trunk_config(uri).await?);
     }
@@ -222,20 +227,17 @@ impl Server {
     /// serves until [`ServerHandle::shutdown`].
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         config.check()?;
-        let path = config.database.clone();
-        let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
-            .await
-            .context("database thread")??;
-        let closed = db.call(db::close_open_calls).await?;
+        let db = store::open(&config.store_location()).await?;
+        let closed = db.close_open_calls().await?;
         if closed > 0 {
             tracing::warn!(closed, "closed call records left open by a crash as failed");
         }
         let secret = match &config.signing_secret {
             Some(s) => s.clone(),
-            None => db.call(db::signing_secret).await?,
+            None => db.signing_secret().await?,
         };
         let dev_api_key = if config.dev {
-            Some(db.call(db::seed_dev).await?)
+            Some(db.seed_dev().await?)
         } else {
             None
         };
@@ -256,7 +258,7 @@ impl Server {
         let sip = match sip_config {
             Some(sip) => Some(start_sip(&engine, sip, dev_trunk.as_ref()).await?),
             None => {
-                let stored = engine.db.call(db::trunk_count).await?;
+                let stored = engine.db.trunk_count().await?;
                 if stored > 0 {
                     tracing::warn!(
                         trunks = stored,

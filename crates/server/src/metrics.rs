@@ -1,12 +1,13 @@
 //! Counters and gauges, exposed as Prometheus text on `/metrics`.
 
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
 use crate::sip::register::RegistrationState;
+use crate::store::StoreStats;
 
 /// Process-wide counters. Gauges that are cheaper to compute on demand
 /// (operators online, calls by state) are passed to [`Metrics::render`].
@@ -29,6 +30,9 @@ pub struct Metrics {
     /// Each registering SIP trunk's name and registration state (set once
     /// the SIP endpoint has started).
     pub sip_registrations: Mutex<Vec<(String, watch::Receiver<RegistrationState>)>>,
+    /// The call store's record-write counters (set when the engine is
+    /// built).
+    pub store: OnceLock<Arc<StoreStats>>,
 }
 
 impl Metrics {
@@ -115,7 +119,35 @@ impl Metrics {
         let _ = writeln!(s, "# TYPE audin_runtime_tasks_alive gauge");
         let _ = writeln!(s, "audin_runtime_tasks_alive {tasks_alive}");
         self.render_registrations(&mut s);
+        self.render_store(&mut s);
         s
+    }
+
+    /// The record-write queue: a growing `queued` or any `retries` means
+    /// the store is (or was) unreachable; `dropped` means records were lost.
+    fn render_store(&self, s: &mut String) {
+        let Some(stats) = self.store.get() else {
+            return;
+        };
+        let (queued, retries, dropped) = stats.snapshot();
+        let _ = writeln!(
+            s,
+            "# HELP audin_store_record_writes_queued Call record writes waiting for the store."
+        );
+        let _ = writeln!(s, "# TYPE audin_store_record_writes_queued gauge");
+        let _ = writeln!(s, "audin_store_record_writes_queued {queued}");
+        let _ = writeln!(
+            s,
+            "# HELP audin_store_record_write_retries_total Call record writes retried while the store was unreachable."
+        );
+        let _ = writeln!(s, "# TYPE audin_store_record_write_retries_total counter");
+        let _ = writeln!(s, "audin_store_record_write_retries_total {retries}");
+        let _ = writeln!(
+            s,
+            "# HELP audin_store_record_writes_dropped_total Call record writes lost (queue full or refused)."
+        );
+        let _ = writeln!(s, "# TYPE audin_store_record_writes_dropped_total counter");
+        let _ = writeln!(s, "audin_store_record_writes_dropped_total {dropped}");
     }
 
     /// One 0/1 gauge per registering trunk and state (an alert on

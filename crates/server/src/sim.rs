@@ -7,7 +7,8 @@
 //! far end records what it hears (decoded to PCM, at most five minutes) and
 //! the DTMF digits it receives. A dev endpoint can impair what a far end
 //! sends toward the operator ([`Impairment`]: random delay that keeps the
-//! order, random loss) to exercise the clients' jitter buffers.
+//! order, random loss) to exercise the clients' jitter buffers, and hold the
+//! call's audio-socket `pong`s back to exercise their round-trip figures.
 //!
 //! Ended calls stay inspectable: the final status of the [`KEEP_ENDED`] most
 //! recent (a few hundred bytes each), the recording of the
@@ -53,9 +54,14 @@ const HEARD_QUEUE_FRAMES: usize = 64;
 const ECHO_KEEPALIVE: Duration = Duration::from_millis(DEFAULT_CLIENT_AUDIO_SILENCE_MS / 4);
 /// Largest jitter an impairment may add, ms.
 pub const MAX_JITTER_MS: u32 = 1_000;
+/// Largest extra round-trip time an impairment may add to the call's audio
+/// socket, ms: more than the clients' `high-rtt` thresholds need, less than
+/// their silence timeouts, so a test can hold pongs back without the
+/// service queueing much (a held pong is a sleeping task).
+pub const MAX_RTT_MS: u32 = 5_000;
 /// Frames a far end holds back at most while impaired (1 s of audio plus
 /// slack); beyond that the oldest is dropped, as a bounded queue would.
-const MAX_DELAYED: usize = 64;
+pub(crate) const MAX_DELAYED: usize = 64;
 /// The `click` behaviour clicks once every this many frames (500 ms).
 pub const CLICK_EVERY_FRAMES: u64 = 25;
 /// Longest clip the `play` behaviour accepts: 60 s of 8 kHz G.711 μ-law, so
@@ -197,6 +203,10 @@ impl JitterDistribution {
 /// Independently, each frame is lost with probability `loss_percent / 100`
 /// (a lost RTP packet upstream of the service). The draws come from a PRNG
 /// seeded with `seed`, so a run is repeatable frame for frame.
+///
+/// `rtt_ms` impairs the other direction of the path, the round trip the
+/// clients measure with `ping` / `pong` on the call's audio socket: the
+/// service holds each `pong` that long (see [`SimCarrier::pong_delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Impairment {
@@ -208,12 +218,15 @@ pub struct Impairment {
     pub seed: u64,
     /// How the delay is drawn.
     pub distribution: JitterDistribution,
+    /// Extra round-trip time of the call's audio socket, ms
+    /// (`0..=MAX_RTT_MS`): every `pong` is sent this much later.
+    pub rtt_ms: u32,
 }
 
 impl Impairment {
-    /// No delay, no loss.
+    /// No delay, no loss, no extra round trip.
     pub fn is_none(&self) -> bool {
-        self.jitter_ms == 0 && self.loss_percent <= 0.0
+        self.jitter_ms == 0 && self.loss_percent <= 0.0 && self.rtt_ms == 0
     }
 }
 
@@ -236,15 +249,16 @@ impl SplitMix64 {
     }
 }
 
-/// Decides the fate of each frame under an [`Impairment`].
+/// Decides the fate of each frame under an [`Impairment`] (also used by
+/// the audio socket's dev-only preflight impairment).
 #[derive(Debug, Clone)]
-struct Impairer {
+pub(crate) struct Impairer {
     cfg: Impairment,
     rng: SplitMix64,
 }
 
 impl Impairer {
-    fn new(cfg: Impairment) -> Self {
+    pub(crate) fn new(cfg: Impairment) -> Self {
         Self {
             cfg,
             rng: SplitMix64(cfg.seed),
@@ -253,7 +267,7 @@ impl Impairer {
 
     /// The extra delay of the next frame, or `None` if it is lost. Both
     /// draws are always made, so the sequence depends only on the seed.
-    fn next(&mut self) -> Option<Duration> {
+    pub(crate) fn next(&mut self) -> Option<Duration> {
         let lost = self.rng.unit() * 100.0 < self.cfg.loss_percent;
         let u = self.rng.unit();
         let max = f64::from(self.cfg.jitter_ms.min(MAX_JITTER_MS));
@@ -473,6 +487,9 @@ impl Registry {
 #[derive(Debug, Default)]
 pub struct SimCarrier {
     registry: Arc<Mutex<Registry>>,
+    /// What preflight echo sessions started from now on suffer (dev only,
+    /// `POST /dev/sim/preflight/impair`).
+    preflight: Mutex<Impairment>,
 }
 
 impl SimCarrier {
@@ -594,9 +611,36 @@ impl SimCarrier {
     /// unknown or over.
     pub fn impair(&self, call_sid: &str, impairment: Impairment) -> bool {
         match self.call(call_sid) {
-            Some(c) => c.cmd.try_send(FarCmd::Impair(impairment)).is_ok(),
-            None => false,
+            Some(c) if c.cmd.try_send(FarCmd::Impair(impairment)).is_ok() => {
+                // In force at once for the audio socket's pongs (the far
+                // end's task records it too, but a ping may come first).
+                c.observed.lock().expect("sim lock").impairment = impairment;
+                true
+            }
+            _ => false,
         }
+    }
+
+    /// How long the service holds a `pong` on `call_sid`'s audio socket:
+    /// the `rtt_ms` of the call's impairment, `None` when there is none (or
+    /// the call is not the sim's). Dev only: nothing but the impairment
+    /// endpoint sets it.
+    pub fn pong_delay(&self, call_sid: &str) -> Option<Duration> {
+        let call = self.call(call_sid)?;
+        let rtt = call.observed.lock().expect("sim lock").impairment.rtt_ms;
+        (rtt > 0).then(|| Duration::from_millis(u64::from(rtt.min(MAX_RTT_MS))))
+    }
+
+    /// Impairs the echo of every preflight session started from now on
+    /// (replacing any earlier impairment; all zero turns it off). Sessions
+    /// already running keep theirs.
+    pub fn impair_preflight(&self, impairment: Impairment) {
+        *self.preflight.lock().expect("sim lock") = impairment;
+    }
+
+    /// The impairment a preflight session starting now gets.
+    pub fn preflight_impairment(&self) -> Impairment {
+        *self.preflight.lock().expect("sim lock")
     }
 
     /// The far end's view of a call: live, or one of the [`KEEP_ENDED`]
@@ -795,8 +839,13 @@ impl FarEnd {
         let mut impairer: Option<Impairer> = None;
         // Impaired frames waiting for their release time, in order.
         let mut delayed: VecDeque<(Instant, Bytes)> = VecDeque::new();
+        // A phone's audio clock does not stop while this process is busy:
+        // ticks missed under load are made up at once (a burst, as a real
+        // RTP sender catches up), so the far end makes 50 frames a second
+        // on average and a client never counts frames that were never made
+        // as lost. (`Delay` would shift the grid and drop them for good.)
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
             tokio::select! {
                 cmd = self.cmd.recv() => match cmd {
@@ -965,6 +1014,7 @@ mod tests {
             loss_percent: 5.0,
             seed: 7,
             distribution: JitterDistribution::Uniform,
+            rtt_ms: 0,
         };
         let a = draws(cfg, 10_000);
         assert_eq!(a, draws(cfg, 10_000), "same seed, same fates");
@@ -984,6 +1034,7 @@ mod tests {
             loss_percent: 0.0,
             seed: 1,
             distribution: JitterDistribution::Pareto,
+            rtt_ms: 0,
         };
         let mut ms: Vec<f64> = draws(cfg, 10_000)
             .into_iter()

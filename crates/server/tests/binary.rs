@@ -298,12 +298,13 @@ async fn exits(mut cmd: Command) -> (ExitStatus, String) {
 /// Point 13: a database URL of another scheme is refused at start-up,
 /// naming the supported forms, and leaves no file behind (it used to
 /// create a SQLite file called `postgres:` and run on it). The same for the
-/// admin subcommands and for `AUDIN_DATABASE`.
+/// admin subcommands and for `AUDIN_DATABASE`. (`postgres://` selects the
+/// PostgreSQL store since issue 15: see the next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_database_scheme_is_refused_and_creates_no_file() {
     let cases: &[(&[&str], Option<&str>)] = &[
         (
-            &["--listen", "127.0.0.1:0", "--database", "postgres://x/y"],
+            &["--listen", "127.0.0.1:0", "--database", "mongodb://x/y"],
             None,
         ),
         (
@@ -318,9 +319,9 @@ async fn unsupported_database_scheme_is_refused_and_creates_no_file() {
         ),
         (
             &["--listen", "127.0.0.1:0"],
-            Some("postgres://db.example/audin"),
+            Some("redis://db.example/audin"),
         ),
-        (&["admin", "list", "--database", "postgres://x/y"], None),
+        (&["admin", "list", "--database", "mysql://x/y"], None),
         (
             &[
                 "--database",
@@ -332,7 +333,7 @@ async fn unsupported_database_scheme_is_refused_and_creates_no_file() {
             ],
             None,
         ),
-        (&["admin", "list"], Some("postgresql:///audin")),
+        (&["admin", "list"], Some("cockroach:///audin")),
     ];
     for (args, env) in cases {
         let dir = TempDir::new("db");
@@ -349,6 +350,50 @@ async fn unsupported_database_scheme_is_refused_and_creates_no_file() {
         );
         assert_eq!(dir.entries(), Vec::<String>::new(), "{case}: files created");
     }
+}
+
+/// `postgres://` (`--database` or `AUDIN_DATABASE`) selects PostgreSQL: a
+/// database that cannot be reached fails the start and the admin
+/// subcommands with an error naming it, never its password, and no SQLite
+/// file is created in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_fails_clearly_without_its_password() {
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let url = "postgres://audin:s3cret-pw@127.0.0.1:1/calls";
+    let cases: &[(&[&str], Option<&str>)] = &[
+        (&["--listen", "127.0.0.1:0", "--database", url], None),
+        (&["--listen", "127.0.0.1:0"], Some(url)),
+        (&["admin", "list", "--database", url], None),
+        (&["admin", "create-account", "--name", "Acme"], Some(url)),
+    ];
+    for (args, env) in cases {
+        let dir = TempDir::new("pg");
+        let mut cmd = command(&dir.0, args);
+        if let Some(url) = env {
+            cmd.env("AUDIN_DATABASE", url);
+        }
+        let (status, text) = exits(cmd).await;
+        let case = format!("{args:?} AUDIN_DATABASE={env:?}");
+        assert!(!status.success(), "{case}: accepted\n{text}");
+        assert!(
+            text.contains("postgres://audin@127.0.0.1:1/calls"),
+            "{case}: the database is not named: {text}"
+        );
+        assert!(
+            !text.contains("s3cret-pw"),
+            "{case}: password shown: {text}"
+        );
+        assert_eq!(dir.entries(), Vec::<String>::new(), "{case}: files created");
+    }
+    // A URL that does not parse is refused before anything starts.
+    let dir = TempDir::new("pg-bad");
+    let (status, text) = exits(command(
+        &dir.0,
+        &["admin", "list", "--database", "postgres://[::1/x"],
+    ))
+    .await;
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("not a usable PostgreSQL URL"), "{text}");
 }
 
 /// Point 13: `sqlite:PATH` (and `sqlite://PATH`) name the file PATH.

@@ -81,7 +81,7 @@ async fn impaired_frames_are_delayed_in_order_and_lost_as_configured() {
     let echoed: Value = r.json().await.unwrap();
     assert_eq!(
         echoed,
-        json!({"jitterMs": 60, "lossPercent": 20.0, "seed": 42, "distribution": "uniform"})
+        json!({"jitterMs": 60, "lossPercent": 20.0, "seed": 42, "distribution": "uniform", "rttMs": 0})
     );
 
     let got = echo_run(audio).await;

@@ -9,6 +9,9 @@
 //!   `/metrics`, and a raw WebSocket client for hostile inputs.
 //! - [`sip`]: real SIP far ends (baresip, SIPp) on loopback for the SIP
 //!   trunk tests; [`audio`]: WAVs, tones and frequency/level checks.
+//! - [`postgres`]: a throw-away PostgreSQL server (`TempPostgres`) for the
+//!   call store's conformance and end-to-end tests; [`nats`]: a throw-away
+//!   NATS server with JetStream (`TempNats`) for the cluster seam's.
 //!
 //! The reliability and security suites live in `tests/`; the bounded soak
 //! is `src/bin/soak.rs`; `src/bin/fault-proxy.rs` runs the proxy as a
@@ -19,6 +22,8 @@
 //! on the server's library, but product crates must never depend on it.
 
 pub mod audio;
+pub mod nats;
+pub mod postgres;
 pub mod proxy;
 pub mod server;
 pub mod sip;

@@ -136,9 +136,11 @@ pub struct ServerProcess {
     opts: ServerOptions,
     /// The bound address (the same across restarts).
     pub addr: SocketAddr,
-    /// The SQLite file (the same across restarts).
+    /// The `--database` value: a SQLite file, or a `postgres://` URL (the
+    /// same across restarts).
     pub database: PathBuf,
-    /// The dev API key of the current run (`--dev` re-keys on every start).
+    /// The dev API key of the current run (kept in the database: the same
+    /// across restarts on one database).
     pub dev_api_key: Option<String>,
     /// Its pid.
     pub pid: u32,

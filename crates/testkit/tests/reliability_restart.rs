@@ -30,8 +30,8 @@ async fn sigkill_mid_call_then_restart_on_the_same_port_and_database() {
     )
     .await
     .expect("server starts");
-    // A key that survives restarts (`--dev` replaces the dev key on every
-    // start): a second key of the dev account made with the admin CLI.
+    // A key of the dev account made with the admin CLI: the test does not
+    // rely on the dev key (kept across starts since the store seam).
     let out = server
         .admin(&["create-key", "--account", "acc_dev"])
         .await

@@ -1,0 +1,381 @@
+//! One conformance suite for the cluster seam (`audin_server::routing`):
+//! every check runs against the in-process routing and against the NATS
+//! routing, as a cluster of two nodes. In process the two "nodes" are one
+//! shared `InMemoryRouting` (what one server is); on NATS they are two
+//! `NatsRouting` instances, each with its own connection, on one
+//! throw-away nats-server (`audin_testkit::nats`), with fresh buckets per
+//! check. Then what only a shared engine has: a node that dies (its
+//! operators and assignments disappear within the TTL, which is the stated
+//! bound) and a NATS restart (the same instances work again).
+//!
+//! The NATS half SKIPs when nats-server is not installed, unless
+//! `AUDIN_REQUIRE_NATS` is set (as `cargo xtask test` does).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use audin_server::routing::nats::{NatsRouting, NatsRoutingConfig};
+use audin_server::routing::{InMemoryRouting, OperatorKey, Routing, RoutingError};
+use audin_testkit::nats::{TempNats, available_or_skip};
+
+/// Bucket max_age in these tests: how long a dead node's entries stay.
+const TTL: Duration = Duration::from_secs(2);
+
+/// Two nodes of one cluster.
+struct Cluster {
+    a: Arc<dyn Routing>,
+    b: Arc<dyn Routing>,
+}
+
+type Check = fn(Cluster) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), |c| Box::pin($name(c)))),*]
+    };
+}
+
+/// Every behaviour both implementations must share.
+const CHECKS: &[(&str, Check)] = checks![
+    online_offline_and_available,
+    busy_operators_are_not_available,
+    assign_is_exclusive,
+    held_call_and_release,
+    operators_online_counts_cluster_wide,
+    concurrent_assigns_have_exactly_one_winner,
+];
+
+fn op(r: &str) -> OperatorKey {
+    OperatorKey {
+        account: "acc_1".into(),
+        operator_ref: r.into(),
+    }
+}
+
+fn nums(n: &[&str]) -> Vec<String> {
+    n.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn online_offline_and_available(c: Cluster) {
+    c.a.set_online(&op("ada"), nums(&["pn_1", "pn_2"]))
+        .await
+        .unwrap();
+    c.b.set_online(&op("bob"), nums(&["pn_1"])).await.unwrap();
+    for node in [&c.a, &c.b] {
+        assert_eq!(
+            node.available("pn_1").await.unwrap(),
+            [op("ada"), op("bob")]
+        );
+        assert_eq!(node.available("pn_2").await.unwrap(), [op("ada")]);
+        assert!(node.available("pn_9").await.unwrap().is_empty());
+    }
+    // Going online again replaces the numbers.
+    c.a.set_online(&op("ada"), nums(&["pn_2"])).await.unwrap();
+    assert_eq!(c.b.available("pn_1").await.unwrap(), [op("bob")]);
+    c.a.set_offline(&op("ada")).await.unwrap();
+    assert!(c.b.available("pn_2").await.unwrap().is_empty());
+    assert_eq!(c.a.operators_online().await.unwrap(), 1);
+    // Offline twice, or never online: nothing happens.
+    c.a.set_offline(&op("ada")).await.unwrap();
+    c.a.set_offline(&op("nobody")).await.unwrap();
+    assert_eq!(c.b.operators_online().await.unwrap(), 1);
+    // An operatorRef is client text: any of it round-trips.
+    let odd = op("a.b *>/\u{202e}é");
+    c.b.set_online(&odd, nums(&["pn_1"])).await.unwrap();
+    assert_eq!(
+        c.a.available("pn_1").await.unwrap(),
+        [odd.clone(), op("bob")]
+    );
+}
+
+async fn busy_operators_are_not_available(c: Cluster) {
+    c.a.set_online(&op("ada"), nums(&["pn_1"])).await.unwrap();
+    c.b.set_online(&op("bob"), nums(&["pn_1"])).await.unwrap();
+    c.b.assign(&op("bob"), "CA1").await.unwrap();
+    for node in [&c.a, &c.b] {
+        assert_eq!(node.available("pn_1").await.unwrap(), [op("ada")]);
+    }
+    // Busy operators are still online.
+    assert_eq!(c.a.operators_online().await.unwrap(), 2);
+    c.a.release("CA1").await.unwrap();
+    assert_eq!(c.b.available("pn_1").await.unwrap(), [op("ada"), op("bob")]);
+}
+
+async fn assign_is_exclusive(c: Cluster) {
+    c.a.assign(&op("ada"), "CA1").await.unwrap();
+    for (node, call) in [(&c.a, "CA2"), (&c.b, "CA3")] {
+        assert_eq!(
+            node.assign(&op("ada"), call).await,
+            Err(RoutingError::Busy { held: "CA1".into() })
+        );
+    }
+    for node in [&c.a, &c.b] {
+        assert_eq!(
+            node.held_call(&op("ada")).await.unwrap().as_deref(),
+            Some("CA1")
+        );
+    }
+    // Another operator is not affected.
+    c.b.assign(&op("bob"), "CA2").await.unwrap();
+    assert_eq!(
+        c.a.held_call(&op("bob")).await.unwrap().as_deref(),
+        Some("CA2")
+    );
+}
+
+async fn held_call_and_release(c: Cluster) {
+    assert_eq!(c.a.held_call(&op("ada")).await.unwrap(), None);
+    c.a.set_online(&op("ada"), nums(&["pn_1"])).await.unwrap();
+    c.a.assign(&op("ada"), "CA1").await.unwrap();
+    // Going offline keeps the held call (the call ends it, not presence).
+    c.a.set_offline(&op("ada")).await.unwrap();
+    assert_eq!(
+        c.b.held_call(&op("ada")).await.unwrap().as_deref(),
+        Some("CA1")
+    );
+    // Releasing an unknown call changes nothing.
+    c.b.release("CA_unknown").await.unwrap();
+    assert_eq!(
+        c.a.held_call(&op("ada")).await.unwrap().as_deref(),
+        Some("CA1")
+    );
+    // Released on the other node: free everywhere, and free to take more.
+    c.b.release("CA1").await.unwrap();
+    for node in [&c.a, &c.b] {
+        assert_eq!(node.held_call(&op("ada")).await.unwrap(), None);
+    }
+    c.b.assign(&op("ada"), "CA2").await.unwrap();
+    // A stale release of the old call does not free the new one.
+    c.a.release("CA1").await.unwrap();
+    assert_eq!(
+        c.a.held_call(&op("ada")).await.unwrap().as_deref(),
+        Some("CA2")
+    );
+}
+
+async fn operators_online_counts_cluster_wide(c: Cluster) {
+    assert_eq!(c.a.operators_online().await.unwrap(), 0);
+    c.a.set_online(&op("ada"), nums(&["pn_1"])).await.unwrap();
+    c.a.set_online(&op("amy"), nums(&[])).await.unwrap();
+    c.b.set_online(&op("bob"), nums(&["pn_2"])).await.unwrap();
+    for node in [&c.a, &c.b] {
+        assert_eq!(node.operators_online().await.unwrap(), 3);
+    }
+    // Online again (another number list): still one operator.
+    c.b.set_online(&op("bob"), nums(&["pn_1"])).await.unwrap();
+    assert_eq!(c.a.operators_online().await.unwrap(), 3);
+}
+
+/// 50 rounds: four assigns at once (two per node, each for its own call)
+/// for one operator; exactly one wins, the others are told its call.
+async fn concurrent_assigns_have_exactly_one_winner(c: Cluster) {
+    let ada = op("ada");
+    for round in 0..50 {
+        let calls: Vec<String> = (0..4).map(|i| format!("CA{round}x{i}")).collect();
+        let attempt = |node: &Arc<dyn Routing>, call: String| {
+            let (node, ada) = (node.clone(), ada.clone());
+            tokio::spawn(async move { (node.assign(&ada, &call).await, call) })
+        };
+        let tasks = [
+            attempt(&c.a, calls[0].clone()),
+            attempt(&c.b, calls[1].clone()),
+            attempt(&c.a, calls[2].clone()),
+            attempt(&c.b, calls[3].clone()),
+        ];
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let winners: Vec<&String> = results
+            .iter()
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, call)| call)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let winner = winners[0].clone();
+        for (r, call) in &results {
+            if *call != winner {
+                assert_eq!(
+                    r,
+                    &Err(RoutingError::Busy {
+                        held: winner.clone()
+                    }),
+                    "round {round}"
+                );
+            }
+        }
+        assert_eq!(
+            c.b.held_call(&ada).await.unwrap().as_deref(),
+            Some(winner.as_str())
+        );
+        c.a.release(&winner).await.unwrap();
+    }
+}
+
+async fn run_all(name: &str, mut next: impl AsyncFnMut() -> Cluster) {
+    for (check, run) in CHECKS {
+        println!("{name}: {check}");
+        let cluster = next().await;
+        // A panic names the check (printed above) and the implementation.
+        run(cluster).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_routing_conforms() {
+    run_all("in-memory", async || {
+        let one: Arc<dyn Routing> = Arc::new(InMemoryRouting::new());
+        Cluster {
+            a: one.clone(),
+            b: one,
+        }
+    })
+    .await;
+}
+
+/// The NATS server of a test, or `None` (test skipped).
+fn nats(test: &str) -> Option<TempNats> {
+    available_or_skip(test).then(|| TempNats::start_new().expect("nats-server starts"))
+}
+
+static BUCKETS: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh bucket prefix: each check starts from empty buckets.
+fn prefix() -> String {
+    format!("t{}", BUCKETS.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn node(nats: &TempNats, prefix: &str, id: &str) -> NatsRouting {
+    NatsRouting::connect(NatsRoutingConfig {
+        url: nats.url(),
+        node_id: id.into(),
+        bucket_prefix: prefix.into(),
+        ttl: TTL,
+    })
+    .await
+    .expect("NatsRouting connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_routing_conforms() {
+    let Some(nats) = nats("nats_routing_conforms") else {
+        return;
+    };
+    run_all("nats", async || {
+        let p = prefix();
+        Cluster {
+            a: Arc::new(node(&nats, &p, "node-a").await),
+            b: Arc::new(node(&nats, &p, "node-b").await),
+        }
+    })
+    .await;
+}
+
+/// Polls `probe` every 50 ms until it is true; the time it took, or a
+/// panic naming `what` after `limit`.
+async fn within(limit: Duration, what: &str, mut probe: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if probe().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node that dies without a word (refresh stopped, connection closed):
+/// its operators and assignments are gone within the TTL (+ 1 s of
+/// slack), while the live node's own entries outlive several TTLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_operators_disappear_within_the_ttl() {
+    let Some(nats) = nats("a_dead_nodes_operators_disappear_within_the_ttl") else {
+        return;
+    };
+    let p = prefix();
+    let live = node(&nats, &p, "node-a").await;
+    let dying = node(&nats, &p, "node-b").await;
+    live.set_online(&op("ada"), nums(&["pn_1"])).await.unwrap();
+    live.assign(&op("ada"), "CA1").await.unwrap();
+    dying.set_online(&op("bob"), nums(&["pn_1"])).await.unwrap();
+    dying.set_online(&op("bea"), nums(&["pn_1"])).await.unwrap();
+    dying.assign(&op("bob"), "CA2").await.unwrap();
+    assert_eq!(live.operators_online().await.unwrap(), 3);
+    // Held past a TTL by the refresh, before the node dies.
+    tokio::time::sleep(TTL + TTL / 2).await;
+    assert_eq!(live.operators_online().await.unwrap(), 3);
+    assert_eq!(live.available("pn_1").await.unwrap(), [op("bea")]);
+
+    dying.abandon().await;
+    let gone = within(
+        TTL + Duration::from_secs(1),
+        "dead node's operators gone",
+        async || {
+            live.operators_online().await.unwrap() == 1
+                && live.held_call(&op("bob")).await.unwrap().is_none()
+        },
+    )
+    .await;
+    println!("a dead node's operators and calls disappeared after {gone:?} (bound {TTL:?})");
+    // The live node's entries are still there, three TTLs on.
+    tokio::time::sleep(TTL).await;
+    assert_eq!(live.operators_online().await.unwrap(), 1);
+    assert_eq!(
+        live.held_call(&op("ada")).await.unwrap().as_deref(),
+        Some("CA1")
+    );
+    // The dead node's operator can be assigned again (by the survivor).
+    live.assign(&op("bob"), "CA3").await.unwrap();
+}
+
+/// nats-server killed and started again (same port and storage): the same
+/// `NatsRouting` instances work again without being rebuilt, their state
+/// kept; while it is down, steps fail with a typed error in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_recovers_after_a_nats_restart() {
+    let Some(mut nats) = nats("routing_recovers_after_a_nats_restart") else {
+        return;
+    };
+    let p = prefix();
+    let a = node(&nats, &p, "node-a").await;
+    let b = node(&nats, &p, "node-b").await;
+    a.set_online(&op("ada"), nums(&["pn_1"])).await.unwrap();
+    b.set_online(&op("bob"), nums(&["pn_1"])).await.unwrap();
+    b.assign(&op("bob"), "CA1").await.unwrap();
+
+    nats.kill();
+    let start = Instant::now();
+    let down = a.available("pn_1").await;
+    assert!(
+        matches!(down, Err(RoutingError::Unavailable(_))),
+        "{down:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    nats.start().expect("nats-server restarts");
+    let back = within(Duration::from_secs(15), "routing works again", async || {
+        matches!(a.available("pn_1").await, Ok(ops) if ops == [op("ada")])
+            && b.operators_online().await.is_ok_and(|n| n == 2)
+    })
+    .await;
+    println!("routing answered again {back:?} after nats-server was back");
+    // Both nodes write again, and the held call still holds.
+    b.set_online(&op("bea"), nums(&["pn_1"])).await.unwrap();
+    assert_eq!(
+        a.assign(&op("bob"), "CA2").await,
+        Err(RoutingError::Busy { held: "CA1".into() })
+    );
+    a.assign(&op("bea"), "CA3").await.unwrap();
+    b.release("CA1").await.unwrap();
+    assert_eq!(a.available("pn_1").await.unwrap(), [op("ada"), op("bob")]);
+    // Refreshes resumed: the entries outlive another TTL.
+    tokio::time::sleep(TTL + TTL / 2).await;
+    assert_eq!(a.operators_online().await.unwrap(), 3);
+}

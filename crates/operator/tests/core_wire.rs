@@ -76,8 +76,8 @@ fn unknown_types_are_reported_as_such_and_unknown_fields_ignored() {
         Err(WireError::UnknownType("teleport".into()))
     );
     assert_eq!(
-        decode_audio(r#"{"type":"pong","id":1}"#),
-        Err(WireError::UnknownType("pong".into()))
+        decode_audio(r#"{"type":"teleport","id":1}"#),
+        Err(WireError::UnknownType("teleport".into()))
     );
     let text = r#"{"type":"pong","id":3,"later":{"nested":[1,2]}}"#;
     assert_eq!(

@@ -112,10 +112,13 @@ impl Config {
             }
         }
         if let Some(value) = field(&v, "reconnectBackoffMs")? {
-            c.reconnect_backoff_ms = value
-                .as_array()
-                .and_then(|items| items.iter().map(Value::as_u64).collect())
-                .ok_or_else(|| bad("reconnectBackoffMs", "an array of whole milliseconds"))?;
+            let bad = || bad("reconnectBackoffMs", "an array of whole milliseconds");
+            let items = value.as_array().ok_or_else(bad)?;
+            // A loop, not `collect::<Option<Vec<_>>>()`: smaller wasm.
+            c.reconnect_backoff_ms.clear();
+            for item in items {
+                c.reconnect_backoff_ms.push(item.as_u64().ok_or_else(bad)?);
+            }
         }
         Ok(c)
     }
@@ -174,9 +177,9 @@ impl Urls {
         let host = json::split_byte(rest, b'/').map_or(rest, |(host, _)| host);
         if host.is_empty() || rest.bytes().any(|c| matches!(c, b'?' | b'#' | b' ')) {
             return Err(ConfigError::new(cat(&[
-                "coreUrl \"",
-                core_url,
-                "\" must be an absolute http(s) or ws(s) URL without query",
+                "coreUrl ",
+                &quoted(core_url),
+                " must be an absolute http(s) or ws(s) URL without query",
             ])));
         }
         let (ws, http) = if secure {
@@ -192,6 +195,15 @@ impl Urls {
     }
 }
 
+/// The application's value quoted for an error message, control
+/// characters escaped (JSON string rules), so a hostile or broken value
+/// cannot forge lines in a log that prints the message.
+fn quoted(value: &str) -> String {
+    let mut out = String::new();
+    json::write_str(&mut out, value);
+    out
+}
+
 /// Splits `scheme://rest`, returning whether the scheme is the TLS one.
 fn split_scheme(url: &str) -> Result<(bool, &str), ConfigError> {
     // Not `split_once("://")`: its searcher's panic path alone costs the
@@ -199,14 +211,14 @@ fn split_scheme(url: &str) -> Result<(bool, &str), ConfigError> {
     let at = url.as_bytes().windows(3).position(|w| w == b"://");
     let (scheme, rest) = at
         .and_then(|at| Some((url.get(..at)?, url.get(at + 3..)?)))
-        .ok_or_else(|| ConfigError::new(cat(&["coreUrl \"", url, "\" has no scheme"])))?;
+        .ok_or_else(|| ConfigError::new(cat(&["coreUrl ", &quoted(url), " has no scheme"])))?;
     match scheme.to_ascii_lowercase().as_str() {
         "https" | "wss" => Ok((true, rest)),
         "http" | "ws" => Ok((false, rest)),
         other => Err(ConfigError::new(cat(&[
-            "coreUrl scheme \"",
-            other,
-            "\" is not http, https, ws or wss",
+            "coreUrl scheme ",
+            &quoted(other),
+            " is not http, https, ws or wss",
         ]))),
     }
 }
@@ -254,6 +266,21 @@ mod tests {
     fn bad_urls_are_invalid_config() {
         for bad in ["", "core.audin.ai", "ftp://x", "https://", "https://x/?a=1"] {
             assert!(Urls::from_core_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_is_quoted_with_its_control_characters_escaped() {
+        for bad in ["x\r\nFAKE: 1", "ftp\u{1b}[31m://x\n", "https://x/?\n"] {
+            let message = Urls::from_core_url(bad).unwrap_err().message;
+            assert!(
+                !message.chars().any(char::is_control),
+                "raw control character in {message:?}"
+            );
+            assert!(
+                message.contains("\\n") || message.contains("\\u001b"),
+                "{message}"
+            );
         }
     }
 

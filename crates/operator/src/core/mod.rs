@@ -60,6 +60,8 @@
 mod config;
 mod engine;
 pub mod json;
+pub mod preflight;
+pub mod quality;
 mod time;
 mod types;
 mod wire;

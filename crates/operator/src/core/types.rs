@@ -679,6 +679,13 @@ impl OpValue {
 }
 
 impl OperatorError {
+    /// This error as JSON text: `{"code":"TIMEOUT","message":"…"}`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
     fn write_json(&self, out: &mut String) {
         Obj::new(out)
             .str("code", self.code.as_str())

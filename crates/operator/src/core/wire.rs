@@ -174,6 +174,12 @@ pub fn decode_audio(text: &str) -> Result<AudioServerMessage, WireError> {
             let (code, message) = error_fields(&v)?;
             AudioServerMessage::Error { code, message }
         }
+        "pong" => AudioServerMessage::Pong {
+            id: v.req("id", |n| n.as_u64().and_then(|n| u32::try_from(n).ok()))?,
+        },
+        "preflightStarted" => AudioServerMessage::PreflightStarted {
+            max_ms: v.req("maxMs", u64_of)?,
+        },
         _ => return Err(unknown(&kind)),
     })
 }
@@ -194,16 +200,16 @@ pub(crate) fn decode_phone_numbers(
     let items = v
         .as_array()
         .ok_or_else(|| WireError::Invalid("expected a JSON array".into()))?;
-    items
-        .iter()
-        .map(|n| {
-            Ok(audin_protocol::PhoneNumberInfo {
-                id: n.req_str("id")?,
-                phone_number: n.req_str("phoneNumber")?,
-                display_name: n.req_str("displayName")?,
-            })
-        })
-        .collect()
+    // A loop, not `collect::<Result<Vec<_>, _>>()`: smaller wasm.
+    let mut numbers = Vec::with_capacity(items.len());
+    for n in items {
+        numbers.push(audin_protocol::PhoneNumberInfo {
+            id: n.req_str("id")?,
+            phone_number: n.req_str("phoneNumber")?,
+            display_name: n.req_str("displayName")?,
+        });
+    }
+    Ok(numbers)
 }
 
 const fn reject_reason(r: RejectReason) -> &'static str {
@@ -281,6 +287,8 @@ pub fn encode_audio(msg: &AudioClientMessage) -> String {
         AudioClientMessage::Hangup { reason } => o
             .str("type", "hangup")
             .opt_str("reason", reason.map(hangup_reason)),
+        AudioClientMessage::Ping { id } => o.str("type", "ping").num("id", u64::from(*id)),
+        AudioClientMessage::Preflight { token } => o.str("type", "preflight").str("token", token),
     }
     .end();
     out

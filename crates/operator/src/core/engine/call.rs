@@ -558,6 +558,12 @@ impl Operator {
             AudioServerMessage::Answered { .. } => self.on_answered(now),
             AudioServerMessage::Ended { reason, .. } => self.end_call(now, reason, None),
             AudioServerMessage::Error { code, message } => self.emit_error(code, message, None),
+            // Round trips are the quality monitor's (`core::quality`); the
+            // driver normally hands pongs there and never here.
+            AudioServerMessage::Pong { .. } => {}
+            // Only a preflight session (`core::preflight`) is told this; a
+            // call's socket never is.
+            AudioServerMessage::PreflightStarted { .. } => {}
         }
     }
 
@@ -697,7 +703,7 @@ impl Operator {
             Leg::Attached { .. } => self.audio_silence_deadline(c),
             Leg::Idle => None,
         });
-        dial.into_iter().chain(leg).min()
+        super::earliest(dial, leg)
     }
 
     pub(super) fn call_timeout(&mut self, now: Millis) {

@@ -31,6 +31,14 @@ pub struct Operator {
     http: Pending<RequestId, http::HttpFetch>,
 }
 
+/// The earlier of two optional deadlines (`None`: no deadline).
+fn earliest(a: Option<Millis>, b: Option<Millis>) -> Option<Millis> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => a.or(b),
+    }
+}
+
 /// A few in-flight requests keyed by id. A `Vec` costs far less wasm than
 /// a `BTreeMap`, and there are never more than a handful.
 #[derive(Debug)]
@@ -328,13 +336,16 @@ impl Operator {
 
     /// When [`Operator::handle_timeout`] must be called next (None: no timer).
     pub fn poll_timeout(&self) -> Option<Millis> {
-        let tokens = self.tokens.values().map(|f| f.deadline);
-        let http = self.http.values().map(|f| f.deadline);
-        tokens
-            .chain(http)
-            .chain(self.presence_deadline())
-            .chain(self.call_deadline())
-            .min()
+        // Plain loops, not a chain of four iterators and `min`: 0.3 KB
+        // less of the compressed wasm.
+        let mut next = earliest(self.presence_deadline(), self.call_deadline());
+        for f in self.tokens.values() {
+            next = earliest(next, Some(f.deadline));
+        }
+        for f in self.http.values() {
+            next = earliest(next, Some(f.deadline));
+        }
+        next
     }
 
     // ── shared plumbing ────────────────────────────────────────────────
@@ -353,7 +364,12 @@ impl Operator {
     }
 
     fn emit_error(&mut self, code: ErrorCode, message: impl Into<String>, cause: Option<String>) {
-        let message = message.into();
+        self.emit_error_string(code, message.into(), cause);
+    }
+
+    /// [`Operator::emit_error`] without its generic parameter, so its
+    /// body exists once in the wasm build.
+    fn emit_error_string(&mut self, code: ErrorCode, message: String, cause: Option<String>) {
         self.log(LogLevel::Warn, cat(&[code.as_str(), ": ", &message]));
         self.emit(Event::Error {
             code,
@@ -363,10 +379,13 @@ impl Operator {
     }
 
     fn log(&mut self, level: LogLevel, message: impl Into<String>) {
-        self.push(Output::Log {
-            level,
-            message: message.into(),
-        });
+        self.log_string(level, message.into());
+    }
+
+    /// [`Operator::log`] without its generic parameter (its body once in
+    /// the wasm build).
+    fn log_string(&mut self, level: LogLevel, message: String) {
+        self.push(Output::Log { level, message });
     }
 
     fn complete(&mut self, op: OpId, result: Result<OpValue, OperatorError>) {

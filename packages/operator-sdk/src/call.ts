@@ -1,3 +1,4 @@
+import type { CallStats } from "./quality.js";
 import type { CallDirection, CallEndReason, CallState } from "./types.js";
 
 /**
@@ -35,6 +36,14 @@ export interface OperatorCall {
   sendDtmf(digit: string): void;
   /** Ends the call (or cancels an outbound call that is still ringing). */
   hangup(): void;
+  /**
+   * A snapshot of the call's audio quality: frames, loss, jitter, playout
+   * delay, round-trip time, MOS and levels (see {@link CallStats}). After
+   * the call ended it gives the last figures.
+   * @throws {@link OperatorRequestError} (rejects) with code `CALL_NOT_FOUND`
+   * while the call's audio has not started yet.
+   */
+  getStats(): Promise<CallStats>;
 }
 
 /**
@@ -61,6 +70,7 @@ export interface CallController {
   mute(callSid: string, on: boolean): void;
   sendDtmf(callSid: string, digit: string): void;
   hangup(callSid: string): void;
+  getStats(callSid: string): Promise<CallStats>;
 }
 
 /**
@@ -76,6 +86,8 @@ export class Call implements OperatorCall {
   state: CallState;
   endReason?: CallEndReason;
   muted: boolean;
+  /** The quality figures when the call's audio ended. @internal */
+  finalStats: CallStats | undefined;
 
   constructor(
     info: CallInfo,
@@ -117,8 +129,13 @@ export class Call implements OperatorCall {
     this.controller.hangup(this.callSid);
   }
 
+  getStats(): Promise<CallStats> {
+    if (this.finalStats) return Promise.resolve({ ...this.finalStats });
+    return this.controller.getStats(this.callSid);
+  }
+
   /** A plain snapshot for `JSON.stringify` and logging. */
-  toJSON(): Omit<OperatorCall, "accept" | "reject" | "mute" | "sendDtmf" | "hangup"> {
+  toJSON(): Omit<OperatorCall, "accept" | "reject" | "mute" | "sendDtmf" | "hangup" | "getStats"> {
     return {
       callSid: this.callSid,
       direction: this.direction,

@@ -15,6 +15,19 @@ import initCore, { initSync, protocol_version } from "./generated/core/audin_ope
 import { CORE_WASM_BYTE_LENGTH, CORE_WASM_DEFLATED_BASE64 } from "./generated/core-wasm.js";
 import { WORKLET_WASM_BYTE_LENGTH, WORKLET_WASM_DEFLATED_BASE64 } from "./generated/worklet-wasm.js";
 import { inflateRaw } from "./inflate.js";
+import { OperatorRequestError } from "./errors.js";
+import type { OperatorErrorCode } from "./types.js";
+
+/**
+ * The error the wasm core refused a configuration or an input with, from
+ * its `{code, message}` JSON (the core returns refusals rather than
+ * throwing them), as the public error type.
+ * @internal
+ */
+export function refusal(json: string): OperatorRequestError {
+  const e = JSON.parse(json) as { code: OperatorErrorCode; message: string };
+  return new OperatorRequestError(e.code, e.message);
+}
 
 /**
  * Decodes standard base64 (main thread only: worklets have no `atob`).

@@ -6,10 +6,13 @@ export type { OperatorCall } from "./call.js";
 export { OperatorRequestError } from "./errors.js";
 export type {
   AudinOperatorConfig,
+  AudioDevice,
+  AudioDevices,
   AvailabilityChange,
   CallDirection,
   CallEndReason,
   CallState,
+  ListAudioDevicesOptions,
   OperatorError,
   OperatorErrorCode,
   OperatorEvents,
@@ -21,6 +24,14 @@ export type {
   VolumeLevels,
 } from "./types.js";
 export type { AudioTap } from "./audio.js";
+export type { CallStats, QualityWarning, QualityWarningName } from "./quality.js";
+export type {
+  PreflightOptions,
+  PreflightReason,
+  PreflightReasonCode,
+  PreflightReport,
+  PreflightVerdict,
+} from "./preflight.js";
 export { Resampler, decodeALaw, decodeMuLaw, encodeALaw, encodeMuLaw, resampleLinear } from "./codec.js";
 // Diagnostics (also used by tests/smoke.test.mjs to check the inlined wasm).
 export { coreProtocolVersion, workletModule } from "./core.js";

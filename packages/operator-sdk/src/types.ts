@@ -2,6 +2,7 @@
 // the package README (the contract); codes and reasons follow
 // docs/protocol-v1.md.
 
+import type { QualityWarning } from "./quality.js";
 import type { OperatorCall } from "./call.js";
 
 /**
@@ -97,7 +98,11 @@ export type OperatorErrorCode =
   | "CANCELLED"
   | "MEDIA_ACCESS_DENIED"
   | "AUDIO_FAILED"
-  | "INVALID_CONFIG";
+  | "INVALID_CONFIG"
+  // SDK-side: audio devices (additive)
+  | "AUDIO_DEVICE_NOT_FOUND"
+  | "AUDIO_DEVICE_LOST"
+  | "AUDIO_OUTPUT_NOT_SUPPORTED";
 
 /** Payload of the `error` event: a non-fatal problem the app may surface. */
 export interface OperatorError {
@@ -205,9 +210,49 @@ export interface VolumeLevels {
 }
 
 /**
+ * One microphone or speaker, as `navigator.mediaDevices.enumerateDevices()`
+ * reports it.
+ *
+ * Before the page holds a microphone grant the browser hides the details:
+ * `label` is `""` and there may be a single entry per kind with an empty
+ * `deviceId` (see {@link AudinOperator.listAudioDevices}).
+ */
+export interface AudioDevice {
+  /** Stable id of the device for this origin; pass it to `setInputDevice` / `setOutputDevice`. */
+  readonly deviceId: string;
+  /** Human-readable name (e.g. `"Jabra Evolve 40"`); `""` until the microphone was granted once. */
+  readonly label: string;
+  /** Devices of one physical unit (a headset's microphone and speaker) share a `groupId`. */
+  readonly groupId: string;
+}
+
+/**
+ * The audio devices of the machine: the payload of
+ * {@link AudinOperator.listAudioDevices} and of the `audioDevicesChanged`
+ * event.
+ */
+export interface AudioDevices {
+  /** Microphones (`audioinput`), in the browser's order (the default first in Chromium). */
+  readonly inputs: AudioDevice[];
+  /** Speakers and headphones (`audiooutput`); empty where the browser does not list outputs. */
+  readonly outputs: AudioDevice[];
+}
+
+/** Options of {@link AudinOperator.listAudioDevices}. */
+export interface ListAudioDevicesOptions {
+  /**
+   * When the browser hides device labels (the page never held a microphone
+   * grant), open the default microphone once — the browser shows its
+   * permission prompt if the user has not decided yet — stop it at once and
+   * list again. Default `false`: listing never prompts.
+   */
+  requestPermission?: boolean;
+}
+
+/**
  * The event map of {@link AudinOperator}: event name → payload type.
- * `callReconnecting` / `callReconnected` / `volume` are additive to the seed
- * contract.
+ * `callReconnecting` / `callReconnected` / `volume` / `audioDevicesChanged`
+ * are additive to the seed contract.
  */
 export interface OperatorEvents {
   /** The presence channel state changed. */
@@ -232,4 +277,19 @@ export interface OperatorEvents {
    * `callEnded`). Computed on the audio thread.
    */
   volume: VolumeLevels;
+  /**
+   * The machine's microphones or speakers changed (`devicechange`), with the
+   * new list. Watched while the operator is not `offline` or a call's audio
+   * runs. Additive.
+   */
+  audioDevicesChanged: AudioDevices;
+  /**
+   * A call quality warning was raised (`high-rtt`, `high-jitter`,
+   * `high-packet-loss`, `low-mos`, `constant-audio-input-level`,
+   * `no-audio-received`) after its condition held for a while; thresholds
+   * in the README. Additive.
+   */
+  qualityWarning: QualityWarning;
+  /** A call quality warning cleared (the condition has been good for a while). Additive. */
+  qualityWarningCleared: QualityWarning;
 }

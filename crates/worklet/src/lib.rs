@@ -18,10 +18,12 @@
 //! new Float32Array(w.memory.buffer, w.audin_capture_input_ptr(), n).set(mic);
 //! const frames = w.audin_capture(n);              // complete 160-byte frames
 //! const bytes = new Uint8Array(w.memory.buffer, w.audin_capture_frames_ptr(), frames * 160);
-//! // playback, for each received frame:
+//! // playback, for each received frame (numbered in arrival order; the
+//! // arrival time on the audio clock, in ms):
 //! new Uint8Array(w.memory.buffer, w.audin_playback_frame_ptr(), 160).set(frame);
-//! w.audin_playback_push(seq, currentTime * 1000);  // 0 stored, 1 duplicate, 2 late
-//! // and once per render quantum:
+//! w.audin_playback_push(seq, arrivalMs);            // 0 stored, 1 duplicate, 2 late
+//! // and once per render quantum (the jitter buffer gives back excess
+//! // delay by shortening frames, so a frame's samples may span fewer calls):
 //! w.audin_playback_pull(n, currentTime * 1000);
 //! out.set(new Float32Array(w.memory.buffer, w.audin_playback_output_ptr(), n));
 //! ```
@@ -155,7 +157,9 @@ impl Worklet {
             return -1;
         }
         self.rate = context_rate;
-        self.jitter.reset();
+        // The audio socket's frames carry no sequence number: the worklet
+        // numbers them as they arrive (see `JitterBuffer::numbered_by_arrival`).
+        self.jitter = JitterBuffer::numbered_by_arrival();
         self.capture_fill = 0;
         self.pending_start = 0;
         self.pending_len = 0;
@@ -232,20 +236,32 @@ impl Worklet {
     }
 
     /// Fills the first `n` samples of the playback output at the context
-    /// rate: jitter-buffer frames (pulled at `now_ms` as needed), decoded
-    /// and upsampled. Returns the count written (0 if not initialised).
+    /// rate: jitter-buffer output (whole frames, frames shortened by time
+    /// compression, or short pieces of silence while priming), decoded and
+    /// upsampled. `now_ms` is when the block's first sample plays; each
+    /// piece is pulled at the time of its own first sample, so the buffer's
+    /// delay is exact to the sample. Returns the count written (0 if not
+    /// initialised).
     pub fn playback_pull(&mut self, n: usize, now_ms: f64) -> usize {
         if !self.ready {
             return 0;
         }
         let n = n.min(MAX_BLOCK);
+        let sample_ms = 1000.0 / f64::from(self.rate);
         let mut written = 0;
         while written < n {
             if self.pending_len == 0 {
                 let mut frame = [0.0f32; FRAME_SAMPLES];
-                self.jitter.pop_f32(now_ms, &mut frame);
-                self.pending_len = self.playback.process(&frame, &mut self.pending);
+                let at = now_ms + written as f64 * sample_ms;
+                let len = self.jitter.pull_f32(at, &mut frame).len;
+                self.pending_len = self.playback.process(&frame[..len], &mut self.pending);
                 self.pending_start = 0;
+                if self.pending_len == 0 {
+                    // Not reachable for 8 kHz -> 44.1/48 kHz (every piece
+                    // is >= 2.5 ms), but never spin: silence for the rest.
+                    self.playback_out[written..n].fill(0.0);
+                    break;
+                }
             }
             let take = (n - written).min(self.pending_len);
             self.playback_out[written..written + take]
@@ -613,6 +629,10 @@ export!(
 export!(
     /// Buffered frames discarded (time compression, overflow).
     fn audin_stat_dropped() -> u32 = |w| w.jitter.stats().dropped as u32
+);
+export!(
+    /// Playout time given back by sub-frame time compression, ms.
+    fn audin_stat_compressed_ms() -> f64 = |w| w.jitter.stats().compressed_ms
 );
 export!(
     /// Frames currently buffered.

@@ -75,7 +75,9 @@ globalThis.registerProcessor = function (name, Base) {
       };
       const onmessage = port.onmessage;
       port.onmessage = (ev) => {
-        if (ev.data instanceof ArrayBuffer && ev.data.byteLength === 160) this.probeReceived(new Uint8Array(ev.data));
+        const d = ev.data;
+        const buf = d instanceof ArrayBuffer ? d : d && d.frame instanceof ArrayBuffer ? d.frame : null;
+        if (buf && buf.byteLength === 160) this.probeReceived(new Uint8Array(buf), d.at);
         if (onmessage) onmessage.call(port, ev);
       };
       this.probeEmit({ type: "init", sampleRate, quantum: 128,
@@ -91,12 +93,13 @@ globalThis.registerProcessor = function (name, Base) {
       this.probeEmit({ type: "post", wall: wall(), ct: currentTime, ctEnd: currentTime + this.probeN / sampleRate,
         peak, at, key: key(bytes), index: p.posted - 1 });
     }
-    probeReceived(bytes) {
+    probeReceived(bytes, at) {
       const p = this.probe;
       p.received++;
       const { peak } = framePeak(bytes);
       if (Math.abs(peak) < 0.5) return;
-      this.probeEmit({ type: "recv", wall: wall(), ct: currentTime, index: p.received - 1 });
+      this.probeEmit({ type: "recv", wall: wall(), ct: currentTime, at: Number.isFinite(at) ? at / 1000 : null,
+        index: p.received - 1 });
     }
     process(inputs, outputs) {
       const p = this.probe;
@@ -114,6 +117,7 @@ globalThis.registerProcessor = function (name, Base) {
         this.probeEmit({ type: "stats", ct: t0, played: w.audin_stat_played(), concealed: w.audin_stat_concealed(),
           late: w.audin_stat_late(), duplicate: w.audin_stat_duplicate(), dropped: w.audin_stat_dropped(),
           buffered: w.audin_stat_buffered(), delay: w.audin_stat_delay_ms(), target: w.audin_stat_target_ms(),
+          compressedMs: w.audin_stat_compressed_ms ? w.audin_stat_compressed_ms() : 0,
           jitter: w.audin_stat_jitter_ms(), posted: p.posted, received: p.received });
       }
       if (p.quanta % 35 === 0 && p.ev.length) {
@@ -381,6 +385,10 @@ export function playbackFigures(data, { from = -Infinity, to = Infinity } = {}) 
       wallMs: play.wall - r.wall,
       arrivalLateMs: offsets[j] - fastest,
       fromNominalMs: post + inWorklet + (offsets[j] - fastest),
+      // How much earlier the main thread's arrival stamp (the jitter
+      // buffer's) lies than the worklet's currentTime when the frame got
+      // there: the wait for the next render callback it no longer hides.
+      stampLeadMs: inW.at === null || inW.at === undefined ? null : (inW.ct - inW.at) * 1000,
     });
   });
   return rows;
@@ -411,6 +419,7 @@ export function jitterFigures(data, { fromCt = -Infinity, toCt = Infinity } = {}
     dropped: b.dropped - a.dropped,
     duplicate: b.duplicate - a.duplicate,
     received: b.received - a.received,
+    compressedMs: (b.compressedMs ?? 0) - (a.compressedMs ?? 0),
     reprimes,
     maxBuffered: Math.max(...stats.map((s) => s.buffered)),
     delayMs: summary(stats.map((s) => s.delay)),
@@ -439,6 +448,7 @@ export function poolJitter(list) {
     dropped: sum("dropped"),
     duplicate: sum("duplicate"),
     received: sum("received"),
+    compressedMs: sum("compressedMs"),
     reprimes: sum("reprimes"),
     maxBuffered: Math.max(...ok.map((j) => j.maxBuffered)),
     delayMs: summary(raw("delay")),

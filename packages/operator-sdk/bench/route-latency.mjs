@@ -10,7 +10,14 @@
 // same for both routes, so the difference between the WebRTC loopback and
 // the direct Web Audio route is what the loopback adds.
 //
-//   node packages/operator-sdk/bench/route-latency.mjs [--calls 3]
+//   node packages/operator-sdk/bench/route-latency.mjs [--calls 3] [--jitter-buffer-target 0|N|unset]
+//        [--json FILE] (for audio-latency.mjs --route-json)
+//
+// --jitter-buffer-target replaces what the SDK asks of the loopback
+// receiver's jitterBufferTarget (it sets 0): a number of ms, or `unset` to
+// leave Chromium's default; the loopback's own jitter buffer (NetEq) is
+// then reported from getStats() (its mean delay, target and minimum per
+// emitted sample) next to the round trip.
 //
 // ROUTE_SETTLE_MS (default 4000) waits longer before measuring;
 // ROUTE_STATS=1 prints the loopback's getStats() (jitter buffer, playout).
@@ -19,13 +26,22 @@
 // and a built audin-server. The wire → worklet-output figures are
 // bench/audio-latency.mjs's; they end before the route.
 
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { launchRigBrowser, startPulse } from "../tests/harness/pulse.mjs";
 import { openOperatorPage, simCall, sleep, startServer, waitForEvent } from "../tests/sdk-support.mjs";
 
-const { values } = parseArgs({ options: { calls: { type: "string", default: "3" } } });
+const { values } = parseArgs({
+  options: {
+    calls: { type: "string", default: "3" },
+    "jitter-buffer-target": { type: "string" },
+    json: { type: "string" },
+  },
+});
 const CALLS = Number(values.calls);
+/** undefined: as the SDK does; "unset": never set; else ms. */
+const JB_TARGET = values["jitter-buffer-target"];
 const MAX_LAG_MS = 450;
 
 /** Lag (samples) maximising the correlation of `cap` with `play`. */
@@ -50,9 +66,19 @@ async function roundTrip(pulse, base, route, k) {
       operatorRef: `lat-${route}-${k}`,
       audioConstraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
-    await page.evaluate(async (route) => {
+    await page.evaluate(async ([route, jbTarget]) => {
       const w = /** @type {any} */ (window);
       if (route === "web-audio") w.__audinTestPlaybackRoute = "web-audio";
+      const d = Object.getOwnPropertyDescriptor(RTCRtpReceiver.prototype, "jitterBufferTarget");
+      if (jbTarget !== null && d?.set) {
+        Object.defineProperty(RTCRtpReceiver.prototype, "jitterBufferTarget", {
+          configurable: true,
+          get: d.get,
+          set(v) {
+            if (jbTarget !== "unset") d.set.call(this, Number(jbTarget));
+          },
+        });
+      }
       w.__audinTestRoute = (r) => (w.t.route = r);
       const Orig = w.RTCPeerConnection;
       w.t.pcs = [];
@@ -63,7 +89,7 @@ async function roundTrip(pulse, base, route, k) {
       };
       w.t.op.on("incomingCall", (call) => call.accept());
       await w.t.op.goOnline(["pn_dev_milano"]);
-    }, route);
+    }, [route, JB_TARGET ?? null]);
     const sid = await simCall(base, { behaviour: "click" });
     await waitForEvent(page, "callStarted");
     // NetEq starts with a large target and adapts down: measure settled.
@@ -90,10 +116,29 @@ async function roundTrip(pulse, base, route, k) {
       });
       console.log(JSON.stringify(st));
     }
+    // The loopback receiver's NetEq over the next 2 s: mean delay, target
+    // and minimum per emitted sample (ms), from the inbound-rtp counters.
+    const counters = () =>
+      page.evaluate(async () => {
+        for (const pc of /** @type {any} */ (window).t.pcs) {
+          for (const r of (await pc.getStats()).values()) {
+            if (r.type === "inbound-rtp" && r.jitterBufferEmittedCount) {
+              const { jitterBufferEmittedCount: n, jitterBufferDelay: d, jitterBufferTargetDelay: t, jitterBufferMinimumDelay: m } = r;
+              return { n, d, t, m };
+            }
+          }
+        }
+        return null;
+      });
+    const c0 = await counters();
+    if (c0) await sleep(2000);
+    const c1 = c0 ? await counters() : null;
+    const per = (k) => (c1[k] === undefined ? null : (1000 * (c1[k] - c0[k])) / (c1.n - c0.n));
+    const neteq = c0 && c1 && c1.n > c0.n ? { delay: per("d"), target: per("t"), minimum: per("m") } : null;
     await fetch(`${base}/dev/sim/calls/${sid}/hangup`, { method: "POST" });
     if (snap.route !== route) throw new Error(`asked for ${route}, got ${snap.route}`);
     const lag = bestLag(snap.play, snap.cap, Math.round((snap.sampleRate * MAX_LAG_MS) / 1000));
-    return (lag * 1000) / snap.sampleRate;
+    return { ms: (lag * 1000) / snap.sampleRate, neteq };
   } finally {
     await browser.close();
   }
@@ -107,10 +152,31 @@ try {
     for (const route of Object.keys(out)) out[route].push(await roundTrip(pulse, server.url, route, k));
   }
   const med = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  const f = (x) => (x === null || x === undefined ? "–" : x.toFixed(1));
+  console.log(`jitterBufferTarget: ${JB_TARGET ?? "0 (as the SDK sets it)"}`);
   for (const [route, v] of Object.entries(out)) {
-    console.log(`${route}: round trip ${v.map((x) => x.toFixed(1)).join(", ")} ms (median ${med(v).toFixed(1)})`);
+    const ms = v.map((x) => x.ms);
+    console.log(`${route}: round trip ${ms.map(f).join(", ")} ms (median ${f(med(ms))})`);
+    const nq = v.map((x) => x.neteq).filter(Boolean);
+    if (nq.length) {
+      const line = (k) => nq.map((x) => f(x[k])).join(", ");
+      console.log(`  loopback NetEq per emitted sample, ms: delay ${line("delay")}; target ${line("target")}; minimum ${line("minimum")}`);
+    }
   }
-  console.log(`added by the loopback: ${(med(out["webrtc-loopback"]) - med(out["web-audio"])).toFixed(1)} ms (median)`);
+  const added = med(out["webrtc-loopback"].map((x) => x.ms)) - med(out["web-audio"].map((x) => x.ms));
+  console.log(`added by the loopback: ${f(added)} ms (median)`);
+  if (values.json) {
+    const report = {
+      date: new Date().toISOString().slice(0, 10),
+      jitterBufferTarget: JB_TARGET ?? "0",
+      calls: CALLS,
+      webAudioMs: out["web-audio"].map((x) => x.ms),
+      loopbackMs: out["webrtc-loopback"].map((x) => x.ms),
+      neteq: out["webrtc-loopback"].map((x) => x.neteq),
+      addedMs: added,
+    };
+    writeFileSync(values.json, JSON.stringify(report, null, 2) + "\n");
+  }
 } finally {
   await server.kill();
   pulse.stop();

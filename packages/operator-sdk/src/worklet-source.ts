@@ -8,13 +8,18 @@
 // TextDecoder to decode it itself). Calling convention: see the crate docs.
 //
 // Messages on the node's port:
-//   main → worklet: ArrayBuffer (a 160-byte μ-law frame from the far end),
+//   main → worklet: {frame, at} (a 160-byte μ-law frame from the far end and
+//                   its arrival time on the audio clock in ms, NaN if
+//                   unknown; a bare ArrayBuffer is stamped on arrival here),
 //                   {type:"mute", muted}, {type:"stop"}
 //   worklet → main: ArrayBuffer (a 160-byte μ-law frame of the microphone),
 //                   {type:"error", message},
 //                   {type:"tap", kind, sampleRate, samples} (processorOptions.tap),
 //                   {type:"level", input, output} (RMS in [0, 1] of the last
-//                   ~50 ms of microphone input and of playback, every ~50 ms)
+//                   ~50 ms of microphone input and of playback, every ~50 ms),
+//                   {type:"stats", played, concealed, delayMs} (the jitter
+//                   buffer's counters, about once a second, for the call
+//                   quality monitor)
 //
 // Levels: one message per LEVEL_SECONDS window, about 20 a second: enough
 // for a meter to look live, few enough that the main thread does no audio
@@ -22,6 +27,14 @@
 // render quantum. The input level is the microphone's even while muted in
 // the SDK (the far end then hears silence), so a UI can tell "you are muted
 // but talking". (Comments stay out of the source text: it ships as is.)
+//
+// Arrival stamps: the main thread stamps each far-end frame at its
+// WebSocket message event, on the audio clock (audio.ts
+// `arrivalOnAudioClock`), because `currentTime` here only moves once per
+// device render callback (10 ms in Chromium): stamped here, frames arriving
+// anywhere between two callbacks all look alike and the callback period
+// reads as jitter. Frames are numbered in arrival order (the wire has no
+// sequence numbers); the jitter buffer undoes the shift a lost frame causes.
 
 /** Registered name of the processor. @internal */
 export const PROCESSOR_NAME = "audin-operator";
@@ -31,6 +44,7 @@ export const PROCESSOR_SOURCE = `"use strict";
 const FRAME = 160;
 const TAP_SECONDS = 0.25;
 const LEVEL_SECONDS = 0.05;
+const STATS_SECONDS = 1;
 class AudinOperatorProcessor extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -43,6 +57,8 @@ class AudinOperatorProcessor extends AudioWorkletProcessor {
     this.levelOut = 0;
     this.levelCount = 0;
     this.levelWindow = Math.max(1, Math.round(sampleRate * LEVEL_SECONDS));
+    this.statCount = 0;
+    this.statWindow = Math.round(sampleRate * STATS_SECONDS);
     try {
       const w = new WebAssembly.Instance(o.module, {}).exports;
       if (w.audin_init(sampleRate) !== 0) throw new Error("unsupported AudioContext rate " + sampleRate);
@@ -63,16 +79,17 @@ class AudinOperatorProcessor extends AudioWorkletProcessor {
     }
     this.port.onmessage = (ev) => {
       const d = ev.data;
-      if (d instanceof ArrayBuffer) this.receive(d);
+      if (d instanceof ArrayBuffer) this.receive(d, NaN);
+      else if (d && d.frame instanceof ArrayBuffer) this.receive(d.frame, d.at);
       else if (d && d.type === "mute") this.muted = !!d.muted;
       else if (d && d.type === "stop") this.alive = false;
     };
   }
-  receive(buf) {
+  receive(buf, at) {
     const w = this.w;
     if (!w || buf.byteLength !== FRAME) return;
     this.playFrame.set(new Uint8Array(buf));
-    w.audin_playback_push(this.seq, currentTime * 1000);
+    w.audin_playback_push(this.seq, Number.isFinite(at) ? at : currentTime * 1000);
     this.seq = (this.seq + 1) >>> 0;
   }
   process(inputs, outputs) {
@@ -97,6 +114,16 @@ class AudinOperatorProcessor extends AudioWorkletProcessor {
     if (out) for (let c = 0; c < out.length; c++) out[c].set(played);
     this.level(input, played, n);
     if (this.tap) this.record(input, played, n);
+    this.statCount += n;
+    if (this.statCount >= this.statWindow) {
+      this.statCount = 0;
+      this.port.postMessage({
+        type: "stats",
+        played: w.audin_stat_played(),
+        concealed: w.audin_stat_concealed(),
+        delayMs: w.audin_stat_delay_ms(),
+      });
+    }
     return true;
   }
   level(input, played, n) {

@@ -21,12 +21,46 @@ use crate::ratelimit::{Bucket, SocketLimiter, Verdict};
 use crate::routing::OperatorKey;
 use crate::ws::{self, Incoming, Kind, WsConn};
 
-fn error_msg(code: ErrorCode, message: impl Into<String>) -> String {
+pub(crate) fn error_msg(code: ErrorCode, message: impl Into<String>) -> String {
     AudioServerMessage::Error {
         code,
         message: message.into(),
     }
     .to_json()
+}
+
+/// What [`admit_text`] decided for a text message on an attached socket.
+pub(crate) enum Admission {
+    /// Within the limit: handle it.
+    Handle,
+    /// Over the limit: dropped (answered `RATE_LIMITED` at most once a second).
+    Dropped,
+    /// Flooding: the socket was closed with 4007.
+    Closed,
+}
+
+/// Applies the socket's text-message limit to one message after attach
+/// (calls and preflight sessions alike).
+pub(crate) async fn admit_text(conn: &mut WsConn, limiter: &mut SocketLimiter) -> Admission {
+    match limiter.check() {
+        Verdict::Allow => Admission::Handle,
+        Verdict::Limited { reply } => {
+            if reply {
+                conn.outbox()
+                    .send_text(error_msg(ErrorCode::RateLimited, "too many messages"));
+            }
+            Admission::Dropped
+        }
+        Verdict::Close => {
+            conn.close_with(
+                Some(error_msg(ErrorCode::RateLimited, "message flood")),
+                CloseCode::RateLimited,
+                "RATE_LIMITED",
+            )
+            .await;
+            Admission::Closed
+        }
+    }
 }
 
 /// The upgrade handler.
@@ -219,24 +253,10 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
                 }
             }
             Incoming::Text(t) => {
-                match limiter.check() {
-                    Verdict::Allow => {}
-                    Verdict::Limited { reply } => {
-                        if reply {
-                            conn.outbox()
-                                .send_text(error_msg(ErrorCode::RateLimited, "too many messages"));
-                        }
-                        continue;
-                    }
-                    Verdict::Close => {
-                        conn.close_with(
-                            Some(error_msg(ErrorCode::RateLimited, "message flood")),
-                            CloseCode::RateLimited,
-                            "RATE_LIMITED",
-                        )
-                        .await;
-                        break;
-                    }
+                match admit_text(&mut conn, &mut limiter).await {
+                    Admission::Handle => {}
+                    Admission::Dropped => continue,
+                    Admission::Closed => break,
                 }
                 match decode_audio_client_message(t.as_str()) {
                     Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),

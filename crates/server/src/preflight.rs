@@ -26,24 +26,17 @@ use audin_protocol::{
 use axum::body::Bytes;
 use tokio::time::Instant;
 
+use crate::audio::{Admission, admit_text, error_msg};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::presence::pre_auth_reply;
-use crate::ratelimit::{Bucket, SocketLimiter, Verdict};
+use crate::ratelimit::{Bucket, SocketLimiter};
 use crate::sim::{Impairer, Impairment, MAX_DELAYED, MAX_RTT_MS};
 use crate::ws::{Incoming, WsConn};
 
 /// How long a preflight session lasts at most, ms: long enough for a
 /// thorough test, short enough that a forgotten one costs little.
 pub const PREFLIGHT_MAX_MS: u64 = 30_000;
-
-fn error_msg(code: ErrorCode, message: &str) -> String {
-    AudioServerMessage::Error {
-        code,
-        message: message.into(),
-    }
-    .to_json()
-}
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn until(at: Option<Instant>) {
@@ -155,27 +148,13 @@ pub(crate) async fn run(engine: &Engine, conn: &mut WsConn) {
                 }
             }
             Incoming::Text(t) => {
-                match limiter.check() {
-                    Verdict::Allow => {}
-                    Verdict::Limited { reply } => {
-                        if reply {
-                            conn.outbox()
-                                .send_text(error_msg(ErrorCode::RateLimited, "too many messages"));
-                        }
-                        continue;
-                    }
-                    Verdict::Close => {
-                        conn.close_with(
-                            Some(error_msg(ErrorCode::RateLimited, "message flood")),
-                            CloseCode::RateLimited,
-                            "RATE_LIMITED",
-                        )
-                        .await;
-                        return;
-                    }
+                match admit_text(conn, &mut limiter).await {
+                    Admission::Handle => {}
+                    Admission::Dropped => continue,
+                    Admission::Closed => return,
                 }
                 match decode_audio_client_message(t.as_str()) {
-                    Err(e) => conn.outbox().send_text(error_msg(e.code(), &e.to_string())),
+                    Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),
                     Ok(AudioClientMessage::Ping { id }) => {
                         let pong = AudioServerMessage::Pong { id }.to_json();
                         if pong_delay.is_zero() {

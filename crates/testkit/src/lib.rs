@@ -24,6 +24,7 @@
 pub mod audio;
 pub mod nats;
 pub mod postgres;
+mod process;
 pub mod proxy;
 pub mod server;
 pub mod sip;

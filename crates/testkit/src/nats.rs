@@ -162,22 +162,9 @@ impl TempNats {
     /// Graceful stop (SIGTERM) and wait for the process to exit (SIGKILL
     /// after 10 s).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            crate::process::stop_child(child, "TERM", Duration::from_secs(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// SIGKILL, as a crash.

@@ -226,22 +226,9 @@ impl TempPostgres {
     /// Fast shutdown (SIGINT: sessions are cut, nothing waits for
     /// clients) and wait for the process to exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            crate::process::stop_child(child, "INT", Duration::from_secs(15));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.

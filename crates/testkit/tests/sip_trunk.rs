@@ -18,21 +18,19 @@ use anyhow::{Context as _, Result, bail, ensure};
 use audin_protocol::EndReason;
 use audin_server::carrier::{
     BoxFuture, CallMedia, Carrier, CarrierEvent, CarrierLeg, EndCause, EventReceiver, InboundCall,
-    InboundRefusal, InboundSink, OperatorAudio, OutboundRequest,
+    InboundRefusal, InboundSink, OutboundRequest,
 };
 use audin_server::sip::trunk::{SipEndpoint, SipEndpointConfig, SipTrunkConfig};
-use audin_testkit::audio::{
-    TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw, write_tone_g711,
-};
+use audin_testkit::audio::write_tone_g711;
 use audin_testkit::sip::harness::uac::{self, INVITE_HEAD};
 use audin_testkit::sip::harness::{
-    A440, EVENT, OUR_E164, bounded, closed_reason, ended, log_capture, loopback_trunk, next_event,
+    A440, EVENT, OUR_E164, Operator, bounded, closed_reason, ended, log_capture, loopback_trunk,
+    next_event, play_tone,
 };
 use audin_testkit::sip::{
     AfterAnswer, Baresip, BaresipOptions, Codec, DigestAlgorithm, DigestChallenge, EventKind,
     Scenario, Sipp, SippOptions, Tool, tools_or_skip,
 };
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 /// Every test finishes well inside this, or fails.
@@ -117,59 +115,6 @@ impl Harness {
 /// A trunk whose outbound calls go to `far_end`.
 fn trunk_to(name: &str, far_end: SocketAddr) -> SipTrunkConfig {
     SipTrunkConfig::new(name, &format!("sip:{far_end}")).unwrap()
-}
-
-/// The operator's side of a call's audio path: collects the far end's
-/// frames (in place of the audio socket's queue).
-#[derive(Debug, Default)]
-struct Collector(Mutex<Vec<u8>>);
-
-impl OperatorAudio for Collector {
-    fn push(&self, frame: Bytes) {
-        self.0.lock().unwrap().extend_from_slice(&frame);
-    }
-}
-
-struct Operator {
-    audio: Arc<Collector>,
-    heard: Vec<u8>,
-}
-
-impl Operator {
-    fn attach(media: &CallMedia) -> Self {
-        let audio = Arc::new(Collector::default());
-        media.route_to_operator(Some(audio.clone()));
-        Self {
-            audio,
-            heard: Vec::new(),
-        }
-    }
-
-    /// Keeps the frames that arrive during the next `d`.
-    async fn listen(&mut self, d: Duration) {
-        self.audio.0.lock().unwrap().clear();
-        tokio::time::sleep(d).await;
-        self.heard
-            .extend_from_slice(&std::mem::take(&mut *self.audio.0.lock().unwrap()));
-    }
-
-    fn analysis(&self) -> audin_testkit::audio::Analysis {
-        analyze(&to_f32(&from_mulaw(&self.heard)), TELEPHONY_RATE)
-    }
-}
-
-/// Sends a 1 kHz tone to the leg every 20 ms until the task is aborted.
-fn play_tone(leg: Arc<dyn CarrierLeg>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let tone = to_mulaw(&sine(1000.0, -20.0, Duration::from_secs(1), TELEPHONY_RATE));
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut offset = 0;
-        loop {
-            tick.tick().await;
-            leg.send_audio(Bytes::copy_from_slice(&tone[offset..offset + 160]));
-            offset = (offset + 160) % tone.len();
-        }
-    })
 }
 
 // ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! What the SIP test files share, so each says only what its tests are
 //! about: a time bound, waits for the carrier's events, a trunk for far
-//! ends on loopback, a capture of the service's log lines, and the pieces
+//! ends on loopback, what an operator hears and a tone to send it, a
+//! capture of the service's log lines, and the pieces
 //! of SIPp caller (UAC) scenarios that every inbound test sends.
 
 use std::future::Future;
@@ -9,7 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use audin_server::carrier::{CarrierEvent, EndCause, EventReceiver};
+use audin_server::carrier::{
+    CallMedia, CarrierEvent, CarrierLeg, EndCause, EventReceiver, OperatorAudio,
+};
+use bytes::Bytes;
+
+use crate::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
 use audin_server::sip::trunk::SipTrunkConfig;
 
 use super::{AudioSource, Baresip, EventKind};
@@ -181,4 +187,61 @@ Max-Forwards: 70\n";
             in_dialog("BYE", cseq, "Content-Length: 0\n")
         )
     }
+}
+
+/// The operator's side of a call's audio path: collects the far end's
+/// frames (in place of the audio socket's queue).
+#[derive(Debug, Default)]
+struct Collector(Mutex<Vec<u8>>);
+
+impl OperatorAudio for Collector {
+    fn push(&self, frame: Bytes) {
+        self.0.lock().unwrap().extend_from_slice(&frame);
+    }
+}
+
+/// What the operator of a carrier-level call hears.
+#[derive(Debug)]
+pub struct Operator {
+    audio: Arc<Collector>,
+    heard: Vec<u8>,
+}
+
+impl Operator {
+    /// Routes the call's audio toward the operator here.
+    pub fn attach(media: &CallMedia) -> Self {
+        let audio = Arc::new(Collector::default());
+        media.route_to_operator(Some(audio.clone()));
+        Self {
+            audio,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Keeps the frames that arrive during the next `d`.
+    pub async fn listen(&mut self, d: Duration) {
+        self.audio.0.lock().unwrap().clear();
+        tokio::time::sleep(d).await;
+        self.heard
+            .extend_from_slice(&std::mem::take(&mut *self.audio.0.lock().unwrap()));
+    }
+
+    /// Frequency and level of everything kept so far.
+    pub fn analysis(&self) -> Analysis {
+        analyze(&to_f32(&from_mulaw(&self.heard)), TELEPHONY_RATE)
+    }
+}
+
+/// Sends a 1 kHz tone to the leg every 20 ms until the task is aborted.
+pub fn play_tone(leg: Arc<dyn CarrierLeg>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tone = to_mulaw(&sine(1000.0, -20.0, Duration::from_secs(1), TELEPHONY_RATE));
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut offset = 0;
+        loop {
+            tick.tick().await;
+            leg.send_audio(Bytes::copy_from_slice(&tone[offset..offset + 160]));
+            offset = (offset + 160) % tone.len();
+        }
+    })
 }

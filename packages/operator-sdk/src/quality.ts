@@ -21,7 +21,9 @@ export interface CallStats {
    * Far-end frames that never arrived: one frame is due every 20 ms after
    * the first, and the audio socket (TCP, no sequence numbers) loses none
    * itself, so `framesLost` = frames due − frames received (never below 0).
-   * Frames still in flight at the snapshot count until they arrive.
+   * Frames held up behind a late one are not due yet: a gap counts as loss
+   * once the stream has not caught up with it by the next snapshot (about
+   * a second later), so jitter does not read as loss.
    */
   framesLost: number;
   /** 20 ms playout slots the jitter buffer filled by concealment (a missing or late frame). */

@@ -17,10 +17,20 @@
 //! - **Frames lost**: the audio socket carries one frame per 20 ms and no
 //!   sequence numbers, and TCP loses nothing, so a frame lost upstream (on
 //!   the far end's RTP leg, or by the dev sim's impairment) is one that
-//!   never arrives. Lost = frames expected (one per 20 ms since the first
-//!   far-end frame) − frames received, never below 0. Frames still in
-//!   flight at the moment of a sample count as lost until they arrive, so
-//!   windowed figures carry a noise of about `jitter / 20 ms` frames.
+//!   never arrives. Lost = frames expected − frames received, never below
+//!   0, where a frame is expected once it is due (one per 20 ms since the
+//!   first far-end frame) and the stream's current lag has passed too: a
+//!   frame merely in flight behind a delayed one is not lost. The lag is
+//!   read from the frames' transit `arrival − 20 ms × index`, which a
+//!   delay and a loss both raise (later frames take a lost one's index):
+//!   only time tells them apart, a delayed stream catches up and a lost
+//!   frame's step stays. So the lag is the last frame's transit above the
+//!   lowest transit since the previous sample (about a second), plus the
+//!   silence since the last frame as far as it is no longer than the
+//!   longest gap between frames of the last two seconds, at most
+//!   [`MAX_LAG_ALLOWANCE_MS`]: a loss is counted at the latest one sample
+//!   after it happened, a stall as it goes on. Without the allowance,
+//!   in-order jitter of up to 200 ms read as 8–16 % loss.
 //! - **Jitter**: RFC 3550 §6.4.1 interarrival jitter of the frames' arrival
 //!   times against their nominal 20 ms spacing (`J += (|D| − J) / 16`).
 //! - **Round-trip time**: audio-socket `ping` → `pong` (protocol v1,
@@ -49,6 +59,9 @@ pub const FRAME_MS: f64 = 20.0;
 pub const PING_INTERVAL_MS: f64 = 2_000.0;
 /// Samples (seconds) the windowed figures cover: loss and concealment.
 pub const WINDOW_SAMPLES: usize = 5;
+/// The most a stream's lag may excuse a missing frame, ms: a frame later
+/// than this is as good as lost to a conversation.
+pub const MAX_LAG_ALLOWANCE_MS: f64 = 1_000.0;
 /// Pings remembered while unanswered; older ones are forgotten (their pong
 /// is then ignored).
 const PINGS_IN_FLIGHT: usize = 4;
@@ -393,6 +406,14 @@ pub struct QualityMonitor {
     frames_received: u64,
     first_rx: Option<f64>,
     last_rx: Option<f64>,
+    /// The last frame's transit (arrival − 20 ms × index, from the first).
+    transit_last: f64,
+    /// The lowest transit since the last sample.
+    transit_min: f64,
+    /// The longest gap between two frames since the last sample, and in
+    /// the period before.
+    gap_max: f64,
+    gap_max_before: f64,
     jitter: f64,
     /// When samples started (the no-audio clock before any frame).
     started: Option<f64>,
@@ -423,6 +444,10 @@ impl QualityMonitor {
             frames_received: 0,
             first_rx: None,
             last_rx: None,
+            transit_last: 0.0,
+            transit_min: f64::INFINITY,
+            gap_max: 0.0,
+            gap_max_before: 0.0,
             jitter: 0.0,
             started: None,
             next_ping_at: None,
@@ -446,9 +471,12 @@ impl QualityMonitor {
         if let Some(prev) = self.last_rx {
             let d = ((now - prev) - FRAME_MS).abs();
             self.jitter += (d - self.jitter) / 16.0;
+            self.gap_max = self.gap_max.max(now - prev);
         }
-        self.first_rx.get_or_insert(now);
+        let first = *self.first_rx.get_or_insert(now);
         self.last_rx = Some(now);
+        self.transit_last = now - first - (self.frames_received - 1) as f64 * FRAME_MS;
+        self.transit_min = self.transit_min.min(self.transit_last);
     }
 
     /// A level reading of the audio graph: RMS in `[0, 1]` of the
@@ -547,9 +575,16 @@ impl QualityMonitor {
     /// stats and evaluates the warnings.
     pub fn sample(&mut self, now: f64, s: Sample) {
         let started = *self.started.get_or_insert(now);
+        // No frame since the last sample: no lag to excuse (min is ∞).
+        let behind = (self.transit_last - self.transit_min).max(0.0);
+        let usual_gap = self.gap_max.max(self.gap_max_before) - FRAME_MS;
+        let silent = self.last_rx.map_or(0.0, |last| now - last);
+        let lag = (behind + silent.min(usual_gap).max(0.0)).min(MAX_LAG_ALLOWANCE_MS);
+        self.gap_max_before = std::mem::take(&mut self.gap_max);
         let expected = self.first_rx.map_or(0, |first| {
-            // A frame counts once it is a whole frame past its due time.
-            ((now - first).max(0.0) / FRAME_MS).floor() as u64
+            // A frame counts once it is a whole frame past its due time
+            // and the stream's lag has passed as well.
+            ((now - first - lag).max(0.0) / FRAME_MS).floor() as u64
         });
         let point = Point {
             expected,
@@ -557,6 +592,7 @@ impl QualityMonitor {
             slots: s.played + s.concealed,
             concealed: s.concealed,
         };
+        self.transit_min = f64::INFINITY;
         let oldest = *self.window.front().unwrap_or(&Point {
             expected: 0,
             received: 0,

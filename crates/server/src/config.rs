@@ -12,6 +12,10 @@ use crate::sip::media::{DEFAULT_MEDIA_TIMEOUT, RtpPorts};
 use crate::sip::tls::SipTlsConfig;
 use crate::sip::trunk::{SipEndpointConfig, SipTransport, TrunkUri};
 
+/// Default of `--drain-timeout-secs`: within the 30 s a Kubernetes pod is
+/// given after SIGTERM, with room for the shutdown itself.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 25;
+
 /// Everything the service needs to run. Build it from the command line with
 /// [`ServeArgs::into_config`] or by hand in tests ([`ServerConfig::for_tests`]).
 #[derive(Debug, Clone)]
@@ -57,6 +61,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of `tls_cert` (`--tls-key`).
     pub tls_key: Option<PathBuf>,
+    /// How long a drain (SIGTERM) lets live calls finish before the
+    /// shutdown ends them `failed` (`--drain-timeout-secs`; 0: no drain).
+    pub drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -84,6 +91,7 @@ impl ServerConfig {
             dev_trunk: None,
             tls_cert: None,
             tls_key: None,
+            drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
         }
     }
 
@@ -409,6 +417,12 @@ pub struct ServeArgs {
     /// Audio-socket silence timeout in milliseconds.
     #[arg(long, env = "AUDIN_AUDIO_SILENCE_MS", default_value_t = audin_protocol::DEFAULT_AUDIO_SILENCE_TIMEOUT_MS, global = true)]
     pub audio_silence_ms: u64,
+    /// On SIGTERM, how long live calls may go on (no new ones are taken,
+    /// `/healthz` answers 503) before they are ended `failed` and the
+    /// server exits; 0 stops at once. SIGINT (Ctrl-C) or a second signal
+    /// always stops at once.
+    #[arg(long, env = "AUDIN_DRAIN_TIMEOUT_SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS, global = true)]
+    pub drain_timeout_secs: u64,
     /// HS256 signing secret (generated and stored in the DB when absent).
     #[arg(
         long,
@@ -725,6 +739,7 @@ impl ServeArgs {
             dev_trunk: self.dev_trunk,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
         }
     }
 }

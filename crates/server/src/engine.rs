@@ -146,6 +146,8 @@ const ENDED_CALLS_REMEMBERED: usize = 1024;
 
 /// How long a shutdown waits for queued call record writes to land.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How often a drain looks at the live calls and idle operators.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Who took part in recently ended calls (every operator offered the call,
 /// and its holder) and how each ended, so that a late `accept` or `hangup`
@@ -201,6 +203,8 @@ pub struct Engine {
     /// Live outbound calls per account, for the dialling policy's limit.
     outbound_slots: Arc<OutboundSlots>,
     shutdown_tx: watch::Sender<bool>,
+    /// Set by [`Engine::drain`]: no new calls or presence sessions.
+    draining: AtomicBool,
     next_attach: AtomicU64,
 }
 
@@ -230,6 +234,7 @@ impl Engine {
             ended: Mutex::new(EndedCalls::default()),
             outbound_slots: Arc::new(OutboundSlots::default()),
             shutdown_tx: watch::channel(false).0,
+            draining: AtomicBool::new(false),
             next_attach: AtomicU64::new(1),
         })
     }
@@ -237,6 +242,17 @@ impl Engine {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown_tx.borrow()
+    }
+
+    /// Whether a drain has begun (see [`Engine::drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether new calls (dials, inbound calls) are taken: not while
+    /// draining or shutting down.
+    pub fn takes_new_calls(&self) -> bool {
+        !self.is_draining() && !self.is_shutting_down()
     }
 
     /// Resolves once the service starts shutting down.
@@ -456,10 +472,10 @@ impl Engine {
         to: String,
         caller_id: String,
     ) -> Result<String, ReqError> {
-        if self.is_shutting_down() {
+        if !self.takes_new_calls() {
             return Err((
                 ErrorCode::ServerShutdown,
-                "the service is shutting down".into(),
+                "the service is shutting down: it takes no new calls".into(),
             ));
         }
         if let Err(e) = validate_e164(&to) {
@@ -616,7 +632,7 @@ impl Engine {
     /// number; on a refusal the leg is hung up with the matching reason
     /// (nobody free: the caller hears busy).
     pub async fn inbound(self: &Arc<Self>, call: InboundCall) -> Result<(), InboundRefusal> {
-        if self.is_shutting_down() {
+        if !self.takes_new_calls() {
             call.leg.hang_up(EndReason::Failed);
             return Err(InboundRefusal::ShuttingDown);
         }
@@ -745,7 +761,60 @@ impl Engine {
         reply_rx.await.unwrap_or(Err(AttachError::NotFound))
     }
 
-    // ── shutdown ──────────────────────────────────────────────────────
+    // ── drain and shutdown ────────────────────────────────────────────
+
+    /// Graceful drain (SIGTERM), before [`Engine::shutdown`]: from now on
+    /// no new call is taken (a dial gets `SERVER_SHUTDOWN`, an inbound
+    /// call is refused: SIP 503) and no new presence session starts, while
+    /// the live calls go on. Operators holding no call are sent away (close
+    /// 1001, so their SDKs reconnect, through a load balancer to another
+    /// node) as soon as no call is ringing, and each operator whose call
+    /// ends follows. Returns once no call is live or `deadline` has passed:
+    /// the number of calls still live (the shutdown ends them `failed`).
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.draining.store(true, Ordering::Relaxed);
+        let until = Instant::now() + deadline;
+        loop {
+            let (live, ringing) = self.live_and_ringing();
+            if live == 0 {
+                return 0;
+            }
+            if ringing == 0 {
+                self.send_idle_operators_away();
+            }
+            if Instant::now() >= until {
+                return live;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
+    /// Live calls, and how many of them ring operators.
+    fn live_and_ringing(&self) -> (usize, usize) {
+        let calls = self.calls.lock().expect("calls lock");
+        let ringing = calls
+            .values()
+            .filter(|c| c.state.load(Ordering::Relaxed) == CallState::Offered as u8)
+            .count();
+        (calls.len(), ringing)
+    }
+
+    /// Closes (1001) the presence socket of every operator holding no call.
+    fn send_idle_operators_away(&self) {
+        let online: Vec<(OperatorKey, Outbox)> = self
+            .presence
+            .lock()
+            .expect("presence lock")
+            .iter()
+            .map(|(op, e)| (op.clone(), e.outbox.clone()))
+            .collect();
+        for (op, outbox) in online {
+            // In-process routing answers at once (see `ready_now`).
+            if matches!(ready_now(self.routing.held_call(&op)), Ok(None)) && outbox.is_open() {
+                outbox.close(CloseCode::GoingAway, "SERVER_SHUTDOWN");
+            }
+        }
+    }
 
     /// Ends every live call with `failed`, then tells every socket to
     /// close with 1001. Waits (a few seconds at most) for the calls to end.

@@ -316,8 +316,41 @@ async fn list_calls(
     Ok(axum::Json(records).into_response())
 }
 
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+/// `GET /healthz`: 200 `ok` while the node takes calls; 503 `draining`
+/// (SIGTERM: live calls finish, no new ones) or `stopping`, so a load
+/// balancer's health check takes the node out of rotation. With the
+/// engines' state: live calls, operators online, the call store (record
+/// writes queued: above 0 for long means the store is unreachable) and the
+/// routing.
+async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
+    let status = if engine.is_shutting_down() {
+        "stopping"
+    } else if engine.is_draining() {
+        "draining"
+    } else {
+        "ok"
+    };
+    let (online, by_state) = engine.gauges();
+    let calls: usize = by_state.iter().map(|(_, n)| n).sum();
+    let (queued, retries, dropped) = engine.db.stats().snapshot();
+    let body = serde_json::json!({
+        "status": status,
+        "calls": calls,
+        "operatorsOnline": online,
+        "store": {
+            "kind": engine.db.kind(),
+            "queuedWrites": queued,
+            "writeRetries": retries,
+            "droppedWrites": dropped,
+        },
+        "routing": { "kind": engine.routing.kind() },
+    });
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {

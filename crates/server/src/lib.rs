@@ -372,6 +372,33 @@ impl ServerHandle {
         format!("{ws}://{}", self.local_addr)
     }
 
+    /// Graceful drain (SIGTERM), before [`ServerHandle::shutdown`]: no
+    /// new calls or presence sessions, `/healthz` 503, idle operators sent
+    /// away with 1001; returns once no call is live or the configured
+    /// drain timeout has passed, with the number of calls still live. See
+    /// [`Engine::drain`].
+    pub async fn drain(&self) -> usize {
+        let timeout = self.engine.cfg.drain_timeout;
+        let (online, by_state) = self.engine.gauges();
+        let live: usize = by_state.iter().map(|(_, n)| n).sum();
+        tracing::info!(
+            calls = live,
+            operators = online,
+            timeout_secs = timeout.as_secs_f64(),
+            "draining: no new calls, live calls may finish"
+        );
+        let left = self.engine.drain(timeout).await;
+        if left == 0 {
+            tracing::info!("drained: no call is live");
+        } else {
+            tracing::warn!(
+                calls = left,
+                "drain timeout passed with calls live: they end failed"
+            );
+        }
+        left
+    }
+
     /// Graceful shutdown: live calls end `failed` (`ended` / `callEnded`
     /// sent, records closed), sockets close with 1001, then the listener
     /// stops.

@@ -21,7 +21,12 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(async move {
             let handle = Server::start(config).await?;
-            wait_for_signal().await;
+            if wait_for_signal().await == Stop::Drain {
+                tokio::select! {
+                    _ = handle.drain() => {}
+                    _ = wait_for_signal() => tracing::info!("second signal: stopping now"),
+                }
+            }
             handle.shutdown().await;
             Ok(())
         })
@@ -58,24 +63,35 @@ fn colour_wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-async fn wait_for_signal() {
+/// How the signal asks the server to stop.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM (systemd, Kubernetes, a rolling restart): drain first.
+    Drain,
+    /// SIGINT (Ctrl-C): at once.
+    Now,
+}
+
+async fn wait_for_signal() -> Stop {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Stop::Now,
+                    _ = term.recv() => Stop::Drain,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Stop::Now
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Stop::Now
     }
 }

@@ -226,6 +226,14 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
         account: claims.acc.clone(),
         operator_ref: claims.sub.clone(),
     };
+    // Draining: no new sessions (the SDK reconnects on 1001, through a
+    // load balancer to another node), except for an operator whose call
+    // still runs here and who needs its `callEnded`.
+    if engine.is_draining() && engine.active_call(&op).is_none() {
+        conn.close_with(None, CloseCode::GoingAway, "SERVER_SHUTDOWN")
+            .await;
+        return;
+    }
     let session_id = new_session_id();
     if let Some(old) = engine.register_presence(&op, &session_id, conn.outbox().clone()) {
         tracing::info!(

@@ -75,6 +75,8 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
     fn release<'a>(&'a self, call_sid: &'a str) -> RoutingFuture<'a, ()>;
     /// Number of operators online (on every node).
     fn operators_online(&self) -> RoutingFuture<'_, usize>;
+    /// `in-process` or `nats`, for logs and `/healthz`.
+    fn kind(&self) -> &'static str;
 }
 
 /// The answer of a routing future that is ready at once, as
@@ -123,6 +125,10 @@ impl InMemoryRouting {
 }
 
 impl Routing for InMemoryRouting {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
     fn set_online<'a>(
         &'a self,
         op: &'a OperatorKey,

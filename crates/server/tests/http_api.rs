@@ -184,7 +184,16 @@ async fn bad_tokens_on_phone_numbers() {
 #[tokio::test]
 async fn health_metrics_calls_and_dev_token() {
     let s = TestServer::start().await;
-    assert_eq!(s.get_json("/healthz").await, json!({"status": "ok"}));
+    assert_eq!(
+        s.get_json("/healthz").await,
+        json!({
+            "status": "ok",
+            "calls": 0,
+            "operatorsOnline": 0,
+            "store": {"kind": "sqlite", "queuedWrites": 0, "writeRetries": 0, "droppedWrites": 0},
+            "routing": {"kind": "in-process"},
+        })
+    );
     let m = s.metrics().await;
     assert!(m.contains("audin_operators_online 0"), "{m}");
     assert!(m.contains("audin_sockets_open{kind=\"presence\"}"));

@@ -167,6 +167,89 @@ async fn graceful_shutdown_ends_calls_failed_and_closes_1001() {
     assert_eq!(rec.end_reason, Some(audin_protocol::EndReason::Failed));
 }
 
+/// The drain a SIGTERM starts: the live call goes on (audio flowing) and
+/// ends as the operator ends it, the idle operator is sent away with 1001
+/// (its SDK reconnects, through a balancer to another node), no new call
+/// or presence session is taken, and `/healthz` answers 503 `draining` so
+/// a balancer stops sending. The drain returns once no call is live.
+#[tokio::test]
+async fn a_drain_lets_the_live_call_finish_and_takes_no_new_ones() {
+    let s = TestServer::start().await;
+    let mut p = s.online("op-1", &[MILANO]).await;
+    let sid = s.dial(&mut p, "+15550100001").await;
+    let (mut audio, _) = s.attach("op-1", &sid).await;
+    audio.expect("answered").await;
+    let mut idle = s.online("op-2", &[MILANO]).await;
+    let health = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["calls"], 1);
+    assert_eq!(health["store"]["kind"], "sqlite");
+    assert_eq!(health["routing"]["kind"], "in-process");
+
+    let checks = async {
+        assert_eq!(
+            idle.closed().await,
+            Some(1001),
+            "the idle operator is sent away"
+        );
+        let health = s.http.get(s.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 503);
+        let health: serde_json::Value = health.json().await.unwrap();
+        assert_eq!(health["status"], "draining");
+        // No new presence session, no new inbound call, no new dial.
+        let token = s.token("op-3", &[MILANO]).await;
+        let mut late = Ws::connect(&s.ws_url("/v1/operator/presence")).await;
+        late.send_json(serde_json::json!({"type": "hello", "token": token, "client": "test/0"}))
+            .await;
+        match late.next().await {
+            Got::Close(code) => assert_eq!(code, Some(1001)),
+            other => panic!("a session started while draining: {other:?}"),
+        }
+        let r = s
+            .http
+            .post(s.url("/dev/sim/calls"))
+            .json(&serde_json::json!({"from": "+14155550100", "to": MILANO_E164}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        // The live call still carries audio both ways, a while into the drain.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..10 {
+            audio.send_binary(vec![0x55; 160]).await;
+            audio.frame().await;
+        }
+        // Its operator's presence stays (it gets the callEnded).
+        p.send_json(serde_json::json!({"type": "hangup", "callSid": sid}))
+            .await;
+        assert_eq!(p.expect("callEnded").await["reason"], "hangup");
+    };
+    let (left, ()) = tokio::join!(s.handle.drain(), checks);
+    assert_eq!(left, 0, "no call left when the drain returns");
+    assert_eq!(s.ended_record(&sid).await["endReason"], "hangup");
+    s.handle.shutdown().await;
+}
+
+/// A call still live at the drain timeout ends `failed` in the shutdown.
+#[tokio::test]
+async fn a_call_live_at_the_drain_timeout_ends_failed() {
+    let mut cfg = config();
+    cfg.drain_timeout = Duration::from_millis(400);
+    let s = TestServer::with(cfg).await;
+    let mut p = s.online("op-1", &[MILANO]).await;
+    let sid = s.dial(&mut p, "+15550100001").await;
+    let (mut audio, _) = s.attach("op-1", &sid).await;
+    audio.expect("answered").await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(s.handle.drain().await, 1);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    s.handle.shutdown().await;
+    assert_eq!(audio.expect("ended").await["reason"], "failed");
+    assert_eq!(p.expect("callEnded").await["reason"], "failed");
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_audin-server"))
 }
@@ -328,4 +411,142 @@ fn binary_prints_ready_line_and_dev_key_and_sim_call_works() {
     assert!(status.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A child process killed when dropped (a failed assertion leaves no
+/// server behind).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary with `--dev` on a fresh database: (process, base URL,
+/// dev API key).
+fn start_binary(name: &str, extra: &[&str]) -> (Running, String, String) {
+    let path = temp_db(name);
+    let mut child = bin()
+        .args(["--dev", "--listen", "127.0.0.1:0", "--database"])
+        .arg(&path)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Running(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut key = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(k) = line.strip_prefix("AUDIN_DEV_API_KEY=") {
+            key = Some(k.to_owned());
+        }
+        if let Some(url) = line.strip_prefix("audin-server listening on ") {
+            return (child, url.to_owned(), key.expect("dev key"));
+        }
+    }
+    panic!("no ready line");
+}
+
+/// An operator of the binary on an answered outbound call to the sim's
+/// echo: (presence, audio, call sid).
+async fn live_call_on(url: &str, key: &str) -> (Ws, Ws, String) {
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .post(format!("{url}/operator-sessions/token"))
+        .header("X-API-Key", key)
+        .json(&serde_json::json!({"operatorRef": "op-1", "phoneNumberIds": [MILANO]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let ws = url.replacen("http", "ws", 1);
+    let mut p = Ws::connect(&format!("{ws}/v1/operator/presence")).await;
+    p.send_json(serde_json::json!({"type": "hello", "token": token, "client": "test/0"}))
+        .await;
+    p.expect("welcome").await;
+    p.send_json(serde_json::json!({"type": "dial", "requestId": "d1", "to": "+15550100001", "callerId": MILANO_E164}))
+        .await;
+    let sid = p.expect("dialAccepted").await["callSid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut audio = Ws::connect(&format!("{ws}/v1/operator/audio")).await;
+    audio
+        .send_json(serde_json::json!({"type": "attach", "token": token, "callSid": sid}))
+        .await;
+    audio.expect("attached").await;
+    audio.expect("answered").await;
+    (p, audio, sid)
+}
+
+fn signal(child: &Running, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The process's exit status if it exits within `limit`.
+async fn exits_within(child: &mut Running, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// SIGTERM drains: the process keeps a live call (and says `draining` on
+/// `/healthz`) until its operator hangs up, then exits 0 at once.
+#[tokio::test]
+async fn sigterm_drains_the_binary_until_the_last_call_ends() {
+    let (mut child, url, key) = start_binary("sigterm-drain", &[]);
+    let (mut p, mut audio, sid) = live_call_on(&url, &key).await;
+    signal(&child, "TERM");
+    assert!(
+        exits_within(&mut child, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "exited with a call live"
+    );
+    let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 503);
+    audio.send_binary(vec![0x55; 160]).await;
+    audio.frame().await;
+    p.send_json(serde_json::json!({"type": "hangup", "callSid": sid}))
+        .await;
+    assert_eq!(p.expect("callEnded").await["reason"], "hangup");
+    let status = exits_within(&mut child, Duration::from_secs(3)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+/// SIGINT (Ctrl-C), or a second SIGTERM while draining, stops at once: the
+/// live call ends `failed`.
+#[tokio::test]
+async fn sigint_or_a_second_sigterm_stops_the_binary_at_once() {
+    for (name, signals) in [
+        ("sigint", &["INT"][..]),
+        ("sigterm-twice", &["TERM", "TERM"][..]),
+    ] {
+        let (mut child, url, key) = start_binary(name, &[]);
+        let (_p, mut audio, _) = live_call_on(&url, &key).await;
+        for s in signals {
+            signal(&child, s);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(audio.expect("ended").await["reason"], "failed", "{name}");
+        let status = exits_within(&mut child, Duration::from_secs(5)).await;
+        assert!(status.is_some_and(|s| s.success()), "{name}: {status:?}");
+    }
 }

@@ -332,6 +332,10 @@ impl Inner {
 }
 
 impl Routing for NatsRouting {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
     fn set_online<'a>(
         &'a self,
         op: &'a OperatorKey,

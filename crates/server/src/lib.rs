@@ -46,6 +46,7 @@ pub mod db;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod pem;
 pub mod preflight;
 pub mod presence;
 pub mod ratelimit;

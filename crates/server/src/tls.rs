@@ -12,13 +12,10 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use audin_protocol::escape_unsafe;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,14 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::pem::{self, KeyForms, PemError};
+
 /// The flag of [`TlsFiles::cert`].
 pub const CERT_FLAG: &str = "--tls-cert";
 /// The flag of [`TlsFiles::key`].
 pub const KEY_FLAG: &str = "--tls-key";
-
-/// Largest file read as a certificate chain or key: anything far bigger
-/// is the wrong file.
-const MAX_PEM_BYTES: u64 = 4 << 20;
 
 /// A client that opens TCP and sends nothing would otherwise hold a
 /// handshake task (and its socket) forever.
@@ -56,190 +51,18 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Why the certificate or key cannot be used. Paths are shown escaped; key
-/// material never is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsError {
-    /// A file could not be read.
-    Unreadable {
-        /// The flag that named it.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        why: String,
-    },
-    /// No PEM certificate in the certificate file.
-    NoCertificate {
-        /// The file.
-        path: PathBuf,
-    },
-    /// No PEM private key in the key file.
-    NoPrivateKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key is encrypted: the service has no passphrase to open it.
-    EncryptedKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key is not one rustls can sign with.
-    UnusableKey {
-        /// The file.
-        path: PathBuf,
-        /// Why (rustls's words, which never quote the key).
-        why: String,
-    },
-    /// The key is not the certificate's.
-    KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-    },
-    /// The certificate cannot be parsed.
-    BadCertificate {
-        /// The file.
-        path: PathBuf,
-        /// Why (rustls's words).
-        why: String,
-    },
-}
-
-fn shown(path: &Path) -> String {
-    escape_unsafe(&path.display().to_string())
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unreadable { flag, path, why } => {
-                write!(
-                    f,
-                    "{flag} {}: cannot read it: {}",
-                    shown(path),
-                    escape_unsafe(why)
-                )
-            }
-            Self::NoCertificate { path } => write!(
-                f,
-                "{CERT_FLAG} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                shown(path)
-            ),
-            Self::NoPrivateKey { path } => write!(
-                f,
-                "{KEY_FLAG} {}: no PEM private key in it (-----BEGIN PRIVATE KEY-----, \
-                 -----BEGIN RSA PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)",
-                shown(path)
-            ),
-            Self::EncryptedKey { path } => write!(
-                f,
-                "{KEY_FLAG} {}: the key is encrypted and the service has no passphrase: give an \
-                 unencrypted key readable only by the service's user (openssl pkcs8 -topk8 \
-                 -nocrypt -in KEY -out KEY.pk8)",
-                shown(path)
-            ),
-            Self::UnusableKey { path, why } => write!(
-                f,
-                "{KEY_FLAG} {}: unusable private key: {}",
-                shown(path),
-                escape_unsafe(why)
-            ),
-            Self::KeyMismatch { cert, key } => write!(
-                f,
-                "{KEY_FLAG} {} is not the private key of the first certificate of {CERT_FLAG} {}",
-                shown(key),
-                shown(cert)
-            ),
-            Self::BadCertificate { path, why } => write!(
-                f,
-                "{CERT_FLAG} {}: unusable certificate: {}",
-                shown(path),
-                escape_unsafe(why)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for TlsError {}
-
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    let unreadable = |why: String| TlsError::Unreadable {
-        flag,
-        path: path.to_path_buf(),
-        why,
-    };
-    let len = std::fs::metadata(path)
-        .map_err(|e| unreadable(e.to_string()))?
-        .len();
-    if len > MAX_PEM_BYTES {
-        return Err(unreadable(format!(
-            "{len} bytes, more than any PEM certificate chain or key ({MAX_PEM_BYTES})"
-        )));
-    }
-    std::fs::read(path).map_err(|e| unreadable(e.to_string()))
-}
+/// Why the certificate or key cannot be used (errors name `--tls-cert` or
+/// `--tls-key`). Paths are shown escaped; key material never is.
+pub type TlsError = PemError;
 
 /// Reads and checks the chain and key: the key must sign with rustls's
 /// `ring` provider and be the leaf certificate's.
 pub fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
-    let cert_pem = read(CERT_FLAG, &files.cert)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|_| TlsError::NoCertificate {
-            path: files.cert.clone(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: files.cert.clone(),
-        });
-    }
-    let key_pem = read(KEY_FLAG, &files.key)?;
-    let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
-        Ok(key) => key,
-        // The PEM reader skips sections it does not know, encrypted keys
-        // among them: say why rather than "no key".
-        Err(_) if contains(&key_pem, b"ENCRYPTED PRIVATE KEY") => {
-            return Err(TlsError::EncryptedKey {
-                path: files.key.clone(),
-            });
-        }
-        // Its error could quote the file: never shown.
-        Err(_) => {
-            return Err(TlsError::NoPrivateKey {
-                path: files.key.clone(),
-            });
-        }
-    };
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
-        TlsError::UnusableKey {
-            path: files.key.clone(),
-            why: e.to_string(),
-        }
-    })?;
-    let certified = CertifiedKey::new(chain, signer);
-    match certified.keys_match() {
-        // Unknown: the key cannot tell its public half; the handshake will.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(TlsError::KeyMismatch {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-            });
-        }
-        Err(e) => {
-            return Err(TlsError::BadCertificate {
-                path: files.cert.clone(),
-                why: e.to_string(),
-            });
-        }
-    }
+    let chain = pem::certificates(CERT_FLAG, &files.cert, &pem::read(CERT_FLAG, &files.cert)?)?;
+    let key_pem = pem::read(KEY_FLAG, &files.key)?;
+    let key = pem::private_key(KEY_FLAG, &files.key, &key_pem, KeyForms::All)?;
+    let certified = pem::certified_key(CERT_FLAG, &files.cert, chain, KEY_FLAG, &files.key, key)?;
     Ok(Arc::new(certified))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The certificate new handshakes get; [`CertStore::reload`] swaps it.
@@ -310,7 +133,7 @@ pub fn reload_on_sighup(store: Arc<CertStore>) -> io::Result<JoinHandle<()>> {
         while hup.recv().await.is_some() {
             match store.reload() {
                 Ok(()) => tracing::info!(
-                    cert = %shown(&store.files.cert),
+                    cert = %pem::shown(&store.files.cert),
                     "SIGHUP: TLS certificate reloaded; new connections get it"
                 ),
                 Err(e) => tracing::error!(
@@ -426,29 +249,34 @@ impl axum::serve::Listener for TlsListener {
 mod tests {
     use super::*;
 
+    // How errors read, and that they never show the key: `crate::pem`.
     #[test]
-    fn errors_name_the_flag_and_never_the_key() {
+    fn errors_name_the_https_flags() {
         let dir = std::env::temp_dir().join(format!("audin-tls-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        std::fs::write(&cert, "not a certificate").unwrap();
-        let secret = "-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END PRIVATE KEY-----\n";
-        std::fs::write(&key, secret).unwrap();
-        let files = TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        };
-        let e = load(&files).unwrap_err();
-        assert!(matches!(e, TlsError::NoCertificate { .. }), "{e:?}");
-        assert!(e.to_string().starts_with("--tls-cert "), "{e}");
-        let missing = TlsFiles {
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = load(&TlsFiles {
             cert: dir.join("missing.pem"),
-            key,
-        };
-        let e = load(&missing).unwrap_err();
-        assert!(e.to_string().contains("--tls-cert") && e.to_string().contains("cannot read"));
-        assert!(!format!("{e} {e:?}").contains("U0VDUkVU"));
+            key: cert.clone(),
+        })
+        .unwrap_err();
+        assert!(matches!(e, TlsError::Unreadable { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("--tls-cert "), "{e}");
+        // A certificate given as the key: HTTPS loads all three key forms.
+        let e = load(&TlsFiles {
+            cert: cert.clone(),
+            key: cert,
+        })
+        .unwrap_err();
+        assert!(matches!(e, TlsError::NoPrivateKey { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("--tls-key "), "{text}");
+        assert!(text.contains("-----BEGIN EC PRIVATE KEY-----"), "{text}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 
 use audin_protocol::{Untrusted, escape_unsafe};
 use base64::Engine as _;
-use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::pem::{self, KeyForms, PemError, TO_PKCS8, shown};
 
 /// The port of SIP over TLS when a URI names none (RFC 3261 §19.1.2).
 pub const DEFAULT_TLS_PORT: u16 = 5061;
@@ -33,10 +34,6 @@ pub const CERT_FLAG: &str = "--sip-tls-cert";
 pub const KEY_FLAG: &str = "--sip-tls-key";
 /// The flag of [`SipTlsConfig::ca`].
 pub const CA_FLAG: &str = "--sip-tls-ca";
-
-/// Largest file read as a certificate, key or CA bundle: a system bundle
-/// is about 200 KB; anything far bigger is the wrong file.
-const MAX_PEM_BYTES: u64 = 4 << 20;
 
 /// The endpoint's TLS settings, as given (nothing read yet).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,59 +65,10 @@ pub enum TlsConfigError {
         /// The trunk.
         trunk: String,
     },
-    /// A file could not be read.
-    Unreadable {
-        /// The flag that named it.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        why: String,
-    },
-    /// Certificates expected, none found (or one that is not PEM).
-    NoCertificate {
-        /// The flag that named the file.
-        flag: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What the PEM reader said, if it refused the file.
-        why: Option<String>,
-    },
-    /// The listener's certificate cannot be used.
-    BadCertificate {
-        /// The file.
-        path: PathBuf,
-        /// Why (rustls's words).
-        why: String,
-    },
-    /// No private key in the key file.
-    NoPrivateKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key is encrypted: the service has no passphrase to open it.
-    EncryptedKey {
-        /// The file.
-        path: PathBuf,
-    },
     /// A SEC1 `EC PRIVATE KEY`, which the SIP stack cannot load.
     Sec1Key {
         /// The file.
         path: PathBuf,
-    },
-    /// The key is not one rustls can sign with.
-    UnusableKey {
-        /// The file.
-        path: PathBuf,
-        /// Why (rustls's words, which never quote the key).
-        why: String,
-    },
-    /// The key is not the certificate's.
-    KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
     },
     /// A certificate of the CA file is not a usable trust anchor.
     BadCaCertificate {
@@ -131,16 +79,18 @@ pub enum TlsConfigError {
         /// Why (rustls's words).
         why: String,
     },
+    /// A certificate or key file cannot be used (its flag named).
+    Pem(PemError),
 }
 
-/// A path as shown in errors: whole, with unsafe characters escaped.
-fn shown(path: &Path) -> String {
-    escape_unsafe(&path.display().to_string())
+impl From<PemError> for TlsConfigError {
+    fn from(e: PemError) -> Self {
+        Self::Pem(e)
+    }
 }
 
 impl fmt::Display for TlsConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const CONVERT: &str = "openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8";
         match self {
             Self::ListenWithoutCertificate => write!(
                 f,
@@ -158,55 +108,11 @@ impl fmt::Display for TlsConfigError {
                  our Contact names a TLS port the trunk can reach",
                 Untrusted(trunk)
             ),
-            Self::Unreadable { flag, path, why } => {
-                write!(f, "{flag} {}: cannot read it: {why}", shown(path))
-            }
-            Self::NoCertificate { flag, path, why } => {
-                write!(
-                    f,
-                    "{flag} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                    shown(path)
-                )?;
-                match why {
-                    Some(why) => write!(f, " ({})", escape_unsafe(why)),
-                    None => Ok(()),
-                }
-            }
-            Self::BadCertificate { path, why } => write!(
-                f,
-                "{CERT_FLAG} {}: unusable certificate: {}",
-                shown(path),
-                escape_unsafe(why)
-            ),
-            Self::NoPrivateKey { path } => write!(
-                f,
-                "{KEY_FLAG} {}: no PEM private key in it (-----BEGIN PRIVATE KEY----- or \
-                 -----BEGIN RSA PRIVATE KEY-----)",
-                shown(path)
-            ),
-            Self::EncryptedKey { path } => write!(
-                f,
-                "{KEY_FLAG} {}: the key is encrypted and the service has no passphrase: give an \
-                 unencrypted key readable only by the service's user ({CONVERT})",
-                shown(path)
-            ),
             Self::Sec1Key { path } => write!(
                 f,
                 "{KEY_FLAG} {}: an `EC PRIVATE KEY` (SEC1), which the SIP stack cannot load: \
-                 convert it to PKCS#8 ({CONVERT})",
+                 convert it to PKCS#8 ({TO_PKCS8})",
                 shown(path)
-            ),
-            Self::UnusableKey { path, why } => write!(
-                f,
-                "{KEY_FLAG} {}: unusable private key: {}",
-                shown(path),
-                escape_unsafe(why)
-            ),
-            Self::KeyMismatch { cert, key } => write!(
-                f,
-                "{KEY_FLAG} {} is not the private key of the first certificate of {CERT_FLAG} {}",
-                shown(key),
-                shown(cert)
             ),
             Self::BadCaCertificate { path, index, why } => write!(
                 f,
@@ -214,10 +120,13 @@ impl fmt::Display for TlsConfigError {
                 shown(path),
                 escape_unsafe(why)
             ),
+            Self::Pem(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
+// No `source` for `Pem`: its text is this one's (`Display` delegates), and
+// a chain would show it twice.
 impl std::error::Error for TlsConfigError {}
 
 /// A private key in PEM. Neither `Debug` nor anything else shows it.
@@ -311,79 +220,18 @@ pub fn load(config: &SipTlsConfig, tls_trunk: Option<&str>) -> Result<TlsMateria
     Ok(TlsMaterial { listener, trust })
 }
 
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsConfigError> {
-    let unreadable = |why: String| TlsConfigError::Unreadable {
-        flag,
-        path: path.to_path_buf(),
-        why,
-    };
-    let len = std::fs::metadata(path)
-        .map_err(|e| unreadable(e.to_string()))?
-        .len();
-    if len > MAX_PEM_BYTES {
-        return Err(unreadable(format!(
-            "{len} bytes, more than any PEM file of certificates or keys ({MAX_PEM_BYTES})"
-        )));
-    }
-    std::fs::read(path).map_err(|e| unreadable(e.to_string()))
-}
-
-fn certificates(
-    flag: &'static str,
-    path: &Path,
-    bytes: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let no_certificate = |why| TlsConfigError::NoCertificate {
-        flag,
-        path: path.to_path_buf(),
-        why,
-    };
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| no_certificate(Some(e.to_string())))?;
-    if certs.is_empty() {
-        return Err(no_certificate(None));
-    }
-    Ok(certs)
-}
-
 fn load_listener(addr: SocketAddr, cert: &Path, key: &Path) -> Result<TlsListener, TlsConfigError> {
-    let chain = certificates(CERT_FLAG, cert, &read(CERT_FLAG, cert)?)?;
-    let key_bytes = read(KEY_FLAG, key)?;
-    let key_der = private_key(key, &key_bytes)?;
+    let chain = pem::certificates(CERT_FLAG, cert, &pem::read(CERT_FLAG, cert)?)?;
+    let key_bytes = pem::read(KEY_FLAG, key)?;
+    let key_der = pem::private_key(KEY_FLAG, key, &key_bytes, KeyForms::NoSec1)?;
     let key_pem = match &key_der {
-        PrivateKeyDer::Pkcs8(k) => pem("PRIVATE KEY", k.secret_pkcs8_der()),
-        PrivateKeyDer::Pkcs1(k) => pem("RSA PRIVATE KEY", k.secret_pkcs1_der()),
+        PrivateKeyDer::Pkcs8(k) => to_pem_section("PRIVATE KEY", k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => to_pem_section("RSA PRIVATE KEY", k.secret_pkcs1_der()),
         _ => return Err(TlsConfigError::Sec1Key { path: key.into() }),
     };
-    let provider = rustls::crypto::ring::default_provider();
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| TlsConfigError::UnusableKey {
-            path: key.into(),
-            why: e.to_string(),
-        })?;
-    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
-    match certified.keys_match() {
-        // `Unknown`: the key type cannot tell its public key; the handshake
-        // will.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(TlsConfigError::KeyMismatch {
-                cert: cert.into(),
-                key: key.into(),
-            });
-        }
-        Err(e) => {
-            return Err(TlsConfigError::BadCertificate {
-                path: cert.into(),
-                why: e.to_string(),
-            });
-        }
-    }
+    let certified = pem::certified_key(CERT_FLAG, cert, chain, KEY_FLAG, key, key_der)?;
     let mut chain_pem = Vec::new();
-    for c in &chain {
+    for c in &certified.cert {
         chain_pem.extend_from_slice(&to_pem(c));
     }
     Ok(TlsListener {
@@ -393,39 +241,8 @@ fn load_listener(addr: SocketAddr, cert: &Path, key: &Path) -> Result<TlsListene
     })
 }
 
-/// The first private key of a PEM file. Errors never carry its text.
-fn private_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
-    let mut found = None;
-    // Every section, so that a certificate or an unknown label before the
-    // key is skipped; a malformed file reads as one without a key (the PEM
-    // reader's message could quote a line of it).
-    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(bytes) {
-        let Ok((kind, der)) = section else { break };
-        found = match kind {
-            SectionKind::PrivateKey => Some(PrivateKeyDer::Pkcs8(der.into())),
-            SectionKind::RsaPrivateKey => Some(PrivateKeyDer::Pkcs1(der.into())),
-            SectionKind::EcPrivateKey => Some(PrivateKeyDer::Sec1(der.into())),
-            _ => continue,
-        };
-        break;
-    }
-    match found {
-        Some(key) => Ok(key),
-        None => {
-            let text = String::from_utf8_lossy(bytes);
-            // PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy
-            // `Proc-Type: 4,ENCRYPTED` header.
-            if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("4,ENCRYPTED") {
-                Err(TlsConfigError::EncryptedKey { path: path.into() })
-            } else {
-                Err(TlsConfigError::NoPrivateKey { path: path.into() })
-            }
-        }
-    }
-}
-
 fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let certs = certificates(CA_FLAG, path, &read(CA_FLAG, path)?)?;
+    let certs = pem::certificates(CA_FLAG, path, &pem::read(CA_FLAG, path)?)?;
     for (i, cert) in certs.iter().enumerate() {
         rustls::RootCertStore::empty()
             .add(cert.clone())
@@ -466,11 +283,11 @@ fn system_roots() -> Vec<CertificateDer<'static>> {
 }
 
 fn to_pem(cert: &CertificateDer<'_>) -> Vec<u8> {
-    pem("CERTIFICATE", cert.as_ref())
+    to_pem_section("CERTIFICATE", cert.as_ref())
 }
 
 /// `der` as a PEM section with `label`, 64 columns of base64.
-fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+fn to_pem_section(label: &str, der: &[u8]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -484,6 +301,7 @@ fn pem(label: &str, der: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::pem::PemObject;
 
     #[test]
     fn flags_without_their_partners_are_refused() {
@@ -534,7 +352,7 @@ mod tests {
 
     #[test]
     fn pem_sections_are_64_columns() {
-        let text = String::from_utf8(pem("CERTIFICATE", &[7u8; 100])).unwrap();
+        let text = String::from_utf8(to_pem_section("CERTIFICATE", &[7u8; 100])).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
         assert_eq!(lines[1].len(), 64);

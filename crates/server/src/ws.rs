@@ -1,12 +1,19 @@
 //! The WebSocket layer, in one place so the stack can be swapped (e.g. for
 //! fastwebsockets) without touching the presence or audio logic.
 //!
-//! A connection is split in two: the session task reads with
-//! [`WsConn::recv`], and a writer task drains the connection's [`Outbox`]:
-//! a bounded control queue (a peer that cannot keep up is dropped) and an
-//! audio queue of at most [`AUDIO_QUEUE_FRAMES`] frames that drops the
-//! oldest frame when full. Buffers are small (4 KiB) instead of
-//! tungstenite's 128 KiB default.
+//! What goes out waits in the connection's [`Outbox`]: a bounded control
+//! queue (a peer that cannot keep up is dropped) and an audio queue of at
+//! most [`AUDIO_QUEUE_FRAMES`] frames that drops the oldest frame when
+//! full. Who writes it depends on the kind:
+//! - an **audio** socket has one task: the session task, inside
+//!   [`WsConn::recv`], writes whatever is queued and reads (a frame costs
+//!   no task hand-off on the way out: its session is waiting in `recv`
+//!   anyway, every 20 ms);
+//! - a **presence** socket has a writer task of its own, so an offer goes
+//!   out at once even while its session awaits the store or the routing.
+//!
+//! Queued audio frames go out in one write. Buffers are small (4 KiB)
+//! instead of tungstenite's 128 KiB default.
 //!
 //! A connection is a message stream and sink, so the same sessions also run
 //! over [`WsConn::in_memory`] (no socket, no HTTP): the `server_messages`
@@ -183,6 +190,11 @@ impl FrameQueue {
         }
     }
 
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.frames.lock().expect("frame queue lock").is_empty()
+    }
+
     /// Drops everything queued.
     pub fn clear(&self) {
         self.frames.lock().expect("frame queue lock").clear();
@@ -265,16 +277,28 @@ pub enum Incoming {
     Closed,
 }
 
+/// Who writes the outbox (see the module docs).
+enum Io {
+    /// A writer task; `done` once it has stopped.
+    Task { done: watch::Receiver<bool> },
+    /// The session task itself, inside [`WsConn::recv`].
+    Inline(Box<Writer>),
+}
+
 /// The reading half plus the connection's outbox.
 pub struct WsConn {
     stream: MessageStream,
-    done: watch::Receiver<bool>,
+    io: Io,
     outbox: Outbox,
     kind: Kind,
     finished: bool,
     read_failed: bool,
     /// When anything at all (pings included) last arrived.
     last_rx: tokio::time::Instant,
+    /// The silence timer of [`WsConn::recv_or_silent`], kept across calls
+    /// and moved only when it fires: re-armed per message, it cost a timer
+    /// insertion and removal per audio frame.
+    quiet: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for WsConn {
@@ -341,7 +365,6 @@ impl WsConn {
             kill: Notify::new(),
             metrics: metrics.clone(),
         });
-        let (done_tx, done_rx) = watch::channel(false);
         match kind {
             Kind::Presence => metrics
                 .presence_sockets
@@ -350,10 +373,22 @@ impl WsConn {
                 .audio_sockets
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        tokio::spawn(writer(sink, ctrl_rx, shared.clone(), done_tx));
+        let writer = Writer {
+            sink,
+            ctrl: ctrl_rx,
+            shared: shared.clone(),
+        };
+        let io = match kind {
+            Kind::Audio => Io::Inline(Box::new(writer)),
+            Kind::Presence => {
+                let (done_tx, done_rx) = watch::channel(false);
+                tokio::spawn(writer.run(done_tx));
+                Io::Task { done: done_rx }
+            }
+        };
         Self {
             stream,
-            done: done_rx,
+            io,
             outbox: Outbox {
                 ctrl: ctrl_tx,
                 shared,
@@ -362,6 +397,7 @@ impl WsConn {
             finished: false,
             read_failed: false,
             last_rx: tokio::time::Instant::now(),
+            quiet: None,
         }
     }
 
@@ -376,12 +412,9 @@ impl WsConn {
             return Incoming::Closed;
         }
         loop {
-            let msg = tokio::select! {
-                _ = self.done.wait_for(|d| *d) => {
-                    self.finished = true;
-                    return Incoming::Closed;
-                }
-                msg = self.stream.next() => msg,
+            let Some(msg) = self.next_read().await else {
+                self.finished = true;
+                return Incoming::Closed;
             };
             if let Some(Ok(_)) = &msg {
                 self.last_rx = tokio::time::Instant::now();
@@ -432,6 +465,46 @@ impl WsConn {
         }
     }
 
+    /// The next thing read off the socket (`None` from the stream: it
+    /// ended); `None` once our side is done: the close frame went out, the
+    /// peer could not be written to, or it was cut off. Inline, writes
+    /// what is queued first; a write is never raced against a read.
+    async fn next_read(&mut self) -> Option<Option<Result<Message, axum::Error>>> {
+        let writer = match &mut self.io {
+            Io::Task { done } => {
+                return tokio::select! {
+                    _ = done.wait_for(|d| *d) => None,
+                    msg = self.stream.next() => Some(msg),
+                };
+            }
+            Io::Inline(writer) => writer,
+        };
+        loop {
+            let event = tokio::select! {
+                biased;
+                out = writer.ctrl.recv() => Wake::Out(out),
+                _ = writer.shared.audio.ready() => Wake::Audio,
+                _ = writer.shared.kill.notified() => Wake::Kill,
+                msg = self.stream.next() => return Some(msg),
+            };
+            if !writer.handle(event).await {
+                writer.finish().await;
+                return None;
+            }
+        }
+    }
+
+    /// Whether our side of the connection is done (see [`Self::next_read`]).
+    async fn writer_done(&mut self) {
+        match &mut self.io {
+            Io::Task { done } => {
+                let _ = done.wait_for(|d| *d).await;
+            }
+            // Writes what is queued, the close frame last.
+            Io::Inline(_) => while self.next_read().await.is_some() {},
+        }
+    }
+
     /// Answers a text frame that is not UTF-8: `error` `INVALID_JSON` (JSON
     /// text is UTF-8), then close 1007, the same on both sockets and before
     /// or after authentication.
@@ -454,18 +527,26 @@ impl WsConn {
     /// Like [`WsConn::recv`], but `None` once nothing at all (not even a
     /// ping) has arrived for `limit`: the path may be half-open.
     pub async fn recv_or_silent(&mut self, limit: Duration) -> Option<Incoming> {
-        loop {
-            let quiet_until = self.last_rx + limit;
+        let mut quiet = self
+            .quiet
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(self.last_rx + limit)));
+        let got = loop {
             tokio::select! {
-                inc = self.recv() => return Some(inc),
-                _ = tokio::time::sleep_until(quiet_until) => {
-                    // A ping consumed inside recv() may have moved last_rx.
-                    if self.last_rx + limit <= tokio::time::Instant::now() {
-                        return None;
+                inc = self.recv() => break Some(inc),
+                _ = quiet.as_mut() => {
+                    // Messages since the timer was set moved the deadline:
+                    // only now is it moved too.
+                    let quiet_until = self.last_rx + limit;
+                    if quiet_until <= tokio::time::Instant::now() {
+                        break None;
                     }
+                    quiet.as_mut().reset(quiet_until);
                 }
             }
-        }
+        };
+        self.quiet = Some(quiet);
+        got
     }
 
     /// Sends `error` as JSON then closes with `code`, and waits (briefly)
@@ -475,7 +556,7 @@ impl WsConn {
             self.outbox.send_text(e);
         }
         self.outbox.close(code, reason);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.done.wait_for(|d| *d)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.writer_done()).await;
         self.finished = true;
         if self.read_failed {
             tokio::time::sleep(LINGER).await;
@@ -513,47 +594,81 @@ impl Drop for WsConn {
     }
 }
 
-async fn writer(
-    mut sink: MessageSink,
-    mut ctrl: mpsc::Receiver<Out>,
+/// What woke a writer.
+enum Wake {
+    /// A control message (`None`: every outbox is gone).
+    Out(Option<Out>),
+    /// Audio is queued.
+    Audio,
+    /// The peer is cut off ([`Outbox::send_text`] found its queue full).
+    Kill,
+}
+
+/// The writing half and the queues it drains.
+struct Writer {
+    sink: MessageSink,
+    ctrl: mpsc::Receiver<Out>,
     shared: Arc<Shared>,
-    done: watch::Sender<bool>,
-) {
-    let work = async {
+}
+
+impl Writer {
+    /// The writer task of a presence socket.
+    async fn run(mut self, done: watch::Sender<bool>) {
         loop {
-            let msg = tokio::select! {
+            let event = tokio::select! {
                 biased;
-                out = ctrl.recv() => match out {
-                    Some(Out::Text(t)) => Message::Text(t.into()),
-                    Some(Out::Close(code, reason)) => {
-                        let frame = CloseFrame { code, reason: reason.into() };
-                        let _ = tokio::time::timeout(
-                            WRITE_TIMEOUT,
-                            sink.send(Message::Close(Some(frame))),
-                        )
-                        .await;
-                        return;
-                    }
-                    None => return,
-                },
-                _ = shared.audio.ready() => match shared.audio.pop() {
-                    Some(f) => Message::Binary(f),
-                    None => continue,
-                },
+                out = self.ctrl.recv() => Wake::Out(out),
+                _ = self.shared.audio.ready() => Wake::Audio,
+                _ = self.shared.kill.notified() => Wake::Kill,
             };
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
-                Ok(Ok(())) => {}
-                _ => return,
+            if !self.handle(event).await {
+                break;
             }
         }
-    };
-    tokio::select! {
-        _ = work => {}
-        _ = shared.kill.notified() => {}
+        // The session's reads stop before the socket closes.
+        let _ = done.send(true);
+        self.finish().await;
     }
-    // Refuse further messages; drop queued audio.
-    ctrl.close();
-    shared.audio.clear();
-    let _ = done.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+
+    /// Writes what woke it; false once the connection is over for us.
+    async fn handle(&mut self, event: Wake) -> bool {
+        let msg = match event {
+            Wake::Out(Some(Out::Text(t))) => Message::Text(t.into()),
+            Wake::Out(Some(Out::Close(code, reason))) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    self.sink.send(Message::Close(Some(frame))),
+                )
+                .await;
+                return false;
+            }
+            Wake::Out(None) | Wake::Kill => return false,
+            Wake::Audio => match self.shared.audio.pop() {
+                Some(f) => Message::Binary(f),
+                None => return true,
+            },
+        };
+        // Frames queued behind this one go out in the same write: one
+        // syscall for a burst (a peer catching up, a loaded server).
+        let (sink, audio) = (&mut self.sink, &self.shared.audio);
+        let batch = async {
+            sink.feed(msg).await?;
+            while let Some(f) = audio.pop() {
+                sink.feed(Message::Binary(f)).await?;
+            }
+            sink.flush().await
+        };
+        matches!(tokio::time::timeout(WRITE_TIMEOUT, batch).await, Ok(Ok(())))
+    }
+
+    /// Refuses further messages, drops queued audio, closes the socket.
+    async fn finish(&mut self) {
+        self.ctrl.close();
+        self.shared.audio.clear();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+    }
 }

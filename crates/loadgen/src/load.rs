@@ -806,13 +806,10 @@ fn build_report(
             let cpu = (b.cpu_s - a.cpu_s) / dt;
             let idle_rss = server_online.map_or(0, |s| s.rss_kb);
             let calls = max_active.max(1) as f64;
-            // The sim far end records what it hears (16-bit PCM, 16 KB/s per
-            // call, up to 5 min): not part of the relay's footprint. SIPp
-            // records nothing in the server.
-            let recorded_kb = match cfg.far_end {
-                FarEnd::Sim => 15.625 * (cfg.settle.as_secs_f64() + cfg.ramp.as_secs_f64() / 2.0),
-                FarEnd::Sipp => 0.0,
-            };
+            // The servers spawned here record nothing (`--sim-record-secs
+            // 0`); a `--server` started without it records 8 KB/s per call
+            // (μ-law), which then shows in the per-call RSS.
+            let recorded_kb = 0.0;
             Some(ServerFigures {
                 cpu_cores: cpu,
                 cpu_ms_per_call_second: if max_active > 0 {

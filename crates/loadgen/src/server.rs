@@ -42,7 +42,8 @@ pub fn temp_dir(tag: &str) -> Result<PathBuf> {
 }
 
 impl ServerProcess {
-    /// Starts `bin --dev --listen 127.0.0.1:0 --database <tmp>/audin.db`
+    /// Starts `bin --dev --listen 127.0.0.1:0 --database <tmp>/audin.db
+    /// --sim-record-secs 0`
     /// with `RUST_LOG=log_filter` and waits (30 s at most) for its ready line.
     pub fn spawn(bin: &Path, log_filter: &str, extra: &[String]) -> Result<Self> {
         let dir = temp_dir("server")?;
@@ -51,6 +52,9 @@ impl ServerProcess {
         let mut child = Command::new(bin)
             .args(["--dev", "--listen", "127.0.0.1:0", "--database"])
             .arg(&database)
+            // The relay is measured, not the dev sim's recorder (8 KB per
+            // second of call).
+            .args(["--sim-record-secs", "0"])
             .args(extra)
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// How long a drain (SIGTERM) lets live calls finish before the
     /// shutdown ends them `failed` (`--drain-timeout-secs`; 0: no drain).
     pub drain_timeout: Duration,
+    /// Seconds of each sim call the dev sim records (`--sim-record-secs`).
+    pub sim_record_secs: u32,
 }
 
 impl ServerConfig {
@@ -92,6 +94,7 @@ impl ServerConfig {
             tls_cert: None,
             tls_key: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
+            sim_record_secs: crate::sim::DEFAULT_RECORD_SECS,
         }
     }
 
@@ -423,6 +426,11 @@ pub struct ServeArgs {
     /// always stops at once.
     #[arg(long, env = "AUDIN_DRAIN_TIMEOUT_SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS, global = true)]
     pub drain_timeout_secs: u64,
+    /// With --dev: seconds of each sim call the far end records for
+    /// `GET /dev/sim/calls/{sid}/recording.wav` (8 KB per second of call;
+    /// 0: none, as load runs use).
+    #[arg(long, env = "AUDIN_SIM_RECORD_SECS", default_value_t = crate::sim::DEFAULT_RECORD_SECS, global = true)]
+    pub sim_record_secs: u32,
     /// HS256 signing secret (generated and stored in the DB when absent).
     #[arg(
         long,
@@ -740,6 +748,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            sim_record_secs: self.sim_record_secs,
         }
     }
 }

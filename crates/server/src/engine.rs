@@ -217,7 +217,7 @@ impl Engine {
         signer: TokenSigner,
     ) -> Arc<Self> {
         let db: Arc<dyn CallStore> = db.into();
-        let sim = Arc::new(SimCarrier::new());
+        let sim = Arc::new(SimCarrier::recording(cfg.sim_record_secs));
         let metrics = Arc::new(Metrics::default());
         let _ = metrics.store.set(db.stats());
         Arc::new(Self {

@@ -16,7 +16,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use audin_protocol::{DEFAULT_CLIENT_AUDIO_SILENCE_MS, EndReason, FRAME_BYTES};
@@ -31,15 +32,16 @@ use crate::carrier::{
 use crate::tone;
 use crate::ws::FrameQueue;
 
-/// Most PCM samples recorded per call: five minutes at 8 kHz.
-const MAX_RECORDED_SAMPLES: usize = 8_000 * 300;
+/// Default of `--sim-record-secs`: how much of each call the sim records
+/// (five minutes, 2.4 MB of μ-law).
+pub const DEFAULT_RECORD_SECS: u32 = 300;
 /// Ended sim calls whose final status `GET /dev/sim/calls/{sid}` still
 /// answers: more than a 10,000-call soak ends. Once its recording is dropped
 /// an ended call costs about 300 bytes (plus its DTMF digits; measured by
 /// `tests/sim_retention.rs`), so at most about 3 MB.
 pub const KEEP_ENDED: usize = 10_000;
 /// Ended sim calls (of the [`KEEP_ENDED`]) whose recording is kept too: a
-/// recording is up to 4.8 MB (five minutes of PCM).
+/// recording is up to 8 KB per second recorded (`--sim-record-secs`).
 pub const KEEP_RECORDINGS: usize = 32;
 /// Frames a far end's inbound queue holds. Above the audio socket's burst
 /// allowance (50 frames at once after a stall), so a catch-up burst the
@@ -289,7 +291,12 @@ struct Observed {
     frames_sent: u64,
     frames_lost: u64,
     impairment: Impairment,
-    pcm: Vec<i16>,
+    /// What the far end heard, as it came (μ-law, decoded when served).
+    mulaw: Vec<u8>,
+    /// How much of it is kept, samples.
+    record_cap: usize,
+    /// When an inline echo last sent a frame (see [`SimCall::echo_inline`]).
+    echoed_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -307,6 +314,44 @@ struct SimCall {
     observed: Mutex<Observed>,
     heard: FrameQueue,
     cmd: mpsc::Sender<FarCmd>,
+    /// The answered, unimpaired echo: frames go straight back from the
+    /// audio socket's task ([`SimCall::echo`]) instead of waking the far
+    /// end's task for each one (one task hand-off per frame less on the
+    /// path the load benchmark measures). Set and cleared by that task.
+    echo_inline: AtomicBool,
+    /// Weak: an ended call stays in the registry for its status, its audio
+    /// path (and the socket behind it) must not.
+    media: Weak<CallMedia>,
+}
+
+impl SimCall {
+    /// Records `frame` as heard and sends it straight back (the inline
+    /// echo); nothing once the call has ended.
+    fn echo(&self, frame: Bytes) {
+        {
+            let mut o = self.observed.lock().expect("sim lock");
+            if o.end_reason.is_some() {
+                return;
+            }
+            o.record(&frame);
+            o.frames_sent += 1;
+            o.echoed_at = Some(Instant::now());
+        }
+        if let Some(media) = self.media.upgrade() {
+            media.to_operator(frame);
+        }
+    }
+}
+
+impl Observed {
+    /// A frame the far end heard: counted, and kept while the recording
+    /// has room.
+    fn record(&mut self, frame: &[u8]) {
+        self.frames_heard += 1;
+        let room = self.record_cap.saturating_sub(self.mulaw.len());
+        self.mulaw
+            .extend_from_slice(&frame[..room.min(frame.len())]);
+    }
 }
 
 /// The leg the engine holds.
@@ -321,7 +366,11 @@ impl CarrierLeg for SimLeg {
     }
 
     fn send_audio(&self, frame: Bytes) {
-        self.call.heard.push(frame);
+        if self.call.echo_inline.load(Ordering::Acquire) {
+            self.call.echo(frame);
+        } else {
+            self.call.heard.push(frame);
+        }
     }
 
     fn send_dtmf(&self, digit: char) {
@@ -484,18 +533,37 @@ impl Registry {
 }
 
 /// The simulated carrier.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimCarrier {
     registry: Arc<Mutex<Registry>>,
     /// What preflight echo sessions started from now on suffer (dev only,
     /// `POST /dev/sim/preflight/impair`).
     preflight: Mutex<Impairment>,
+    /// Samples of each call's audio the far end records.
+    record_cap: usize,
+}
+
+impl Default for SimCarrier {
+    fn default() -> Self {
+        Self::recording(DEFAULT_RECORD_SECS)
+    }
 }
 
 impl SimCarrier {
-    /// A sim network with no calls.
+    /// A sim network with no calls, recording the first
+    /// [`DEFAULT_RECORD_SECS`] of each.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A sim network recording the first `secs` seconds of each call (0:
+    /// none, as in load runs: a recording costs 8 KiB a second of call).
+    pub fn recording(secs: u32) -> Self {
+        Self {
+            registry: Arc::default(),
+            preflight: Mutex::default(),
+            record_cap: 8_000 * secs as usize,
+        }
     }
 
     fn spawn(
@@ -510,10 +578,13 @@ impl SimCarrier {
         let call = Arc::new(SimCall {
             observed: Mutex::new(Observed {
                 state: "ringing",
+                record_cap: self.record_cap,
                 ..Observed::default()
             }),
             heard: FrameQueue::new(HEARD_QUEUE_FRAMES),
             cmd: cmd_tx,
+            echo_inline: AtomicBool::new(false),
+            media: Arc::downgrade(&media),
         });
         self.registry
             .lock()
@@ -685,7 +756,7 @@ impl SimCarrier {
             }
         };
         let o = call.observed.lock().expect("sim lock");
-        Ok(wav(&o.pcm))
+        Ok(wav(&o.mulaw))
     }
 }
 
@@ -797,6 +868,7 @@ impl FarEnd {
 
     async fn run(mut self) {
         self.script_loop().await;
+        self.call.echo_inline.store(false, Ordering::Release);
         self.call.heard.clear();
         self.registry
             .lock()
@@ -847,6 +919,14 @@ impl FarEnd {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
+            // Inline only with nothing queued or held back here, so frames
+            // stay in order (but for one racing the switch itself).
+            let inline = echo
+                && answered
+                && impairer.is_none()
+                && delayed.is_empty()
+                && self.call.heard.is_empty();
+            self.call.echo_inline.store(inline, Ordering::Release);
             tokio::select! {
                 cmd = self.cmd.recv() => match cmd {
                     Some(FarCmd::Answer) if self.inbound && !answered => {
@@ -902,12 +982,7 @@ impl FarEnd {
                         if !answered {
                             continue;
                         }
-                        {
-                            let mut o = self.call.observed.lock().expect("sim lock");
-                            o.frames_heard += 1;
-                            let room = MAX_RECORDED_SAMPLES.saturating_sub(o.pcm.len());
-                            o.pcm.extend(frame.iter().take(room).map(|&b| audin_codec::mulaw::decode(b)));
-                        }
+                        self.call.observed.lock().expect("sim lock").record(&frame);
                         // Straight back, no queue and no clock of its own:
                         // a burst (a sender or the service catching up after
                         // a stall) returns as a burst and leaves no delay.
@@ -920,6 +995,12 @@ impl FarEnd {
                     }
                 }
                 _ = sleep_opt(keepalive_at) => {
+                    // Echoed inline since: due a keepalive after that echo.
+                    let echoed = self.call.observed.lock().expect("sim lock").echoed_at;
+                    if let Some(due) = echoed.map(|t| t + ECHO_KEEPALIVE).filter(|&due| due > Instant::now()) {
+                        keepalive_at = Some(due);
+                        continue;
+                    }
                     keepalive_at = at(Some(ECHO_KEEPALIVE));
                     let silence = Bytes::from_static(&[tone::SILENCE; FRAME_BYTES]);
                     if !self.hand_on(silence, &mut impairer, &mut delayed) {
@@ -976,10 +1057,10 @@ impl FarEnd {
     }
 }
 
-/// 16-bit mono 8 kHz WAV.
-fn wav(pcm: &[i16]) -> Vec<u8> {
-    let data_len = (pcm.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
+/// 16-bit mono 8 kHz WAV of μ-law samples.
+fn wav(mulaw: &[u8]) -> Vec<u8> {
+    let data_len = (mulaw.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + mulaw.len() * 2);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(36 + data_len).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");
@@ -992,8 +1073,8 @@ fn wav(pcm: &[i16]) -> Vec<u8> {
     out.extend_from_slice(&16u16.to_le_bytes()); // bits
     out.extend_from_slice(b"data");
     out.extend_from_slice(&data_len.to_le_bytes());
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
+    for &b in mulaw {
+        out.extend_from_slice(&audin_codec::mulaw::decode(b).to_le_bytes());
     }
     out
 }
@@ -1001,6 +1082,37 @@ fn wav(pcm: &[i16]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answered inbound echo call of `sim` that heard `frames` frames of
+    /// a 1 kHz-ish pattern: its recording.
+    async fn recorded(sim: &SimCarrier, frames: usize) -> Vec<u8> {
+        let call = sim.start_inbound("CArec", "+14155550100", "+390299999999", Behaviour::Echo);
+        call.leg.answer();
+        // The far end's task takes the answer, then echoes inline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let frame: Vec<u8> = (0..FRAME_BYTES).map(|i| [0x00, 0x80][i % 2]).collect();
+        for _ in 0..frames {
+            call.leg.send_audio(Bytes::from(frame.clone()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sim.recording_wav("CArec").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_recording_keeps_what_was_heard_up_to_its_cap() {
+        // 44-byte header, then 16-bit samples decoded from the μ-law heard.
+        let wav = recorded(&SimCarrier::new(), 3).await;
+        assert_eq!(wav.len(), 44 + 3 * FRAME_BYTES * 2);
+        let first = i16::from_le_bytes([wav[44], wav[45]]);
+        let second = i16::from_le_bytes([wav[46], wav[47]]);
+        assert_eq!(first, audin_codec::mulaw::decode(0x00));
+        assert_eq!(second, audin_codec::mulaw::decode(0x80));
+        // `--sim-record-secs 0` (load runs): nothing is kept.
+        assert_eq!(recorded(&SimCarrier::recording(0), 3).await.len(), 44);
+        // A cap of one second keeps 8,000 samples.
+        let wav = recorded(&SimCarrier::recording(1), 60).await;
+        assert_eq!(wav.len(), 44 + 8_000 * 2);
+    }
 
     fn draws(cfg: Impairment, n: usize) -> Vec<Option<Duration>> {
         let mut imp = Impairer::new(cfg);

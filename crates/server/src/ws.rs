@@ -31,6 +31,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics::Metrics;
@@ -190,6 +192,18 @@ impl FrameQueue {
         }
     }
 
+    /// Wakes the consumer as a push would (see [`Outbox`]: its audio
+    /// queue's signal is the connection's one wake-up).
+    fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits for a push or [`FrameQueue::wake`] since the last wait (at
+    /// once if one came meanwhile).
+    async fn woken(&self) {
+        self.notify.notified().await;
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.frames.lock().expect("frame queue lock").is_empty()
@@ -208,9 +222,20 @@ enum Out {
 
 #[derive(Debug)]
 struct Shared {
+    /// Audio to send; its signal also tells of control messages and of a
+    /// kill, so a writer waits on one thing.
     audio: FrameQueue,
-    kill: Notify,
+    /// The peer is cut off ([`Outbox::send_text`] found its queue full).
+    killed: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Cuts the peer off: the writer stops at its next look.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.audio.wake();
+    }
 }
 
 /// The sending half of a connection; cheap to clone and safe to use from
@@ -233,20 +258,26 @@ impl std::fmt::Debug for Out {
 impl Outbox {
     /// Queues a text message. A peer whose control queue is full is cut off.
     pub fn send_text(&self, text: String) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.ctrl.try_send(Out::Text(text)) {
-            tracing::warn!("peer cannot keep up with control messages; dropping it");
-            self.shared.kill.notify_one();
+        match self.ctrl.try_send(Out::Text(text)) {
+            Ok(()) => self.shared.audio.wake(),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("peer cannot keep up with control messages; dropping it");
+                self.shared.kill();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
     /// Queues a close frame after whatever is queued; the connection ends
     /// once it is sent.
     pub fn close(&self, code: CloseCode, reason: &str) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self
+        match self
             .ctrl
             .try_send(Out::Close(code.code(), reason.to_owned()))
         {
-            self.shared.kill.notify_one();
+            Ok(()) => self.shared.audio.wake(),
+            Err(mpsc::error::TrySendError::Full(_)) => self.shared.kill(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -362,7 +393,7 @@ impl WsConn {
         let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
         let shared = Arc::new(Shared {
             audio: FrameQueue::new(AUDIO_QUEUE_FRAMES),
-            kill: Notify::new(),
+            killed: AtomicBool::new(false),
             metrics: metrics.clone(),
         });
         match kind {
@@ -480,16 +511,18 @@ impl WsConn {
             Io::Inline(writer) => writer,
         };
         loop {
-            let event = tokio::select! {
+            // Whatever is queued goes out before the next read.
+            if let Some(event) = writer.ready() {
+                if !writer.handle(event).await {
+                    writer.finish().await;
+                    return None;
+                }
+                continue;
+            }
+            tokio::select! {
                 biased;
-                out = writer.ctrl.recv() => Wake::Out(out),
-                _ = writer.shared.audio.ready() => Wake::Audio,
-                _ = writer.shared.kill.notified() => Wake::Kill,
+                _ = writer.shared.audio.woken() => {}
                 msg = self.stream.next() => return Some(msg),
-            };
-            if !writer.handle(event).await {
-                writer.finish().await;
-                return None;
             }
         }
     }
@@ -581,7 +614,7 @@ impl Drop for WsConn {
     fn drop(&mut self) {
         // Stops the writer if it is still running (e.g. the session ended
         // without a close frame).
-        self.outbox.shared.kill.notify_one();
+        self.outbox.shared.kill();
         let m = &self.outbox.shared.metrics;
         match self.kind {
             Kind::Presence => m
@@ -615,11 +648,9 @@ impl Writer {
     /// The writer task of a presence socket.
     async fn run(mut self, done: watch::Sender<bool>) {
         loop {
-            let event = tokio::select! {
-                biased;
-                out = self.ctrl.recv() => Wake::Out(out),
-                _ = self.shared.audio.ready() => Wake::Audio,
-                _ = self.shared.kill.notified() => Wake::Kill,
+            let Some(event) = self.ready() else {
+                self.shared.audio.woken().await;
+                continue;
             };
             if !self.handle(event).await {
                 break;
@@ -628,6 +659,22 @@ impl Writer {
         // The session's reads stop before the socket closes.
         let _ = done.send(true);
         self.finish().await;
+    }
+
+    /// What there is to do now, in order: a kill, a control message, audio.
+    /// Checked before every wait, so a wake-up is never missed (the signal
+    /// keeps one permit).
+    fn ready(&mut self) -> Option<Wake> {
+        if self.shared.killed.load(Ordering::Acquire) {
+            return Some(Wake::Kill);
+        }
+        match self.ctrl.try_recv() {
+            Ok(out) => Some(Wake::Out(Some(out))),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Wake::Out(None)),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                (!self.shared.audio.is_empty()).then_some(Wake::Audio)
+            }
+        }
     }
 
     /// Writes what woke it; false once the connection is over for us.
@@ -670,5 +717,48 @@ impl Writer {
         self.ctrl.close();
         self.shared.audio.clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of writing (the audio socket's session, the presence
+    /// socket's writer task): what is queued goes out in order, audio
+    /// after control messages; a peer whose control queue overflows is cut
+    /// off and the session reads `Closed`.
+    #[tokio::test]
+    async fn queued_messages_go_out_and_an_overflowing_peer_is_cut_off() {
+        for kind in [Kind::Audio, Kind::Presence] {
+            let (mut conn, mut peer) = WsConn::in_memory(kind, Arc::new(Metrics::default()));
+            let outbox = conn.outbox().clone();
+            outbox.push_audio(Bytes::from_static(&[1; 160]));
+            outbox.send_text("hello".into());
+            peer.to_server.send(Message::Text("ping".into())).unwrap();
+            // The audio session writes inside recv; the presence writer
+            // task on its own.
+            assert!(matches!(conn.recv().await, Incoming::Text(t) if t.as_str() == "ping"));
+            let first = peer.from_server.recv().await.unwrap();
+            assert!(
+                matches!(first, Message::Text(t) if t.as_str() == "hello"),
+                "{kind:?}"
+            );
+            let second = peer.from_server.recv().await.unwrap();
+            assert!(
+                matches!(second, Message::Binary(b) if b.len() == 160),
+                "{kind:?}"
+            );
+
+            // A peer that cannot keep up: more control messages than the
+            // queue holds, before anything is written.
+            let (mut conn, _peer) = WsConn::in_memory(kind, Arc::new(Metrics::default()));
+            for _ in 0..=CONTROL_QUEUE {
+                conn.outbox().send_text("x".into());
+            }
+            let read = tokio::time::timeout(Duration::from_secs(2), conn.recv()).await;
+            assert!(matches!(read, Ok(Incoming::Closed)), "{kind:?}: {read:?}");
+            assert!(!conn.outbox().is_open(), "{kind:?}");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The real `audin-server` binary, as an operator runs it (issue 12, points
 //! 7, 8 and 13): its log on a pipe (no colour codes; `--log-format json`),
-//! `RUST_LOG=trace`, and `--database` values it must refuse.
+//! `RUST_LOG=trace`, `--database` values it must refuse; and its signals
+//! (SIGTERM drains, SIGINT stops).
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -456,4 +459,99 @@ async fn admin_refuses_names_with_control_or_format_characters() {
         !text.contains("pn_forged") && !text.contains("gnp"),
         "{text}"
     );
+}
+
+/// The dev key the ready output printed.
+fn dev_key(r: &Running) -> String {
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("AUDIN_DEV_API_KEY="))
+        .expect("dev key")
+        .to_owned()
+}
+
+/// An operator of the binary on an answered outbound call to the sim's
+/// echo: (presence, audio, call sid).
+async fn live_call_on(url: &str, key: &str) -> (support::Ws, support::Ws, String) {
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .post(format!("{url}/operator-sessions/token"))
+        .header("X-API-Key", key)
+        .json(&serde_json::json!({"operatorRef": "op-1", "phoneNumberIds": [support::MILANO]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let ws = url.replacen("http", "ws", 1);
+    let mut p = support::Ws::connect(&format!("{ws}/v1/operator/presence")).await;
+    p.send_json(serde_json::json!({"type": "hello", "token": token, "client": "test/0"}))
+        .await;
+    p.expect("welcome").await;
+    p.send_json(serde_json::json!({"type": "dial", "requestId": "d1", "to": "+15550100001", "callerId": support::MILANO_E164}))
+        .await;
+    let sid = p.expect("dialAccepted").await["callSid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut audio = support::Ws::connect(&format!("{ws}/v1/operator/audio")).await;
+    audio
+        .send_json(serde_json::json!({"type": "attach", "token": token, "callSid": sid}))
+        .await;
+    audio.expect("attached").await;
+    audio.expect("answered").await;
+    (p, audio, sid)
+}
+
+fn signal(r: &Running, name: &str) {
+    let pid = r.child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// SIGTERM drains: the process keeps a live call (and says `draining` on
+/// `/healthz`) until its operator hangs up, then exits 0 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_binary_until_the_last_call_ends() {
+    let mut r = start(&[], &[]).await;
+    let (mut p, mut audio, sid) = live_call_on(&r.base, &dev_key(&r)).await;
+    signal(&r, "TERM");
+    let early = tokio::time::timeout(Duration::from_millis(700), r.child.wait()).await;
+    assert!(early.is_err(), "exited with a call live: {early:?}");
+    let health = reqwest::get(format!("{}/healthz", r.base)).await.unwrap();
+    assert_eq!(health.status(), 503);
+    audio.send_binary(vec![0x55; 160]).await;
+    audio.frame().await;
+    p.send_json(json!({"type": "hangup", "callSid": sid})).await;
+    assert_eq!(p.expect("callEnded").await["reason"], "hangup");
+    let status = tokio::time::timeout(Duration::from_secs(3), r.child.wait()).await;
+    assert!(matches!(&status, Ok(Ok(s)) if s.success()), "{status:?}");
+}
+
+/// SIGINT (Ctrl-C), or a second SIGTERM while draining, stops at once: the
+/// live call ends `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_or_a_second_sigterm_stops_the_binary_at_once() {
+    for (name, signals) in [
+        ("SIGINT", &["INT"][..]),
+        ("SIGTERM twice", &["TERM", "TERM"][..]),
+    ] {
+        let mut r = start(&[], &[]).await;
+        let (_p, mut audio, _) = live_call_on(&r.base, &dev_key(&r)).await;
+        for s in signals {
+            signal(&r, s);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(audio.expect("ended").await["reason"], "failed", "{name}");
+        let status = tokio::time::timeout(Duration::from_secs(5), r.child.wait()).await;
+        assert!(
+            matches!(&status, Ok(Ok(s)) if s.success()),
+            "{name}: {status:?}"
+        );
+    }
 }

@@ -236,6 +236,13 @@ impl Shared {
         self.killed.store(true, Ordering::Release);
         self.audio.wake();
     }
+
+    /// Resolves once the peer is cut off.
+    async fn killed(&self) {
+        while !self.killed.load(Ordering::Acquire) {
+            self.audio.woken().await;
+        }
+    }
 }
 
 /// The sending half of a connection; cheap to clone and safe to use from
@@ -647,12 +654,21 @@ struct Writer {
 impl Writer {
     /// The writer task of a presence socket.
     async fn run(mut self, done: watch::Sender<bool>) {
+        let shared = self.shared.clone();
         loop {
             let Some(event) = self.ready() else {
-                self.shared.audio.woken().await;
+                shared.audio.woken().await;
                 continue;
             };
-            if !self.handle(event).await {
+            // A peer cut off (or a session gone) mid-write is dropped at
+            // once, not after the write's timeout. Wake-ups consumed here
+            // are not lost: `ready` looks at everything before each wait.
+            let go_on = tokio::select! {
+                biased;
+                _ = shared.killed() => false,
+                go_on = self.handle(event) => go_on,
+            };
+            if !go_on {
                 break;
             }
         }

@@ -63,6 +63,58 @@ pub(crate) async fn admit_text(conn: &mut WsConn, limiter: &mut SocketLimiter) -
     }
 }
 
+/// The bounds on the audio frames of an attached socket (calls and
+/// preflight sessions alike).
+pub(crate) struct FrameLimits {
+    /// 100 frames/s (2x real time), small burst for catch-up after a stall.
+    frames: Bucket,
+    /// Frames above the rate are dropped; the sender is told with
+    /// `RATE_LIMITED` at most once a second (as for text messages) and the
+    /// call stays up: a sender this fast is broken, not hostile, and the
+    /// dropping already bounds what it costs.
+    rate_replies: Bucket,
+    /// Wrong-size frames: up to 5 `INVALID_FRAME` errors at once, then one
+    /// a second; the frames themselves are always dropped.
+    bad_frame_replies: Bucket,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        Self {
+            frames: Bucket::new(100.0, 50.0),
+            rate_replies: Bucket::new(1.0, 1.0),
+            bad_frame_replies: Bucket::new(1.0, 5.0),
+        }
+    }
+}
+
+impl FrameLimits {
+    /// Whether a binary message of `len` bytes is a frame to handle; if not,
+    /// it is dropped and the sender told why (rate-limited replies).
+    pub(crate) fn admit(&mut self, conn: &WsConn, len: usize, metrics: &Metrics) -> bool {
+        if len != FRAME_BYTES {
+            if self.bad_frame_replies.take() {
+                conn.outbox().send_text(error_msg(
+                    ErrorCode::InvalidFrame,
+                    format!("audio frames are {FRAME_BYTES} bytes, got {len}"),
+                ));
+            }
+            return false;
+        }
+        if !self.frames.take() {
+            Metrics::inc(&metrics.frames_dropped);
+            if self.rate_replies.take() {
+                conn.outbox().send_text(error_msg(
+                    ErrorCode::RateLimited,
+                    "more than 100 audio frames per second; the excess is dropped",
+                ));
+            }
+            return false;
+        }
+        true
+    }
+}
+
 /// The upgrade handler.
 pub async fn handler(
     State(engine): State<Arc<Engine>>,
@@ -193,16 +245,7 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
         return;
     };
     let mut limiter = SocketLimiter::default();
-    // 100 frames/s (2x real time), small burst for catch-up after a stall.
-    let mut frames = Bucket::new(100.0, 50.0);
-    // Frames above the rate are dropped; the sender is told with
-    // `RATE_LIMITED` at most once a second (as for text messages) and the
-    // call stays up: a sender this fast is broken, not hostile, and the
-    // dropping already bounds what it costs.
-    let mut rate_replies = Bucket::new(1.0, 1.0);
-    // Wrong-size frames: up to 5 `INVALID_FRAME` errors at once, then one a
-    // second; the frames themselves are always dropped.
-    let mut bad_frame_replies = Bucket::new(1.0, 5.0);
+    let mut frame_limits = FrameLimits::default();
     let silence = engine.cfg.audio_silence_timeout;
     loop {
         let Some(inc) = conn.recv_or_silent(silence).await else {
@@ -229,23 +272,7 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
         };
         match inc {
             Incoming::Binary(frame) => {
-                if frame.len() != FRAME_BYTES {
-                    if bad_frame_replies.take() {
-                        conn.outbox().send_text(error_msg(
-                            ErrorCode::InvalidFrame,
-                            format!("audio frames are {FRAME_BYTES} bytes, got {}", frame.len()),
-                        ));
-                    }
-                    continue;
-                }
-                if !frames.take() {
-                    Metrics::inc(&engine.metrics.frames_dropped);
-                    if rate_replies.take() {
-                        conn.outbox().send_text(error_msg(
-                            ErrorCode::RateLimited,
-                            "more than 100 audio frames per second; the excess is dropped",
-                        ));
-                    }
+                if !frame_limits.admit(&conn, frame.len(), &engine.metrics) {
                     continue;
                 }
                 if att.media.to_carrier(frame) {

@@ -20,17 +20,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use audin_protocol::{
-    AudioClientMessage, AudioServerMessage, CloseCode, ErrorCode, FRAME_BYTES,
-    decode_audio_client_message,
+    AudioClientMessage, AudioServerMessage, CloseCode, ErrorCode, decode_audio_client_message,
 };
 use axum::body::Bytes;
 use tokio::time::Instant;
 
-use crate::audio::{Admission, admit_text, error_msg};
+use crate::audio::{Admission, FrameLimits, admit_text, error_msg};
 use crate::engine::Engine;
-use crate::metrics::Metrics;
 use crate::presence::pre_auth_reply;
-use crate::ratelimit::{Bucket, SocketLimiter};
+use crate::ratelimit::SocketLimiter;
 use crate::sim::{Impairer, Impairment, MAX_DELAYED, MAX_RTT_MS};
 use crate::ws::{Incoming, WsConn};
 
@@ -69,9 +67,7 @@ pub(crate) async fn run(engine: &Engine, conn: &mut WsConn) {
     let mut shutdown = engine.shutdown_signal();
     // The same bounds as a call's audio socket (see `audio::run`).
     let mut limiter = SocketLimiter::default();
-    let mut frames = Bucket::new(100.0, 50.0);
-    let mut rate_replies = Bucket::new(1.0, 1.0);
-    let mut bad_frame_replies = Bucket::new(1.0, 5.0);
+    let mut frame_limits = FrameLimits::default();
     let silence = engine.cfg.audio_silence_timeout;
     loop {
         let inc = tokio::select! {
@@ -111,23 +107,7 @@ pub(crate) async fn run(engine: &Engine, conn: &mut WsConn) {
         };
         match inc {
             Incoming::Binary(frame) => {
-                if frame.len() != FRAME_BYTES {
-                    if bad_frame_replies.take() {
-                        conn.outbox().send_text(error_msg(
-                            ErrorCode::InvalidFrame,
-                            "audio frames are 160 bytes",
-                        ));
-                    }
-                    continue;
-                }
-                if !frames.take() {
-                    Metrics::inc(&engine.metrics.frames_dropped);
-                    if rate_replies.take() {
-                        conn.outbox().send_text(error_msg(
-                            ErrorCode::RateLimited,
-                            "more than 100 audio frames per second; the excess is dropped",
-                        ));
-                    }
+                if !frame_limits.admit(conn, frame.len(), &engine.metrics) {
                     continue;
                 }
                 let now = Instant::now();

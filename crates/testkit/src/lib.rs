@@ -28,6 +28,7 @@ mod process;
 pub mod proxy;
 pub mod server;
 pub mod sip;
+pub mod skip;
 pub mod support;
 
 pub use proxy::{ConnInfo, Fault, FaultProxy, Scope};

@@ -47,28 +47,17 @@ pub fn binary() -> Option<PathBuf> {
         })
 }
 
-fn required() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Whether a test needing NATS should run: `false` (after printing why)
 /// when `nats-server` is absent — unless [`REQUIRE_ENV`] is set, where it
 /// panics.
 pub fn available_or_skip(test: &str) -> bool {
-    if binary().is_some() {
-        return true;
-    }
-    if required() {
-        panic!(
-            "{test}: nats-server not found and {REQUIRE_ENV} is set: run `cargo xtask setup` \
-             (Debian package nats-server) or set {BIN_ENV}"
-        );
-    }
-    eprintln!(
-        "SKIP {test}: nats-server not found; install the Debian package nats-server \
-         (`cargo xtask setup`) or set {BIN_ENV} to run it"
-    );
-    false
+    binary().is_some()
+        || crate::skip::missing(
+            test,
+            "nats-server",
+            REQUIRE_ENV,
+            &format!("run `cargo xtask setup` (Debian package nats-server) or set {BIN_ENV}"),
+        )
 }
 
 /// A NATS server of its own on `127.0.0.1`, JetStream enabled.

@@ -55,28 +55,17 @@ pub fn bin_dir() -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).find(|d| usable(d)))
 }
 
-fn required() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Whether a test needing PostgreSQL should run: `false` (after printing
 /// why) when its binaries are absent — unless [`REQUIRE_ENV`] is set,
 /// where it panics.
 pub fn available_or_skip(test: &str) -> bool {
-    if bin_dir().is_some() {
-        return true;
-    }
-    if required() {
-        panic!(
-            "{test}: PostgreSQL (initdb, postgres) not found and {REQUIRE_ENV} is set: \
-             run `cargo xtask setup` (Debian package postgresql) or set {BIN_ENV}"
-        );
-    }
-    eprintln!(
-        "SKIP {test}: PostgreSQL (initdb, postgres) not found; install the Debian package \
-         postgresql (`cargo xtask setup`) or set {BIN_ENV} to run it"
-    );
-    false
+    bin_dir().is_some()
+        || crate::skip::missing(
+            test,
+            "PostgreSQL (initdb, postgres)",
+            REQUIRE_ENV,
+            &format!("run `cargo xtask setup` (Debian package postgresql) or set {BIN_ENV}"),
+        )
 }
 
 /// The uid and gid to run the server as: `postgres`'s when we are root

@@ -205,14 +205,13 @@ impl Drop for TestPki {
 /// Whether the `openssl` CLI is there to make certificates (skips like
 /// [`tools_or_skip`]).
 fn openssl_or_skip(test: &str) -> bool {
-    if find_on_path("openssl").is_some() {
-        return true;
-    }
-    if std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0") {
-        panic!("{test}: `openssl` (Debian package openssl) not on PATH and {REQUIRE_ENV} is set");
-    }
-    eprintln!("SKIPPED {test}: `openssl` not on PATH (Debian package openssl)");
-    false
+    find_on_path("openssl").is_some()
+        || audin_testkit::skip::missing(
+            test,
+            "`openssl` on PATH",
+            REQUIRE_ENV,
+            "Debian package openssl",
+        )
 }
 
 // ---------------------------------------------------------------------------

@@ -111,10 +111,6 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn require_env_set() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Whether a test needing `tools` should run. When one is missing it prints
 /// why and returns `false` (the test then returns early) — unless
 /// [`REQUIRE_ENV`] is set, where it panics, so CI never passes by skipping.
@@ -132,17 +128,12 @@ pub fn tools_or_skip(test: &str, tools: &[Tool]) -> bool {
         .map(|t| format!("`{}` (Debian package {})", t.binary(), t.debian_package()))
         .collect::<Vec<_>>()
         .join(" and ");
-    if require_env_set() {
-        panic!(
-            "{test}: {what} not on PATH and {REQUIRE_ENV} is set: run `cargo xtask setup` \
-             to install the SIP far ends"
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: {what} not on PATH (install with `cargo xtask setup`; set \
-         {REQUIRE_ENV}=1 to make this a failure)"
-    );
-    false
+    crate::skip::missing(
+        test,
+        &format!("{what} on PATH"),
+        REQUIRE_ENV,
+        "run `cargo xtask setup` to install the SIP far ends",
+    )
 }
 
 /// Ports handed out by this process: two far ends started at the same

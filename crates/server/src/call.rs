@@ -267,6 +267,12 @@ impl Call {
 
     /// An operator's `accept`. `routing` answers whether the operator is
     /// free; it is asked only when the operator is entitled to the call.
+    /// Whether the call is ringing `op` (an `accept` of it would try to
+    /// hold the call).
+    pub fn rings(&self, op: &OperatorKey) -> bool {
+        matches!(&self.phase, Phase::Ringing { ringing, .. } if ringing.contains(op))
+    }
+
     pub fn accept(&mut self, op: &OperatorKey, now: Instant, routing: &mut impl HoldCheck) {
         let Phase::Ringing { ringing, .. } = &mut self.phase else {
             return self.accept_too_late(op);

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Seconds of each sim call the dev sim records (`--sim-record-secs`).
     pub sim_record_secs: u32,
+    /// The NATS server the cluster's nodes share (`--cluster
+    /// nats://HOST:PORT`); `None`: alone, in-process routing.
+    pub cluster: Option<String>,
+    /// This node's id in the cluster (`--node-id`; default: random).
+    pub node_id: Option<String>,
 }
 
 impl ServerConfig {
@@ -95,6 +100,8 @@ impl ServerConfig {
             tls_key: None,
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
             sim_record_secs: crate::sim::DEFAULT_RECORD_SECS,
+            cluster: None,
+            node_id: None,
         }
     }
 
@@ -126,6 +133,9 @@ impl ServerConfig {
             (None, Some(_)) => return Err(ConfigError::TlsKeyWithoutCert),
             _ => {}
         }
+        if self.cluster.is_some() && self.postgres.is_none() {
+            return Err(ConfigError::ClusterWithoutSharedStore);
+        }
         if self.dev_trunk.is_some() {
             if !self.dev {
                 return Err(ConfigError::DevTrunkWithoutDev);
@@ -151,6 +161,8 @@ pub enum ConfigError {
     TlsCertWithoutKey,
     /// `--tls-key` without `--tls-cert`.
     TlsKeyWithoutCert,
+    /// `--cluster` on a SQLite file: the nodes must share one store.
+    ClusterWithoutSharedStore,
 }
 
 impl fmt::Display for ConfigError {
@@ -176,6 +188,11 @@ impl fmt::Display for ConfigError {
             Self::TlsKeyWithoutCert => f.write_str(
                 "--tls-key needs --tls-cert (the certificate chain, PEM, leaf first): HTTPS \
                  needs both",
+            ),
+            Self::ClusterWithoutSharedStore => f.write_str(
+                "--cluster needs --database postgres://… : the nodes of a cluster share their \
+                 accounts, numbers, keys, signing secret and call records in one PostgreSQL \
+                 database",
             ),
         }
     }
@@ -431,6 +448,16 @@ pub struct ServeArgs {
     /// 0: none, as load runs use).
     #[arg(long, env = "AUDIN_SIM_RECORD_SECS", default_value_t = crate::sim::DEFAULT_RECORD_SECS, global = true)]
     pub sim_record_secs: u32,
+    /// Run as one node of a cluster sharing this NATS server
+    /// (`nats://HOST:PORT`, or `tls://HOST:PORT`): operators online on any
+    /// node are offered calls arriving at any other. Needs a PostgreSQL
+    /// --database shared by every node. Absent: this process alone.
+    #[arg(long, env = "AUDIN_CLUSTER", value_parser = parse_cluster_url, global = true)]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster, in logs and `/healthz` (letters,
+    /// digits, `-` and `_`; default: random per start).
+    #[arg(long, env = "AUDIN_NODE_ID", value_parser = parse_node_id, global = true)]
+    pub node_id: Option<String>,
     /// HS256 signing secret (generated and stored in the DB when absent).
     #[arg(
         long,
@@ -749,7 +776,61 @@ impl ServeArgs {
             tls_key: self.tls_key,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             sim_record_secs: self.sim_record_secs,
+            cluster: self.cluster,
+            node_id: self.node_id,
         }
+    }
+}
+
+/// A `--cluster` value: `nats://HOST:PORT` or `tls://HOST:PORT`.
+///
+/// ```
+/// use audin_server::config::parse_cluster_url;
+/// assert!(parse_cluster_url("nats://127.0.0.1:4222").is_ok());
+/// assert!(parse_cluster_url("tls://nats.internal:4222").is_ok());
+/// assert!(parse_cluster_url("redis://x:6379").is_err());
+/// assert!(parse_cluster_url("nats://").is_err());
+/// ```
+pub fn parse_cluster_url(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("nats://")
+        .or_else(|| v.strip_prefix("tls://"))
+        // Never echoed: it may hold a user and password.
+        .ok_or("not a NATS URL: use nats://HOST:PORT (or tls://HOST:PORT)")?;
+    let host = rest.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the URL names no NATS server: use nats://HOST:PORT".into());
+    }
+    Ok(v.to_owned())
+}
+
+/// A `--cluster` URL as logs may show it: without its `user:password@`.
+///
+/// ```
+/// use audin_server::config::cluster_url_for_logs;
+/// assert_eq!(cluster_url_for_logs("nats://u:secret@n1:4222"), "nats://n1:4222");
+/// assert_eq!(cluster_url_for_logs("nats://n1:4222"), "nats://n1:4222");
+/// ```
+pub fn cluster_url_for_logs(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}")
+        }
+        None => String::new(),
+    }
+}
+
+/// A `--node-id` value: 1–64 of `[A-Za-z0-9_-]`.
+pub fn parse_node_id(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("a node id is 1 to 64 letters, digits, '-' or '_'".into())
     }
 }
 

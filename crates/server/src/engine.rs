@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::auth::{Claims, TokenSigner};
+use crate::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus};
 pub use crate::call::AttachError;
 use crate::call::{Action, Call, CallTimers, Phase, not_found};
 use crate::carrier::{
@@ -33,7 +34,7 @@ use crate::config::ServerConfig;
 use crate::db::{self, NewCall};
 use crate::metrics::Metrics;
 use crate::ratelimit::FailedAuthLimiter;
-use crate::routing::{OperatorKey, Routing, RoutingError, ready_now};
+use crate::routing::{OperatorKey, Routing, RoutingError};
 use crate::sim::SimCarrier;
 use crate::store::{CallStore, RecordWrite};
 use crate::util::{new_call_sid, now_rfc3339, random_hex};
@@ -187,8 +188,10 @@ pub struct Engine {
     pub db: Arc<dyn CallStore>,
     /// Token signer.
     pub signer: TokenSigner,
-    /// Routing state.
+    /// Routing state (shared by the cluster's nodes with `--cluster`).
     pub routing: Arc<dyn Routing>,
+    /// Messages to the cluster's other nodes (none in process).
+    pub bus: Arc<dyn Bus>,
     /// Every carrier, by name; numbers name theirs.
     pub carriers: Carriers,
     /// The simulated network (the carrier of numbers that name none).
@@ -210,11 +213,30 @@ pub struct Engine {
 
 impl Engine {
     /// Builds the engine over a call store (a [`crate::db::Db`] is taken
-    /// as the SQLite store).
+    /// as the SQLite store), alone in its process.
     pub fn new(
         cfg: ServerConfig,
         db: impl Into<Arc<dyn CallStore>>,
         signer: TokenSigner,
+    ) -> Arc<Self> {
+        Self::clustered(
+            cfg,
+            db,
+            signer,
+            Arc::new(crate::routing::InMemoryRouting::new()),
+            Arc::new(LocalBus),
+        )
+    }
+
+    /// Builds the engine as a node of a cluster sharing `routing` and
+    /// `bus`; [`Engine::join`] then starts taking the other nodes'
+    /// messages.
+    pub fn clustered(
+        cfg: ServerConfig,
+        db: impl Into<Arc<dyn CallStore>>,
+        signer: TokenSigner,
+        routing: Arc<dyn Routing>,
+        bus: Arc<dyn Bus>,
     ) -> Arc<Self> {
         let db: Arc<dyn CallStore> = db.into();
         let sim = Arc::new(SimCarrier::recording(cfg.sim_record_secs));
@@ -224,7 +246,8 @@ impl Engine {
             cfg,
             db,
             signer,
-            routing: Arc::new(crate::routing::InMemoryRouting::new()),
+            routing,
+            bus,
             carriers: Carriers::new(sim.clone()),
             sim,
             metrics,
@@ -237,6 +260,12 @@ impl Engine {
             draining: AtomicBool::new(false),
             next_attach: AtomicU64::new(1),
         })
+    }
+
+    /// Starts taking what the cluster's other nodes send (a no-op alone).
+    pub async fn join(self: &Arc<Self>) -> Result<(), RoutingError> {
+        let weak: Weak<Engine> = Arc::downgrade(self);
+        self.bus.start(weak).await
     }
 
     /// Whether shutdown has begun.
@@ -260,8 +289,10 @@ impl Engine {
         self.shutdown_tx.subscribe()
     }
 
-    /// Gauges for `/metrics`: operators online and live calls by state.
-    pub fn gauges(&self) -> (usize, Vec<(&'static str, usize)>) {
+    /// Gauges for `/metrics`: operators online (on every node; `None`
+    /// while the shared routing is unreachable) and live calls by state
+    /// (on this one).
+    pub async fn gauges(&self) -> (Option<usize>, Vec<(&'static str, usize)>) {
         let mut counts = [0usize; 4];
         for c in self.calls.lock().expect("calls lock").values() {
             let s = c.state.load(Ordering::Relaxed) as usize;
@@ -273,15 +304,16 @@ impl Engine {
             .iter()
             .map(|s| (s.as_str(), counts[*s as usize]))
             .collect();
-        // In-process routing answers at once (see `ready_now`).
-        let online = ready_now(self.routing.operators_online()).unwrap_or(0);
+        let online = self.routing.operators_online().await.ok();
         (online, by_state)
     }
 
     // ── presence ──────────────────────────────────────────────────────
 
-    /// Registers a presence socket; returns the one it replaces.
-    pub fn register_presence(
+    /// Registers a presence socket; returns the one it replaces on this
+    /// node (a session on another node is replaced by that node, told
+    /// through the bus before this returns).
+    pub async fn register_presence(
         &self,
         op: &OperatorKey,
         session_id: &str,
@@ -294,12 +326,16 @@ impl Engine {
                 outbox,
             },
         );
+        if let Err(e) = self.bus.watch_operator(op, session_id).await {
+            tracing::warn!(error = %e, "bus: an operator's messages from other nodes may not arrive");
+        }
         old.map(|e| e.outbox)
     }
 
     /// Forgets a presence socket (if it is still the operator's current
-    /// one) and takes the operator offline. Offers ringing it are declined.
-    pub fn unregister_presence(&self, op: &OperatorKey, session_id: &str) {
+    /// one) and takes the operator offline. Offers ringing it are declined,
+    /// on every node.
+    pub async fn unregister_presence(&self, op: &OperatorKey, session_id: &str) {
         {
             let mut map = self.presence.lock().expect("presence lock");
             if map.get(op).is_none_or(|e| e.session_id != session_id) {
@@ -307,7 +343,16 @@ impl Engine {
             }
             map.remove(op);
         }
-        let _ = ready_now(self.routing.set_offline(op));
+        self.bus.unwatch_operator(op, session_id);
+        if let Err(e) = self.routing.set_offline(op).await {
+            tracing::warn!(error = %e, "routing: taking an operator offline failed");
+        }
+        self.bus.operator_offline(op);
+        self.decline_offers_to(op);
+    }
+
+    /// Declines the offers ringing `op` among this node's calls.
+    fn decline_offers_to(&self, op: &OperatorKey) {
         let offered: Vec<mpsc::Sender<CallCmd>> = self
             .calls
             .lock()
@@ -324,28 +369,45 @@ impl Engine {
         }
     }
 
-    /// Sends a message to the operator's current presence socket.
+    /// Sends a message to the operator's current presence socket, on this
+    /// node or another.
     pub fn notify(&self, op: &OperatorKey, msg: &ServerMessage) {
-        let outbox = self
-            .presence
-            .lock()
-            .expect("presence lock")
-            .get(op)
-            .map(|e| e.outbox.clone());
-        if let Some(o) = outbox {
-            o.send_text(msg.to_json());
+        let outbox = self.local_presence(op);
+        match outbox {
+            Some(o) => o.send_text(msg.to_json()),
+            None => self.bus.to_operator(op, &msg.to_json()),
         }
     }
 
-    /// The call the operator holds, for `welcome.activeCall`.
-    pub fn active_call(&self, op: &OperatorKey) -> Option<ActiveCall> {
-        let sid = ready_now(self.routing.held_call(op)).ok().flatten()?;
-        let answered = self
+    fn local_presence(&self, op: &OperatorKey) -> Option<Outbox> {
+        self.presence
+            .lock()
+            .expect("presence lock")
+            .get(op)
+            .map(|e| e.outbox.clone())
+    }
+
+    /// The call the operator holds (live on this node or another), for
+    /// `welcome.activeCall`.
+    pub async fn active_call(&self, op: &OperatorKey) -> Option<ActiveCall> {
+        let sid = self.routing.held_call(op).await.ok().flatten()?;
+        let local = self
             .calls
             .lock()
             .expect("calls lock")
             .get(&sid)
-            .map(|c| c.answered.load(Ordering::Relaxed))?;
+            .map(|c| c.answered.load(Ordering::Relaxed));
+        let answered = match local {
+            Some(answered) => answered,
+            None => {
+                self.bus
+                    .to_call(&sid, &CallCommand::Status)
+                    .await
+                    .ok()
+                    .flatten()?
+                    .answered
+            }
+        };
         Some(ActiveCall {
             call_sid: sid,
             answered,
@@ -426,42 +488,72 @@ impl Engine {
 
     /// `accept`.
     pub async fn accept(&self, op: &OperatorKey, sid: String) {
-        match self.call_tx(&sid) {
-            Some(tx) => {
-                let _ = tx.send(CallCmd::Accept(op.clone())).await;
-            }
-            None => {
-                let reply = self.ended_call_reply(op, sid).await;
-                self.notify(op, &reply);
-            }
-        }
+        self.command(op, sid, CallCommand::Accept { op: op.clone() })
+            .await;
     }
 
     /// `reject`.
     pub async fn reject(&self, op: &OperatorKey, sid: &str) {
-        if let Some(tx) = self.call_tx(sid) {
-            let _ = tx.send(CallCmd::Reject(op.clone())).await;
+        let cmd = CallCommand::Reject { op: op.clone() };
+        if !self.to_local_call(sid, cmd.clone()).await {
+            let _ = self.bus.to_call(sid, &cmd).await;
         }
     }
 
     /// `hangup` on presence.
     pub async fn hangup(&self, op: &OperatorKey, sid: String, reason: Option<HangupReason>) {
         let reason = reason.map_or(EndReason::Hangup, EndReason::from);
-        match self.call_tx(&sid) {
-            Some(tx) => {
-                let _ = tx
-                    .send(CallCmd::Hangup {
-                        op: op.clone(),
-                        reason,
-                        from_presence: true,
-                    })
-                    .await;
-            }
-            None => {
+        let cmd = CallCommand::Hangup {
+            op: op.clone(),
+            reason,
+        };
+        self.command(op, sid, cmd).await;
+    }
+
+    /// An operator's command for a call live here or on another node; for
+    /// a call live nowhere, what became of it.
+    async fn command(&self, op: &OperatorKey, sid: String, cmd: CallCommand) {
+        if self.to_local_call(&sid, cmd.clone()).await {
+            return;
+        }
+        match self.bus.to_call(&sid, &cmd).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 let reply = self.ended_call_reply(op, sid).await;
                 self.notify(op, &reply);
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "bus: a command for a call on another node failed");
+                self.notify(
+                    op,
+                    &ServerMessage::Error {
+                        code: ErrorCode::Internal,
+                        message: "the call's node could not be reached".into(),
+                        request_id: None,
+                        call_sid: Some(sid),
+                    },
+                );
+            }
         }
+    }
+
+    /// Hands `cmd` to the call's task if the call is live on this node.
+    async fn to_local_call(&self, sid: &str, cmd: CallCommand) -> bool {
+        let Some(tx) = self.call_tx(sid) else {
+            return false;
+        };
+        let cmd = match cmd {
+            CallCommand::Accept { op } => CallCmd::Accept(op),
+            CallCommand::Reject { op } => CallCmd::Reject(op),
+            CallCommand::Hangup { op, reason } => CallCmd::Hangup {
+                op,
+                reason,
+                from_presence: true,
+            },
+            CallCommand::Status => return true,
+        };
+        let _ = tx.send(cmd).await;
+        true
     }
 
     /// `dial`: validates, assigns the operator and creates the call.
@@ -592,7 +684,7 @@ impl Engine {
             from: caller_id,
             to,
         });
-        self.spawn_task(task);
+        self.spawn_task(task).await;
         tracing::info!(call_sid = %sid, operator = %audin_protocol::Untrusted(&op.operator_ref), "outbound call dialled");
         Ok(sid)
     }
@@ -696,7 +788,8 @@ impl Engine {
         let mut task = CallTask::new(self, machine, &number.account_id, call.media);
         task.leg = Some(call.leg);
         task.events = Some(call.events);
-        self.spawn_task(task);
+        // Listening for the call's commands before any offer goes out.
+        self.spawn_task(task).await;
         let offer = ServerMessage::CallOffer {
             call_sid: sid.clone(),
             from: call.from,
@@ -716,7 +809,10 @@ impl Engine {
         Arc::new(EngineSink(Arc::downgrade(self)))
     }
 
-    fn spawn_task(self: &Arc<Self>, task: CallTask) {
+    /// Starts the call's task, owned by this node: commands from other
+    /// nodes reach it once this returns.
+    async fn spawn_task(self: &Arc<Self>, task: CallTask) {
+        let sid = task.call.sid().to_owned();
         self.calls.lock().expect("calls lock").insert(
             task.call.sid().to_owned(),
             CallEntry {
@@ -726,6 +822,9 @@ impl Engine {
                 answered: task.answered_cell.clone(),
             },
         );
+        if let Err(e) = self.bus.watch_call(&sid).await {
+            tracing::warn!(call_sid = %sid, error = %e, "bus: commands from other nodes may not reach this call");
+        }
         tokio::spawn(task.run());
     }
 
@@ -780,7 +879,7 @@ impl Engine {
                 return 0;
             }
             if ringing == 0 {
-                self.send_idle_operators_away();
+                self.send_idle_operators_away().await;
             }
             if Instant::now() >= until {
                 return live;
@@ -800,7 +899,7 @@ impl Engine {
     }
 
     /// Closes (1001) the presence socket of every operator holding no call.
-    fn send_idle_operators_away(&self) {
+    async fn send_idle_operators_away(&self) {
         let online: Vec<(OperatorKey, Outbox)> = self
             .presence
             .lock()
@@ -809,8 +908,7 @@ impl Engine {
             .map(|(op, e)| (op.clone(), e.outbox.clone()))
             .collect();
         for (op, outbox) in online {
-            // In-process routing answers at once (see `ready_now`).
-            if matches!(ready_now(self.routing.held_call(&op)), Ok(None)) && outbox.is_open() {
+            if outbox.is_open() && matches!(self.routing.held_call(&op).await, Ok(None)) {
                 outbox.close(CloseCode::GoingAway, "SERVER_SHUTDOWN");
             }
         }
@@ -873,6 +971,56 @@ impl InboundSink for EngineSink {
     }
 }
 
+/// What the cluster's other nodes send this one.
+impl Inbox for Engine {
+    fn to_operator(&self, op: &OperatorKey, text: &str) {
+        if let Some(o) = self.local_presence(op) {
+            o.send_text(text.to_owned());
+        }
+    }
+
+    fn operator_moved(&self, op: &OperatorKey, session_id: &str) {
+        let old = {
+            let mut map = self.presence.lock().expect("presence lock");
+            if map.get(op).is_none_or(|e| e.session_id == session_id) {
+                return;
+            }
+            // Forgotten first, so the closing session does not take the
+            // operator offline: it is online on the other node now.
+            map.remove(op)
+        };
+        if let Some(old) = old {
+            self.bus.unwatch_operator(op, &old.session_id);
+            crate::presence::replace(&old.outbox, op);
+        }
+    }
+
+    fn to_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        cmd: CallCommand,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<CallStatus>> + Send + 'a>> {
+        Box::pin(async move {
+            let answered = self
+                .calls
+                .lock()
+                .expect("calls lock")
+                .get(call_sid)
+                .map(|c| c.answered.clone())?;
+            if !self.to_local_call(call_sid, cmd).await {
+                return None;
+            }
+            Some(CallStatus {
+                answered: answered.load(Ordering::Relaxed),
+            })
+        })
+    }
+
+    fn operator_offline(&self, op: &OperatorKey) {
+        self.decline_offers_to(op);
+    }
+}
+
 fn internal(e: anyhow::Error) -> ReqError {
     tracing::error!(error = %e, "internal error");
     (ErrorCode::Internal, "internal error".into())
@@ -900,6 +1048,8 @@ struct CallTask {
     slot: Option<OutboundSlot>,
     /// Attached audio sockets by attach id (two at most, during a replace).
     sockets: HashMap<u64, Outbox>,
+    /// The routing has forgotten the call's holder.
+    released: bool,
     tx: mpsc::Sender<CallCmd>,
     rx: mpsc::Receiver<CallCmd>,
 }
@@ -951,6 +1101,7 @@ impl CallTask {
             placing: None,
             slot: None,
             sockets: HashMap::new(),
+            released: false,
             tx,
             rx,
         }
@@ -958,14 +1109,14 @@ impl CallTask {
 
     async fn run(mut self) {
         loop {
-            self.perform();
+            self.perform().await;
             if self.call.is_ended() {
                 break;
             }
             let deadline = self.call.poll_timeout();
             tokio::select! {
                 cmd = self.rx.recv() => match cmd {
-                    Some(cmd) => self.on_cmd(cmd),
+                    Some(cmd) => self.on_cmd(cmd).await,
                     // The engine is gone.
                     None => self.call.shutdown(),
                 },
@@ -989,15 +1140,9 @@ impl CallTask {
         self.finish();
     }
 
-    fn on_cmd(&mut self, cmd: CallCmd) {
+    async fn on_cmd(&mut self, cmd: CallCmd) {
         match cmd {
-            CallCmd::Accept(op) => {
-                let (routing, sid) = (self.engine.routing.clone(), self.call.sid().to_owned());
-                self.call.accept(&op, now(), &mut |op: &OperatorKey| {
-                    // In-process routing answers at once (see `ready_now`).
-                    ready_now(routing.assign(op, &sid)).is_ok()
-                });
-            }
+            CallCmd::Accept(op) => self.accept(op).await,
             CallCmd::Reject(op) => self.call.reject(&op),
             CallCmd::Hangup {
                 op,
@@ -1029,12 +1174,33 @@ impl CallTask {
         }
     }
 
+    /// An operator's `accept`: the routing's one atomic step (is the
+    /// operator free? then it holds this call) is taken only for an
+    /// operator the call still rings, and the machine decides with its
+    /// answer. Nothing else reaches the call meanwhile.
+    async fn accept(&mut self, op: OperatorKey) {
+        let held = if self.call.rings(&op) {
+            match self.engine.routing.assign(&op, self.call.sid()).await {
+                Ok(()) => true,
+                Err(RoutingError::Busy { .. }) => false,
+                Err(e) => {
+                    tracing::warn!(call_sid = %self.call.sid(), error = %e, "routing: assigning an accepted call failed");
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        self.call.accept(&op, now(), &mut |_: &OperatorKey| held);
+    }
+
     /// Performs what the state machine decided, in order.
-    fn perform(&mut self) {
-        // Before the `callEnded` below goes out: an operator told the call
-        // ended may dial again at once and must find the slot free.
-        self.release_slot_if_over();
+    async fn perform(&mut self) {
         while let Some(action) = self.call.poll_action() {
+            // Before a `callEnded` goes out: an operator told the call
+            // ended may dial again at once and must find itself free and
+            // the account's slot given back.
+            self.release_if_over().await;
             match action {
                 Action::Notify(op, msg) => self.engine.notify(&op, &msg),
                 Action::ToAudio(id, msg) => {
@@ -1084,10 +1250,6 @@ impl CallTask {
                     });
                 }
                 Action::RecordEnded(reason) => {
-                    // Ended while performing (a call that could not be
-                    // placed): not seen by the check above.
-                    self.release_slot_if_over();
-                    let _ = ready_now(self.engine.routing.release(self.call.sid()));
                     self.engine.db.record(RecordWrite::End {
                         call_sid: self.call.sid().to_owned(),
                         reason,
@@ -1096,16 +1258,27 @@ impl CallTask {
                 }
             }
         }
+        self.release_if_over().await;
         self.state_cell
             .store(CallState::of(self.call.phase()) as u8, Ordering::Relaxed);
     }
 
-    /// Gives the account's outbound slot back once the call has ended and
-    /// no carrier leg is still being placed (that one keeps the slot until
-    /// it is hung up: see [`CallTask::finish`]).
-    fn release_slot_if_over(&mut self) {
-        if self.call.is_ended() && self.placing.is_none() {
+    /// Once the call has ended: frees its holder in the routing, and gives
+    /// the account's outbound slot back unless a carrier leg is still
+    /// being placed (that one keeps the slot until it is hung up: see
+    /// [`CallTask::finish`]).
+    async fn release_if_over(&mut self) {
+        if !self.call.is_ended() {
+            return;
+        }
+        if self.placing.is_none() {
             self.slot = None;
+        }
+        if !self.released {
+            self.released = true;
+            if let Err(e) = self.engine.routing.release(self.call.sid()).await {
+                tracing::warn!(call_sid = %self.call.sid(), error = %e, "routing: releasing an ended call failed");
+            }
         }
     }
 
@@ -1153,6 +1326,7 @@ impl CallTask {
             .lock()
             .expect("calls lock")
             .remove(self.call.sid());
+        engine.bus.unwatch_call(self.call.sid());
         Metrics::inc(&engine.metrics.calls_ended);
     }
 }

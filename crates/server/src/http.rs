@@ -330,20 +330,24 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
     } else {
         "ok"
     };
-    let (online, by_state) = engine.gauges();
+    let (online, by_state) = engine.gauges().await;
     let calls: usize = by_state.iter().map(|(_, n)| n).sum();
     let (queued, retries, dropped) = engine.db.stats().snapshot();
     let body = serde_json::json!({
         "status": status,
         "calls": calls,
-        "operatorsOnline": online,
+        "operatorsOnline": online.unwrap_or(0),
         "store": {
             "kind": engine.db.kind(),
             "queuedWrites": queued,
             "writeRetries": retries,
             "droppedWrites": dropped,
         },
-        "routing": { "kind": engine.routing.kind() },
+        "routing": {
+            "kind": engine.routing.kind(),
+            "reachable": online.is_some(),
+            "node": engine.bus.node_id(),
+        },
     });
     let code = if status == "ok" {
         StatusCode::OK
@@ -354,11 +358,11 @@ async fn healthz(State(engine): State<Arc<Engine>>) -> Response {
 }
 
 async fn metrics(State(engine): State<Arc<Engine>>) -> Response {
-    let (online, by_state) = engine.gauges();
+    let (online, by_state) = engine.gauges().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         engine.metrics.render(
-            online,
+            online.unwrap_or(0),
             &by_state,
             tokio::runtime::Handle::current()
                 .metrics()

@@ -38,6 +38,7 @@
 
 pub mod audio;
 pub mod auth;
+pub mod bus;
 pub mod call;
 pub mod carrier;
 pub mod cli;
@@ -229,10 +230,14 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         config.check()?;
         let db = store::open(&config.store_location()).await?;
-        let closed = db.close_open_calls().await?;
-        if closed > 0 {
-            tracing::warn!(closed, "closed call records left open by a crash as failed");
+        if config.cluster.is_none() {
+            let closed = db.close_open_calls().await?;
+            if closed > 0 {
+                tracing::warn!(closed, "closed call records left open by a crash as failed");
+            }
         }
+        // In a cluster the open records are other nodes' live calls too:
+        // they are not this node's to close at its start.
         let secret = match &config.signing_secret {
             Some(s) => s.clone(),
             None => db.signing_secret().await?,
@@ -255,7 +260,31 @@ impl Server {
         let dev = config.dev;
         let sip_config = config.sip.clone();
         let dev_trunk = config.dev_trunk.clone();
-        let engine = Engine::new(config, db, auth::TokenSigner::new(secret.as_bytes()));
+        let signer = auth::TokenSigner::new(secret.as_bytes());
+        let engine = match config.cluster.clone() {
+            None => Engine::new(config, db, signer),
+            Some(url) => {
+                let shown = config::cluster_url_for_logs(&url);
+                let node_id = config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| format!("n_{}", util::random_hex(4)));
+                let routing = routing::nats::NatsRouting::connect(
+                    routing::nats::NatsRoutingConfig::new(url.clone(), node_id.clone()),
+                )
+                .await
+                .with_context(|| format!("joining the cluster at {shown}"))?;
+                let bus = bus::nats::NatsBus::new(routing.client(), "audin", &node_id);
+                let engine =
+                    Engine::clustered(config, db, signer, Arc::new(routing), Arc::new(bus));
+                engine
+                    .join()
+                    .await
+                    .with_context(|| format!("joining the cluster at {shown}"))?;
+                tracing::info!(node = %node_id, nats = %shown, "joined the cluster");
+                engine
+            }
+        };
         let sip = match sip_config {
             Some(sip) => Some(start_sip(&engine, sip, dev_trunk.as_ref()).await?),
             None => {
@@ -380,11 +409,11 @@ impl ServerHandle {
     /// [`Engine::drain`].
     pub async fn drain(&self) -> usize {
         let timeout = self.engine.cfg.drain_timeout;
-        let (online, by_state) = self.engine.gauges();
+        let (online, by_state) = self.engine.gauges().await;
         let live: usize = by_state.iter().map(|(_, n)| n).sum();
         tracing::info!(
             calls = live,
-            operators = online,
+            operators = online.unwrap_or(0),
             timeout_secs = timeout.as_secs_f64(),
             "draining: no new calls, live calls may finish"
         );

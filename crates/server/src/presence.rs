@@ -20,7 +20,7 @@ use crate::engine::{Engine, new_session_id};
 use crate::ratelimit::{SocketLimiter, Verdict};
 use crate::routing::OperatorKey;
 use crate::util::rfc3339;
-use crate::ws::{self, Incoming, Kind, WsConn};
+use crate::ws::{self, Incoming, Kind, Outbox, WsConn};
 
 /// An `error` message for the presence socket.
 pub fn error_msg(
@@ -205,6 +205,21 @@ async fn authenticate(engine: &Engine, conn: &mut WsConn) -> Auth<Claims> {
     }
 }
 
+/// Tells an operator's older presence socket that a new session (on this
+/// node or another) took over, and closes it with 4005 `REPLACED`.
+pub fn replace(old: &Outbox, op: &OperatorKey) {
+    tracing::info!(
+        operator = %audin_protocol::Untrusted(&op.operator_ref),
+        "presence replaced by a new session"
+    );
+    old.send_text(error_msg(
+        ErrorCode::Replaced,
+        "another connection of this operator took over",
+        None,
+    ));
+    old.close(CloseCode::Replaced, "REPLACED");
+}
+
 struct Session {
     engine: Arc<Engine>,
     op: OperatorKey,
@@ -229,23 +244,17 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
     // Draining: no new sessions (the SDK reconnects on 1001, through a
     // load balancer to another node), except for an operator whose call
     // still runs here and who needs its `callEnded`.
-    if engine.is_draining() && engine.active_call(&op).is_none() {
+    if engine.is_draining() && engine.active_call(&op).await.is_none() {
         conn.close_with(None, CloseCode::GoingAway, "SERVER_SHUTDOWN")
             .await;
         return;
     }
     let session_id = new_session_id();
-    if let Some(old) = engine.register_presence(&op, &session_id, conn.outbox().clone()) {
-        tracing::info!(
-            operator = %audin_protocol::Untrusted(&op.operator_ref),
-            "presence replaced by a new session"
-        );
-        old.send_text(error_msg(
-            ErrorCode::Replaced,
-            "another connection of this operator took over",
-            None,
-        ));
-        old.close(CloseCode::Replaced, "REPLACED");
+    if let Some(old) = engine
+        .register_presence(&op, &session_id, conn.outbox().clone())
+        .await
+    {
+        replace(&old, &op);
     }
     tracing::info!(
         operator = %audin_protocol::Untrusted(&op.operator_ref),
@@ -258,7 +267,7 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
             operator_ref: op.operator_ref.clone(),
             expires_at: rfc3339(claims.exp),
             silence_timeout_ms: engine.cfg.silence_timeout.as_millis() as u64,
-            active_call: engine.active_call(&op),
+            active_call: engine.active_call(&op).await,
         }
         .to_json(),
     );
@@ -269,7 +278,7 @@ pub async fn run(engine: Arc<Engine>, mut conn: WsConn) {
         exp: claims.exp,
     };
     session.main_loop(&mut conn).await;
-    engine.unregister_presence(&op, &session_id);
+    engine.unregister_presence(&op, &session_id).await;
     tracing::info!(
         operator = %audin_protocol::Untrusted(&op.operator_ref),
         session = %session_id,

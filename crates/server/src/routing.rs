@@ -25,11 +25,14 @@ use std::sync::Mutex;
 pub mod nats;
 
 /// An operator: account plus the integrator's operatorRef.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct OperatorKey {
     /// Account id.
     pub account: String,
     /// operatorRef (`sub` of the token).
+    #[serde(rename = "operatorRef")]
     pub operator_ref: String,
 }
 

@@ -8,6 +8,10 @@
 //! operators and assignments disappear within the TTL, which is the stated
 //! bound) and a NATS restart (the same instances work again).
 //!
+//! The bus (messages between nodes) has its own checks below: in process
+//! there is no other node; on NATS, two nodes' buses with recording
+//! inboxes.
+//!
 //! The NATS half SKIPs when nats-server is not installed, unless
 //! `AUDIN_REQUIRE_NATS` is set (as `cargo xtask test` does).
 
@@ -17,6 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use audin_server::bus::nats::NatsBus;
+use audin_server::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus};
 use audin_server::routing::nats::{NatsRouting, NatsRoutingConfig};
 use audin_server::routing::{InMemoryRouting, OperatorKey, Routing, RoutingError};
 use audin_testkit::nats::{TempNats, available_or_skip};
@@ -378,4 +384,194 @@ async fn routing_recovers_after_a_nats_restart() {
     // Refreshes resumed: the entries outlive another TTL.
     tokio::time::sleep(TTL + TTL / 2).await;
     assert_eq!(a.operators_online().await.unwrap(), 3);
+}
+
+// ── the bus: messages between nodes ──────────────────────────────────
+
+/// What a node's engine would be told by the bus, recorded.
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<String>>,
+    /// The calls "live" on this node, and whether each is answered.
+    calls: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+}
+
+impl Recorder {
+    fn push(&self, e: String) {
+        self.events.lock().unwrap().push(e);
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl Inbox for Recorder {
+    fn to_operator(&self, op: &OperatorKey, text: &str) {
+        self.push(format!("text {} {text}", op.operator_ref));
+    }
+
+    fn operator_moved(&self, op: &OperatorKey, session_id: &str) {
+        self.push(format!("moved {} {session_id}", op.operator_ref));
+    }
+
+    fn to_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        cmd: CallCommand,
+    ) -> Pin<Box<dyn Future<Output = Option<CallStatus>> + Send + 'a>> {
+        let answered = self.calls.lock().unwrap().get(call_sid).copied();
+        if answered.is_some() {
+            self.push(format!("call {call_sid} {cmd:?}"));
+        }
+        Box::pin(std::future::ready(
+            answered.map(|answered| CallStatus { answered }),
+        ))
+    }
+
+    fn operator_offline(&self, op: &OperatorKey) {
+        self.push(format!("offline {}", op.operator_ref));
+    }
+}
+
+/// Two nodes' buses on one NATS, each with its recorder.
+async fn two_buses(nats: &TempNats) -> [(NatsBus, Arc<Recorder>); 2] {
+    let p = prefix();
+    let mut out = Vec::new();
+    for id in ["node-a", "node-b"] {
+        let routing = node(nats, &p, id).await;
+        let bus = NatsBus::new(routing.client(), &p, id);
+        let rec = Arc::new(Recorder::default());
+        let inbox: Arc<dyn Inbox> = rec.clone();
+        // The weak handle lives as long as the recorder returned (one
+        // allocation); the bus keeps the routing's connection.
+        bus.start(Arc::downgrade(&inbox)).await.unwrap();
+        out.push((bus, rec));
+    }
+    out.try_into().ok().unwrap()
+}
+
+/// Messages for an operator reach the node holding its presence socket,
+/// in order, whatever its operatorRef; a new session elsewhere is
+/// announced to the old node; a stale unwatch leaves the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_bus_delivers_operator_messages_to_the_presence_node() {
+    let Some(nats) = nats("nats_bus_delivers_operator_messages") else {
+        return;
+    };
+    let [(a, rec_a), (b, rec_b)] = two_buses(&nats).await;
+    let odd = op("a.b *>/\u{202e}é");
+    a.watch_operator(&odd, "s1").await.unwrap();
+    for i in 0..100 {
+        b.to_operator(&odd, &format!("m{i}"));
+    }
+    let want: Vec<String> = std::iter::once("moved a.b *>/\u{202e}é s1".to_owned())
+        .chain((0..100).map(|i| format!("text a.b *>/\u{202e}é m{i}")))
+        .collect();
+    within(
+        Duration::from_secs(5),
+        "100 messages in order",
+        async || rec_a.events() == want,
+    )
+    .await;
+    assert!(rec_b.events().is_empty(), "{:?}", rec_b.events());
+
+    // The operator opens a session on node b: node a hears of it.
+    b.watch_operator(&odd, "s2").await.unwrap();
+    within(Duration::from_secs(5), "node a told of s2", async || {
+        rec_a.events().last().map(String::as_str) == Some("moved a.b *>/\u{202e}é s2")
+    })
+    .await;
+    a.unwatch_operator(&odd, "s1");
+    // A stale unwatch on b (an older session) keeps b's watch.
+    b.unwatch_operator(&odd, "s1");
+    let before_a = rec_a.events().len();
+    a.to_operator(&odd, "late");
+    within(Duration::from_secs(5), "b gets the message", async || {
+        rec_b.events().last().map(String::as_str) == Some("text a.b *>/\u{202e}é late")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(rec_a.events().len(), before_a, "a no longer listens");
+}
+
+/// A command reaches the node owning the call and returns its status; a
+/// call no node owns is `None` at once (NATS's no-responders), as is a sid
+/// that cannot be a subject token; an operator offline on one node is
+/// announced to the others, not to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_bus_reaches_the_calls_node_and_announces_offline() {
+    let Some(nats) = nats("nats_bus_reaches_the_calls_node") else {
+        return;
+    };
+    let [(a, rec_a), (b, rec_b)] = two_buses(&nats).await;
+    rec_a.calls.lock().unwrap().insert("CA1".into(), true);
+    a.watch_call("CA1").await.unwrap();
+    let accept = CallCommand::Accept { op: op("bob") };
+    assert_eq!(
+        b.to_call("CA1", &accept).await.unwrap(),
+        Some(CallStatus { answered: true })
+    );
+    assert_eq!(
+        rec_a.events(),
+        [format!("call CA1 {accept:?}")],
+        "delivered once, to the owner"
+    );
+    let start = Instant::now();
+    assert_eq!(
+        b.to_call("CA404", &CallCommand::Status).await.unwrap(),
+        None
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "no waiting: {:?}",
+        start.elapsed()
+    );
+    for bad in ["CA1.x", "CA*", ">", "CA 1", ""] {
+        assert_eq!(b.to_call(bad, &accept).await.unwrap(), None, "{bad:?}");
+    }
+    a.unwatch_call("CA1");
+    let gone = within(Duration::from_secs(5), "unwatched call gone", async || {
+        b.to_call("CA1", &CallCommand::Status)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    println!("an unwatched call answered None after {gone:?}");
+
+    a.operator_offline(&op("ada"));
+    within(
+        Duration::from_secs(5),
+        "b told ada is offline",
+        async || rec_b.events() == ["offline ada"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !rec_a.events().iter().any(|e| e.starts_with("offline")),
+        "{:?}",
+        rec_a.events()
+    );
+}
+
+/// In process there is no other node: nothing is sent, no call lives
+/// elsewhere.
+#[tokio::test]
+async fn the_local_bus_has_no_other_node() {
+    let bus = LocalBus;
+    let rec = Arc::new(Recorder::default());
+    let inbox: Arc<dyn Inbox> = rec.clone();
+    bus.start(Arc::downgrade(&inbox)).await.unwrap();
+    bus.watch_operator(&op("ada"), "s1").await.unwrap();
+    bus.to_operator(&op("ada"), "hello");
+    bus.watch_call("CA1").await.unwrap();
+    assert_eq!(
+        bus.to_call("CA1", &CallCommand::Status).await.unwrap(),
+        None
+    );
+    bus.operator_offline(&op("ada"));
+    assert!(rec.events().is_empty());
+    assert_eq!(bus.kind(), "in-process");
+    assert_eq!(bus.node_id(), None);
 }

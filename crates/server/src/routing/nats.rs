@@ -134,7 +134,7 @@ fn bounded<'a, T: Send + 'a>(
 
 /// `op_` + hex of `account NUL operatorRef`: any operatorRef (client text)
 /// becomes a valid, unambiguous KV key.
-fn op_key(op: &OperatorKey) -> String {
+pub(crate) fn op_key(op: &OperatorKey) -> String {
     let mut k = String::from("op_");
     for b in op.account.bytes().chain([0]).chain(op.operator_ref.bytes()) {
         k.push_str(&format!("{b:02x}"));
@@ -223,6 +223,12 @@ impl NatsRouting {
             }
         });
         Ok(Self { inner, refresher })
+    }
+
+    /// The connection (the cluster's bus shares it: see
+    /// [`crate::bus::nats::NatsBus`]).
+    pub fn client(&self) -> async_nats::Client {
+        self.inner.client.clone()
     }
 
     /// This node's id.

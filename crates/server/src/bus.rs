@@ -1,0 +1,176 @@
+//! Messages between the nodes of a cluster: the other half of the cluster
+//! seam beside [`crate::routing`] (which holds the shared *state*: who is
+//! online, who holds which call). The engine keeps its sockets and call
+//! tasks in process; when what it must reach is not here, it goes through
+//! [`Bus`]:
+//!
+//! - a message for an operator whose presence socket is on another node
+//!   (an offer, `callAccepted`, `callEnded`…);
+//! - a command for a call whose task runs on another node (`accept`,
+//!   `reject`, `hangup`, or asking how it stands): the call-to-node map is
+//!   the bus's own (each node listens for the calls it owns);
+//! - "this operator went offline" (its offers ringing elsewhere are
+//!   declined) and "this operator opened a session elsewhere" (the older
+//!   session here is replaced, as one node replaces it).
+//!
+//! What arrives from other nodes is handed to an [`Inbox`] (the engine).
+//! Two implementations: [`LocalBus`] (one process: there is no other node,
+//! so nothing is ever sent) and [`nats::NatsBus`] (NATS core subjects, on
+//! the connection the NATS routing opened). Both pass the conformance suite
+//! `crates/testkit/tests/cluster_conformance.rs`.
+//!
+//! The bus does not know calls' state machines, sockets or the protocol's
+//! messages beyond the JSON text it carries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Weak;
+
+use audin_protocol::EndReason;
+use serde::{Deserialize, Serialize};
+
+use crate::routing::OperatorKey;
+pub use crate::routing::RoutingError as BusError;
+
+pub mod nats;
+
+/// What every [`Bus`] step returns.
+pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BusError>> + Send + 'a>>;
+
+/// A command for a call owned by another node, from an operator whose
+/// presence socket is here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum CallCommand {
+    /// `accept` of the offer.
+    Accept {
+        /// Who.
+        op: OperatorKey,
+    },
+    /// `reject` of the offer.
+    Reject {
+        /// Who.
+        op: OperatorKey,
+    },
+    /// `hangup` on presence.
+    Hangup {
+        /// Who.
+        op: OperatorKey,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Nothing to do: only the reply ([`CallStatus`]) is wanted.
+    Status,
+}
+
+/// How a call stands, as its node answers a [`CallCommand`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStatus {
+    /// Answered (inbound: accepted; outbound: the far end answered).
+    pub answered: bool,
+}
+
+/// Where the engine takes what other nodes send (it holds the sockets and
+/// the call tasks). Held weakly by the bus.
+pub trait Inbox: Send + Sync {
+    /// A message (protocol JSON) for `op`'s presence socket on this node.
+    fn to_operator(&self, op: &OperatorKey, text: &str);
+    /// `op` opened presence session `session_id` (on any node, this one
+    /// included): an older session of it here is replaced.
+    fn operator_moved(&self, op: &OperatorKey, session_id: &str);
+    /// A command for the live call `call_sid`: its status, or `None` when
+    /// the call is not live on this node.
+    fn to_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        cmd: CallCommand,
+    ) -> Pin<Box<dyn Future<Output = Option<CallStatus>> + Send + 'a>>;
+    /// `op` went offline on another node: offers ringing it here are
+    /// declined.
+    fn operator_offline(&self, op: &OperatorKey);
+}
+
+/// Messages to the other nodes.
+pub trait Bus: Send + Sync + std::fmt::Debug {
+    /// `in-process` or `nats`, for logs and `/healthz`.
+    fn kind(&self) -> &'static str;
+    /// This node's id (`None` in process).
+    fn node_id(&self) -> Option<&str>;
+    /// Starts handing what arrives to `inbox` (call once, before anything
+    /// else).
+    fn start<'a>(&'a self, inbox: Weak<dyn Inbox>) -> BusFuture<'a, ()>;
+    /// `op`'s presence socket is here now, as session `session_id`:
+    /// messages for it come to this node from now on (when this returns),
+    /// and a session of it on another node is replaced.
+    fn watch_operator<'a>(&'a self, op: &'a OperatorKey, session_id: &'a str) -> BusFuture<'a, ()>;
+    /// Session `session_id` of `op` is gone from here.
+    fn unwatch_operator(&self, op: &OperatorKey, session_id: &str);
+    /// The call `call_sid` is owned here: commands for it come to this node
+    /// from now on (when this returns).
+    fn watch_call<'a>(&'a self, call_sid: &'a str) -> BusFuture<'a, ()>;
+    /// The call `call_sid` is over here.
+    fn unwatch_call(&self, call_sid: &str);
+    /// Sends `text` to `op`'s presence socket on another node (dropped if
+    /// it has none: as a message to an operator who just left).
+    fn to_operator(&self, op: &OperatorKey, text: &str);
+    /// Sends `cmd` to the node that owns `call_sid`: its status, or `None`
+    /// when no node has it live.
+    fn to_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        cmd: &'a CallCommand,
+    ) -> BusFuture<'a, Option<CallStatus>>;
+    /// Tells the other nodes that `op` went offline here.
+    fn operator_offline(&self, op: &OperatorKey);
+}
+
+fn done<'a, T: Send + 'a>(v: Result<T, BusError>) -> BusFuture<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+/// One process: there is no other node. Nothing is sent; no call lives
+/// elsewhere.
+#[derive(Debug, Default)]
+pub struct LocalBus;
+
+impl Bus for LocalBus {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
+    fn start<'a>(&'a self, _inbox: Weak<dyn Inbox>) -> BusFuture<'a, ()> {
+        done(Ok(()))
+    }
+
+    fn watch_operator<'a>(
+        &'a self,
+        _op: &'a OperatorKey,
+        _session_id: &'a str,
+    ) -> BusFuture<'a, ()> {
+        done(Ok(()))
+    }
+
+    fn unwatch_operator(&self, _op: &OperatorKey, _session_id: &str) {}
+
+    fn watch_call<'a>(&'a self, _call_sid: &'a str) -> BusFuture<'a, ()> {
+        done(Ok(()))
+    }
+
+    fn unwatch_call(&self, _call_sid: &str) {}
+
+    fn to_operator(&self, _op: &OperatorKey, _text: &str) {}
+
+    fn to_call<'a>(
+        &'a self,
+        _call_sid: &'a str,
+        _cmd: &'a CallCommand,
+    ) -> BusFuture<'a, Option<CallStatus>> {
+        done(Ok(None))
+    }
+
+    fn operator_offline(&self, _op: &OperatorKey) {}
+}

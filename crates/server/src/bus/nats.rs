@@ -1,0 +1,370 @@
+//! [`NatsBus`]: messages between nodes on NATS core subjects (no
+//! JetStream: a message for a node that is gone is simply not delivered,
+//! as a message to a socket that closed).
+//!
+//! Subjects (`{prefix}` is `audin`; tests isolate with their own):
+//!
+//! | Subject | Who listens | Payload |
+//! |---|---|---|
+//! | `{prefix}.op.{op key}` | the node holding the operator's presence socket | `T` + protocol JSON, or `M` + the session id that opened |
+//! | `{prefix}.call.{call sid}` | the node owning the call (request/reply) | JSON [`CallCommand`]; the reply is JSON `Option<CallStatus>` |
+//! | `{prefix}.offline` | every node | JSON `{node, op}` |
+//!
+//! The operator key is the routing's hex key (any operatorRef, which is
+//! client text, is a valid subject token). A call sid is used as is only if
+//! it is a plain token (`[A-Za-z0-9_-]`, at most 64): anything else cannot
+//! be a call of ours and is answered as unknown without asking NATS.
+//!
+//! "No node owns the call" is NATS's own *no responders* answer to the
+//! request, so asking for a call that ended costs one round trip and no
+//! waiting.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Bus, BusError, BusFuture, CallCommand, CallStatus, Inbox};
+use crate::routing::OperatorKey;
+use crate::routing::nats::op_key;
+
+const TEXT: u8 = b'T';
+const MOVED: u8 = b'M';
+/// Messages waiting for the connection (about 1 s of offers and call
+/// events on a busy node); beyond that they are dropped, as while NATS is
+/// away.
+const OUTGOING_QUEUE: usize = 4096;
+
+/// Messages between nodes over NATS.
+#[derive(Debug)]
+pub struct NatsBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    prefix: String,
+    node_id: String,
+    inbox: OnceLock<Weak<dyn Inbox>>,
+    /// Operators whose presence socket is here: session id and listener.
+    ops: Mutex<HashMap<OperatorKey, (String, JoinHandle<()>)>>,
+    /// Calls owned here: their listeners.
+    calls: Mutex<HashMap<String, JoinHandle<()>>>,
+    offline: Mutex<Option<JoinHandle<()>>>,
+    /// Fire-and-forget messages, in order, to the one task that publishes
+    /// them (a task per message would reorder an operator's messages).
+    outgoing: mpsc::Sender<(String, Bytes)>,
+    publisher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("prefix", &self.prefix)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Offline {
+    node: String,
+    op: OperatorKey,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("{what}: {e}"))
+}
+
+/// Whether `sid` can be one subject token (and so one of our call sids).
+fn plain_token(sid: &str) -> bool {
+    !sid.is_empty()
+        && sid.len() <= 64
+        && sid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl NatsBus {
+    /// A bus on `client` (the routing's connection), subjects under
+    /// `prefix`, for node `node_id`.
+    pub fn new(client: async_nats::Client, prefix: &str, node_id: &str) -> Self {
+        let (outgoing, mut queue) = mpsc::channel::<(String, Bytes)>(OUTGOING_QUEUE);
+        let publisher = tokio::spawn({
+            let client = client.clone();
+            async move {
+                while let Some((subject, payload)) = queue.recv().await {
+                    if let Err(e) = client.publish(subject, payload).await {
+                        tracing::debug!(error = %e, "bus: a message was not sent");
+                    }
+                }
+            }
+        });
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                prefix: prefix.to_owned(),
+                node_id: node_id.to_owned(),
+                inbox: OnceLock::new(),
+                ops: Mutex::default(),
+                calls: Mutex::default(),
+                offline: Mutex::default(),
+                outgoing,
+                publisher,
+            }),
+        }
+    }
+
+    fn op_subject(&self, op: &OperatorKey) -> String {
+        format!("{}.op.{}", self.inner.prefix, op_key(op))
+    }
+
+    fn call_subject(&self, sid: &str) -> String {
+        format!("{}.call.{sid}", self.inner.prefix)
+    }
+
+    fn inbox(inner: &Inner) -> Option<Arc<dyn Inbox>> {
+        inner.inbox.get().and_then(Weak::upgrade)
+    }
+
+    /// Returns once nats-server has processed everything this connection
+    /// sent before (a subscription included): a request nobody answers,
+    /// whose "no responders" comes back through the server. Without it a
+    /// subscription is only queued, and another node's message could
+    /// overtake it.
+    async fn sync(&self) -> Result<(), BusError> {
+        let subject = format!("{}.sync.{}", self.inner.prefix, self.inner.node_id);
+        match self.inner.client.request(subject, Bytes::new()).await {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(unavailable("waiting for NATS", e)),
+        }
+    }
+
+    /// Queues a message without waiting for the connection, in order.
+    fn publish(&self, subject: String, payload: Bytes) {
+        if self.inner.outgoing.try_send((subject, payload)).is_err() {
+            tracing::warn!("bus: outgoing queue full, a message to another node was dropped");
+        }
+    }
+}
+
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.inner.ops.lock().expect("bus lock").drain() {
+            task.abort();
+        }
+        for (_, task) in self.inner.calls.lock().expect("bus lock").drain() {
+            task.abort();
+        }
+        if let Some(task) = self.inner.offline.lock().expect("bus lock").take() {
+            task.abort();
+        }
+        self.inner.publisher.abort();
+    }
+}
+
+impl Bus for NatsBus {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn node_id(&self) -> Option<&str> {
+        Some(&self.inner.node_id)
+    }
+
+    fn start<'a>(&'a self, inbox: Weak<dyn Inbox>) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = self.inner.inbox.set(inbox);
+            let mut sub = self
+                .inner
+                .client
+                .subscribe(format!("{}.offline", self.inner.prefix))
+                .await
+                .map_err(|e| unavailable("listening for operators going offline", e))?;
+            let inner = Arc::downgrade(&self.inner);
+            let task = tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let Ok(m) = serde_json::from_slice::<Offline>(&msg.payload) else {
+                        continue;
+                    };
+                    if m.node != inner.node_id {
+                        if let Some(inbox) = Self::inbox(&inner) {
+                            inbox.operator_offline(&m.op);
+                        }
+                    }
+                }
+            });
+            if let Some(old) = self.inner.offline.lock().expect("bus lock").replace(task) {
+                old.abort();
+            }
+            Ok(())
+        })
+    }
+
+    fn watch_operator<'a>(&'a self, op: &'a OperatorKey, session_id: &'a str) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            let subject = self.op_subject(op);
+            let mut sub = self
+                .inner
+                .client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| unavailable("listening for an operator", e))?;
+            let inner = Arc::downgrade(&self.inner);
+            let key = op.clone();
+            let task = tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let Some(inbox) = Self::inbox(&inner) else {
+                        return;
+                    };
+                    let Ok(body) = std::str::from_utf8(msg.payload.get(1..).unwrap_or_default())
+                    else {
+                        continue;
+                    };
+                    match msg.payload.first() {
+                        Some(&TEXT) => inbox.to_operator(&key, body),
+                        Some(&MOVED) => inbox.operator_moved(&key, body),
+                        _ => {}
+                    }
+                }
+            });
+            let old = self
+                .inner
+                .ops
+                .lock()
+                .expect("bus lock")
+                .insert(op.clone(), (session_id.to_owned(), task));
+            if let Some((_, old)) = old {
+                old.abort();
+            }
+            // After the listener: this node hears its own announcement and
+            // ignores it (the session is the current one).
+            let mut moved = vec![MOVED];
+            moved.extend_from_slice(session_id.as_bytes());
+            self.inner
+                .client
+                .publish(subject, moved.into())
+                .await
+                .map_err(|e| unavailable("announcing an operator's session", e))?;
+            self.sync().await
+        })
+    }
+
+    fn unwatch_operator(&self, op: &OperatorKey, session_id: &str) {
+        let mut ops = self.inner.ops.lock().expect("bus lock");
+        if ops.get(op).is_some_and(|(s, _)| s == session_id) {
+            if let Some((_, task)) = ops.remove(op) {
+                task.abort();
+            }
+        }
+    }
+
+    fn watch_call<'a>(&'a self, call_sid: &'a str) -> BusFuture<'a, ()> {
+        Box::pin(async move {
+            if !plain_token(call_sid) {
+                return Err(unavailable("listening for a call", "not a plain call sid"));
+            }
+            let mut sub = self
+                .inner
+                .client
+                .subscribe(self.call_subject(call_sid))
+                .await
+                .map_err(|e| unavailable("listening for a call", e))?;
+            let inner = Arc::downgrade(&self.inner);
+            let sid = call_sid.to_owned();
+            let task = tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let Some(inbox) = Self::inbox(&inner) else {
+                        return;
+                    };
+                    let status = match serde_json::from_slice::<CallCommand>(&msg.payload) {
+                        Ok(cmd) => inbox.to_call(&sid, cmd).await,
+                        Err(_) => None,
+                    };
+                    if let Some(reply) = msg.reply {
+                        let body = serde_json::to_vec(&status).unwrap_or_default();
+                        let _ = inner.client.publish(reply, body.into()).await;
+                    }
+                }
+            });
+            if let Some(old) = self
+                .inner
+                .calls
+                .lock()
+                .expect("bus lock")
+                .insert(call_sid.to_owned(), task)
+            {
+                old.abort();
+            }
+            self.sync().await
+        })
+    }
+
+    fn unwatch_call(&self, call_sid: &str) {
+        if let Some(task) = self.inner.calls.lock().expect("bus lock").remove(call_sid) {
+            task.abort();
+        }
+    }
+
+    fn to_operator(&self, op: &OperatorKey, text: &str) {
+        let mut payload = Vec::with_capacity(text.len() + 1);
+        payload.push(TEXT);
+        payload.extend_from_slice(text.as_bytes());
+        self.publish(self.op_subject(op), payload.into());
+    }
+
+    fn to_call<'a>(
+        &'a self,
+        call_sid: &'a str,
+        cmd: &'a CallCommand,
+    ) -> BusFuture<'a, Option<CallStatus>> {
+        Box::pin(async move {
+            if !plain_token(call_sid) {
+                return Ok(None);
+            }
+            let body = serde_json::to_vec(cmd).map_err(|e| unavailable("encoding", e))?;
+            match self
+                .inner
+                .client
+                .request(self.call_subject(call_sid), body.into())
+                .await
+            {
+                Ok(reply) => serde_json::from_slice(&reply.payload)
+                    .map_err(|e| unavailable("reading a call's reply", e)),
+                Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(None),
+                Err(e) => Err(unavailable("asking a call's node", e)),
+            }
+        })
+    }
+
+    fn operator_offline(&self, op: &OperatorKey) {
+        let m = Offline {
+            node: self.inner.node_id.clone(),
+            op: op.clone(),
+        };
+        if let Ok(body) = serde_json::to_vec(&m) {
+            self.publish(format!("{}.offline", self.inner.prefix), body.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_token;
+
+    #[test]
+    fn only_plain_tokens_become_call_subjects() {
+        assert!(plain_token("CA0123abcdef"));
+        for bad in ["", "a.b", "a*", ">", "a b", "a\r\nPUB x", &"a".repeat(65)] {
+            assert!(!plain_token(bad), "{bad:?}");
+        }
+    }
+}

@@ -11,7 +11,12 @@
 //!   the bus's own (each node listens for the calls it owns);
 //! - "this operator went offline" (its offers ringing elsewhere are
 //!   declined) and "this operator opened a session elsewhere" (the older
-//!   session here is replaced, as one node replaces it).
+//!   session here is replaced, as one node replaces it);
+//! - the audio of a call whose audio socket landed on another node than
+//!   the call's: a *relay* carries the operator's frames up to the call's
+//!   node and the far end's frames, the socket's control messages and its
+//!   close down to the socket's node ([`Bus::open_relay`] on the call's
+//!   node, [`Bus::join_relay`] on the socket's).
 //!
 //! What arrives from other nodes is handed to an [`Inbox`] (the engine).
 //! Two implementations: [`LocalBus`] (one process: there is no other node,
@@ -24,7 +29,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
 
 use audin_protocol::EndReason;
 use serde::{Deserialize, Serialize};
@@ -52,15 +59,43 @@ pub enum CallCommand {
         /// Who.
         op: OperatorKey,
     },
-    /// `hangup` on presence.
+    /// `hangup`, on presence or on the audio socket.
     Hangup {
         /// Who.
         op: OperatorKey,
         /// Why.
         reason: EndReason,
+        /// Sent on presence (an unknown caller gets an error there).
+        #[serde(rename = "fromPresence")]
+        from_presence: bool,
     },
     /// Nothing to do: only the reply ([`CallStatus`]) is wanted.
     Status,
+    /// An audio socket on the sender's node attaches: the call's node
+    /// opens relay `relay` ([`Bus::open_relay`]) and answers with
+    /// [`CallStatus::attach`].
+    Attach {
+        /// Who (its token was checked by the socket's node).
+        op: OperatorKey,
+        /// The relay's id (a plain token the socket's node chose).
+        relay: String,
+    },
+    /// The relayed socket's `mute`.
+    Mute {
+        /// On or off.
+        muted: bool,
+    },
+    /// The relayed socket's `dtmf`.
+    Dtmf {
+        /// The digit.
+        digit: char,
+    },
+    /// The relayed socket `attach_id` is gone.
+    AudioClosed {
+        /// As [`CallStatus::attach`] named it.
+        #[serde(rename = "attachId")]
+        attach_id: u64,
+    },
 }
 
 /// How a call stands, as its node answers a [`CallCommand`].
@@ -68,7 +103,59 @@ pub enum CallCommand {
 pub struct CallStatus {
     /// Answered (inbound: accepted; outbound: the far end answered).
     pub answered: bool,
+    /// The answer to [`CallCommand::Attach`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachOutcome>,
 }
+
+/// What became of a relayed attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum AttachOutcome {
+    /// Attached, as this attachment.
+    Attached {
+        /// Identifies it in [`CallCommand::AudioClosed`].
+        #[serde(rename = "attachId")]
+        attach_id: u64,
+    },
+    /// Not this operator's call (4004).
+    Forbidden,
+    /// Unknown or ended (4008).
+    NotFound,
+}
+
+/// The call's node's end of a relay: what goes down to the socket's node.
+/// Dropping the last handle ends the relay (no more frames come up).
+pub trait RelayDown: Send + Sync + std::fmt::Debug {
+    /// A far-end frame for the operator.
+    fn frame(&self, frame: Bytes);
+    /// A control message (protocol JSON) for the audio socket.
+    fn text(&self, text: &str);
+    /// Closes the audio socket with `code` and `reason`.
+    fn close(&self, code: u16, reason: &str);
+}
+
+/// The socket's node's end of a relay: the operator's frames go up.
+/// Dropping it ends the relay (no more comes down).
+pub trait RelayUp: Send + Sync + std::fmt::Debug {
+    /// An operator frame for the far end.
+    fn frame(&self, frame: Bytes);
+}
+
+/// Where the socket's node puts what comes down a relay (the audio
+/// socket).
+pub trait RelaySink: Send + Sync {
+    /// A far-end frame.
+    fn frame(&self, frame: Bytes);
+    /// A control message.
+    fn text(&self, text: String);
+    /// Close the socket.
+    fn close(&self, code: u16, reason: &str);
+}
+
+/// Where the call's node puts the operator's frames from a relay (the
+/// call's media, towards the far end).
+pub type FrameSink = Arc<dyn Fn(Bytes) + Send + Sync>;
 
 /// Where the engine takes what other nodes send (it holds the sockets and
 /// the call tasks). Held weakly by the bus.
@@ -122,6 +209,18 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     ) -> BusFuture<'a, Option<CallStatus>>;
     /// Tells the other nodes that `op` went offline here.
     fn operator_offline(&self, op: &OperatorKey);
+    /// On the call's node: opens relay `relay` (frames coming up go to
+    /// `up`) and returns its way down. Frames come up once this returns.
+    fn open_relay<'a>(&'a self, relay: &'a str, up: FrameSink)
+    -> BusFuture<'a, Arc<dyn RelayDown>>;
+    /// On the socket's node: joins relay `relay` (what comes down goes to
+    /// `sink`) and returns its way up. Call before asking the call's node
+    /// to open it, so nothing sent down is missed.
+    fn join_relay<'a>(
+        &'a self,
+        relay: &'a str,
+        sink: Arc<dyn RelaySink>,
+    ) -> BusFuture<'a, Arc<dyn RelayUp>>;
 }
 
 fn done<'a, T: Send + 'a>(v: Result<T, BusError>) -> BusFuture<'a, T> {
@@ -173,4 +272,24 @@ impl Bus for LocalBus {
     }
 
     fn operator_offline(&self, _op: &OperatorKey) {}
+
+    fn open_relay<'a>(
+        &'a self,
+        _relay: &'a str,
+        _up: FrameSink,
+    ) -> BusFuture<'a, Arc<dyn RelayDown>> {
+        done(Err(BusError::Unavailable(
+            "no other node in process".into(),
+        )))
+    }
+
+    fn join_relay<'a>(
+        &'a self,
+        _relay: &'a str,
+        _sink: Arc<dyn RelaySink>,
+    ) -> BusFuture<'a, Arc<dyn RelayUp>> {
+        done(Err(BusError::Unavailable(
+            "no other node in process".into(),
+        )))
+    }
 }

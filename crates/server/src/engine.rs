@@ -23,7 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::auth::{Claims, TokenSigner};
-use crate::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus};
+use crate::bus::{
+    AttachOutcome, Bus, CallCommand, CallStatus, Inbox, LocalBus, RelayDown, RelaySink, RelayUp,
+};
 pub use crate::call::AttachError;
 use crate::call::{Action, Call, CallTimers, Phase, not_found};
 use crate::carrier::{
@@ -100,7 +102,7 @@ pub enum CallCmd {
         /// Who.
         op: OperatorKey,
         /// Where to send audio and control messages.
-        outbox: Outbox,
+        outbox: AudioPeer,
         /// The answer.
         reply: oneshot::Sender<Result<Attachment, AttachError>>,
     },
@@ -125,9 +127,91 @@ pub struct Attachment {
     pub cmd: mpsc::Sender<CallCmd>,
 }
 
+/// An attached audio socket as the call's task sees it: on this node, or
+/// on another one through a relay of the bus.
+#[derive(Debug, Clone)]
+pub enum AudioPeer {
+    /// The socket is here.
+    Local(Outbox),
+    /// The socket is on another node.
+    Relayed(Arc<dyn RelayDown>),
+}
+
+impl AudioPeer {
+    fn send_text(&self, text: String) {
+        match self {
+            Self::Local(o) => o.send_text(text),
+            Self::Relayed(r) => r.text(&text),
+        }
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        match self {
+            Self::Local(o) => o.close(code, reason),
+            Self::Relayed(r) => r.close(code.code(), reason),
+        }
+    }
+
+    fn operator_audio(&self) -> Arc<dyn OperatorAudio> {
+        match self {
+            Self::Local(o) => Arc::new(o.clone()),
+            Self::Relayed(r) => Arc::new(RelayedAudio(r.clone())),
+        }
+    }
+}
+
+/// Far-end frames for a socket on another node.
+#[derive(Debug)]
+struct RelayedAudio(Arc<dyn RelayDown>);
+
+impl OperatorAudio for RelayedAudio {
+    fn push(&self, frame: bytes::Bytes) {
+        self.0.frame(frame);
+    }
+}
+
+/// On the socket's node: what comes down a relay goes into the socket.
+struct SocketSink(Outbox);
+
+impl RelaySink for SocketSink {
+    fn frame(&self, frame: bytes::Bytes) {
+        self.0.push_audio(frame);
+    }
+
+    fn text(&self, text: String) {
+        self.0.send_text(text);
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.0.close(
+            CloseCode::from_code(code).unwrap_or(CloseCode::Normal),
+            reason,
+        );
+    }
+}
+
+/// On the socket's node: the call's "far end" is the relay up to the
+/// call's node, which hands the frames to the real one.
+#[derive(Debug)]
+struct RelayLeg(Arc<dyn RelayUp>);
+
+impl CarrierLeg for RelayLeg {
+    fn answer(&self) {}
+
+    fn send_audio(&self, frame: bytes::Bytes) {
+        self.0.frame(frame);
+    }
+
+    fn send_dtmf(&self, _digit: char) {}
+
+    fn hang_up(&self, _reason: EndReason) {}
+}
+
 #[derive(Debug)]
 struct CallEntry {
     tx: mpsc::Sender<CallCmd>,
+    /// Its audio path (a relayed socket's frames go in here).
+    media: Arc<CallMedia>,
     account: String,
     state: Arc<AtomicU8>,
     answered: Arc<AtomicBool>,
@@ -436,14 +520,6 @@ impl Engine {
         Ok((accepted, rejected))
     }
 
-    fn call_tx(&self, sid: &str) -> Option<mpsc::Sender<CallCmd>> {
-        self.calls
-            .lock()
-            .expect("calls lock")
-            .get(sid)
-            .map(|c| c.tx.clone())
-    }
-
     /// Tells a late `accept` / `hangup` what became of a call that is no
     /// longer live: its real end for an operator it was offered to or held
     /// by, and to anyone else exactly what an unknown sid gets (protocol:
@@ -495,7 +571,7 @@ impl Engine {
     /// `reject`.
     pub async fn reject(&self, op: &OperatorKey, sid: &str) {
         let cmd = CallCommand::Reject { op: op.clone() };
-        if !self.to_local_call(sid, cmd.clone()).await {
+        if self.to_local_call(sid, cmd.clone()).await.is_none() {
             let _ = self.bus.to_call(sid, &cmd).await;
         }
     }
@@ -506,6 +582,7 @@ impl Engine {
         let cmd = CallCommand::Hangup {
             op: op.clone(),
             reason,
+            from_presence: true,
         };
         self.command(op, sid, cmd).await;
     }
@@ -513,7 +590,7 @@ impl Engine {
     /// An operator's command for a call live here or on another node; for
     /// a call live nowhere, what became of it.
     async fn command(&self, op: &OperatorKey, sid: String, cmd: CallCommand) {
-        if self.to_local_call(&sid, cmd.clone()).await {
+        if self.to_local_call(&sid, cmd.clone()).await.is_some() {
             return;
         }
         match self.bus.to_call(&sid, &cmd).await {
@@ -537,23 +614,89 @@ impl Engine {
         }
     }
 
-    /// Hands `cmd` to the call's task if the call is live on this node.
-    async fn to_local_call(&self, sid: &str, cmd: CallCommand) -> bool {
-        let Some(tx) = self.call_tx(sid) else {
-            return false;
+    /// Hands `cmd` to the call's task if the call is live on this node:
+    /// how the call stands, or `None` when it is not live here.
+    async fn to_local_call(&self, sid: &str, cmd: CallCommand) -> Option<CallStatus> {
+        let (tx, answered, media, account) = {
+            let calls = self.calls.lock().expect("calls lock");
+            let c = calls.get(sid)?;
+            (
+                c.tx.clone(),
+                c.answered.clone(),
+                c.media.clone(),
+                c.account.clone(),
+            )
         };
+        let mut attach = None;
         let cmd = match cmd {
-            CallCommand::Accept { op } => CallCmd::Accept(op),
-            CallCommand::Reject { op } => CallCmd::Reject(op),
-            CallCommand::Hangup { op, reason } => CallCmd::Hangup {
+            CallCommand::Accept { op } => Some(CallCmd::Accept(op)),
+            CallCommand::Reject { op } => Some(CallCmd::Reject(op)),
+            CallCommand::Hangup {
                 op,
                 reason,
-                from_presence: true,
-            },
-            CallCommand::Status => return true,
+                from_presence,
+            } => Some(CallCmd::Hangup {
+                op,
+                reason,
+                from_presence,
+            }),
+            CallCommand::Status => None,
+            CallCommand::Mute { muted } => Some(CallCmd::Mute(muted)),
+            CallCommand::Dtmf { digit } => Some(CallCmd::Dtmf(digit)),
+            CallCommand::AudioClosed { attach_id } => Some(CallCmd::AudioClosed(attach_id)),
+            CallCommand::Attach { op, relay } => {
+                attach = Some(if op.account == account {
+                    self.attach_relay(&tx, media, op, &relay).await
+                } else {
+                    AttachOutcome::Forbidden
+                });
+                None
+            }
         };
-        let _ = tx.send(cmd).await;
-        true
+        if let Some(cmd) = cmd {
+            let _ = tx.send(cmd).await;
+        }
+        Some(CallStatus {
+            answered: answered.load(Ordering::Relaxed),
+            attach,
+        })
+    }
+
+    /// On the call's node: an audio socket on another node attaches
+    /// through relay `relay`.
+    async fn attach_relay(
+        &self,
+        tx: &mpsc::Sender<CallCmd>,
+        media: Arc<CallMedia>,
+        op: OperatorKey,
+        relay: &str,
+    ) -> AttachOutcome {
+        let up = Arc::new(move |frame| {
+            media.to_carrier(frame);
+        });
+        let down = match self.bus.open_relay(relay, up).await {
+            Ok(down) => down,
+            Err(e) => {
+                tracing::warn!(error = %e, "bus: opening an audio relay failed");
+                return AttachOutcome::NotFound;
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let cmd = CallCmd::Attach {
+            op,
+            outbox: AudioPeer::Relayed(down),
+            reply,
+        };
+        if tx.send(cmd).await.is_err() {
+            return AttachOutcome::NotFound;
+        }
+        match answer.await {
+            Ok(Ok(att)) => AttachOutcome::Attached {
+                attach_id: att.attach_id,
+            },
+            Ok(Err(AttachError::Forbidden)) => AttachOutcome::Forbidden,
+            _ => AttachOutcome::NotFound,
+        }
     }
 
     /// `dial`: validates, assigns the operator and creates the call.
@@ -817,6 +960,7 @@ impl Engine {
             task.call.sid().to_owned(),
             CallEntry {
                 tx: task.tx.clone(),
+                media: task.media.clone(),
                 account: task.account.clone(),
                 state: task.state_cell.clone(),
                 answered: task.answered_cell.clone(),
@@ -837,27 +981,109 @@ impl Engine {
         sid: &str,
         outbox: Outbox,
     ) -> Result<Attachment, AttachError> {
-        let (tx, account) = {
+        let op = OperatorKey {
+            account: claims.acc.clone(),
+            operator_ref: claims.sub.clone(),
+        };
+        let local = {
             let calls = self.calls.lock().expect("calls lock");
-            let entry = calls.get(sid).ok_or(AttachError::NotFound)?;
-            (entry.tx.clone(), entry.account.clone())
+            calls
+                .get(sid)
+                .map(|entry| (entry.tx.clone(), entry.account.clone()))
+        };
+        let Some((tx, account)) = local else {
+            return self.attach_relayed(op, sid, outbox).await;
         };
         if account != claims.acc {
             return Err(AttachError::Forbidden);
         }
         let (reply_tx, reply_rx) = oneshot::channel();
-        let op = OperatorKey {
-            account: claims.acc.clone(),
-            operator_ref: claims.sub.clone(),
-        };
         tx.send(CallCmd::Attach {
             op,
-            outbox,
+            outbox: AudioPeer::Local(outbox),
             reply: reply_tx,
         })
         .await
         .map_err(|_| AttachError::NotFound)?;
         reply_rx.await.unwrap_or(Err(AttachError::NotFound))
+    }
+
+    /// Attaches an audio socket here to a call live on another node,
+    /// through a relay of the bus: the socket's session sees an ordinary
+    /// [`Attachment`] whose far end is the relay and whose commands are
+    /// forwarded to the call's node.
+    async fn attach_relayed(
+        &self,
+        op: OperatorKey,
+        sid: &str,
+        outbox: Outbox,
+    ) -> Result<Attachment, AttachError> {
+        let relay = random_hex(8);
+        let sink = Arc::new(SocketSink(outbox));
+        let up = match self.bus.join_relay(&relay, sink).await {
+            Ok(up) => up,
+            // In process: no other node, the call is live nowhere.
+            Err(_) => return Err(AttachError::NotFound),
+        };
+        let asked = self
+            .bus
+            .to_call(sid, &CallCommand::Attach { op, relay })
+            .await;
+        let attach_id = match asked {
+            Ok(Some(CallStatus {
+                attach: Some(AttachOutcome::Attached { attach_id }),
+                ..
+            })) => attach_id,
+            Ok(Some(CallStatus {
+                attach: Some(AttachOutcome::Forbidden),
+                ..
+            })) => return Err(AttachError::Forbidden),
+            Ok(_) => return Err(AttachError::NotFound),
+            Err(e) => {
+                tracing::warn!(call_sid = %sid, error = %e, "bus: attaching to a call on another node failed");
+                return Err(AttachError::NotFound);
+            }
+        };
+        tracing::debug!(call_sid = %sid, "audio socket relayed to the call's node");
+        let media = CallMedia::new();
+        media.set_leg(Arc::new(RelayLeg(up)));
+        let (cmd, mut commands) = mpsc::channel(16);
+        let (bus, sid) = (self.bus.clone(), sid.to_owned());
+        tokio::spawn(async move {
+            while let Some(cmd) = commands.recv().await {
+                let (cmd, last) = match cmd {
+                    CallCmd::Mute(muted) => (CallCommand::Mute { muted }, false),
+                    CallCmd::Dtmf(digit) => (CallCommand::Dtmf { digit }, false),
+                    CallCmd::Hangup {
+                        op,
+                        reason,
+                        from_presence,
+                    } => (
+                        CallCommand::Hangup {
+                            op,
+                            reason,
+                            from_presence,
+                        },
+                        false,
+                    ),
+                    CallCmd::AudioClosed(attach_id) => {
+                        (CallCommand::AudioClosed { attach_id }, true)
+                    }
+                    _ => continue,
+                };
+                if let Err(e) = bus.to_call(&sid, &cmd).await {
+                    tracing::warn!(call_sid = %sid, error = %e, "bus: a relayed socket's command was lost");
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        Ok(Attachment {
+            attach_id,
+            media,
+            cmd,
+        })
     }
 
     // ── drain and shutdown ────────────────────────────────────────────
@@ -1000,20 +1226,7 @@ impl Inbox for Engine {
         call_sid: &'a str,
         cmd: CallCommand,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<CallStatus>> + Send + 'a>> {
-        Box::pin(async move {
-            let answered = self
-                .calls
-                .lock()
-                .expect("calls lock")
-                .get(call_sid)
-                .map(|c| c.answered.clone())?;
-            if !self.to_local_call(call_sid, cmd).await {
-                return None;
-            }
-            Some(CallStatus {
-                answered: answered.load(Ordering::Relaxed),
-            })
-        })
+        Box::pin(self.to_local_call(call_sid, cmd))
     }
 
     fn operator_offline(&self, op: &OperatorKey) {
@@ -1047,7 +1260,7 @@ struct CallTask {
     /// back, so a panicking task does not leak it either).
     slot: Option<OutboundSlot>,
     /// Attached audio sockets by attach id (two at most, during a replace).
-    sockets: HashMap<u64, Outbox>,
+    sockets: HashMap<u64, AudioPeer>,
     /// The routing has forgotten the call's holder.
     released: bool,
     tx: mpsc::Sender<CallCmd>,
@@ -1215,9 +1428,8 @@ impl CallTask {
                 }
                 Action::RouteAudio(id) => {
                     let socket = id.and_then(|id| self.sockets.get(&id));
-                    self.media.route_to_operator(
-                        socket.map(|o| Arc::new(o.clone()) as Arc<dyn OperatorAudio>),
-                    );
+                    self.media
+                        .route_to_operator(socket.map(AudioPeer::operator_audio));
                 }
                 Action::AnswerLeg => {
                     if let Some(leg) = &self.leg {

@@ -191,7 +191,7 @@ async fn health_metrics_calls_and_dev_token() {
             "calls": 0,
             "operatorsOnline": 0,
             "store": {"kind": "sqlite", "queuedWrites": 0, "writeRetries": 0, "droppedWrites": 0},
-            "routing": {"kind": "in-process"},
+            "routing": {"kind": "in-process", "reachable": true, "node": null},
         })
     );
     let m = s.metrics().await;

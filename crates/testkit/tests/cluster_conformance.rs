@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use audin_server::bus::nats::NatsBus;
-use audin_server::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus};
+use audin_server::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus, RelaySink};
 use audin_server::routing::nats::{NatsRouting, NatsRoutingConfig};
 use audin_server::routing::{InMemoryRouting, OperatorKey, Routing, RoutingError};
 use audin_testkit::nats::{TempNats, available_or_skip};
@@ -424,9 +424,10 @@ impl Inbox for Recorder {
         if answered.is_some() {
             self.push(format!("call {call_sid} {cmd:?}"));
         }
-        Box::pin(std::future::ready(
-            answered.map(|answered| CallStatus { answered }),
-        ))
+        Box::pin(std::future::ready(answered.map(|answered| CallStatus {
+            answered,
+            attach: None,
+        })))
     }
 
     fn operator_offline(&self, op: &OperatorKey) {
@@ -510,7 +511,10 @@ async fn nats_bus_reaches_the_calls_node_and_announces_offline() {
     let accept = CallCommand::Accept { op: op("bob") };
     assert_eq!(
         b.to_call("CA1", &accept).await.unwrap(),
-        Some(CallStatus { answered: true })
+        Some(CallStatus {
+            answered: true,
+            attach: None
+        })
     );
     assert_eq!(
         rec_a.events(),
@@ -530,6 +534,8 @@ async fn nats_bus_reaches_the_calls_node_and_announces_offline() {
     for bad in ["CA1.x", "CA*", ">", "CA 1", ""] {
         assert_eq!(b.to_call(bad, &accept).await.unwrap(), None, "{bad:?}");
     }
+    // The call ends on a: its engine forgets it, then the bus.
+    rec_a.calls.lock().unwrap().remove("CA1");
     a.unwatch_call("CA1");
     let gone = within(Duration::from_secs(5), "unwatched call gone", async || {
         b.to_call("CA1", &CallCommand::Status)
@@ -574,4 +580,77 @@ async fn the_local_bus_has_no_other_node() {
     assert!(rec.events().is_empty());
     assert_eq!(bus.kind(), "in-process");
     assert_eq!(bus.node_id(), None);
+}
+
+/// What came down a relay, recorded.
+#[derive(Default)]
+struct SocketRecorder(std::sync::Mutex<Vec<String>>);
+
+impl RelaySink for SocketRecorder {
+    fn frame(&self, frame: bytes::Bytes) {
+        self.0.lock().unwrap().push(format!("frame {}", frame[0]));
+    }
+
+    fn text(&self, text: String) {
+        self.0.lock().unwrap().push(format!("text {text}"));
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("close {code} {reason}"));
+    }
+}
+
+/// A relay between the call's node (a) and the socket's node (b): frames
+/// go up, frames, texts and the close come down, in order; dropping
+/// either end stops what it listened to; a relay id that is not a plain
+/// token is refused; in process there is no relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_bus_relays_audio_between_the_call_and_socket_nodes() {
+    let Some(nats) = nats("nats_bus_relays_audio") else {
+        return;
+    };
+    let [(a, _), (b, _)] = two_buses(&nats).await;
+    let socket = Arc::new(SocketRecorder::default());
+    let up = b.join_relay("r1", socket.clone()).await.unwrap();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let down = a
+        .open_relay(
+            "r1",
+            Arc::new(move |f: bytes::Bytes| sink.lock().unwrap().push(f[0])),
+        )
+        .await
+        .unwrap();
+    for i in 0..50u8 {
+        up.frame(bytes::Bytes::from(vec![i; 160]));
+        down.frame(bytes::Bytes::from(vec![i; 160]));
+    }
+    down.text("{\"type\":\"attached\"}");
+    down.close(4008, "CALL_NOT_FOUND");
+    let mut want: Vec<String> = (0..50).map(|i| format!("frame {i}")).collect();
+    want.push("text {\"type\":\"attached\"}".into());
+    want.push("close 4008 CALL_NOT_FOUND".into());
+    within(
+        Duration::from_secs(5),
+        "everything down, in order",
+        async || *socket.0.lock().unwrap() == want,
+    )
+    .await;
+    within(
+        Duration::from_secs(5),
+        "every frame up, in order",
+        async || *heard.lock().unwrap() == (0..50).collect::<Vec<u8>>(),
+    )
+    .await;
+    // The call's node drops its end: frames going up are no longer taken.
+    drop(down);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    up.frame(bytes::Bytes::from(vec![99; 160]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(heard.lock().unwrap().len(), 50, "nothing after the drop");
+    assert!(b.join_relay("r.2", socket.clone()).await.is_err());
+    assert!(LocalBus.join_relay("r3", socket).await.is_err());
 }

@@ -9,6 +9,8 @@
 //! | `{prefix}.op.{op key}` | the node holding the operator's presence socket | `T` + protocol JSON, or `M` + the session id that opened |
 //! | `{prefix}.call.{call sid}` | the node owning the call (request/reply) | JSON [`CallCommand`]; the reply is JSON `Option<CallStatus>` |
 //! | `{prefix}.offline` | every node | JSON `{node, op}` |
+//! | `{prefix}.relay.{id}.up` | the call's node | one operator frame (160 bytes of μ-law) |
+//! | `{prefix}.relay.{id}.down` | the audio socket's node | `F` + a far-end frame, `T` + protocol JSON, or `C` + close code (2 bytes, big-endian) + reason |
 //!
 //! The operator key is the routing's hex key (any operatorRef, which is
 //! client text, is a valid subject token). A call sid is used as is only if
@@ -22,22 +24,30 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use async_nats::Subject;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Bus, BusError, BusFuture, CallCommand, CallStatus, Inbox};
+use super::{
+    Bus, BusError, BusFuture, CallCommand, CallStatus, FrameSink, Inbox, RelayDown, RelaySink,
+    RelayUp,
+};
 use crate::routing::OperatorKey;
 use crate::routing::nats::op_key;
 
 const TEXT: u8 = b'T';
 const MOVED: u8 = b'M';
+const FRAME: u8 = b'F';
+const CLOSE: u8 = b'C';
 /// Messages waiting for the connection (about 1 s of offers and call
 /// events on a busy node); beyond that they are dropped, as while NATS is
 /// away.
 const OUTGOING_QUEUE: usize = 4096;
+/// How long a node still answers for a call that ended here.
+const CALL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Messages between nodes over NATS.
 #[derive(Debug)]
@@ -57,7 +67,7 @@ struct Inner {
     offline: Mutex<Option<JoinHandle<()>>>,
     /// Fire-and-forget messages, in order, to the one task that publishes
     /// them (a task per message would reorder an operator's messages).
-    outgoing: mpsc::Sender<(String, Bytes)>,
+    outgoing: mpsc::Sender<(Subject, Bytes)>,
     publisher: JoinHandle<()>,
 }
 
@@ -93,7 +103,7 @@ impl NatsBus {
     /// A bus on `client` (the routing's connection), subjects under
     /// `prefix`, for node `node_id`.
     pub fn new(client: async_nats::Client, prefix: &str, node_id: &str) -> Self {
-        let (outgoing, mut queue) = mpsc::channel::<(String, Bytes)>(OUTGOING_QUEUE);
+        let (outgoing, mut queue) = mpsc::channel::<(Subject, Bytes)>(OUTGOING_QUEUE);
         let publisher = tokio::spawn({
             let client = client.clone();
             async move {
@@ -146,10 +156,123 @@ impl NatsBus {
     }
 
     /// Queues a message without waiting for the connection, in order.
-    fn publish(&self, subject: String, payload: Bytes) {
-        if self.inner.outgoing.try_send((subject, payload)).is_err() {
+    fn publish(&self, subject: impl Into<Subject>, payload: Bytes) {
+        self.inner.publish(subject.into(), payload);
+    }
+
+    fn relay_subject(&self, relay: &str, way: &str) -> Subject {
+        format!("{}.relay.{relay}.{way}", self.inner.prefix).into()
+    }
+
+    /// Subscribes to `subject` and hands every payload to `each` in a task
+    /// that lives as long as the returned handle.
+    async fn listen(
+        &self,
+        subject: Subject,
+        each: impl Fn(Bytes) + Send + 'static,
+    ) -> Result<AbortOnDrop, BusError> {
+        let mut sub = self
+            .inner
+            .client
+            .subscribe(subject)
+            .await
+            .map_err(|e| unavailable("listening on a relay", e))?;
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                each(msg.payload);
+            }
+        });
+        Ok(AbortOnDrop(task))
+    }
+}
+
+impl Inner {
+    fn publish(&self, subject: Subject, payload: Bytes) {
+        if self.outgoing.try_send((subject, payload)).is_err() {
             tracing::warn!("bus: outgoing queue full, a message to another node was dropped");
         }
+    }
+}
+
+/// A listener task, stopped when this is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The call's node's end of a relay.
+#[derive(Debug)]
+struct Down {
+    bus: Weak<Inner>,
+    subject: Subject,
+    _up: AbortOnDrop,
+}
+
+impl Down {
+    fn send(&self, payload: Vec<u8>) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.publish(self.subject.clone(), payload.into());
+        }
+    }
+}
+
+impl RelayDown for Down {
+    fn frame(&self, frame: Bytes) {
+        let mut p = Vec::with_capacity(frame.len() + 1);
+        p.push(FRAME);
+        p.extend_from_slice(&frame);
+        self.send(p);
+    }
+
+    fn text(&self, text: &str) {
+        let mut p = Vec::with_capacity(text.len() + 1);
+        p.push(TEXT);
+        p.extend_from_slice(text.as_bytes());
+        self.send(p);
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        let mut p = vec![CLOSE];
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(reason.as_bytes());
+        self.send(p);
+    }
+}
+
+/// The socket's node's end of a relay.
+#[derive(Debug)]
+struct Up {
+    bus: Weak<Inner>,
+    subject: Subject,
+    _down: AbortOnDrop,
+}
+
+impl RelayUp for Up {
+    fn frame(&self, frame: Bytes) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.publish(self.subject.clone(), frame);
+        }
+    }
+}
+
+/// Hands one message that came down a relay to its socket.
+fn deliver_down(sink: &dyn RelaySink, payload: &Bytes) {
+    match payload.first() {
+        Some(&FRAME) => sink.frame(payload.slice(1..)),
+        Some(&TEXT) => {
+            if let Ok(text) = std::str::from_utf8(&payload[1..]) {
+                sink.text(text.to_owned());
+            }
+        }
+        Some(&CLOSE) if payload.len() >= 3 => {
+            let code = u16::from_be_bytes([payload[1], payload[2]]);
+            sink.close(code, std::str::from_utf8(&payload[3..]).unwrap_or(""));
+        }
+        _ => {}
     }
 }
 
@@ -310,7 +433,14 @@ impl Bus for NatsBus {
 
     fn unwatch_call(&self, call_sid: &str) {
         if let Some(task) = self.inner.calls.lock().expect("bus lock").remove(call_sid) {
-            task.abort();
+            // Not at once: a command already on its way gets "not live
+            // here" from the engine (which has forgotten the call) rather
+            // than being dropped by a vanished subscription and leaving
+            // its sender to time out.
+            tokio::spawn(async move {
+                tokio::time::sleep(CALL_LINGER).await;
+                task.abort();
+            });
         }
     }
 
@@ -353,6 +483,50 @@ impl Bus for NatsBus {
         if let Ok(body) = serde_json::to_vec(&m) {
             self.publish(format!("{}.offline", self.inner.prefix), body.into());
         }
+    }
+
+    fn open_relay<'a>(
+        &'a self,
+        relay: &'a str,
+        up: FrameSink,
+    ) -> BusFuture<'a, Arc<dyn RelayDown>> {
+        Box::pin(async move {
+            if !plain_token(relay) {
+                return Err(unavailable("opening a relay", "not a plain relay id"));
+            }
+            let listener = self
+                .listen(self.relay_subject(relay, "up"), move |frame| up(frame))
+                .await?;
+            self.sync().await?;
+            Ok(Arc::new(Down {
+                bus: Arc::downgrade(&self.inner),
+                subject: self.relay_subject(relay, "down"),
+                _up: listener,
+            }) as Arc<dyn RelayDown>)
+        })
+    }
+
+    fn join_relay<'a>(
+        &'a self,
+        relay: &'a str,
+        sink: Arc<dyn RelaySink>,
+    ) -> BusFuture<'a, Arc<dyn RelayUp>> {
+        Box::pin(async move {
+            if !plain_token(relay) {
+                return Err(unavailable("joining a relay", "not a plain relay id"));
+            }
+            let listener = self
+                .listen(self.relay_subject(relay, "down"), move |payload| {
+                    deliver_down(&*sink, &payload)
+                })
+                .await?;
+            self.sync().await?;
+            Ok(Arc::new(Up {
+                bus: Arc::downgrade(&self.inner),
+                subject: self.relay_subject(relay, "up"),
+                _down: listener,
+            }) as Arc<dyn RelayUp>)
+        })
     }
 }
 

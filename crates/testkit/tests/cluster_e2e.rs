@@ -1,0 +1,296 @@
+//! Cluster mode end to end: three real `audin-server` processes
+//! (`--cluster nats://…`, one PostgreSQL `--database`) on a throw-away
+//! nats-server and PostgreSQL, driven by the native SDK. Each operator
+//! talks to its own node, and calls arrive at other nodes:
+//!
+//! - an operator on node 1 is offered, accepts and talks on a call that
+//!   arrived at node 2: its audio socket lands on node 1 and is relayed
+//!   over NATS (frames both ways: the sim echoes the operator's tone), the
+//!   caller's hang-up reaches it, the record is in PostgreSQL; then a call
+//!   arriving at node 3 which the operator hangs up from node 1;
+//! - two operators on different nodes accept the same call at once, 50
+//!   times: exactly one winner each time, the other told `taken_by_other`.
+//!
+//! SKIPs when nats-server or PostgreSQL is not installed, unless
+//! `AUDIN_REQUIRE_NATS` / `AUDIN_REQUIRE_POSTGRES` is set (as
+//! `cargo xtask test` does).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use audin_operator::core::{CallState, EndReason, Event};
+use audin_operator::{AudinOperator, Call};
+use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
+use audin_testkit::nats::TempNats;
+use audin_testkit::postgres::TempPostgres;
+use audin_testkit::sip::harness::bounded;
+use audin_testkit::support::{
+    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually, operator,
+    sim_call, sim_hangup,
+};
+use audin_testkit::{ServerOptions, ServerProcess};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Every test finishes well inside this, or fails.
+const TEST_BOUND: Duration = Duration::from_secs(120);
+/// How long an expected event may take.
+const EVENT: Duration = Duration::from_secs(5);
+
+/// The engines and three nodes of one cluster.
+struct Cluster {
+    nodes: Vec<ServerProcess>,
+    key: String,
+    _nats: TempNats,
+    _pg: TempPostgres,
+}
+
+impl Cluster {
+    /// Starts PostgreSQL, NATS and `n` nodes; `None`: skipped.
+    async fn start(test: &str, n: usize) -> Result<Option<Cluster>> {
+        if !audin_testkit::nats::available_or_skip(test)
+            || !audin_testkit::postgres::available_or_skip(test)
+        {
+            return Ok(None);
+        }
+        let pg = TempPostgres::start_new()?;
+        let url = pg.create_database()?;
+        let nats = TempNats::start_new()?;
+        let mut nodes = Vec::new();
+        // One after the other: the first creates the schema.
+        for i in 1..=n {
+            let node = ServerProcess::spawn(
+                ServerOptions {
+                    database: Some(PathBuf::from(&url)),
+                    ..ServerOptions::default()
+                }
+                .arg("--cluster", nats.url())
+                .arg("--node-id", format!("node-{i}")),
+            )
+            .await
+            .with_context(|| format!("node {i} starts"))?;
+            nodes.push(node);
+        }
+        let key = nodes[0].key();
+        for node in &nodes {
+            ensure!(
+                node.key() == key,
+                "every node of one database prints the same dev key"
+            );
+        }
+        Ok(Some(Cluster {
+            nodes,
+            key,
+            _nats: nats,
+            _pg: pg,
+        }))
+    }
+
+    fn url(&self, node: usize) -> String {
+        self.nodes[node - 1].url()
+    }
+
+    /// An SDK operator whose presence (and audio) sockets go to `node`,
+    /// online on Milano.
+    async fn operator(&self, node: usize, name: &str) -> Result<(AudinOperator, EventLog)> {
+        let url = self.url(node);
+        let tokens = TokenSource::new(&url, &self.key);
+        let op = operator(&url, &tokens, name, &[MILANO], &Timings::default());
+        let log = EventLog::record(&op);
+        let availability = tokio::time::timeout(EVENT, op.go_online([MILANO]))
+            .await
+            .context("goOnline timed out")??;
+        ensure!(
+            availability.accepted == [MILANO],
+            "not online: {availability:?}"
+        );
+        Ok((op, log))
+    }
+}
+
+/// The `incomingCall` of `sid`, taken from the SDK.
+async fn ringing(op: &AudinOperator, log: &EventLog, since: Instant, sid: &str) -> Result<Call> {
+    log.wait(since, EVENT, |e| match e {
+        Event::IncomingCall { call } if call.call_sid == sid => Some(()),
+        _ => None,
+    })
+    .await
+    .with_context(|| format!("no incomingCall for {sid}"))?;
+    op.call(sid)
+        .with_context(|| format!("{sid} is not the current call"))
+}
+
+async fn ended(call: &Call) -> Result<EndReason> {
+    let info = tokio::time::timeout(EVENT, call.ended())
+        .await
+        .context("the call did not end")?;
+    info.end_reason.context("ended without a reason")
+}
+
+/// The operator's microphone: a tone, one frame every 20 ms, until aborted.
+fn play(call: &Call, hz: f64) -> JoinHandle<()> {
+    let audio = call.audio();
+    tokio::spawn(async move {
+        let tone = to_mulaw(&sine(hz, -20.0, Duration::from_secs(1), TELEPHONY_RATE));
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut offset = 0;
+        loop {
+            tick.tick().await;
+            let mut frame = [0u8; 160];
+            frame.copy_from_slice(&tone[offset..offset + 160]);
+            audio.send_frame(frame);
+            offset = (offset + 160) % tone.len();
+        }
+    })
+}
+
+/// What the operator hears during `d`.
+async fn listen(call: &Call, d: Duration) -> Analysis {
+    let audio = call.audio();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    let ear = tokio::spawn(async move {
+        while let Some(frame) = audio.recv_frame().await {
+            sink.lock().unwrap().extend_from_slice(&frame);
+        }
+    });
+    tokio::time::sleep(d).await;
+    ear.abort();
+    let heard = std::mem::take(&mut *heard.lock().unwrap());
+    analyze(&to_f32(&from_mulaw(&heard)), TELEPHONY_RATE)
+}
+
+/// The record of `sid` once it is closed (record writes are queued).
+async fn closed_record(base: &str, key: &str, sid: &str) -> Result<serde_json::Value> {
+    let mut last = None;
+    let closed = eventually(EVENT, async || {
+        last = call_record(base, key, sid).await.ok().flatten();
+        last.as_ref().is_some_and(|r| !r["endReason"].is_null())
+    })
+    .await;
+    ensure!(closed, "record of {sid} not closed: {last:?}");
+    last.context("no record")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_one_node_answers_calls_arriving_at_the_others_with_audio_both_ways()
+-> Result<()> {
+    let test = "cluster_cross_node_answer";
+    let Some(c) = Cluster::start(test, 3).await? else {
+        return Ok(());
+    };
+    bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator(1, "ada").await?;
+
+        // 1. A call arrives at node 2; ada (node 1) takes it and talks: her
+        // 1 kHz goes up the relay to node 2, the sim echoes it, and it
+        // comes back down.
+        let t0 = Instant::now();
+        let sid = sim_call(&c.url(2), CALLER, MILANO_E164, "echo").await?;
+        let call = ringing(&ada, &log, t0, &sid).await?;
+        call.accept();
+        let info = tokio::time::timeout(EVENT, call.wait_for(CallState::Active))
+            .await
+            .context("the call did not become active")?;
+        ensure!(info.state == CallState::Active, "call ended: {info:?}");
+        let mic = play(&call, 1000.0);
+        let heard = listen(&call, Duration::from_secs(2)).await;
+        mic.abort();
+        ensure!(heard.is_tone(1000.0, 5.0), "ada heard {heard}");
+        ensure!(heard.active_seconds > 1.5, "ada heard {heard}");
+        // The caller hangs up at node 2: ada is told on node 1.
+        sim_hangup(&c.url(2), &sid).await?;
+        assert_eq!(ended(&call).await?, EndReason::RemoteHangup);
+        // The record, read through node 3 (one database).
+        let rec = closed_record(&c.url(3), &c.key, &sid).await?;
+        assert_eq!(rec["endReason"], "remote_hangup", "{rec}");
+        assert_eq!(rec["operatorRef"], "ada", "{rec}");
+
+        // 2. She is free again: a call at node 3 rings her; she hears its
+        // tone and hangs up from node 1.
+        let t1 = Instant::now();
+        let sid = sim_call(&c.url(3), CALLER, MILANO_E164, "tone").await?;
+        let call = ringing(&ada, &log, t1, &sid).await?;
+        call.accept();
+        tokio::time::timeout(EVENT, call.wait_for(CallState::Active))
+            .await
+            .context("second call not active")?;
+        let heard = listen(&call, Duration::from_millis(1500)).await;
+        ensure!(heard.is_tone(440.0, 5.0), "ada heard {heard}");
+        call.hangup();
+        assert_eq!(ended(&call).await?, EndReason::Hangup);
+        let rec = closed_record(&c.url(1), &c.key, &sid).await?;
+        assert_eq!(rec["endReason"], "hangup", "{rec}");
+        Ok(())
+    })
+    .await
+    .inspect_err(|_| {
+        for (i, node) in c.nodes.iter().enumerate() {
+            eprintln!("── node {} ──\n{}", i + 1, node.logs());
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_on_two_nodes_accepting_at_once_have_exactly_one_winner() -> Result<()> {
+    let test = "cluster_accept_race";
+    let Some(c) = Cluster::start(test, 3).await? else {
+        return Ok(());
+    };
+    bounded(test, TEST_BOUND, async {
+        let (ada, ada_log) = c.operator(1, "ada").await?;
+        let (bob, bob_log) = c.operator(3, "bob").await?;
+        let mut wins = [0u32; 2];
+        for round in 0..50 {
+            let t0 = Instant::now();
+            let sid = sim_call(&c.url(2), CALLER, MILANO_E164, "silence").await?;
+            let a = ringing(&ada, &ada_log, t0, &sid).await?;
+            let b = ringing(&bob, &bob_log, t0, &sid).await?;
+            a.accept();
+            b.accept();
+            let (ra, rb) = tokio::join!(outcome(&a), outcome(&b));
+            let (ra, rb) = (ra?, rb?);
+            let winners = [&ra, &rb].iter().filter(|r| r.is_none()).count();
+            ensure!(
+                winners == 1,
+                "round {round}: ada {ra:?}, bob {rb:?}: {winners} winners"
+            );
+            let (winner, loser) = if ra.is_none() {
+                wins[0] += 1;
+                (&a, rb)
+            } else {
+                wins[1] += 1;
+                (&b, ra)
+            };
+            assert_eq!(loser, Some(EndReason::TakenByOther), "round {round}");
+            winner.hangup();
+            assert_eq!(ended(winner).await?, EndReason::Hangup, "round {round}");
+        }
+        println!("50 rounds: ada won {}, bob won {}", wins[0], wins[1]);
+        Ok(())
+    })
+    .await
+    .inspect_err(|_| {
+        for (i, node) in c.nodes.iter().enumerate() {
+            eprintln!("── node {} ──\n{}", i + 1, node.logs());
+        }
+    })
+}
+
+/// `None` once the call is active (this operator won), or how it ended.
+async fn outcome(call: &Call) -> Result<Option<EndReason>> {
+    let info = tokio::time::timeout(EVENT, async {
+        tokio::select! {
+            info = call.wait_for(CallState::Active) => info,
+            info = call.ended() => info,
+        }
+    })
+    .await
+    .context("neither active nor ended")?;
+    Ok(match info.state {
+        CallState::Active => None,
+        _ => Some(info.end_reason.context("ended without a reason")?),
+    })
+}

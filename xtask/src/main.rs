@@ -32,7 +32,8 @@ usage: cargo xtask <command> [options]
 commands:
   setup            idempotent installs: rustfmt/clippy, wasm target, wasm-bindgen-cli
                    (Cargo.lock version), chromium and the SIP far ends baresip-core,
-                   sip-tester, postgresql (apt), npm packages (incl. wasm-opt)
+                   sip-tester, postgresql, nats-server, haproxy (apt), npm packages
+                   (incl. wasm-opt)
   test             setup, then fmt, clippy, cargo test, wasm builds, npm build,
                    npm test (typecheck + node --test incl. Chromium), bounded fuzzing
   wasm             build crates/wasm + crates/worklet into packages/operator-sdk/src/generated

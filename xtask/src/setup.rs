@@ -46,6 +46,12 @@ const POSTGRES_APT_PACKAGE: &str = "postgresql";
 /// binary is `/usr/sbin/nats-server`.
 const NATS_APT_PACKAGES: &[(&str, &str)] = &[("nats-server", "nats-server")];
 
+/// HAProxy (2.6 on Debian 12) as the cluster tests' round-robin WebSocket
+/// load balancer (`audin_testkit::balancer` runs its own in the
+/// foreground; the packaged service is never used). The binary is
+/// `/usr/sbin/haproxy`: see [`haproxy`].
+const HAPROXY_APT_PACKAGES: &[(&str, &str)] = &[("haproxy", "haproxy")];
+
 /// How long apt waits for the dpkg lock held by another apt (a second
 /// `cargo xtask setup`, unattended-upgrades) instead of failing at once.
 const DPKG_LOCK_TIMEOUT_SECS: u32 = 600;
@@ -63,6 +69,7 @@ pub fn run_all(ctx: &Ctx) -> Result<()> {
     apt_packages(AUDIO_RIG_APT_PACKAGES, false)?;
     postgresql()?;
     apt_packages(NATS_APT_PACKAGES, false)?;
+    haproxy()?;
     node(ctx)?;
     npm_packages(ctx)?;
     Ok(())
@@ -258,6 +265,16 @@ fn postgresql() -> Result<()> {
     }
     // `initdb` is never on PATH: apt_packages installs the package.
     apt_packages(&[(POSTGRES_APT_PACKAGE, "initdb")], false)
+}
+
+/// Installs Debian's `haproxy` unless it is there: on PATH, or in
+/// `/usr/sbin`, which a non-root PATH lacks.
+fn haproxy() -> Result<()> {
+    if Path::new("/usr/sbin/haproxy").is_file() {
+        done("haproxy", "already installed, skipped");
+        return Ok(());
+    }
+    apt_packages(HAPROXY_APT_PACKAGES, false)
 }
 
 fn node(_ctx: &Ctx) -> Result<()> {

@@ -53,7 +53,8 @@ pub fn test_steps() -> Vec<Step> {
                 .args(["test", "--workspace"])
                 .env("AUDIN_REQUIRE_SIP_TOOLS", "1")
                 .env("AUDIN_REQUIRE_POSTGRES", "1")
-                .env("AUDIN_REQUIRE_NATS", "1"))
+                .env("AUDIN_REQUIRE_NATS", "1")
+                .env("AUDIN_REQUIRE_HAPROXY", "1"))
         }),
         // The wasm crates' target-specific code (panic handler, exports) is
         // only compiled, hence only linted, for wasm32.

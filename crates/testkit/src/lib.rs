@@ -11,7 +11,9 @@
 //!   trunk tests; [`audio`]: WAVs, tones and frequency/level checks.
 //! - [`postgres`]: a throw-away PostgreSQL server (`TempPostgres`) for the
 //!   call store's conformance and end-to-end tests; [`nats`]: a throw-away
-//!   NATS server with JetStream (`TempNats`) for the cluster seam's.
+//!   NATS server with JetStream (`TempNats`) for the cluster seam's;
+//!   [`balancer`]: a throw-away round-robin haproxy (`TempBalancer`) in
+//!   front of cluster nodes.
 //!
 //! The reliability and security suites live in `tests/`; the bounded soak
 //! is `src/bin/soak.rs`; `src/bin/fault-proxy.rs` runs the proxy as a
@@ -22,6 +24,7 @@
 //! on the server's library, but product crates must never depend on it.
 
 pub mod audio;
+pub mod balancer;
 pub mod nats;
 pub mod postgres;
 mod process;

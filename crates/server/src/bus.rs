@@ -18,6 +18,10 @@
 //!   close down to the socket's node ([`Bus::open_relay`] on the call's
 //!   node, [`Bus::join_relay`] on the socket's).
 //!
+//! Every node also says it is alive, four times a second; a node silent for
+//! [`NODE_DEAD_AFTER`] is declared dead to the engine ([`Inbox::node_died`])
+//! by each survivor, which ends its operators' calls on it.
+//!
 //! What arrives from other nodes is handed to an [`Inbox`] (the engine).
 //! Two implementations: [`LocalBus`] (one process: there is no other node,
 //! so nothing is ever sent) and [`nats::NatsBus`] (NATS core subjects, on
@@ -40,6 +44,11 @@ use crate::routing::OperatorKey;
 pub use crate::routing::RoutingError as BusError;
 
 pub mod nats;
+
+/// How long a node may be silent on the bus before the others declare it
+/// dead: five missed heartbeats (every 250 ms). With the check's own
+/// period, a dead node's calls end for operators elsewhere within 1.5 s.
+pub const NODE_DEAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1_250);
 
 /// What every [`Bus`] step returns.
 pub type BusFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BusError>> + Send + 'a>>;
@@ -79,6 +88,8 @@ pub enum CallCommand {
         op: OperatorKey,
         /// The relay's id (a plain token the socket's node chose).
         relay: String,
+        /// The socket's node: if it dies, the socket is gone.
+        node: String,
     },
     /// The relayed socket's `mute`.
     Mute {
@@ -157,11 +168,32 @@ pub trait RelaySink: Send + Sync {
 /// call's media, towards the far end).
 pub type FrameSink = Arc<dyn Fn(Bytes) + Send + Sync>;
 
+/// Which call a message for an operator is about: the operator's node
+/// keeps which of its operators depend on which node's calls, to end them
+/// if that node dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AboutCall<'a> {
+    /// The call.
+    pub call_sid: &'a str,
+    /// The message ends the call for the operator (`callEnded`).
+    pub ends: bool,
+}
+
+/// Where a message for an operator came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// The node that owns the call.
+    pub node: &'a str,
+    /// The call and whether it ends.
+    pub about: AboutCall<'a>,
+}
+
 /// Where the engine takes what other nodes send (it holds the sockets and
 /// the call tasks). Held weakly by the bus.
 pub trait Inbox: Send + Sync {
-    /// A message (protocol JSON) for `op`'s presence socket on this node.
-    fn to_operator(&self, op: &OperatorKey, text: &str);
+    /// A message (protocol JSON) for `op`'s presence socket on this node,
+    /// about a call of another node if `origin` says so.
+    fn to_operator(&self, op: &OperatorKey, text: &str, origin: Option<Origin<'_>>);
     /// `op` opened presence session `session_id` (on any node, this one
     /// included): an older session of it here is replaced.
     fn operator_moved(&self, op: &OperatorKey, session_id: &str);
@@ -175,6 +207,9 @@ pub trait Inbox: Send + Sync {
     /// `op` went offline on another node: offers ringing it here are
     /// declined.
     fn operator_offline(&self, op: &OperatorKey);
+    /// Node `node` stopped answering (killed, cut off): its calls are
+    /// over for this node's operators.
+    fn node_died(&self, node: &str);
 }
 
 /// Messages to the other nodes.
@@ -197,9 +232,10 @@ pub trait Bus: Send + Sync + std::fmt::Debug {
     fn watch_call<'a>(&'a self, call_sid: &'a str) -> BusFuture<'a, ()>;
     /// The call `call_sid` is over here.
     fn unwatch_call(&self, call_sid: &str);
-    /// Sends `text` to `op`'s presence socket on another node (dropped if
-    /// it has none: as a message to an operator who just left).
-    fn to_operator(&self, op: &OperatorKey, text: &str);
+    /// Sends `text` (about a call of this node, if `about` says so) to
+    /// `op`'s presence socket on another node (dropped if it has none: as a
+    /// message to an operator who just left).
+    fn to_operator(&self, op: &OperatorKey, text: &str, about: Option<AboutCall<'_>>);
     /// Sends `cmd` to the node that owns `call_sid`: its status, or `None`
     /// when no node has it live.
     fn to_call<'a>(
@@ -261,7 +297,7 @@ impl Bus for LocalBus {
 
     fn unwatch_call(&self, _call_sid: &str) {}
 
-    fn to_operator(&self, _op: &OperatorKey, _text: &str) {}
+    fn to_operator(&self, _op: &OperatorKey, _text: &str, _about: Option<AboutCall<'_>>) {}
 
     fn to_call<'a>(
         &'a self,

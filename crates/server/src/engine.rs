@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use crate::auth::{Claims, TokenSigner};
 use crate::bus::{
-    AttachOutcome, Bus, CallCommand, CallStatus, Inbox, LocalBus, RelayDown, RelaySink, RelayUp,
+    AboutCall, AttachOutcome, Bus, CallCommand, CallStatus, Inbox, LocalBus, Origin, RelayDown,
+    RelaySink, RelayUp,
 };
 pub use crate::call::AttachError;
 use crate::call::{Action, Call, CallTimers, Phase, not_found};
@@ -212,6 +213,8 @@ struct CallEntry {
     tx: mpsc::Sender<CallCmd>,
     /// Its audio path (a relayed socket's frames go in here).
     media: Arc<CallMedia>,
+    /// Audio sockets attached from other nodes: attach id and node.
+    relayed: Arc<Mutex<Vec<(u64, String)>>>,
     account: String,
     state: Arc<AtomicU8>,
     answered: Arc<AtomicBool>,
@@ -286,6 +289,10 @@ pub struct Engine {
     pub auth_limiter: FailedAuthLimiter,
     presence: Mutex<HashMap<OperatorKey, PresenceEntry>>,
     calls: Mutex<HashMap<String, CallEntry>>,
+    /// Calls of other nodes that this node's operators take part in (an
+    /// offer or more came, no `callEnded` yet), by sid: ended `failed` for
+    /// them if that node dies.
+    remote_calls: Mutex<HashMap<String, RemoteCall>>,
     ended: Mutex<EndedCalls>,
     /// Live outbound calls per account, for the dialling policy's limit.
     outbound_slots: Arc<OutboundSlots>,
@@ -293,6 +300,8 @@ pub struct Engine {
     /// Set by [`Engine::drain`]: no new calls or presence sessions.
     draining: AtomicBool,
     next_attach: AtomicU64,
+    /// Itself, for tasks started from `&self` (the bus's inbox).
+    me: Weak<Engine>,
 }
 
 impl Engine {
@@ -326,7 +335,8 @@ impl Engine {
         let sim = Arc::new(SimCarrier::recording(cfg.sim_record_secs));
         let metrics = Arc::new(Metrics::default());
         let _ = metrics.store.set(db.stats());
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             cfg,
             db,
             signer,
@@ -338,6 +348,7 @@ impl Engine {
             auth_limiter: FailedAuthLimiter::new(10, Duration::from_secs(60)),
             presence: Mutex::new(HashMap::new()),
             calls: Mutex::new(HashMap::new()),
+            remote_calls: Mutex::new(HashMap::new()),
             ended: Mutex::new(EndedCalls::default()),
             outbound_slots: Arc::new(OutboundSlots::default()),
             shutdown_tx: watch::channel(false).0,
@@ -459,7 +470,7 @@ impl Engine {
         let outbox = self.local_presence(op);
         match outbox {
             Some(o) => o.send_text(msg.to_json()),
-            None => self.bus.to_operator(op, &msg.to_json()),
+            None => self.bus.to_operator(op, &msg.to_json(), about_call(msg)),
         }
     }
 
@@ -617,7 +628,7 @@ impl Engine {
     /// Hands `cmd` to the call's task if the call is live on this node:
     /// how the call stands, or `None` when it is not live here.
     async fn to_local_call(&self, sid: &str, cmd: CallCommand) -> Option<CallStatus> {
-        let (tx, answered, media, account) = {
+        let (tx, answered, media, account, relayed) = {
             let calls = self.calls.lock().expect("calls lock");
             let c = calls.get(sid)?;
             (
@@ -625,6 +636,7 @@ impl Engine {
                 c.answered.clone(),
                 c.media.clone(),
                 c.account.clone(),
+                c.relayed.clone(),
             )
         };
         let mut attach = None;
@@ -644,12 +656,19 @@ impl Engine {
             CallCommand::Mute { muted } => Some(CallCmd::Mute(muted)),
             CallCommand::Dtmf { digit } => Some(CallCmd::Dtmf(digit)),
             CallCommand::AudioClosed { attach_id } => Some(CallCmd::AudioClosed(attach_id)),
-            CallCommand::Attach { op, relay } => {
-                attach = Some(if op.account == account {
+            CallCommand::Attach { op, relay, node } => {
+                let outcome = if op.account == account {
                     self.attach_relay(&tx, media, op, &relay).await
                 } else {
                     AttachOutcome::Forbidden
-                });
+                };
+                if let AttachOutcome::Attached { attach_id } = outcome {
+                    relayed
+                        .lock()
+                        .expect("relayed lock")
+                        .push((attach_id, node));
+                }
+                attach = Some(outcome);
                 None
             }
         };
@@ -961,6 +980,7 @@ impl Engine {
             CallEntry {
                 tx: task.tx.clone(),
                 media: task.media.clone(),
+                relayed: Arc::default(),
                 account: task.account.clone(),
                 state: task.state_cell.clone(),
                 answered: task.answered_cell.clone(),
@@ -1027,7 +1047,14 @@ impl Engine {
         };
         let asked = self
             .bus
-            .to_call(sid, &CallCommand::Attach { op, relay })
+            .to_call(
+                sid,
+                &CallCommand::Attach {
+                    op,
+                    relay,
+                    node: self.bus.node_id().unwrap_or_default().to_owned(),
+                },
+            )
             .await;
         let attach_id = match asked {
             Ok(Some(CallStatus {
@@ -1197,12 +1224,129 @@ impl InboundSink for EngineSink {
     }
 }
 
+/// A call of another node that operators here take part in.
+#[derive(Debug)]
+struct RemoteCall {
+    node: String,
+    operators: Vec<OperatorKey>,
+}
+
+/// Which call a message for an operator is about.
+fn about_call(msg: &ServerMessage) -> Option<AboutCall<'_>> {
+    let (call_sid, ends) = match msg {
+        ServerMessage::CallOffer { call_sid, .. }
+        | ServerMessage::CallAccepted { call_sid }
+        | ServerMessage::DialAccepted { call_sid, .. } => (call_sid, false),
+        ServerMessage::CallEnded { call_sid, .. } => (call_sid, true),
+        _ => return None,
+    };
+    Some(AboutCall { call_sid, ends })
+}
+
+impl Engine {
+    /// Keeps which operators here take part in which other node's calls.
+    fn note_remote_call(&self, op: &OperatorKey, origin: Origin<'_>) {
+        let mut calls = self.remote_calls.lock().expect("remote calls lock");
+        let sid = origin.about.call_sid;
+        if origin.about.ends {
+            if let Some(call) = calls.get_mut(sid) {
+                call.operators.retain(|o| o != op);
+                if call.operators.is_empty() {
+                    calls.remove(sid);
+                }
+            }
+            return;
+        }
+        let call = calls.entry(sid.to_owned()).or_insert_with(|| RemoteCall {
+            node: origin.node.to_owned(),
+            operators: Vec::new(),
+        });
+        if !call.operators.contains(op) {
+            call.operators.push(op.clone());
+        }
+    }
+
+    /// A node died: every call of it that operators here took part in
+    /// ends `failed` for them, its holder is freed in the routing, and its
+    /// open records are closed (the store closes only records of nodes
+    /// whose lock is free, never a live node's).
+    async fn end_calls_of(&self, node: &str) {
+        let dead: Vec<(String, RemoteCall)> = {
+            let mut calls = self.remote_calls.lock().expect("remote calls lock");
+            let sids: Vec<String> = calls
+                .iter()
+                .filter(|(_, c)| c.node == node)
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            sids.into_iter()
+                .filter_map(|sid| calls.remove(&sid).map(|c| (sid, c)))
+                .collect()
+        };
+        for (sid, call) in &dead {
+            let ended = ServerMessage::CallEnded {
+                call_sid: sid.clone(),
+                reason: EndReason::Failed,
+            };
+            for op in &call.operators {
+                if let Some(o) = self.local_presence(op) {
+                    o.send_text(ended.to_json());
+                }
+            }
+            tracing::info!(call_sid = %sid, node = %node, "a call on a dead node ended for its operators here");
+            if let Err(e) = self.routing.release(sid).await {
+                tracing::warn!(call_sid = %sid, error = %e, "routing: freeing a dead node's call failed");
+            }
+        }
+        // This node's calls whose audio socket was on the dead node: the
+        // socket is gone (the call's grace window for a reattach starts).
+        let orphaned: Vec<(mpsc::Sender<CallCmd>, u64)> = {
+            let calls = self.calls.lock().expect("calls lock");
+            calls
+                .values()
+                .flat_map(|c| {
+                    let mut relayed = c.relayed.lock().expect("relayed lock");
+                    let gone: Vec<u64> = relayed
+                        .iter()
+                        .filter(|(_, n)| n == node)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    relayed.retain(|(_, n)| n != node);
+                    gone.into_iter().map(|id| (c.tx.clone(), id))
+                })
+                .collect()
+        };
+        for (tx, attach_id) in orphaned {
+            let _ = tx.send(CallCmd::AudioClosed(attach_id)).await;
+        }
+        match self.db.close_calls_of_gone_nodes().await {
+            Ok(n) if n > 0 => {
+                tracing::warn!(node = %node, closed = n, "closed the call records of a node that is gone as failed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "closing a gone node's call records failed"),
+        }
+        tracing::info!(node = %node, calls = dead.len(), "ended this node's operators' calls on a dead node");
+    }
+}
+
 /// What the cluster's other nodes send this one.
 impl Inbox for Engine {
-    fn to_operator(&self, op: &OperatorKey, text: &str) {
-        if let Some(o) = self.local_presence(op) {
-            o.send_text(text.to_owned());
+    fn to_operator(&self, op: &OperatorKey, text: &str, origin: Option<Origin<'_>>) {
+        let Some(o) = self.local_presence(op) else {
+            return;
+        };
+        if let Some(origin) = origin {
+            self.note_remote_call(op, origin);
         }
+        o.send_text(text.to_owned());
+    }
+
+    fn node_died(&self, node: &str) {
+        let Some(engine) = self.me.upgrade() else {
+            return;
+        };
+        let node = node.to_owned();
+        tokio::spawn(async move { engine.end_calls_of(&node).await });
     }
 
     fn operator_moved(&self, op: &OperatorKey, session_id: &str) {

@@ -230,14 +230,12 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<ServerHandle> {
         config.check()?;
         let db = store::open(&config.store_location()).await?;
-        if config.cluster.is_none() {
-            let closed = db.close_open_calls().await?;
-            if closed > 0 {
-                tracing::warn!(closed, "closed call records left open by a crash as failed");
-            }
+        // On a shared PostgreSQL database only the records of nodes that
+        // are gone (their lock is free), never a running node's.
+        let closed = db.close_open_calls().await?;
+        if closed > 0 {
+            tracing::warn!(closed, "closed call records left open by a crash as failed");
         }
-        // In a cluster the open records are other nodes' live calls too:
-        // they are not this node's to close at its start.
         let secret = match &config.signing_secret {
             Some(s) => s.clone(),
             None => db.signing_secret().await?,

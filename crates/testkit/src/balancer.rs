@@ -176,6 +176,10 @@ frontend fe
 
 backend nodes
     balance roundrobin
+    # A connection refused by a node that just died (before its checks
+    # fail) is tried again on another: what production setups do.
+    retries 3
+    option redispatch 1
     option httpchk GET /healthz
     http-check expect status 200
 "

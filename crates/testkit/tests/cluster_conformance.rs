@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use audin_server::bus::nats::NatsBus;
-use audin_server::bus::{Bus, CallCommand, CallStatus, Inbox, LocalBus, RelaySink};
+use audin_server::bus::{
+    AboutCall, Bus, CallCommand, CallStatus, Inbox, LocalBus, Origin, RelaySink,
+};
 use audin_server::routing::nats::{NatsRouting, NatsRoutingConfig};
 use audin_server::routing::{InMemoryRouting, OperatorKey, Routing, RoutingError};
 use audin_testkit::nats::{TempNats, available_or_skip};
@@ -407,8 +409,18 @@ impl Recorder {
 }
 
 impl Inbox for Recorder {
-    fn to_operator(&self, op: &OperatorKey, text: &str) {
-        self.push(format!("text {} {text}", op.operator_ref));
+    fn to_operator(&self, op: &OperatorKey, text: &str, origin: Option<Origin<'_>>) {
+        match origin {
+            None => self.push(format!("text {} {text}", op.operator_ref)),
+            Some(o) => self.push(format!(
+                "text {} {text} from {} about {} ends {}",
+                op.operator_ref, o.node, o.about.call_sid, o.about.ends
+            )),
+        }
+    }
+
+    fn node_died(&self, node: &str) {
+        self.push(format!("died {node}"));
     }
 
     fn operator_moved(&self, op: &OperatorKey, session_id: &str) {
@@ -464,7 +476,7 @@ async fn nats_bus_delivers_operator_messages_to_the_presence_node() {
     let odd = op("a.b *>/\u{202e}é");
     a.watch_operator(&odd, "s1").await.unwrap();
     for i in 0..100 {
-        b.to_operator(&odd, &format!("m{i}"));
+        b.to_operator(&odd, &format!("m{i}"), None);
     }
     let want: Vec<String> = std::iter::once("moved a.b *>/\u{202e}é s1".to_owned())
         .chain((0..100).map(|i| format!("text a.b *>/\u{202e}é m{i}")))
@@ -487,7 +499,7 @@ async fn nats_bus_delivers_operator_messages_to_the_presence_node() {
     // A stale unwatch on b (an older session) keeps b's watch.
     b.unwatch_operator(&odd, "s1");
     let before_a = rec_a.events().len();
-    a.to_operator(&odd, "late");
+    a.to_operator(&odd, "late", None);
     within(Duration::from_secs(5), "b gets the message", async || {
         rec_b.events().last().map(String::as_str) == Some("text a.b *>/\u{202e}é late")
     })
@@ -570,7 +582,7 @@ async fn the_local_bus_has_no_other_node() {
     let inbox: Arc<dyn Inbox> = rec.clone();
     bus.start(Arc::downgrade(&inbox)).await.unwrap();
     bus.watch_operator(&op("ada"), "s1").await.unwrap();
-    bus.to_operator(&op("ada"), "hello");
+    bus.to_operator(&op("ada"), "hello", None);
     bus.watch_call("CA1").await.unwrap();
     assert_eq!(
         bus.to_call("CA1", &CallCommand::Status).await.unwrap(),
@@ -653,4 +665,57 @@ async fn nats_bus_relays_audio_between_the_call_and_socket_nodes() {
     assert_eq!(heard.lock().unwrap().len(), 50, "nothing after the drop");
     assert!(b.join_relay("r.2", socket.clone()).await.is_err());
     assert!(LocalBus.join_relay("r3", socket).await.is_err());
+}
+
+/// A message about a call tells the operator's node which node owns the
+/// call; a node that stops (its heartbeats end) is declared dead to the
+/// others once, within `NODE_DEAD_AFTER` and a heartbeat, and never to
+/// itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_bus_names_a_calls_node_and_declares_a_silent_node_dead() {
+    let Some(nats) = nats("nats_bus_declares_a_silent_node_dead") else {
+        return;
+    };
+    let [(a, rec_a), (b, _)] = two_buses(&nats).await;
+    a.watch_operator(&op("ada"), "s1").await.unwrap();
+    let about = AboutCall {
+        call_sid: "CA7",
+        ends: false,
+    };
+    b.to_operator(&op("ada"), "{}", Some(about));
+    b.to_operator(
+        &op("ada"),
+        "{}",
+        Some(AboutCall {
+            call_sid: "CA7",
+            ends: true,
+        }),
+    );
+    within(Duration::from_secs(5), "messages with origin", async || {
+        rec_a.events()
+            == [
+                "moved ada s1",
+                "text ada {} from node-b about CA7 ends false",
+                "text ada {} from node-b about CA7 ends true",
+            ]
+    })
+    .await;
+    // Both alive for a while: nobody is declared dead.
+    tokio::time::sleep(audin_server::bus::NODE_DEAD_AFTER * 2).await;
+    assert!(!rec_a.events().iter().any(|e| e.starts_with("died")));
+    drop(b);
+    let t = within(
+        audin_server::bus::NODE_DEAD_AFTER + Duration::from_secs(1),
+        "node-b declared dead",
+        async || rec_a.events().iter().any(|e| e == "died node-b"),
+    )
+    .await;
+    println!("a silent node was declared dead after {t:?}");
+    tokio::time::sleep(audin_server::bus::NODE_DEAD_AFTER).await;
+    let died: Vec<String> = rec_a
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("died"))
+        .collect();
+    assert_eq!(died, ["died node-b"], "once, and never itself");
 }

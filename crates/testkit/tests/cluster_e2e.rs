@@ -50,6 +50,11 @@ struct Cluster {
 impl Cluster {
     /// Starts PostgreSQL, NATS and `n` nodes; `None`: skipped.
     async fn start(test: &str, n: usize) -> Result<Option<Cluster>> {
+        Self::start_with(test, n, &[]).await
+    }
+
+    /// The same, each node with the extra flags `args`.
+    async fn start_with(test: &str, n: usize, args: &[(&str, &str)]) -> Result<Option<Cluster>> {
         if !audin_testkit::nats::available_or_skip(test)
             || !audin_testkit::postgres::available_or_skip(test)
         {
@@ -61,16 +66,18 @@ impl Cluster {
         let mut nodes = Vec::new();
         // One after the other: the first creates the schema.
         for i in 1..=n {
-            let node = ServerProcess::spawn(
-                ServerOptions {
-                    database: Some(PathBuf::from(&url)),
-                    ..ServerOptions::default()
-                }
-                .arg("--cluster", nats.url())
-                .arg("--node-id", format!("node-{i}")),
-            )
-            .await
-            .with_context(|| format!("node {i} starts"))?;
+            let mut opts = ServerOptions {
+                database: Some(PathBuf::from(&url)),
+                ..ServerOptions::default()
+            }
+            .arg("--cluster", nats.url())
+            .arg("--node-id", format!("node-{i}"));
+            for (flag, value) in args {
+                opts = opts.arg(flag, value);
+            }
+            let node = ServerProcess::spawn(opts)
+                .await
+                .with_context(|| format!("node {i} starts"))?;
             nodes.push(node);
         }
         let key = nodes[0].key();
@@ -92,10 +99,23 @@ impl Cluster {
         self.nodes[node - 1].url()
     }
 
+    /// Prints every node's log (on a failure).
+    fn dump_logs(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            eprintln!("── node {} ──\n{}", i + 1, node.logs());
+        }
+    }
+
     /// An SDK operator whose presence (and audio) sockets go to `node`,
     /// online on Milano.
     async fn operator(&self, node: usize, name: &str) -> Result<(AudinOperator, EventLog)> {
-        let url = self.url(node);
+        self.operator_at(&self.url(node), name).await
+    }
+
+    /// An SDK operator whose sockets go to `url` (a node or the
+    /// balancer), online on Milano.
+    async fn operator_at(&self, url: &str, name: &str) -> Result<(AudinOperator, EventLog)> {
+        let url = url.to_owned();
         let tokens = TokenSource::new(&url, &self.key);
         let op = operator(&url, &tokens, name, &[MILANO], &Timings::default());
         let log = EventLog::record(&op);
@@ -226,11 +246,7 @@ async fn an_operator_on_one_node_answers_calls_arriving_at_the_others_with_audio
         Ok(())
     })
     .await
-    .inspect_err(|_| {
-        for (i, node) in c.nodes.iter().enumerate() {
-            eprintln!("── node {} ──\n{}", i + 1, node.logs());
-        }
-    })
+    .inspect_err(|_| c.dump_logs())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,11 +288,7 @@ async fn operators_on_two_nodes_accepting_at_once_have_exactly_one_winner() -> R
         Ok(())
     })
     .await
-    .inspect_err(|_| {
-        for (i, node) in c.nodes.iter().enumerate() {
-            eprintln!("── node {} ──\n{}", i + 1, node.logs());
-        }
-    })
+    .inspect_err(|_| c.dump_logs())
 }
 
 /// `None` once the call is active (this operator won), or how it ended.
@@ -293,4 +305,111 @@ async fn outcome(call: &Call) -> Result<Option<EndReason>> {
         CallState::Active => None,
         _ => Some(info.end_reason.context("ended without a reason")?),
     })
+}
+
+/// The grace a call gives its audio socket to come back, in the failure
+/// tests (the default is 15 s).
+const GRACE_MS: &str = "3000";
+
+/// An answered call (the sim echoes) between ada on `op_node` and a call
+/// arriving at `call_node`, audio checked.
+async fn talking(
+    c: &Cluster,
+    ada: &AudinOperator,
+    log: &EventLog,
+    call_node: usize,
+) -> Result<(String, Call)> {
+    let t0 = Instant::now();
+    let sid = sim_call(&c.url(call_node), CALLER, MILANO_E164, "echo").await?;
+    let call = ringing(ada, log, t0, &sid).await?;
+    call.accept();
+    let info = tokio::time::timeout(EVENT, call.wait_for(CallState::Active))
+        .await
+        .context("the call did not become active")?;
+    ensure!(info.state == CallState::Active, "call ended: {info:?}");
+    let mic = play(&call, 1000.0);
+    let heard = listen(&call, Duration::from_millis(1000)).await;
+    mic.abort();
+    ensure!(heard.is_tone(1000.0, 5.0), "ada heard {heard}");
+    Ok((sid, call))
+}
+
+/// SIGKILL of the node that owns a call: the operator on another node is
+/// told `failed` within 2 s, is free at once (a call arriving at a third
+/// node rings her and she takes it), and a survivor closes the killed
+/// call's record `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_call_node_ends_its_calls_for_operators_elsewhere_and_frees_them() -> Result<()> {
+    let test = "cluster_call_node_killed";
+    let Some(mut c) = Cluster::start_with(test, 3, &[("--audio-grace-ms", GRACE_MS)]).await? else {
+        return Ok(());
+    };
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator(1, "ada").await?;
+        let (sid, call) = talking(&c, &ada, &log, 2).await?;
+        let killed = Instant::now();
+        c.nodes[1].kill().await;
+        assert_eq!(ended(&call).await?, EndReason::Failed);
+        let after = killed.elapsed();
+        println!("the killed node's call ended for the operator after {after:?}");
+        ensure!(after < Duration::from_secs(2), "ended after {after:?}");
+
+        // Free at once: a call at node 3 rings her.
+        let t1 = Instant::now();
+        let next = sim_call(&c.url(3), CALLER, MILANO_E164, "tone").await?;
+        let call = ringing(&ada, &log, t1, &next).await?;
+        call.accept();
+        tokio::time::timeout(EVENT, call.wait_for(CallState::Active))
+            .await
+            .context("the next call did not become active")?;
+        call.hangup();
+        ended(&call).await?;
+        let rec = closed_record(&c.url(3), &c.key, &sid).await?;
+        assert_eq!(rec["endReason"], "failed", "{rec}");
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| c.dump_logs())
+}
+
+/// SIGKILL of the operator's node while its audio socket is relayed to
+/// the call's node: the call does not live on as a ghost. The call's node
+/// learns the socket is gone, gives it the grace window, then ends the
+/// call `failed` and closes its record; no call stays live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_operator_node_leaves_no_ghost_call() -> Result<()> {
+    let test = "cluster_operator_node_killed";
+    let Some(mut c) = Cluster::start_with(test, 3, &[("--audio-grace-ms", GRACE_MS)]).await? else {
+        return Ok(());
+    };
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator(1, "ada").await?;
+        let (sid, _call) = talking(&c, &ada, &log, 2).await?;
+        let killed = Instant::now();
+        c.nodes[0].kill().await;
+        let rec = {
+            let mut last = None;
+            let closed = eventually(Duration::from_secs(10), async || {
+                last = call_record(&c.url(3), &c.key, &sid).await.ok().flatten();
+                last.as_ref().is_some_and(|r| !r["endReason"].is_null())
+            })
+            .await;
+            ensure!(closed, "record of {sid} not closed: {last:?}");
+            last.context("no record")?
+        };
+        println!(
+            "the orphaned call ended after {:?} (grace {GRACE_MS} ms)",
+            killed.elapsed()
+        );
+        assert_eq!(rec["endReason"], "failed", "{rec}");
+        let health: serde_json::Value = reqwest::get(format!("{}/healthz", c.url(2)))
+            .await?
+            .json()
+            .await?;
+        assert_eq!(health["calls"], 0, "{health}");
+        drop(ada);
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| c.dump_logs())
 }

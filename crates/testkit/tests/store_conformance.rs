@@ -743,3 +743,50 @@ async fn a_starting_node_leaves_a_running_nodes_calls_open() {
     let (_, r) = b.call_record("CAonA").await.unwrap().unwrap();
     assert_eq!(r.end_reason, Some(EndReason::Failed));
 }
+
+/// While running, a node closes only the records of nodes that are gone:
+/// never its own live calls (unlike at its start), never a running node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_closes_only_gone_nodes_calls() {
+    let Some(pg) = postgres("a_running_node_closes_only_gone_nodes_calls") else {
+        return;
+    };
+    let url = pg.create_database().unwrap();
+    let (a, b, c) = (
+        pg_store(&url).await,
+        pg_store(&url).await,
+        pg_store(&url).await,
+    );
+    insert(&a, "CAonA", "acc_a", "2026-01-01T00:00:00Z");
+    insert(&b, "CAonB", "acc_a", "2026-01-01T00:00:00Z");
+    insert(&c, "CAonC", "acc_a", "2026-01-01T00:00:00Z");
+    for s in [&a, &b, &c] {
+        s.flush().await.unwrap();
+    }
+    let open = async |sid: &str| {
+        b.call_record(sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .ended_at
+            .is_none()
+    };
+    assert_eq!(b.close_calls_of_gone_nodes().await.unwrap(), 0);
+    assert!(open("CAonB").await, "its own live call was closed");
+    drop(a);
+    let closed = audin_testkit::support::eventually(Duration::from_secs(5), async || {
+        b.close_calls_of_gone_nodes().await.unwrap() == 1
+    })
+    .await;
+    assert!(closed, "a gone node's record stays open");
+    assert!(!open("CAonA").await);
+    assert!(open("CAonB").await && open("CAonC").await);
+    // SQLite: one node, nothing to close.
+    let lite: Arc<dyn CallStore> = audin_server::db::Db::open(std::path::Path::new(":memory:"))
+        .unwrap()
+        .into();
+    insert(lite.as_ref(), "CAl", "acc_a", "2026-01-01T00:00:00Z");
+    lite.flush().await.unwrap();
+    assert_eq!(lite.close_calls_of_gone_nodes().await.unwrap(), 0);
+}

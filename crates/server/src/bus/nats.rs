@@ -6,7 +6,8 @@
 //!
 //! | Subject | Who listens | Payload |
 //! |---|---|---|
-//! | `{prefix}.op.{op key}` | the node holding the operator's presence socket | `T` + protocol JSON, or `M` + the session id that opened |
+//! | `{prefix}.op.{op key}` | the node holding the operator's presence socket | `T` + protocol JSON; `K` + node, call sid, `e` (ends) or `o`, and protocol JSON, each of the first three ended by a newline; or `M` + the session id that opened |
+//! | `{prefix}.alive` | every node | the sender's node id, every 250 ms |
 //! | `{prefix}.call.{call sid}` | the node owning the call (request/reply) | JSON [`CallCommand`]; the reply is JSON `Option<CallStatus>` |
 //! | `{prefix}.offline` | every node | JSON `{node, op}` |
 //! | `{prefix}.relay.{id}.up` | the call's node | one operator frame (160 bytes of μ-law) |
@@ -32,13 +33,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{
-    Bus, BusError, BusFuture, CallCommand, CallStatus, FrameSink, Inbox, RelayDown, RelaySink,
-    RelayUp,
+    AboutCall, Bus, BusError, BusFuture, CallCommand, CallStatus, FrameSink, Inbox,
+    NODE_DEAD_AFTER, Origin, RelayDown, RelaySink, RelayUp,
 };
 use crate::routing::OperatorKey;
 use crate::routing::nats::op_key;
 
 const TEXT: u8 = b'T';
+const CALL_TEXT: u8 = b'K';
 const MOVED: u8 = b'M';
 const FRAME: u8 = b'F';
 const CLOSE: u8 = b'C';
@@ -46,6 +48,8 @@ const CLOSE: u8 = b'C';
 /// events on a busy node); beyond that they are dropped, as while NATS is
 /// away.
 const OUTGOING_QUEUE: usize = 4096;
+/// How often a node says it is alive.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long a node still answers for a call that ended here.
 const CALL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -65,6 +69,7 @@ struct Inner {
     /// Calls owned here: their listeners.
     calls: Mutex<HashMap<String, JoinHandle<()>>>,
     offline: Mutex<Option<JoinHandle<()>>>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
     /// Fire-and-forget messages, in order, to the one task that publishes
     /// them (a task per message would reorder an operator's messages).
     outgoing: mpsc::Sender<(Subject, Bytes)>,
@@ -123,6 +128,7 @@ impl NatsBus {
                 ops: Mutex::default(),
                 calls: Mutex::default(),
                 offline: Mutex::default(),
+                heartbeat: Mutex::default(),
                 outgoing,
                 publisher,
             }),
@@ -139,6 +145,65 @@ impl NatsBus {
 
     fn inbox(inner: &Inner) -> Option<Arc<dyn Inbox>> {
         inner.inbox.get().and_then(Weak::upgrade)
+    }
+
+    /// Says this node is alive every [`HEARTBEAT`] and watches the others
+    /// say it: one silent for [`NODE_DEAD_AFTER`] is declared dead to the
+    /// inbox, once, but only while this node hears its own heartbeats (a
+    /// node cut off from NATS hears nobody and must not declare everybody
+    /// dead).
+    async fn heartbeat(&self) -> Result<JoinHandle<()>, BusError> {
+        let subject: Subject = format!("{}.alive", self.inner.prefix).into();
+        let mut sub = self
+            .inner
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| unavailable("listening for heartbeats", e))?;
+        let inner = Arc::downgrade(&self.inner);
+        Ok(tokio::spawn(async move {
+            let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
+            let mut own = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    msg = sub.next() => {
+                        let Some(msg) = msg else { return };
+                        let Ok(node) = std::str::from_utf8(&msg.payload) else { continue };
+                        let Some(inner) = inner.upgrade() else { return };
+                        let now = tokio::time::Instant::now();
+                        if node == inner.node_id {
+                            own = now;
+                        } else if let Some(t) = seen.get_mut(node) {
+                            *t = now;
+                        } else {
+                            seen.insert(node.to_owned(), now);
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        inner.publish(subject.clone(), Bytes::from(inner.node_id.clone()));
+                        let now = tokio::time::Instant::now();
+                        if now - own > NODE_DEAD_AFTER {
+                            continue;
+                        }
+                        let dead: Vec<String> = seen
+                            .iter()
+                            .filter(|(_, t)| now - **t > NODE_DEAD_AFTER)
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        for node in dead {
+                            seen.remove(&node);
+                            tracing::warn!(node = %node, "cluster: a node stopped answering; its calls are over");
+                            if let Some(inbox) = Self::inbox(&inner) {
+                                inbox.node_died(&node);
+                            }
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     /// Returns once nats-server has processed everything this connection
@@ -284,8 +349,10 @@ impl Drop for NatsBus {
         for (_, task) in self.inner.calls.lock().expect("bus lock").drain() {
             task.abort();
         }
-        if let Some(task) = self.inner.offline.lock().expect("bus lock").take() {
-            task.abort();
+        for slot in [&self.inner.offline, &self.inner.heartbeat] {
+            if let Some(task) = slot.lock().expect("bus lock").take() {
+                task.abort();
+            }
         }
         self.inner.publisher.abort();
     }
@@ -326,6 +393,16 @@ impl Bus for NatsBus {
             if let Some(old) = self.inner.offline.lock().expect("bus lock").replace(task) {
                 old.abort();
             }
+            let heartbeat = self.heartbeat().await?;
+            if let Some(old) = self
+                .inner
+                .heartbeat
+                .lock()
+                .expect("bus lock")
+                .replace(heartbeat)
+            {
+                old.abort();
+            }
             Ok(())
         })
     }
@@ -352,7 +429,20 @@ impl Bus for NatsBus {
                         continue;
                     };
                     match msg.payload.first() {
-                        Some(&TEXT) => inbox.to_operator(&key, body),
+                        Some(&TEXT) => inbox.to_operator(&key, body, None),
+                        Some(&CALL_TEXT) => {
+                            let mut parts = body.splitn(4, '\n');
+                            let (Some(node), Some(call_sid), Some(end), Some(text)) =
+                                (parts.next(), parts.next(), parts.next(), parts.next())
+                            else {
+                                continue;
+                            };
+                            let about = AboutCall {
+                                call_sid,
+                                ends: end == "e",
+                            };
+                            inbox.to_operator(&key, text, Some(Origin { node, about }));
+                        }
                         Some(&MOVED) => inbox.operator_moved(&key, body),
                         _ => {}
                     }
@@ -444,9 +534,18 @@ impl Bus for NatsBus {
         }
     }
 
-    fn to_operator(&self, op: &OperatorKey, text: &str) {
-        let mut payload = Vec::with_capacity(text.len() + 1);
-        payload.push(TEXT);
+    fn to_operator(&self, op: &OperatorKey, text: &str, about: Option<AboutCall<'_>>) {
+        let mut payload = Vec::with_capacity(text.len() + 64);
+        match about {
+            // Our call sids and node ids are plain tokens: no newline.
+            Some(a) if plain_token(a.call_sid) => {
+                payload.push(CALL_TEXT);
+                let end = if a.ends { "e" } else { "o" };
+                let head = format!("{}\n{}\n{end}\n", self.inner.node_id, a.call_sid);
+                payload.extend_from_slice(head.as_bytes());
+            }
+            _ => payload.push(TEXT),
+        }
         payload.extend_from_slice(text.as_bytes());
         self.publish(self.op_subject(op), payload.into());
     }

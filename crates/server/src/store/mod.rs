@@ -234,6 +234,11 @@ pub trait CallStore: Send + Sync + fmt::Debug {
     /// how many.
     fn close_open_calls(&self) -> StoreFuture<'_, usize>;
 
+    /// While running: closes with `failed` the open records of other nodes
+    /// that are gone (never this node's, never a running node's); returns
+    /// how many. One node alone (SQLite) has none.
+    fn close_calls_of_gone_nodes(&self) -> StoreFuture<'_, usize>;
+
     /// How many records are open (no `ended_at`).
     fn open_call_count(&self) -> StoreFuture<'_, usize>;
 

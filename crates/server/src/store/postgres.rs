@@ -399,6 +399,51 @@ impl PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Closes with `failed` the open records of the nodes that are gone
+    /// (their lock is free) and, at this node's start (`own`), its own and
+    /// those written before nodes were recorded; never a running node's.
+    async fn close_records(&self, own: bool) -> Result<usize> {
+        let client = self.client().await?;
+        let others = client
+            .query(
+                "SELECT node_id, lock_key FROM nodes WHERE node_id <> $1",
+                &[&self.node.id],
+            )
+            .await?;
+        let mut gone: Vec<String> = Vec::new();
+        for row in others {
+            let key: i32 = row.get(1);
+            let free: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    &[&NODE_LOCK_CLASS, &key],
+                )
+                .await?
+                .get(0);
+            if free {
+                client
+                    .execute(
+                        "SELECT pg_advisory_unlock($1, $2)",
+                        &[&NODE_LOCK_CLASS, &key],
+                    )
+                    .await?;
+                gone.push(row.get(0));
+            }
+        }
+        let n = client
+            .execute(
+                "UPDATE calls SET ended_at = $1, end_reason = 'failed'
+                 WHERE ended_at IS NULL
+                   AND (($4 AND (node_id IS NULL OR node_id = $2)) OR node_id = ANY($3))",
+                &[&now_rfc3339(), &self.node.id, &gone, &own],
+            )
+            .await?;
+        client
+            .execute("DELETE FROM nodes WHERE node_id = ANY($1)", &[&gone])
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client> {
         Ok(self.pool.get().await?)
     }
@@ -1089,47 +1134,11 @@ impl CallStore for PostgresStore {
     /// Closes this node's open records and those of nodes that are gone
     /// (their lock is free), never a running node's.
     fn close_open_calls(&self) -> StoreFuture<'_, usize> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let others = client
-                .query(
-                    "SELECT node_id, lock_key FROM nodes WHERE node_id <> $1",
-                    &[&self.node.id],
-                )
-                .await?;
-            let mut gone: Vec<String> = Vec::new();
-            for row in others {
-                let key: i32 = row.get(1);
-                let free: bool = client
-                    .query_one(
-                        "SELECT pg_try_advisory_lock($1, $2)",
-                        &[&NODE_LOCK_CLASS, &key],
-                    )
-                    .await?
-                    .get(0);
-                if free {
-                    client
-                        .execute(
-                            "SELECT pg_advisory_unlock($1, $2)",
-                            &[&NODE_LOCK_CLASS, &key],
-                        )
-                        .await?;
-                    gone.push(row.get(0));
-                }
-            }
-            let n = client
-                .execute(
-                    "UPDATE calls SET ended_at = $1, end_reason = 'failed'
-                     WHERE ended_at IS NULL
-                       AND (node_id IS NULL OR node_id = $2 OR node_id = ANY($3))",
-                    &[&now_rfc3339(), &self.node.id, &gone],
-                )
-                .await?;
-            client
-                .execute("DELETE FROM nodes WHERE node_id = ANY($1)", &[&gone])
-                .await?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
-        })
+        Box::pin(self.close_records(true))
+    }
+
+    fn close_calls_of_gone_nodes(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.close_records(false))
     }
 
     fn open_call_count(&self) -> StoreFuture<'_, usize> {

@@ -20,15 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use audin_operator::core::PresenceState;
 use audin_operator::core::{CallState, EndReason, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
+use audin_testkit::balancer::TempBalancer;
 use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::sip::harness::bounded;
 use audin_testkit::support::{
-    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually, operator,
-    sim_call, sim_hangup,
+    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually, metrics,
+    operator, sim_call, sim_hangup,
 };
 use audin_testkit::{ServerOptions, ServerProcess};
 use tokio::task::JoinHandle;
@@ -412,4 +414,231 @@ async fn a_killed_operator_node_leaves_no_ghost_call() -> Result<()> {
     })
     .await;
     result.inspect_err(|_| c.dump_logs())
+}
+
+/// Which node (1-based) holds the one open audio socket, if one does.
+async fn audio_node(c: &Cluster) -> Result<Option<usize>> {
+    let mut found = None;
+    for (i, node) in c.nodes.iter().enumerate() {
+        let Ok(m) = metrics(&node.url()).await else {
+            continue; // killed
+        };
+        if m.get("audin_sockets_open{kind=\"audio\"}").copied() == Some(1.0) {
+            found = Some(i + 1);
+        }
+    }
+    Ok(found)
+}
+
+/// The operator's sockets go through a real round-robin balancer, so her
+/// presence and audio sockets land on any node. A call whose audio socket
+/// landed on another node than the call's: that node is killed; the SDK
+/// reattaches through the balancer to a surviving node within the grace
+/// window and the call goes on with audio both ways (the relay is set up
+/// again from wherever the socket lands); if her presence was on the
+/// killed node too, she is online again through the balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_balancer_a_call_survives_the_death_of_its_audio_sockets_node() -> Result<()> {
+    let test = "cluster_balancer_reattach";
+    if !audin_testkit::balancer::available_or_skip(test) {
+        return Ok(());
+    }
+    let Some(mut c) = Cluster::start_with(test, 3, &[("--audio-grace-ms", GRACE_MS)]).await? else {
+        return Ok(());
+    };
+    let addrs: Vec<_> = c.nodes.iter().map(|n| n.addr).collect();
+    let lb = TempBalancer::start(&addrs)?;
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator_at(&lb.url(), "ada").await?;
+        // A call whose audio socket is not on the call's node (round robin
+        // makes that likely; a few tries make it certain enough).
+        let mut found = None;
+        for attempt in 0..6 {
+            let call_node = 2 + attempt % 2;
+            let (sid, call) = talking(&c, &ada, &log, call_node).await?;
+            match audio_node(&c).await? {
+                Some(a) if a != call_node => {
+                    found = Some((sid, call, call_node, a));
+                    break;
+                }
+                _ => {
+                    call.hangup();
+                    ended(&call).await?;
+                }
+            }
+        }
+        let (sid, call, call_node, audio) =
+            found.context("no call had its audio socket on another node in 6 tries")?;
+        println!(
+            "call {sid} on node {call_node}, its audio socket on node {audio}: killing node {audio}"
+        );
+        let killed = Instant::now();
+        c.nodes[audio - 1].kill().await;
+        // Audio again, through another node, within the grace window.
+        let mic = play(&call, 1000.0);
+        let back = eventually(Duration::from_secs(3), async || {
+            listen(&call, Duration::from_millis(300))
+                .await
+                .is_tone(1000.0, 5.0)
+        })
+        .await;
+        ensure!(back, "no audio after the audio node died");
+        println!("audio back {:?} after the kill", killed.elapsed());
+        let heard = listen(&call, Duration::from_secs(1)).await;
+        mic.abort();
+        ensure!(heard.is_tone(1000.0, 5.0), "ada heard {heard}");
+        ensure!(heard.active_seconds > 0.8, "ada heard {heard}");
+        assert_eq!(call.info().state, CallState::Active);
+        let online = eventually(Duration::from_secs(3), async || {
+            ada.state() == PresenceState::Online
+        })
+        .await;
+        ensure!(online, "ada not online again: {:?}", ada.state());
+        call.hangup();
+        assert_eq!(ended(&call).await?, EndReason::Hangup);
+        let rec = closed_record(&c.url(call_node), &c.key, &sid).await?;
+        assert_eq!(rec["endReason"], "hangup", "{rec}");
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| {
+        c.dump_logs();
+        eprintln!("── balancer ──\n{}", lb.log());
+    })
+}
+
+/// An operator that answers every call offered to it, talks `talk` and
+/// hangs up; what went wrong for it goes into `problems`.
+fn auto_answer(
+    op: AudinOperator,
+    log: EventLog,
+    talk: Duration,
+    problems: Arc<Mutex<Vec<String>>>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let problem = |p: String| problems.lock().unwrap().push(p);
+        let mut since = Instant::now();
+        loop {
+            let Some((at, sid)) = log
+                .wait(since, Duration::from_secs(3600), |e| match e {
+                    Event::IncomingCall { call } => Some(call.call_sid.clone()),
+                    _ => None,
+                })
+                .await
+            else {
+                continue;
+            };
+            since = at + Duration::from_nanos(1);
+            let Some(call) = op.call(&sid) else { continue };
+            call.accept();
+            match outcome(&call).await {
+                Ok(None) => {
+                    tokio::time::sleep(talk).await;
+                    call.hangup();
+                    match ended(&call).await {
+                        Ok(EndReason::Hangup) => {}
+                        other => problem(format!("{sid}: ended {other:?}")),
+                    }
+                }
+                Ok(Some(EndReason::TakenByOther)) => {}
+                other => problem(format!("{sid}: {other:?}")),
+            }
+        }
+    })
+}
+
+/// Three nodes behind the balancer restarted one by one (SIGTERM: drain,
+/// then start again) under a steady stream of calls answered by three
+/// operators connected through the balancer: no call fails. Calls are
+/// sent only to nodes not draining, as a carrier routes to healthy nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_a_stream_of_calls_fails_no_call() -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let test = "cluster_rolling_restart";
+    if !audin_testkit::balancer::available_or_skip(test) {
+        return Ok(());
+    }
+    let Some(mut c) = Cluster::start_with(test, 3, &[("--audio-grace-ms", GRACE_MS)]).await? else {
+        return Ok(());
+    };
+    let addrs: Vec<_> = c.nodes.iter().map(|n| n.addr).collect();
+    let lb = TempBalancer::start(&addrs)?;
+    let urls: Vec<String> = (1..=3).map(|i| c.url(i)).collect();
+    let result = bounded(test, TEST_BOUND, async {
+        let mut answerers = Vec::new();
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        for name in ["ada", "bob", "cy"] {
+            let (op, log) = c.operator_at(&lb.url(), name).await?;
+            let talk = Duration::from_millis(800);
+            answerers.push(auto_answer(op, log, talk, problems.clone()));
+        }
+        // The carrier: a call every 500 ms to a node that is up.
+        let down = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sids = Arc::new(Mutex::new(Vec::new()));
+        let carrier = tokio::spawn({
+            let (down, stop, sids, urls) = (down.clone(), stop.clone(), sids.clone(), urls.clone());
+            async move {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let node = 1 + n % 3;
+                    if node != down.load(Ordering::Relaxed) {
+                        if let Ok(sid) =
+                            sim_call(&urls[node - 1], CALLER, MILANO_E164, "echo").await
+                        {
+                            sids.lock().unwrap().push(sid);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for i in 1..=3 {
+            down.store(i, Ordering::Relaxed);
+            // Let calls already sent there start ringing before the drain.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let t = Instant::now();
+            c.nodes[i - 1].terminate().await;
+            println!("node {i} drained and stopped in {:?}", t.elapsed());
+            c.nodes[i - 1].restart().await?;
+            // Back in the balancer's rotation (checks every 500 ms).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            down.store(0, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        carrier.await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sids = sids.lock().unwrap().clone();
+        let mut by_reason = std::collections::BTreeMap::<String, u32>::new();
+        for sid in &sids {
+            let rec = call_record(&c.url(1), &c.key, sid).await?;
+            let reason = rec
+                .map(|r| r["endReason"].as_str().unwrap_or("open").to_owned())
+                .unwrap_or_else(|| "no record".into());
+            *by_reason.entry(reason).or_default() += 1;
+        }
+        println!(
+            "{} calls during the rolling restart: {by_reason:?}",
+            sids.len()
+        );
+        for a in answerers {
+            a.abort();
+        }
+        ensure!(
+            by_reason.get("hangup").copied().unwrap_or(0) as usize == sids.len(),
+            "every call answered and hung up: {by_reason:?}"
+        );
+        ensure!(sids.len() >= 20, "only {} calls", sids.len());
+        let problems = problems.lock().unwrap().clone();
+        ensure!(problems.is_empty(), "operators saw: {problems:?}");
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| {
+        c.dump_logs();
+        eprintln!("── balancer ──\n{}", lb.log());
+    })
 }

@@ -234,6 +234,9 @@ const ENDED_CALLS_REMEMBERED: usize = 1024;
 
 /// How long a shutdown waits for queued call record writes to land.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How long an ended call waits for the routing to free its holder before
+/// telling the operator (in process: no wait at all).
+const RELEASE_WAIT: Duration = Duration::from_millis(500);
 /// How often a drain looks at the live calls and idle operators.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
@@ -1632,9 +1635,16 @@ impl CallTask {
         }
         if !self.released {
             self.released = true;
-            if let Err(e) = self.engine.routing.release(self.call.sid()).await {
-                tracing::warn!(call_sid = %self.call.sid(), error = %e, "routing: releasing an ended call failed");
-            }
+            let (routing, sid) = (self.engine.routing.clone(), self.call.sid().to_owned());
+            let release = tokio::spawn(async move {
+                if let Err(e) = routing.release(&sid).await {
+                    tracing::warn!(call_sid = %sid, error = %e, "routing: releasing an ended call failed");
+                }
+            });
+            // Waited for (a freed operator may dial at once), but not for
+            // long: with the shared routing away the release goes on in the
+            // background, and the operator hears of the end meanwhile.
+            let _ = tokio::time::timeout(RELEASE_WAIT, release).await;
         }
     }
 

@@ -45,8 +45,8 @@ const EVENT: Duration = Duration::from_secs(5);
 struct Cluster {
     nodes: Vec<ServerProcess>,
     key: String,
-    _nats: TempNats,
-    _pg: TempPostgres,
+    nats: TempNats,
+    pg: TempPostgres,
 }
 
 impl Cluster {
@@ -92,8 +92,8 @@ impl Cluster {
         Ok(Some(Cluster {
             nodes,
             key,
-            _nats: nats,
-            _pg: pg,
+            nats,
+            pg,
         }))
     }
 
@@ -640,5 +640,117 @@ async fn a_rolling_restart_under_a_stream_of_calls_fails_no_call() -> Result<()>
     result.inspect_err(|_| {
         c.dump_logs();
         eprintln!("── balancer ──\n{}", lb.log());
+    })
+}
+
+/// nats-server killed mid-call: a call whose operator and carrier leg are
+/// on one node keeps its audio while NATS is down and nobody is declared
+/// dead; once nats-server is back (same port and storage), the nodes
+/// reconnect by themselves and a call arriving at the other node rings
+/// the operator again, with no node restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_local_calls_keep_their_audio_and_routing_recovers() -> Result<()> {
+    let test = "cluster_nats_restart";
+    let Some(mut c) = Cluster::start(test, 2).await? else {
+        return Ok(());
+    };
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator(1, "ada").await?;
+        let (_, call) = talking(&c, &ada, &log, 1).await?;
+        c.nats.kill();
+        let mic = play(&call, 1000.0);
+        let heard = listen(&call, Duration::from_secs(3)).await;
+        ensure!(
+            heard.is_tone(1000.0, 5.0),
+            "with NATS down ada heard {heard}"
+        );
+        ensure!(
+            heard.active_seconds > 2.5,
+            "with NATS down ada heard {heard}"
+        );
+        assert_eq!(call.info().state, CallState::Active);
+        c.nats.start()?;
+        let back = Instant::now();
+        let heard = listen(&call, Duration::from_secs(1)).await;
+        mic.abort();
+        ensure!(
+            heard.is_tone(1000.0, 5.0),
+            "after NATS came back ada heard {heard}"
+        );
+        call.hangup();
+        assert_eq!(ended(&call).await?, EndReason::Hangup);
+        // A call at node 2 rings her on node 1 again.
+        let mut rang = None;
+        for _ in 0..30 {
+            let t = Instant::now();
+            let sid = sim_call(&c.url(2), CALLER, MILANO_E164, "tone").await?;
+            if let Ok(call) = ringing(&ada, &log, t, &sid).await {
+                rang = Some(call);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let call = rang.context("no cross-node call rang after NATS came back")?;
+        println!(
+            "cross-node routing back {:?} after nats-server restarted",
+            back.elapsed()
+        );
+        call.accept();
+        tokio::time::timeout(EVENT, call.wait_for(CallState::Active))
+            .await
+            .context("not active")?;
+        let heard = listen(&call, Duration::from_secs(1)).await;
+        ensure!(heard.is_tone(440.0, 5.0), "ada heard {heard}");
+        call.hangup();
+        ended(&call).await?;
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| {
+        c.dump_logs();
+        eprintln!("── nats ──\n{}", c.nats.log());
+    })
+}
+
+/// PostgreSQL stopped mid-call: the call goes on with its audio and ends
+/// normally; its record is written once PostgreSQL is back (none lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_down_calls_go_on_and_their_records_land_when_it_is_back() -> Result<()> {
+    let test = "cluster_postgres_restart";
+    let Some(mut c) = Cluster::start(test, 2).await? else {
+        return Ok(());
+    };
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator(1, "ada").await?;
+        let (sid, call) = talking(&c, &ada, &log, 2).await?;
+        c.pg.stop();
+        let mic = play(&call, 1000.0);
+        let heard = listen(&call, Duration::from_secs(2)).await;
+        mic.abort();
+        ensure!(
+            heard.is_tone(1000.0, 5.0),
+            "with PostgreSQL down ada heard {heard}"
+        );
+        call.hangup();
+        assert_eq!(ended(&call).await?, EndReason::Hangup);
+        c.pg.start()?;
+        let rec = {
+            let mut last = None;
+            let closed = eventually(Duration::from_secs(20), async || {
+                last = call_record(&c.url(1), &c.key, &sid).await.ok().flatten();
+                last.as_ref().is_some_and(|r| !r["endReason"].is_null())
+            })
+            .await;
+            ensure!(closed, "record of {sid} not written: {last:?}");
+            last.context("no record")?
+        };
+        assert_eq!(rec["endReason"], "hangup", "{rec}");
+        assert_eq!(rec["operatorRef"], "ada", "{rec}");
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| {
+        c.dump_logs();
+        eprintln!("── postgres ──\n{}", c.pg.log());
     })
 }

@@ -307,6 +307,21 @@ impl Inner {
         }
     }
 
+    /// Stops refreshing this node's holder and assignment entries of
+    /// `call_sid` (its holder key is `ckey`).
+    fn forget_mine(&self, ckey: &str, call_sid: &str) {
+        let mut m = self.mine.lock().expect("routing lock");
+        let Some((opkey, _)) = m.holder.remove(ckey) else {
+            return;
+        };
+        let opkey = String::from_utf8_lossy(&opkey).into_owned();
+        if m.assign.get(&opkey).is_some_and(|(v, _)| {
+            serde_json::from_slice::<Assignment>(v).is_ok_and(|a| a.call == call_sid)
+        }) {
+            m.assign.remove(&opkey);
+        }
+    }
+
     /// Every operator online, on any node. Listed with one stream-info
     /// request (the subjects that hold a message, paged), not the client's
     /// `keys()`: that is a consumer, which was seen to stall now and then on
@@ -469,6 +484,10 @@ impl Routing for NatsRouting {
         bounded("releasing a call", async move {
             let i = &self.inner;
             let ckey = call_key(call_sid);
+            // First stop refreshing what this node wrote for the call: if
+            // the deletes below fail (NATS away), the entries still expire
+            // within the TTL instead of holding the operator forever.
+            i.forget_mine(&ckey, call_sid);
             let Some(opkey) = i
                 .holder
                 .get(ckey.clone())
@@ -500,13 +519,6 @@ impl Routing for NatsRouting {
                 }
             }
             let _ = i.holder.delete(&ckey).await;
-            let mut m = i.mine.lock().expect("routing lock");
-            m.holder.remove(&ckey);
-            if m.assign.get(&opkey).is_some_and(|(v, _)| {
-                serde_json::from_slice::<Assignment>(v).is_ok_and(|a| a.call == call_sid)
-            }) {
-                m.assign.remove(&opkey);
-            }
             Ok(())
         })
     }

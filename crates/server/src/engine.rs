@@ -1128,6 +1128,7 @@ impl Engine {
     /// the number of calls still live (the shutdown ends them `failed`).
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.draining.store(true, Ordering::Relaxed);
+        self.metrics.draining.store(1, Ordering::Relaxed);
         let until = Instant::now() + deadline;
         loop {
             let (live, ringing) = self.live_and_ringing();

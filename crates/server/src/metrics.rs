@@ -30,6 +30,8 @@ pub struct Metrics {
     /// Each registering SIP trunk's name and registration state (set once
     /// the SIP endpoint has started).
     pub sip_registrations: Mutex<Vec<(String, watch::Receiver<RegistrationState>)>>,
+    /// 1 while the node drains (see [`crate::engine::Engine::drain`]).
+    pub draining: AtomicU64,
     /// The call store's record-write counters (set when the engine is
     /// built).
     pub store: OnceLock<Arc<StoreStats>>,
@@ -52,11 +54,18 @@ impl Metrics {
         let mut s = String::with_capacity(1024);
         let _ = writeln!(
             s,
-            "# HELP audin_operators_online Operators with an authenticated presence socket."
+            "# HELP audin_operators_online Operators with an authenticated presence socket \
+             (on every node of the cluster with --cluster)."
         );
         let _ = writeln!(s, "# TYPE audin_operators_online gauge");
         let _ = writeln!(s, "audin_operators_online {operators_online}");
-        let _ = writeln!(s, "# HELP audin_calls Live calls by state.");
+        let _ = writeln!(
+            s,
+            "# HELP audin_draining 1 while this node drains (SIGTERM): no new calls or sessions."
+        );
+        let _ = writeln!(s, "# TYPE audin_draining gauge");
+        let _ = writeln!(s, "audin_draining {}", self.draining.load(Relaxed));
+        let _ = writeln!(s, "# HELP audin_calls Live calls on this node by state.");
         let _ = writeln!(s, "# TYPE audin_calls gauge");
         for (state, n) in calls_by_state {
             let _ = writeln!(s, "audin_calls{{state=\"{state}\"}} {n}");

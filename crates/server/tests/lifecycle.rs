@@ -187,6 +187,7 @@ async fn a_drain_lets_the_live_call_finish_and_takes_no_new_ones() {
     assert_eq!(health["calls"], 1);
     assert_eq!(health["store"]["kind"], "sqlite");
     assert_eq!(health["routing"]["kind"], "in-process");
+    assert_eq!(s.metric("audin_draining").await, 0);
 
     let checks = async {
         assert_eq!(
@@ -198,6 +199,7 @@ async fn a_drain_lets_the_live_call_finish_and_takes_no_new_ones() {
         assert_eq!(health.status(), 503);
         let health: serde_json::Value = health.json().await.unwrap();
         assert_eq!(health["status"], "draining");
+        assert_eq!(s.metric("audin_draining").await, 1);
         // No new presence session, no new inbound call, no new dial.
         let token = s.token("op-3", &[MILANO]).await;
         let mut late = Ws::connect(&s.ws_url("/v1/operator/presence")).await;

@@ -56,7 +56,7 @@ use audin_protocol::{
     decode_audio_server_message, decode_server_message,
 };
 use audin_server::auth::{Claims, TokenSigner};
-use audin_server::routing::{OperatorKey, ready_now};
+use audin_server::routing::OperatorKey;
 use audin_server::sim::Behaviour;
 use audin_server::ws::{Kind, MemoryPeer, WsConn};
 use audin_server::{Engine, ServerConfig, db};
@@ -468,7 +468,8 @@ impl<'w> Run<'w> {
         if running > 0 {
             left.push(format!("{running} session task(s) running"));
         }
-        let (online, by_state) = engine.gauges();
+        let (online, by_state) = ready_now(engine.gauges());
+        let online = online.unwrap_or(0);
         if online > 0 {
             left.push(format!("{online} operator(s) online"));
         }
@@ -553,7 +554,7 @@ fn drain(c: &mut Conn, seen: &mut Seen<'_>) {
                             c.welcomed_as = Some(operator_ref);
                         }
                         Ok(
-                            ServerMessage::CallAccepted { call_sid }
+                            ServerMessage::CallAccepted { call_sid, .. }
                             | ServerMessage::DialAccepted { call_sid, .. },
                         ) => {
                             let holder =
@@ -687,4 +688,15 @@ async fn without_idling<T: Send + 'static>(
         tokio::task::yield_now().await;
     }
     task.await.expect("the task panicked")
+}
+
+/// The answer of a future that is ready at once, as the in-process
+/// routing's always are.
+fn ready_now<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::noop();
+    match fut.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the in-process engine answers at once"),
+    }
 }

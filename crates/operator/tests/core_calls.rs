@@ -880,3 +880,195 @@ fn an_accept_whose_confirmation_was_lost_resumes_from_welcome() {
     assert!(names(&events).contains(&"callStarted"), "{events:?}");
     assert_eq!(state(&sim), Some(CallState::Active));
 }
+
+// ── attach hints (`audioUrl` / `attachTicket`, additive within v1) ───────
+
+const TICKET: &str = "tkt-CA1-once";
+
+/// Rings `sid`, accepts it and serves `callAccepted` with `hint`'s fields.
+fn accepted_with(sim: &mut Sim, presence: SocketId, sid: &str, hint: Value) {
+    sim.offer(presence, sid);
+    sim.op.accept(sim.now, sid);
+    let mut msg = json!({"type":"callAccepted","callSid":sid});
+    msg.as_object_mut()
+        .unwrap()
+        .extend(hint.as_object().unwrap().clone());
+    sim.server(presence, msg);
+}
+
+/// The audio socket opened without a token request; returns it and its URL,
+/// after checking that `attach` carries the ticket.
+fn ticketed_open(sim: &mut Sim, sid: &str) -> (SocketId, String) {
+    assert!(!sim.has_token_request(), "a ticket spares getToken");
+    let (socket, url, kind) = sim.take_open();
+    assert_eq!(
+        kind,
+        SocketKind::Audio {
+            call_sid: sid.into()
+        }
+    );
+    sim.open(socket);
+    assert_eq!(
+        sim.sent_one(socket, "attach"),
+        json!({"type":"attach","token":TICKET,"callSid":sid})
+    );
+    (socket, url)
+}
+
+#[test]
+fn a_ticket_attaches_at_the_steered_url_without_get_token() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    let hint = json!({"audioUrl":"https://node-2.core.test/","attachTicket":TICKET});
+    accepted_with(&mut sim, presence, "CA1", hint);
+    let (audio, url) = ticketed_open(&mut sim, "CA1");
+    assert_eq!(url, "wss://node-2.core.test/v1/operator/audio");
+    sim.server(
+        audio,
+        json!({"type":"attached","callSid":"CA1","answered":true,"resumed":false}),
+    );
+    assert_eq!(
+        sim.media(),
+        [Output::StartMedia {
+            call_sid: "CA1".into(),
+            socket: audio
+        }]
+    );
+    assert_eq!(
+        names(&sim.events()),
+        ["incomingCall", "callUpdated", "callStarted"]
+    );
+    assert_eq!(sim.token_request_times().len(), 1, "presence's token only");
+    // A later drop reattaches exactly as before: getToken, our own URL.
+    sim.close(audio, Some(1006));
+    assert_eq!(names(&sim.events()), ["callReconnecting"]);
+    sim.attach_audio_after_retry("CA1");
+    assert_eq!(names(&sim.events()), ["callReconnected"]);
+}
+
+#[test]
+fn a_ticketed_attempt_that_fails_retries_with_get_token_at_our_url() {
+    // Closed before `attached` (network), or refused as the server refuses
+    // a bad token (an `error`, then 4002 or 4003).
+    for refusal in [
+        None,
+        Some(("UNAUTHORIZED", 4002)),
+        Some(("TOKEN_EXPIRED", 4003)),
+    ] {
+        let mut sim = Sim::new();
+        let presence = sim.online();
+        let hint = json!({"audioUrl":"https://node-2.core.test","attachTicket":TICKET});
+        accepted_with(&mut sim, presence, "CA1", hint);
+        let (audio, _) = ticketed_open(&mut sim, "CA1");
+        sim.events();
+        let failed_at = sim.now.0;
+        match refusal {
+            None => sim.close(audio, None),
+            Some((code, close)) => {
+                sim.server(
+                    audio,
+                    json!({"type":"error","code":code,"message":"invalid token"}),
+                );
+                sim.close(audio, Some(close));
+            }
+        }
+        assert!(!sim.has_token_request());
+        assert_eq!(sim.fire_next_timer() - failed_at, 250);
+        // `attach_audio` checks getToken, our URL and the session token.
+        let audio2 = sim.attach_audio("CA1", true, false);
+        assert_ne!(audio, audio2);
+        let events = sim.events();
+        assert!(names(&events).ends_with(&["callStarted"]), "{events:?}");
+        assert!(ended(&events).is_empty());
+    }
+}
+
+#[test]
+fn an_attach_timeout_of_the_ticketed_attempt_also_falls_back() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    accepted_with(&mut sim, presence, "CA1", json!({"attachTicket":TICKET}));
+    let (audio, url) = ticketed_open(&mut sim, "CA1");
+    assert_eq!(url, "wss://core.test/v1/operator/audio");
+    sim.fire_next_timer(); // no `attached` within the request timeout
+    assert!(sim.closes().contains(&(audio, 1000)));
+    sim.fire_next_timer();
+    sim.attach_audio("CA1", true, false);
+    assert_eq!(state(&sim), Some(CallState::Active));
+}
+
+#[test]
+fn an_audio_url_less_secure_than_core_url_is_ignored() {
+    for audio_url in [
+        "http://node-2.core.test",
+        "ws://node-2.core.test",
+        "node-2.core.test",
+        "ftp://node-2.core.test",
+        "https://node-2.core.test/?x=1",
+    ] {
+        let mut sim = Sim::new();
+        let presence = sim.online();
+        let hint = json!({"audioUrl":audio_url,"attachTicket":TICKET});
+        accepted_with(&mut sim, presence, "CA1", hint);
+        let (_, url) = ticketed_open(&mut sim, "CA1");
+        assert_eq!(url, "wss://core.test/v1/operator/audio", "{audio_url}");
+    }
+    // Same security, not more: a plain-http core keeps its own node too.
+    let mut sim = Sim::with(|c| c.core_url = "http://core.test".into());
+    let presence = sim.online();
+    let hint = json!({"audioUrl":"https://node-2.core.test","attachTicket":TICKET});
+    accepted_with(&mut sim, presence, "CA1", hint);
+    let (_, url) = ticketed_open(&mut sim, "CA1");
+    assert_eq!(url, "ws://core.test/v1/operator/audio");
+    let mut sim = Sim::with(|c| c.core_url = "http://core.test".into());
+    let presence = sim.online();
+    let hint = json!({"audioUrl":"http://10.0.0.2:8080","attachTicket":TICKET});
+    accepted_with(&mut sim, presence, "CA1", hint);
+    let (_, url) = ticketed_open(&mut sim, "CA1");
+    assert_eq!(url, "ws://10.0.0.2:8080/v1/operator/audio");
+}
+
+#[test]
+fn an_audio_url_without_a_ticket_steers_the_first_socket_only() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    let hint = json!({"audioUrl":"https://node-2.core.test"});
+    accepted_with(&mut sim, presence, "CA1", hint);
+    let id = sim.take_token_request();
+    sim.give_token(id, "tok-audio", None);
+    let (socket, url, _) = sim.take_open();
+    assert_eq!(url, "wss://node-2.core.test/v1/operator/audio");
+    sim.open(socket);
+    assert_eq!(sim.sent_one(socket, "attach")["token"], "tok-audio");
+    sim.close(socket, None);
+    sim.fire_next_timer();
+    sim.attach_audio("CA1", true, false);
+    assert_eq!(state(&sim), Some(CallState::Active));
+}
+
+#[test]
+fn a_dial_accepted_with_a_ticket_attaches_with_it() {
+    let mut sim = Sim::new();
+    let presence = sim.online();
+    let op = sim
+        .op
+        .dial(sim.now, "+15550100002", "+390299999999")
+        .unwrap();
+    let msg = sim.sent_one(presence, "dial");
+    sim.server(
+        presence,
+        json!({"type":"dialAccepted","requestId":msg["requestId"],"callSid":"CA9",
+               "from":"+390299999999","to":"+15550100002",
+               "audioUrl":"https://node-3.core.test","attachTicket":TICKET}),
+    );
+    assert!(matches!(sim.completed(op), Some(Ok(OpValue::Call { .. }))));
+    let (audio, url) = ticketed_open(&mut sim, "CA9");
+    assert_eq!(url, "wss://node-3.core.test/v1/operator/audio");
+    // The attempt fails before `attached`: getToken and our URL.
+    sim.close(audio, None);
+    sim.fire_next_timer();
+    let audio2 = sim.attach_audio("CA9", false, false);
+    assert_eq!(state(&sim), Some(CallState::Connecting));
+    sim.server(audio2, json!({"type":"answered","callSid":"CA9"}));
+    assert_eq!(state(&sim), Some(CallState::Active));
+}

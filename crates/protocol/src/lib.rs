@@ -29,9 +29,9 @@ pub use http::{
     TokenResponse,
 };
 pub use messages::{
-    ActiveCall, AudioClientMessage, AudioServerMessage, ClientMessage, DecodeError, HangupReason,
-    RejectReason, ServerMessage, decode_audio_client_message, decode_audio_server_message,
-    decode_client_message, decode_server_message, readable_request_id,
+    ActiveCall, AttachHint, AudioClientMessage, AudioServerMessage, ClientMessage, DecodeError,
+    HangupReason, RejectReason, ServerMessage, decode_audio_client_message,
+    decode_audio_server_message, decode_client_message, decode_server_message, readable_request_id,
 };
 pub use text::{MAX_ECHO_CHARS, Untrusted, escape_unsafe, is_printable_text, is_unsafe_char};
 pub use validate::{DtmfError, E164Error, is_valid_dtmf_digit, validate_dtmf_digit, validate_e164};
@@ -70,6 +70,9 @@ pub const DEFAULT_RECONNECT_BACKOFF_MS: [u64; 5] = [1_000, 2_000, 5_000, 10_000,
 pub const DEFAULT_SILENCE_TIMEOUT_MS: u64 = 62_500;
 /// Default time a call waits for its audio socket to (re)attach.
 pub const DEFAULT_AUDIO_GRACE_MS: u64 = 15_000;
+
+/// How long an attach ticket (`callAccepted.attachTicket`) is valid.
+pub const ATTACH_TICKET_TTL_SECS: u64 = 30;
 /// Default silence (no frame, no message, no ping) after which the server
 /// drops a call's audio socket; the call then waits in its grace window.
 pub const DEFAULT_AUDIO_SILENCE_TIMEOUT_MS: u64 = 5_000;

@@ -120,6 +120,27 @@ pub struct ActiveCall {
     pub answered: bool,
 }
 
+/// Where and how the audio socket of an accepted or dialled call attaches
+/// (fields of `callAccepted` / `dialAccepted`, both optional and additive
+/// within v1). A client that ignores them opens the audio socket on its
+/// own service URL with a session token, as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachHint {
+    /// `https://…` (or `http://…`) URL of the service node that owns the
+    /// call: the audio socket goes to its `/v1/operator/audio`, so its
+    /// frames are not relayed between nodes. Only used when its scheme
+    /// matches the client's own service URL's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_url: Option<String>,
+    /// A single-use ticket, valid for this call, this operator and
+    /// [`crate::ATTACH_TICKET_TTL_SECS`] seconds, that the first `attach`
+    /// may carry in place of a session token (sparing a `getToken`
+    /// request). A reattach uses a session token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_ticket: Option<String>,
+}
+
 /// Server → client on the presence socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -180,6 +201,10 @@ pub enum ServerMessage {
     CallAccepted {
         /// The call.
         call_sid: String,
+        /// Where and how to attach the audio socket, when the service says
+        /// (additive within v1).
+        #[serde(flatten)]
+        attach: AttachHint,
     },
     /// The `dial` was accepted; open the audio socket now.
     DialAccepted {
@@ -191,6 +216,10 @@ pub enum ServerMessage {
         from: String,
         /// Callee, E.164.
         to: String,
+        /// Where and how to attach the audio socket, when the service says
+        /// (additive within v1).
+        #[serde(flatten)]
+        attach: AttachHint,
     },
     /// A call this operator was offered or holds has ended.
     CallEnded {

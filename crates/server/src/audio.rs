@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
+use crate::auth::TokenError;
 use crate::engine::{AttachError, Attachment, CallCmd, Engine};
 use crate::metrics::Metrics;
 use crate::presence::{close_for_token, origin_ok, pre_auth_reply};
@@ -182,7 +183,16 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Stri
         match decode_audio_client_message(text.as_str()) {
             Err(e) => conn.outbox().send_text(error_msg(e.code(), e.to_string())),
             Ok(AudioClientMessage::Attach { token, call_sid }) => {
+                // A session token, or the call's single-use attach ticket.
                 let claims = match engine.signer.verify(&token) {
+                    Ok(c) => Ok(c),
+                    // An expired session token stays TOKEN_EXPIRED.
+                    Err(TokenError::Invalid) => {
+                        engine.redeem_attach_ticket(&token, &call_sid).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let claims = match claims {
                     Ok(c) => c,
                     Err(e) => {
                         close_for_token(conn, e).await;

@@ -96,7 +96,15 @@ pub struct Claims {
     pub exp: u64,
     /// Token id.
     pub jti: String,
+    /// An attach ticket's call (see [`TokenSigner::issue_attach_ticket`]);
+    /// session tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
 }
+
+/// The audience of attach tickets: a session token is never one, and a
+/// ticket is never a session token.
+pub const ATTACH_AUDIENCE: &str = "audin.attach.v1";
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,8 +169,40 @@ impl TokenSigner {
             iat: now,
             exp: now + ttl_secs,
             jti: random_hex(8),
+            call: None,
         };
         (self.sign(&claims), claims)
+    }
+
+    /// A single-use attach ticket for `call_sid` held by the operator
+    /// (`callAccepted.attachTicket`): valid
+    /// [`audin_protocol::ATTACH_TICKET_TTL_SECS`] seconds, for this call and
+    /// operator only, once (the caller of [`Self::verify_attach_ticket`]
+    /// claims its `jti`).
+    pub fn issue_attach_ticket(&self, account: &str, operator_ref: &str, call_sid: &str) -> String {
+        let now = unix_now();
+        self.sign(&Claims {
+            iss: ISSUER.into(),
+            aud: ATTACH_AUDIENCE.into(),
+            sub: operator_ref.into(),
+            acc: account.into(),
+            name: String::new(),
+            pns: Vec::new(),
+            iat: now,
+            exp: now + audin_protocol::ATTACH_TICKET_TTL_SECS,
+            jti: random_hex(12),
+            call: Some(call_sid.into()),
+        })
+    }
+
+    /// Checks an attach ticket for `call_sid` (signature, audience,
+    /// expiry, call). Whether it was used before is the caller's to check.
+    pub fn verify_attach_ticket(&self, ticket: &str, call_sid: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify_for(ticket, ATTACH_AUDIENCE)?;
+        if claims.call.as_deref() != Some(call_sid) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
     }
 
     /// Signs arbitrary claims (tests use it for expired tokens).
@@ -180,6 +220,10 @@ impl TokenSigner {
 
     /// Verifies signature (constant time), algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_for(token, audin_protocol::SUBPROTOCOL)
+    }
+
+    fn verify_for(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
         if token.len() > 8 * 1024 {
             return Err(TokenError::Invalid);
         }
@@ -206,7 +250,7 @@ impl TokenSigner {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or(TokenError::Invalid)?;
-        if claims.iss != ISSUER || claims.aud != audin_protocol::SUBPROTOCOL {
+        if claims.iss != ISSUER || claims.aud != audience {
             return Err(TokenError::Invalid);
         }
         if claims.exp <= unix_now() {
@@ -246,5 +290,33 @@ mod tests {
         let p = t.split('.').nth(1).unwrap();
         assert_eq!(s.verify(&format!("{h}.{p}.")), Err(TokenError::Invalid));
         assert_eq!(s.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn attach_tickets_and_session_tokens_are_not_interchangeable() {
+        let s = TokenSigner::new(b"secret");
+        let ticket = s.issue_attach_ticket("acc_1", "op-1", "CA1");
+        let c = s.verify_attach_ticket(&ticket, "CA1").unwrap();
+        assert_eq!((c.acc.as_str(), c.sub.as_str()), ("acc_1", "op-1"));
+        assert_eq!(
+            s.verify_attach_ticket(&ticket, "CA2"),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            s.verify(&ticket),
+            Err(TokenError::Invalid),
+            "not a session token"
+        );
+        let (token, _) = s.issue("acc_1", "op-1", "", vec![], 60);
+        assert_eq!(
+            s.verify_attach_ticket(&token, "CA1"),
+            Err(TokenError::Invalid)
+        );
+        let mut old = c.clone();
+        old.exp = 1;
+        assert_eq!(
+            s.verify_attach_ticket(&s.sign(&old), "CA1"),
+            Err(TokenError::Expired)
+        );
     }
 }

@@ -305,6 +305,8 @@ impl Call {
             op,
             ServerMessage::CallAccepted {
                 call_sid: self.sid.clone(),
+                // The engine adds where and how to attach.
+                attach: Default::default(),
             },
         );
         let taken = self.ended_msg(EndReason::TakenByOther);
@@ -655,7 +657,8 @@ mod tests {
         assert!(actions.contains(&Action::Notify(
             b.clone(),
             ServerMessage::CallAccepted {
-                call_sid: "CA1".into()
+                call_sid: "CA1".into(),
+                attach: Default::default(),
             }
         )));
         assert_eq!(ended_to(&actions, &a), vec![EndReason::TakenByOther]);

@@ -71,6 +71,10 @@ pub struct ServerConfig {
     pub cluster: Option<String>,
     /// This node's id in the cluster (`--node-id`; default: random).
     pub node_id: Option<String>,
+    /// This node's own URL as the SDKs reach it (`--advertise-url`), sent
+    /// as `callAccepted.audioUrl` so audio sockets go straight to the
+    /// call's node; `None`: the SDKs use their service URL.
+    pub advertise_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -102,6 +106,7 @@ impl ServerConfig {
             sim_record_secs: crate::sim::DEFAULT_RECORD_SECS,
             cluster: None,
             node_id: None,
+            advertise_url: None,
         }
     }
 
@@ -458,6 +463,13 @@ pub struct ServeArgs {
     /// digits, `-` and `_`; default: random per start).
     #[arg(long, env = "AUDIN_NODE_ID", value_parser = parse_node_id, global = true)]
     pub node_id: Option<String>,
+    /// This node's own URL as the SDKs reach it, e.g.
+    /// `https://node1.voice.example.com` (in a cluster behind a balancer):
+    /// an accepted call tells the SDK to open its audio socket there, on
+    /// the call's node, instead of through the balancer (which may land
+    /// on another node and relay the audio).
+    #[arg(long, env = "AUDIN_ADVERTISE_URL", value_parser = parse_advertise_url, global = true)]
+    pub advertise_url: Option<String>,
     /// HS256 signing secret (generated and stored in the DB when absent).
     #[arg(
         long,
@@ -778,6 +790,7 @@ impl ServeArgs {
             sim_record_secs: self.sim_record_secs,
             cluster: self.cluster,
             node_id: self.node_id,
+            advertise_url: self.advertise_url,
         }
     }
 }
@@ -819,6 +832,33 @@ pub fn cluster_url_for_logs(url: &str) -> String {
         }
         None => String::new(),
     }
+}
+
+/// A `--advertise-url` value: `http(s)://HOST[:PORT]` with no path,
+/// query or credentials (it is sent to every operator).
+///
+/// ```
+/// use audin_server::config::parse_advertise_url;
+/// assert!(parse_advertise_url("https://node1.voice.example.com").is_ok());
+/// assert!(parse_advertise_url("http://127.0.0.1:8081/").is_ok());
+/// assert!(parse_advertise_url("wss://x").is_err());
+/// assert!(parse_advertise_url("https://u:p@x").is_err());
+/// assert!(parse_advertise_url("https://x/a?b").is_err());
+/// ```
+pub fn parse_advertise_url(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or("the advertised URL must start with https:// or http://")?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let bad = host.is_empty()
+        || host
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err("the advertised URL is scheme://host[:port], nothing else".into());
+    }
+    Ok(v.trim_end_matches('/').to_owned())
 }
 
 /// A `--node-id` value: 1–64 of `[A-Za-z0-9_-]`.

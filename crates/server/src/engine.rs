@@ -997,6 +997,44 @@ impl Engine {
 
     // ── audio ─────────────────────────────────────────────────────────
 
+    /// Where and how `op` attaches the audio socket of `call_sid`, a call
+    /// of this node (`callAccepted` / `dialAccepted`): this node's URL when
+    /// it has one to advertise (so the socket is not relayed from another
+    /// node), and a single-use attach ticket (so the SDK needs no token
+    /// request for it).
+    pub fn attach_hint(&self, op: &OperatorKey, call_sid: &str) -> audin_protocol::AttachHint {
+        audin_protocol::AttachHint {
+            audio_url: self.cfg.advertise_url.clone(),
+            attach_ticket: Some(self.signer.issue_attach_ticket(
+                &op.account,
+                &op.operator_ref,
+                call_sid,
+            )),
+        }
+    }
+
+    /// The claims of an attach ticket for `call_sid`, used at most once
+    /// cluster-wide; the same errors as a session token's otherwise.
+    pub async fn redeem_attach_ticket(
+        &self,
+        ticket: &str,
+        call_sid: &str,
+    ) -> Result<Claims, crate::auth::TokenError> {
+        let claims = self.signer.verify_attach_ticket(ticket, call_sid)?;
+        let ttl = Duration::from_secs(audin_protocol::ATTACH_TICKET_TTL_SECS);
+        match self.routing.claim_once(&claims.jti, ttl).await {
+            Ok(true) => Ok(claims),
+            Ok(false) => {
+                tracing::warn!(call_sid = %call_sid, "an attach ticket was presented twice: refused");
+                Err(crate::auth::TokenError::Invalid)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing: claiming an attach ticket failed");
+                Err(crate::auth::TokenError::Invalid)
+            }
+        }
+    }
+
     /// Attaches an audio socket to a call.
     pub async fn attach(
         &self,
@@ -1239,7 +1277,7 @@ struct RemoteCall {
 fn about_call(msg: &ServerMessage) -> Option<AboutCall<'_>> {
     let (call_sid, ends) = match msg {
         ServerMessage::CallOffer { call_sid, .. }
-        | ServerMessage::CallAccepted { call_sid }
+        | ServerMessage::CallAccepted { call_sid, .. }
         | ServerMessage::DialAccepted { call_sid, .. } => (call_sid, false),
         ServerMessage::CallEnded { call_sid, .. } => (call_sid, true),
         _ => return None,
@@ -1563,7 +1601,12 @@ impl CallTask {
             // the account's slot given back.
             self.release_if_over().await;
             match action {
-                Action::Notify(op, msg) => self.engine.notify(&op, &msg),
+                Action::Notify(op, mut msg) => {
+                    if let ServerMessage::CallAccepted { call_sid, attach } = &mut msg {
+                        *attach = self.engine.attach_hint(&op, call_sid);
+                    }
+                    self.engine.notify(&op, &msg)
+                }
                 Action::ToAudio(id, msg) => {
                     if let Some(o) = self.sockets.get(&id) {
                         o.send_text(msg.to_json());

@@ -476,6 +476,7 @@ impl Session {
                     Ok(call_sid) => out.send_text(
                         ServerMessage::DialAccepted {
                             request_id,
+                            attach: self.engine.attach_hint(&self.op, &call_sid),
                             call_sid,
                             from: caller_id,
                             to,

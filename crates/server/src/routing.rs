@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 pub mod nats;
 
@@ -78,23 +79,12 @@ pub trait Routing: Send + Sync + std::fmt::Debug {
     fn release<'a>(&'a self, call_sid: &'a str) -> RoutingFuture<'a, ()>;
     /// Number of operators online (on every node).
     fn operators_online(&self) -> RoutingFuture<'_, usize>;
+    /// Claims `id` (a plain token, e.g. an attach ticket's `jti`) for
+    /// `ttl`: true the first time on any node, false while it is claimed.
+    /// One atomic step.
+    fn claim_once<'a>(&'a self, id: &'a str, ttl: Duration) -> RoutingFuture<'a, bool>;
     /// `in-process` or `nats`, for logs and `/healthz`.
     fn kind(&self) -> &'static str;
-}
-
-/// The answer of a routing future that is ready at once, as
-/// [`InMemoryRouting`]'s always are: for the engine's synchronous call
-/// sites (the in-process engine is the only one the server runs today).
-/// A future that is not ready (a shared engine) is
-/// [`RoutingError::Unavailable`]: those sites become `async` when the
-/// server learns `--cluster`.
-pub fn ready_now<T>(fut: RoutingFuture<'_, T>) -> Result<T, RoutingError> {
-    use futures_util::FutureExt as _;
-    fut.now_or_never().unwrap_or_else(|| {
-        Err(RoutingError::Unavailable(
-            "a shared routing engine asked synchronously".into(),
-        ))
-    })
 }
 
 fn done<'a, T: Send + 'a>(v: Result<T, RoutingError>) -> RoutingFuture<'a, T> {
@@ -108,6 +98,8 @@ struct State {
     holder: HashMap<String, OperatorKey>,
     /// operator → held call.
     held: HashMap<OperatorKey, String>,
+    /// Claimed ids and until when.
+    claimed: HashMap<String, Instant>,
 }
 
 /// Single-process routing.
@@ -187,11 +179,31 @@ impl Routing for InMemoryRouting {
     fn operators_online(&self) -> RoutingFuture<'_, usize> {
         done(Ok(self.lock().online.len()))
     }
+
+    fn claim_once<'a>(&'a self, id: &'a str, ttl: Duration) -> RoutingFuture<'a, bool> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        // Bounded by the claims of the last `ttl`: expired ones go first.
+        s.claimed.retain(|_, until| *until > now);
+        let first = !s.claimed.contains_key(id);
+        if first {
+            s.claimed.insert(id.to_owned(), now + ttl);
+        }
+        done(Ok(first))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer of a routing future that is ready at once, as
+    /// [`InMemoryRouting`]'s always are.
+    fn ready_now<T>(fut: RoutingFuture<'_, T>) -> Result<T, RoutingError> {
+        use futures_util::FutureExt as _;
+        fut.now_or_never()
+            .expect("in-process routing answers at once")
+    }
 
     fn op(r: &str) -> OperatorKey {
         OperatorKey {

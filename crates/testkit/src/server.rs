@@ -98,6 +98,8 @@ pub struct ServerOptions {
     /// Build and run the release binary (default: the profile this code
     /// was built with, so a `--release` test run needs no debug build).
     pub release: bool,
+    /// The address to listen on (default: a free loopback port).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -108,6 +110,7 @@ impl Default for ServerOptions {
             args: Vec::new(),
             env: Vec::new(),
             release: !cfg!(debug_assertions),
+            listen: None,
         }
     }
 }
@@ -180,11 +183,14 @@ impl ServerProcess {
                 (dir.join("audin.sqlite3"), Some(dir))
             }
         };
+        let addr = opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut me = ServerProcess {
             child: None,
             bin,
             opts,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr,
             database,
             dev_api_key: None,
             pid: 0,

@@ -54,6 +54,7 @@ const CHECKS: &[(&str, Check)] = checks![
     held_call_and_release,
     operators_online_counts_cluster_wide,
     concurrent_assigns_have_exactly_one_winner,
+    an_id_is_claimed_once_cluster_wide,
 ];
 
 fn op(r: &str) -> OperatorKey {
@@ -221,6 +222,28 @@ async fn concurrent_assigns_have_exactly_one_winner(c: Cluster) {
         );
         c.a.release(&winner).await.unwrap();
     }
+}
+
+/// An attach ticket is used once, whichever node it is presented to.
+async fn an_id_is_claimed_once_cluster_wide(c: Cluster) {
+    let ttl = Duration::from_secs(30);
+    assert!(c.a.claim_once("t1", ttl).await.unwrap());
+    assert!(!c.b.claim_once("t1", ttl).await.unwrap());
+    assert!(!c.a.claim_once("t1", ttl).await.unwrap());
+    // Any text is a valid id.
+    assert!(c.b.claim_once("a.b *>", ttl).await.unwrap());
+    // Concurrent claims of one id: one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let node = if i % 2 == 0 { c.a.clone() } else { c.b.clone() };
+            tokio::spawn(async move { node.claim_once("t2", ttl).await.unwrap() })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
 }
 
 async fn run_all(name: &str, mut next: impl AsyncFnMut() -> Cluster) {

@@ -57,6 +57,21 @@ impl Cluster {
 
     /// The same, each node with the extra flags `args`.
     async fn start_with(test: &str, n: usize, args: &[(&str, &str)]) -> Result<Option<Cluster>> {
+        Self::launch(test, n, args, false).await
+    }
+
+    /// The same, each node advertising its own URL (`--advertise-url`),
+    /// so accepted calls steer audio sockets to the call's node.
+    async fn start_steered(test: &str, n: usize) -> Result<Option<Cluster>> {
+        Self::launch(test, n, &[], true).await
+    }
+
+    async fn launch(
+        test: &str,
+        n: usize,
+        args: &[(&str, &str)],
+        advertise: bool,
+    ) -> Result<Option<Cluster>> {
         if !audin_testkit::nats::available_or_skip(test)
             || !audin_testkit::postgres::available_or_skip(test)
         {
@@ -74,6 +89,14 @@ impl Cluster {
             }
             .arg("--cluster", nats.url())
             .arg("--node-id", format!("node-{i}"));
+            if advertise {
+                // A port known before the start, to advertise.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                opts.listen = Some(([127, 0, 0, 1], port).into());
+                opts = opts.arg("--advertise-url", format!("http://127.0.0.1:{port}"));
+            }
             for (flag, value) in args {
                 opts = opts.arg(flag, value);
             }
@@ -753,4 +776,50 @@ async fn with_postgres_down_calls_go_on_and_their_records_land_when_it_is_back()
         c.dump_logs();
         eprintln!("── postgres ──\n{}", c.pg.log());
     })
+}
+
+/// With `--advertise-url` on every node, an accepted call tells the SDK to
+/// attach its audio socket straight to the call's node with a single-use
+/// ticket: even through the balancer (which would land the socket on any
+/// node), every call's audio socket is on its call's node (no relay) and
+/// the SDK asks its token backend for no token per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steered_audio_sockets_attach_on_the_calls_node_without_a_token_request() -> Result<()> {
+    let test = "cluster_steering";
+    if !audin_testkit::balancer::available_or_skip(test) {
+        return Ok(());
+    }
+    let Some(c) = Cluster::start_steered(test, 3).await? else {
+        return Ok(());
+    };
+    let addrs: Vec<_> = c.nodes.iter().map(|n| n.addr).collect();
+    let lb = TempBalancer::start(&addrs)?;
+    let result = bounded(test, TEST_BOUND, async {
+        let url = lb.url();
+        let tokens = TokenSource::new(&url, &c.key);
+        let ada = operator(&url, &tokens, "ada", &[MILANO], &Timings::default());
+        let log = EventLog::record(&ada);
+        tokio::time::timeout(EVENT, ada.go_online([MILANO]))
+            .await
+            .context("goOnline timed out")??;
+        for (round, call_node) in [2, 3, 1, 2, 3, 1].into_iter().enumerate() {
+            let before = tokens.attempts.lock().unwrap().len();
+            let (_, call) = talking(&c, &ada, &log, call_node).await?;
+            let audio = audio_node(&c).await?;
+            ensure!(
+                audio == Some(call_node),
+                "round {round}: call on node {call_node}, audio socket on {audio:?}"
+            );
+            let asked = tokens.attempts.lock().unwrap().len() - before;
+            ensure!(
+                asked == 0,
+                "round {round}: {asked} token requests for a call"
+            );
+            call.hangup();
+            ended(&call).await?;
+        }
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| c.dump_logs())
 }

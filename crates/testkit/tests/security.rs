@@ -58,6 +58,7 @@ fn claims(acc: &str, sub: &str, pns: &[&str], exp: u64) -> Claims {
         iat: now_secs() - 10,
         exp,
         jti: "t1".into(),
+        call: None,
     }
 }
 

@@ -15,8 +15,8 @@
 
 use super::json::{self, Obj, Value, cat};
 use audin_protocol::{
-    ActiveCall, AudioClientMessage, AudioServerMessage, ClientMessage, EndReason, ErrorCode,
-    HangupReason, RejectReason, ServerMessage,
+    ActiveCall, AttachHint, AudioClientMessage, AudioServerMessage, ClientMessage, EndReason,
+    ErrorCode, HangupReason, RejectReason, ServerMessage,
 };
 
 /// Why a text message was not used.
@@ -99,6 +99,14 @@ fn active_call(v: &Value) -> Option<ActiveCall> {
     })
 }
 
+/// The optional `audioUrl` / `attachTicket` of `callAccepted` / `dialAccepted`.
+fn attach_hint(v: &Value) -> Result<AttachHint, WireError> {
+    Ok(AttachHint {
+        audio_url: v.opt_str("audioUrl")?,
+        attach_ticket: v.opt_str("attachTicket")?,
+    })
+}
+
 /// Decodes a presence (server → client) message.
 pub fn decode_presence(text: &str) -> Result<ServerMessage, WireError> {
     let (kind, v) = parse(text)?;
@@ -130,12 +138,14 @@ pub fn decode_presence(text: &str) -> Result<ServerMessage, WireError> {
         },
         "callAccepted" => ServerMessage::CallAccepted {
             call_sid: v.req_str("callSid")?,
+            attach: attach_hint(&v)?,
         },
         "dialAccepted" => ServerMessage::DialAccepted {
             request_id: v.req_str("requestId")?,
             call_sid: v.req_str("callSid")?,
             from: v.req_str("from")?,
             to: v.req_str("to")?,
+            attach: attach_hint(&v)?,
         },
         "callEnded" => ServerMessage::CallEnded {
             call_sid: v.req_str("callSid")?,

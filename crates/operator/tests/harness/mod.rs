@@ -33,6 +33,15 @@ impl Sim {
         }
     }
 
+    /// `path` on the configured service, as a socket URL
+    /// (`wss://core.test…` by default).
+    pub fn socket_url(&self, path: &str) -> String {
+        let core = &self.op.config().core_url;
+        let (scheme, host) = core.split_once("://").expect("a scheme");
+        let ws = if scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{host}{path}")
+    }
+
     pub fn wall(&self) -> u64 {
         WALL0 + self.now.0
     }
@@ -251,7 +260,7 @@ impl Sim {
         self.give_token(id, "tok-presence", Some(&expires_in(self.wall(), 3_600)));
         let (socket, url, kind) = self.take_open();
         assert_eq!(kind, SocketKind::Presence);
-        assert_eq!(url, "wss://core.test/v1/operator/presence");
+        assert_eq!(url, self.socket_url("/v1/operator/presence"));
         self.open(socket);
         let hello = self.sent_one(socket, "hello");
         assert_eq!(hello["token"], "tok-presence");
@@ -298,7 +307,7 @@ impl Sim {
         let id = self.take_token_request();
         self.give_token(id, "tok-audio", None);
         let (socket, url, kind) = self.take_open();
-        assert_eq!(url, "wss://core.test/v1/operator/audio");
+        assert_eq!(url, self.socket_url("/v1/operator/audio"));
         assert_eq!(
             kind,
             SocketKind::Audio {

@@ -28,10 +28,12 @@
 //!   and the same [`NatsRouting`] works again once it is back. A step
 //!   attempted while NATS is down fails with
 //!   [`RoutingError::Unavailable`] after the request timeout.
+//! - **Claims**: `{prefix}_claims` holds ids claimed once (attach
+//!   tickets' `jti`), written with KV *create*, kept 120 s.
 //!
-//! What is not here yet (next step): offers to operators on other nodes,
-//! the call-to-node map, cross-node audio; the server does not select this
-//! implementation (no `--cluster` yet).
+//! Messages between nodes (offers, commands, relays, liveness) are the
+//! bus's: [`crate::bus::nats::NatsBus`], on this connection. `--cluster`
+//! selects both.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,6 +102,8 @@ struct Inner {
     presence: kv::Store,
     assign: kv::Store,
     holder: kv::Store,
+    /// Ids claimed once ([`Routing::claim_once`]), kept [`CLAIMS_MAX_AGE`].
+    claims: kv::Store,
     mine: Mutex<Mine>,
 }
 
@@ -113,6 +117,10 @@ pub struct NatsRouting {
 fn unavailable(what: &str, e: impl std::fmt::Display) -> RoutingError {
     RoutingError::Unavailable(format!("{what}: {e}"))
 }
+
+/// How long a claimed id stays claimed: longer than any claim's `ttl`
+/// (attach tickets live 30 s).
+const CLAIMS_MAX_AGE: Duration = Duration::from_secs(120);
 
 /// The longest one routing step may take: every step is a few KV requests
 /// (each bounded by the client's request timeout), but a key listing is a
@@ -171,10 +179,9 @@ impl NatsRouting {
             .await
             .map_err(|e| unavailable("connecting to NATS", e))?;
         let js = jetstream::new(client.clone());
-        let bucket = |name: &str| {
+        let bucket = |name: &str, ttl: Duration| {
             let js = js.clone();
             let name = format!("{}_{name}", config.bucket_prefix);
-            let ttl = config.ttl;
             async move {
                 // The stream a KV bucket is, created directly: the client's
                 // `create_key_value` first asks for the account's info, which
@@ -203,9 +210,10 @@ impl NatsRouting {
         };
         let inner = Arc::new(Inner {
             node_id: config.node_id.clone(),
-            presence: bucket("presence").await?,
-            assign: bucket("assign").await?,
-            holder: bucket("holder").await?,
+            presence: bucket("presence", config.ttl).await?,
+            assign: bucket("assign", config.ttl).await?,
+            holder: bucket("holder", config.ttl).await?,
+            claims: bucket("claims", CLAIMS_MAX_AGE).await?,
             client,
             mine: Mutex::default(),
         });
@@ -520,6 +528,29 @@ impl Routing for NatsRouting {
             }
             let _ = i.holder.delete(&ckey).await;
             Ok(())
+        })
+    }
+
+    fn claim_once<'a>(&'a self, id: &'a str, ttl: Duration) -> RoutingFuture<'a, bool> {
+        bounded("claiming an id", async move {
+            if ttl > CLAIMS_MAX_AGE {
+                return Err(unavailable(
+                    "claiming an id",
+                    "ttl beyond the bucket's max age",
+                ));
+            }
+            // Hex: any id is a valid key.
+            let key: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+            match self
+                .inner
+                .claims
+                .create(&key, bytes::Bytes::from_static(b"1"))
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(unavailable("claiming an id", e)),
+            }
         })
     }
 

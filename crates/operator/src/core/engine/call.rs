@@ -7,8 +7,9 @@ use crate::core::json::{cat, u64_string};
 use crate::core::types::*;
 use crate::core::wire::{decode_audio, encode_audio};
 use audin_protocol::{
-    AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction, E164Error,
-    EndReason, ErrorCode, HangupReason, RejectReason, validate_dtmf_digit, validate_e164,
+    AttachHint, AudioClientMessage, AudioServerMessage, ClientMessage, CloseCode, Direction,
+    E164Error, EndReason, ErrorCode, HangupReason, RejectReason, validate_dtmf_digit,
+    validate_e164,
 };
 
 /// Delays between audio (re)attach attempts; the last repeats until the
@@ -33,6 +34,10 @@ pub(super) struct Call {
     /// DTMF digits sent before the audio leg attached, flushed on `attached`
     /// (the seed's Quick start calls `sendDtmf` right after `dial` resolves).
     pending_dtmf: String,
+    /// `callAccepted`/`dialAccepted`'s hint, each part used once: the
+    /// first attempt sends the ticket in place of a session token (no
+    /// `getToken`), the first socket goes to `audioUrl`.
+    pub(super) hint: AttachHint,
 }
 
 /// Most DTMF digits held while the audio leg is attaching.
@@ -148,6 +153,7 @@ impl Operator {
             retry: 0,
             pending_dtmf: String::new(),
             last_audio_rx: Millis(0),
+            hint: AttachHint::default(),
         });
     }
 
@@ -185,11 +191,12 @@ impl Operator {
         self.emit_call(|call| Event::CallUpdated { call });
     }
 
-    pub(super) fn on_call_accepted(&mut self, now: Millis, sid: &str) {
+    pub(super) fn on_call_accepted(&mut self, now: Millis, sid: &str, hint: AttachHint) {
         let waiting = self
             .call_mut(sid)
             .is_some_and(|c| c.info.state == CallState::Connecting && matches!(c.leg, Leg::Idle));
         if waiting {
+            self.set_hint(hint);
             self.start_audio(now);
         }
     }
@@ -261,6 +268,7 @@ impl Operator {
         sid: String,
         from: String,
         to: String,
+        hint: AttachHint,
     ) {
         if !self.dial_request_is(rid) {
             // A dial we gave up on (timeout, offline): do not let it linger.
@@ -281,6 +289,7 @@ impl Operator {
         if let Some(call) = call {
             self.complete(dial.op, Ok(OpValue::Call { call }));
         }
+        self.set_hint(hint);
         self.start_audio(now);
     }
 
@@ -479,10 +488,31 @@ impl Operator {
     }
 
     fn begin_attach(&mut self, now: Millis) {
-        let Some(call) = &self.call else { return };
+        let Some(call) = &mut self.call else { return };
         let call_sid = call.info.call_sid.clone();
+        // The ticket serves one attempt; every retry fetches a token.
+        if let Some(ticket) = call.hint.attach_ticket.take() {
+            return self.connect_audio(now, call_sid, ticket);
+        }
         let request = self.fetch_token(now, TokenPurpose::Audio { call_sid });
         self.set_leg(Leg::FetchingToken { request });
+    }
+
+    /// Opens the audio socket; `attach` with `token` is sent on open.
+    fn connect_audio(&mut self, now: Millis, call_sid: String, token: String) {
+        let socket = self.open_socket(SocketKind::Audio { call_sid });
+        let deadline = self.attempt_deadline(now);
+        self.set_leg(Leg::Connecting {
+            socket,
+            token: Some(token),
+            deadline,
+        });
+    }
+
+    fn set_hint(&mut self, hint: AttachHint) {
+        if let Some(call) = &mut self.call {
+            call.hint = hint;
+        }
     }
 
     fn set_leg(&mut self, leg: Leg) {
@@ -505,17 +535,7 @@ impl Operator {
             return;
         }
         match result {
-            Ok(token) => {
-                let socket = self.open_socket(SocketKind::Audio {
-                    call_sid: sid.to_string(),
-                });
-                let deadline = self.attempt_deadline(now);
-                self.set_leg(Leg::Connecting {
-                    socket,
-                    token: Some(token.token),
-                    deadline,
-                });
-            }
+            Ok(token) => self.connect_audio(now, sid.to_string(), token.token),
             Err(cause) => {
                 let message = "getToken failed for the call's audio leg; retrying";
                 self.emit_error(ErrorCode::TokenFetchFailed, message, Some(cause));

@@ -404,10 +404,23 @@ impl Operator {
         let id = SocketId(self.new_id());
         let url = match kind {
             SocketKind::Presence => self.urls.presence.clone(),
-            SocketKind::Audio { .. } => self.urls.audio.clone(),
+            SocketKind::Audio { .. } => self.steered_audio_url(),
         };
         self.push(Output::OpenSocket { id, url, kind });
         id
+    }
+
+    /// The call's first audio socket goes to `audioUrl` (the node that
+    /// owns the call) if it is as secure as `coreUrl`: never from wss to
+    /// ws. Every other one, to ours.
+    fn steered_audio_url(&mut self) -> String {
+        let secure = |url: &str| url.starts_with("wss:");
+        let ours = &self.urls.audio;
+        let hint = self.call.as_mut().and_then(|c| c.hint.audio_url.take());
+        hint.and_then(|url| Urls::from_core_url(&url).ok())
+            .map(|urls| urls.audio)
+            .filter(|url| secure(url) == secure(ours))
+            .unwrap_or_else(|| ours.clone())
     }
 
     fn send_text(&mut self, socket: SocketId, text: String) {

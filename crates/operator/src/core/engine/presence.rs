@@ -539,13 +539,16 @@ impl Operator {
             ServerMessage::CallOffer {
                 call_sid, from, to, ..
             } => self.on_call_offer(now, call_sid, from, to),
-            ServerMessage::CallAccepted { call_sid } => self.on_call_accepted(now, &call_sid),
+            ServerMessage::CallAccepted { call_sid, attach } => {
+                self.on_call_accepted(now, &call_sid, attach)
+            }
             ServerMessage::DialAccepted {
                 request_id,
                 call_sid,
                 from,
                 to,
-            } => self.on_dial_accepted(now, &request_id, call_sid, from, to),
+                attach,
+            } => self.on_dial_accepted(now, &request_id, call_sid, from, to, attach),
             ServerMessage::CallEnded { call_sid, reason } => {
                 self.on_call_ended(now, &call_sid, reason)
             }

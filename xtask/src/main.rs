@@ -6,6 +6,7 @@
 //! cargo xtask wasm                  build the wasm modules into the npm package
 //! cargo xtask bench [-- args]       codec, server-load and browser-audio benchmarks
 //! cargo xtask demo  [-- args]       build the SDK and run the dev server
+//! cargo xtask demo --cluster N      build the SDK and run a local cluster of N nodes
 //! cargo xtask soak  [-- args]       bounded soak of a release server (10 min default)
 //! cargo xtask dist                  wasm + npm build + `npm pack` into target/dist
 //! ```
@@ -41,6 +42,9 @@ commands:
                    load steps (docs/performance-load.md) and browser audio latency
                    (docs/performance-browser.md)
   demo  [-- ARGS]  setup, wasm, npm build, then run audin-server --dev [ARGS]
+  demo --cluster N setup, wasm, npm build, release server build, then a local cluster:
+                   throw-away PostgreSQL and NATS, N audin-server --dev nodes (1-9) and
+                   a round-robin haproxy; prints the balancer's demo URL (Ctrl-C stops)
   dist             wasm, npm build, npm pack into target/dist
   soak  [-- ARGS]  bounded soak: 200 SDK operators, a call every 50 ms, 10 minutes
                    (ARGS replace those, e.g. -- --minutes 3)
@@ -83,6 +87,8 @@ fn real_main() -> Result<()> {
         None => Vec::new(),
     };
     let mut ctx = Ctx::new()?;
+    // `demo --cluster N`: the node count.
+    let mut cluster = None;
     let plan = match command.as_str() {
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -92,7 +98,16 @@ fn real_main() -> Result<()> {
         "wasm" => vec![Step::new("wasm", "wasm", wasm::run_all)],
         "test" => steps::test_steps(),
         "dist" => steps::dist_steps(),
-        "demo" => steps::demo_build_steps(),
+        "demo" => {
+            cluster = take_cluster_flag(&mut args)?;
+            let mut plan = steps::demo_build_steps();
+            if cluster.is_some() {
+                plan.push(Step::new("server-build", "rust", |c| {
+                    run(c.cargo().args(["build", "--release", "-p", "audin-server"]))
+                }));
+            }
+            plan
+        }
         "bench" => return bench(&ctx, &args, &passthrough),
         "soak" => {
             // Bounded soak (default 10 minutes); flags after `--` go to it.
@@ -144,11 +159,53 @@ fn real_main() -> Result<()> {
     if !passthrough.is_empty() && command != "demo" {
         bail!("`{command}` takes no arguments after `--`");
     }
+    if !passthrough.is_empty() && cluster.is_some() {
+        bail!("`demo --cluster` takes no arguments after `--` (the nodes' flags are fixed)");
+    }
     plan.run(&ctx)?;
     if command == "demo" && !plan.list_only {
-        demo_serve(&ctx, &passthrough)?;
+        match cluster {
+            Some(nodes) => demo_cluster(&ctx, nodes)?,
+            None => demo_serve(&ctx, &passthrough)?,
+        }
     }
     Ok(())
+}
+
+/// Removes `--cluster N` / `--cluster=N` from `args`: the node count, 1-9.
+fn take_cluster_flag(args: &mut Vec<String>) -> Result<Option<u8>> {
+    let Some(i) = args
+        .iter()
+        .position(|a| a == "--cluster" || a.starts_with("--cluster="))
+    else {
+        return Ok(None);
+    };
+    let flag = args.remove(i);
+    let value = match flag.strip_prefix("--cluster=") {
+        Some(v) => v.to_owned(),
+        None if i < args.len() => args.remove(i),
+        None => bail!("--cluster needs a node count (1-9), e.g. --cluster 3"),
+    };
+    match value.parse::<u8>() {
+        Ok(n @ 1..=9) => Ok(Some(n)),
+        _ => bail!("--cluster takes a node count from 1 to 9, not `{value}`"),
+    }
+}
+
+/// Runs the local cluster (`audin-cluster-demo`, in audin-testkit) until
+/// Ctrl-C; it prints the balancer's demo URL.
+fn demo_cluster(ctx: &Ctx, nodes: u8) -> Result<()> {
+    println!("\n==> demo: a local cluster of {nodes} (Ctrl-C to stop)");
+    run(ctx.cargo().args([
+        "run",
+        "--release",
+        "-p",
+        "audin-testkit",
+        "--bin",
+        "audin-cluster-demo",
+        "--",
+        &nodes.to_string(),
+    ]))
 }
 
 /// Criterion defaults are far too slow for a quick look; ARGS replace these.
@@ -276,5 +333,27 @@ mod tests {
         );
         assert_eq!(http_origin("ready"), None);
         assert!(!is_ready_line("error: address already in use"));
+    }
+
+    #[test]
+    fn takes_the_cluster_flag() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut a = args(&["--no-setup", "--cluster", "3", "--list"]);
+        assert_eq!(take_cluster_flag(&mut a).unwrap(), Some(3));
+        assert_eq!(a, args(&["--no-setup", "--list"]));
+        let mut a = args(&["--cluster=5"]);
+        assert_eq!(take_cluster_flag(&mut a).unwrap(), Some(5));
+        assert!(a.is_empty());
+        let mut a = args(&["--no-setup"]);
+        assert_eq!(take_cluster_flag(&mut a).unwrap(), None);
+        assert_eq!(a, args(&["--no-setup"]));
+        for bad in [
+            &["--cluster"][..],
+            &["--cluster", "0"],
+            &["--cluster=10"],
+            &["--cluster", "x"],
+        ] {
+            assert!(take_cluster_flag(&mut args(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -26,12 +26,7 @@ async fn attach_with(s: &TestServer, token: &str, sid: &str) -> Result<serde_jso
 #[tokio::test]
 async fn a_ticket_attaches_once_for_its_call_and_operator_only() {
     let s = TestServer::start().await;
-    let mut op = s.online("op-1", &[MILANO]).await;
-    let sid = s.sim_call(MILANO_E164, "tone").await;
-    op.expect("callOffer").await;
-    op.send_json(json!({"type": "accept", "callSid": sid}))
-        .await;
-    let accepted = op.expect("callAccepted").await;
+    let (_op, sid, accepted) = s.accepted("op-1", MILANO, MILANO_E164, "tone").await;
     let ticket = accepted["attachTicket"]
         .as_str()
         .expect("callAccepted carries a ticket")
@@ -81,12 +76,7 @@ async fn a_dialled_call_gets_a_ticket_and_the_advertised_url() {
 #[tokio::test]
 async fn an_expired_session_token_is_still_token_expired() {
     let s = TestServer::start().await;
-    let mut op = s.online("op-1", &[MILANO]).await;
-    let sid = s.sim_call(MILANO_E164, "tone").await;
-    op.expect("callOffer").await;
-    op.send_json(json!({"type": "accept", "callSid": sid}))
-        .await;
-    op.expect("callAccepted").await;
+    let (_op, sid, _) = s.accepted("op-1", MILANO, MILANO_E164, "tone").await;
     let (_, mut claims) = s
         .handle
         .engine

@@ -31,19 +31,7 @@ const START_WAIT: Duration = Duration::from_secs(10);
 /// The `haproxy` binary: [`BIN_ENV`], else the one on PATH, else Debian's
 /// `/usr/sbin/haproxy` (not on a non-root PATH).
 pub fn binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(BIN_ENV).map(PathBuf::from) {
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("haproxy"))
-                .find(|p| p.is_file())
-        })
-        .or_else(|| {
-            let debian = PathBuf::from("/usr/sbin/haproxy");
-            debian.is_file().then_some(debian)
-        })
+    crate::skip::find_program("haproxy", BIN_ENV)
 }
 
 /// Whether a test needing the balancer should run: `false` (after printing

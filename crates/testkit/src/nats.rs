@@ -32,19 +32,7 @@ const START_WAIT: Duration = Duration::from_secs(30);
 /// The `nats-server` binary: [`BIN_ENV`], else the one on PATH, else
 /// Debian's `/usr/sbin/nats-server` (not on a non-root PATH).
 pub fn binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(BIN_ENV).map(PathBuf::from) {
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nats-server"))
-                .find(|p| p.is_file())
-        })
-        .or_else(|| {
-            let debian = PathBuf::from("/usr/sbin/nats-server");
-            debian.is_file().then_some(debian)
-        })
+    crate::skip::find_program("nats-server", BIN_ENV)
 }
 
 /// Whether a test needing NATS should run: `false` (after printing why)
@@ -162,6 +150,11 @@ impl TempNats {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The server's pid while it runs (for `/proc` readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether the server runs (started and not stopped).

@@ -21,3 +21,23 @@ pub fn missing(test: &str, what: &str, require_env: &str, install: &str) -> bool
     );
     false
 }
+
+/// A Debian program a test runs: `$bin_env` if set (and a file), else
+/// `name` on PATH, else `/usr/sbin/name` (where Debian puts daemons, not on
+/// a non-root PATH).
+pub fn find_program(name: &str, bin_env: &str) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os(bin_env).map(PathBuf::from) {
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| {
+            let debian = PathBuf::from("/usr/sbin").join(name);
+            debian.is_file().then_some(debian)
+        })
+}

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use audin_operator::AudinOperator;
 use audin_operator::core::{Event, TokenGrant};
+use audin_operator::{AudinOperator, Call};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -469,4 +469,23 @@ pub fn client_from(source: std::net::IpAddr) -> reqwest::Client {
 /// `127.0.0.1:port` of an address (for restarting on the same port).
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The operator's microphone on `call`: a `hz` tone at `dbfs` (RMS), one
+/// 20 ms frame every 20 ms, until the task is aborted.
+pub fn play_tone(call: &Call, hz: f64, dbfs: f64) -> tokio::task::JoinHandle<()> {
+    use crate::audio::{TELEPHONY_RATE, sine, to_mulaw};
+    let audio = call.audio();
+    tokio::spawn(async move {
+        let tone = to_mulaw(&sine(hz, dbfs, Duration::from_secs(1), TELEPHONY_RATE));
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut offset = 0;
+        loop {
+            tick.tick().await;
+            let mut frame = [0u8; 160];
+            frame.copy_from_slice(&tone[offset..offset + 160]);
+            audio.send_frame(frame);
+            offset = (offset + 160) % tone.len();
+        }
+    })
 }

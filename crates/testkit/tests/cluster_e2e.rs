@@ -23,14 +23,14 @@ use anyhow::{Context as _, Result, ensure};
 use audin_operator::core::PresenceState;
 use audin_operator::core::{CallState, EndReason, Event};
 use audin_operator::{AudinOperator, Call};
-use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
+use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, to_f32};
 use audin_testkit::balancer::TempBalancer;
 use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::sip::harness::bounded;
 use audin_testkit::support::{
     CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually, metrics,
-    operator, sim_call, sim_hangup,
+    operator, play_tone, sim_call, sim_hangup,
 };
 use audin_testkit::{ServerOptions, ServerProcess};
 use tokio::task::JoinHandle;
@@ -176,19 +176,7 @@ async fn ended(call: &Call) -> Result<EndReason> {
 
 /// The operator's microphone: a tone, one frame every 20 ms, until aborted.
 fn play(call: &Call, hz: f64) -> JoinHandle<()> {
-    let audio = call.audio();
-    tokio::spawn(async move {
-        let tone = to_mulaw(&sine(hz, -20.0, Duration::from_secs(1), TELEPHONY_RATE));
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut offset = 0;
-        loop {
-            tick.tick().await;
-            let mut frame = [0u8; 160];
-            frame.copy_from_slice(&tone[offset..offset + 160]);
-            audio.send_frame(frame);
-            offset = (offset + 160) % tone.len();
-        }
-    })
+    play_tone(call, hz, -20.0)
 }
 
 /// What the operator hears during `d`.
@@ -209,8 +197,18 @@ async fn listen(call: &Call, d: Duration) -> Analysis {
 
 /// The record of `sid` once it is closed (record writes are queued).
 async fn closed_record(base: &str, key: &str, sid: &str) -> Result<serde_json::Value> {
+    closed_record_within(EVENT, base, key, sid).await
+}
+
+/// The same, waiting up to `limit`.
+async fn closed_record_within(
+    limit: Duration,
+    base: &str,
+    key: &str,
+    sid: &str,
+) -> Result<serde_json::Value> {
     let mut last = None;
-    let closed = eventually(EVENT, async || {
+    let closed = eventually(limit, async || {
         last = call_record(base, key, sid).await.ok().flatten();
         last.as_ref().is_some_and(|r| !r["endReason"].is_null())
     })
@@ -412,16 +410,7 @@ async fn a_killed_operator_node_leaves_no_ghost_call() -> Result<()> {
         let (sid, _call) = talking(&c, &ada, &log, 2).await?;
         let killed = Instant::now();
         c.nodes[0].kill().await;
-        let rec = {
-            let mut last = None;
-            let closed = eventually(Duration::from_secs(10), async || {
-                last = call_record(&c.url(3), &c.key, &sid).await.ok().flatten();
-                last.as_ref().is_some_and(|r| !r["endReason"].is_null())
-            })
-            .await;
-            ensure!(closed, "record of {sid} not closed: {last:?}");
-            last.context("no record")?
-        };
+        let rec = closed_record_within(Duration::from_secs(10), &c.url(3), &c.key, &sid).await?;
         println!(
             "the orphaned call ended after {:?} (grace {GRACE_MS} ms)",
             killed.elapsed()
@@ -757,16 +746,7 @@ async fn with_postgres_down_calls_go_on_and_their_records_land_when_it_is_back()
         call.hangup();
         assert_eq!(ended(&call).await?, EndReason::Hangup);
         c.pg.start()?;
-        let rec = {
-            let mut last = None;
-            let closed = eventually(Duration::from_secs(20), async || {
-                last = call_record(&c.url(1), &c.key, &sid).await.ok().flatten();
-                last.as_ref().is_some_and(|r| !r["endReason"].is_null())
-            })
-            .await;
-            ensure!(closed, "record of {sid} not written: {last:?}");
-            last.context("no record")?
-        };
+        let rec = closed_record_within(Duration::from_secs(20), &c.url(1), &c.key, &sid).await?;
         assert_eq!(rec["endReason"], "hangup", "{rec}");
         assert_eq!(rec["operatorRef"], "ada", "{rec}");
         Ok(())

@@ -30,12 +30,12 @@ use audin_operator::core::{CallState, EndReason, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_server::sip::trunk::SipEndpointConfig;
 use audin_server::{Server, ServerConfig, ServerHandle};
-use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, sine, to_f32, to_mulaw};
+use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, to_f32};
 use audin_testkit::sip::harness::{A440, EVENT, bounded, closed_reason};
 use audin_testkit::sip::{AudioSource, Baresip, BaresipOptions, EventKind, Tool, tools_or_skip};
 use audin_testkit::support::{
     EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, call_records, eventually,
-    operator,
+    operator, play_tone,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -147,19 +147,7 @@ async fn closed_record(s: &ServerHandle, key: &str, sid: &str) -> Result<Value> 
 
 /// The operator's microphone: a tone, one frame every 20 ms, until aborted.
 fn play(call: &Call, hz: f64) -> JoinHandle<()> {
-    let audio = call.audio();
-    tokio::spawn(async move {
-        let tone = to_mulaw(&sine(hz, TONE_DBFS, Duration::from_secs(1), TELEPHONY_RATE));
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut offset = 0;
-        loop {
-            tick.tick().await;
-            let mut frame = [0u8; 160];
-            frame.copy_from_slice(&tone[offset..offset + 160]);
-            audio.send_frame(frame);
-            offset = (offset + 160) % tone.len();
-        }
-    })
+    play_tone(call, hz, TONE_DBFS)
 }
 
 /// The operator's ear: every far-end frame the SDK hands over.

@@ -203,6 +203,25 @@ impl TestServer {
         ws
     }
 
+    /// `operator_ref` online on `number_id`, offered a sim call to
+    /// `number` (`behaviour`) which it accepts: its presence socket, the
+    /// call's sid and the `callAccepted` message.
+    pub async fn accepted(
+        &self,
+        operator_ref: &str,
+        number_id: &str,
+        number: &str,
+        behaviour: &str,
+    ) -> (Ws, String, Value) {
+        let mut op = self.online(operator_ref, &[number_id]).await;
+        let sid = self.sim_call(number, behaviour).await;
+        op.expect("callOffer").await;
+        op.send_json(json!({"type": "accept", "callSid": sid}))
+            .await;
+        let accepted = op.expect("callAccepted").await;
+        (op, sid, accepted)
+    }
+
     /// An audio socket attached to `sid` (the `attached` message returned).
     pub async fn attach(&self, operator_ref: &str, sid: &str) -> (Ws, Value) {
         let token = self.token(operator_ref, &[MILANO, ROMA]).await;

@@ -803,3 +803,65 @@ async fn steered_audio_sockets_attach_on_the_calls_node_without_a_token_request(
     .await;
     result.inspect_err(|_| c.dump_logs())
 }
+
+/// Which node (1-based) holds the one open presence socket, if one does.
+async fn presence_node(c: &Cluster) -> Option<usize> {
+    let mut found = None;
+    for (i, node) in c.nodes.iter().enumerate() {
+        if let Ok(m) = metrics(&node.url()).await
+            && m.get("audin_sockets_open{kind=\"presence\"}").copied() == Some(1.0)
+        {
+            found = Some(i + 1);
+        }
+    }
+    found
+}
+
+/// The node holding an operator's presence socket (through the balancer)
+/// is killed: the SDK's first reconnect attempt, one backoff step later,
+/// goes through the balancer to a live node and she is online again, and
+/// offered the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_whose_node_dies_is_online_again_within_the_first_backoff_step() -> Result<()> {
+    let test = "cluster_presence_failover";
+    if !audin_testkit::balancer::available_or_skip(test) {
+        return Ok(());
+    }
+    let Some(mut c) = Cluster::start(test, 3).await? else {
+        return Ok(());
+    };
+    let addrs: Vec<_> = c.nodes.iter().map(|n| n.addr).collect();
+    let lb = TempBalancer::start(&addrs)?;
+    let result = bounded(test, TEST_BOUND, async {
+        let (ada, log) = c.operator_at(&lb.url(), "ada").await?;
+        let node = presence_node(&c).await.context("no presence socket found")?;
+        let killed = Instant::now();
+        c.nodes[node - 1].kill().await;
+        let first_step = Timings::default().backoff[0];
+        let online = eventually(Duration::from_secs(5), async || {
+            killed.elapsed() > Duration::from_millis(50) && ada.state() == PresenceState::Online
+        })
+        .await;
+        let took = killed.elapsed();
+        ensure!(online, "ada not online again: {:?}", ada.state());
+        println!(
+            "presence node {node} killed: ada online again after {took:?} (first backoff step {first_step:?})"
+        );
+        ensure!(
+            took < first_step + Duration::from_millis(800),
+            "online again only after {took:?}"
+        );
+        // Offered the next call, at any live node.
+        let live = if node == 1 { 2 } else { 1 };
+        let t = Instant::now();
+        let sid = sim_call(&c.url(live), CALLER, MILANO_E164, "tone").await?;
+        let call = ringing(&ada, &log, t, &sid).await?;
+        call.reject();
+        Ok(())
+    })
+    .await;
+    result.inspect_err(|_| {
+        c.dump_logs();
+        eprintln!("── balancer ──\n{}", lb.log());
+    })
+}

@@ -442,6 +442,7 @@ impl Engine {
             map.remove(op);
         }
         self.bus.unwatch_operator(op, session_id);
+        self.forget_remote_call(op, None);
         if let Err(e) = self.routing.set_offline(op).await {
             tracing::warn!(error = %e, "routing: taking an operator offline failed");
         }
@@ -584,6 +585,8 @@ impl Engine {
 
     /// `reject`.
     pub async fn reject(&self, op: &OperatorKey, sid: &str) {
+        // No `callEnded` follows a reject: the operator is out of the call.
+        self.forget_remote_call(op, Some(sid));
         let cmd = CallCommand::Reject { op: op.clone() };
         if self.to_local_call(sid, cmd.clone()).await.is_none() {
             let _ = self.bus.to_call(sid, &cmd).await;
@@ -1288,17 +1291,11 @@ fn about_call(msg: &ServerMessage) -> Option<AboutCall<'_>> {
 impl Engine {
     /// Keeps which operators here take part in which other node's calls.
     fn note_remote_call(&self, op: &OperatorKey, origin: Origin<'_>) {
-        let mut calls = self.remote_calls.lock().expect("remote calls lock");
         let sid = origin.about.call_sid;
         if origin.about.ends {
-            if let Some(call) = calls.get_mut(sid) {
-                call.operators.retain(|o| o != op);
-                if call.operators.is_empty() {
-                    calls.remove(sid);
-                }
-            }
-            return;
+            return self.forget_remote_call(op, Some(sid));
         }
+        let mut calls = self.remote_calls.lock().expect("remote calls lock");
         let call = calls.entry(sid.to_owned()).or_insert_with(|| RemoteCall {
             node: origin.node.to_owned(),
             operators: Vec::new(),
@@ -1306,6 +1303,25 @@ impl Engine {
         if !call.operators.contains(op) {
             call.operators.push(op.clone());
         }
+        let n = calls.len();
+        drop(calls);
+        self.count_remote_calls(n);
+    }
+
+    /// `op` is out of the other node's call `sid` (every call: `None`).
+    fn forget_remote_call(&self, op: &OperatorKey, sid: Option<&str>) {
+        let mut calls = self.remote_calls.lock().expect("remote calls lock");
+        calls.retain(|call_sid, call| {
+            if sid.is_none_or(|s| s == call_sid) {
+                call.operators.retain(|o| o != op);
+            }
+            !call.operators.is_empty()
+        });
+        self.count_remote_calls(calls.len());
+    }
+
+    fn count_remote_calls(&self, n: usize) {
+        self.metrics.remote_calls.store(n as u64, Ordering::Relaxed);
     }
 
     /// A node died: every call of it that operators here took part in
@@ -1320,9 +1336,12 @@ impl Engine {
                 .filter(|(_, c)| c.node == node)
                 .map(|(sid, _)| sid.clone())
                 .collect();
-            sids.into_iter()
+            let dead = sids
+                .into_iter()
                 .filter_map(|sid| calls.remove(&sid).map(|c| (sid, c)))
-                .collect()
+                .collect();
+            self.count_remote_calls(calls.len());
+            dead
         };
         for (sid, call) in &dead {
             let ended = ServerMessage::CallEnded {

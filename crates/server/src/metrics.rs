@@ -32,6 +32,8 @@ pub struct Metrics {
     pub sip_registrations: Mutex<Vec<(String, watch::Receiver<RegistrationState>)>>,
     /// 1 while the node drains (see [`crate::engine::Engine::drain`]).
     pub draining: AtomicU64,
+    /// Calls of other nodes that operators here take part in.
+    pub remote_calls: AtomicU64,
     /// The call store's record-write counters (set when the engine is
     /// built).
     pub store: OnceLock<Arc<StoreStats>>,
@@ -65,6 +67,12 @@ impl Metrics {
         );
         let _ = writeln!(s, "# TYPE audin_draining gauge");
         let _ = writeln!(s, "audin_draining {}", self.draining.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "# HELP audin_remote_calls Calls owned by other nodes that operators on this node are offered or hold."
+        );
+        let _ = writeln!(s, "# TYPE audin_remote_calls gauge");
+        let _ = writeln!(s, "audin_remote_calls {}", self.remote_calls.load(Relaxed));
         let _ = writeln!(s, "# HELP audin_calls Live calls on this node by state.");
         let _ = writeln!(s, "# TYPE audin_calls gauge");
         for (state, n) in calls_by_state {

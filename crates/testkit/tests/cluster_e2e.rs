@@ -308,6 +308,25 @@ async fn operators_on_two_nodes_accepting_at_once_have_exactly_one_winner() -> R
             assert_eq!(ended(winner).await?, EndReason::Hangup, "round {round}");
         }
         println!("50 rounds: ada won {}, bob won {}", wins[0], wins[1]);
+        // Ada rejects, Bob takes it: nothing is left behind on either
+        // operator's node about the other node's calls.
+        let t0 = Instant::now();
+        let sid = sim_call(&c.url(2), CALLER, MILANO_E164, "silence").await?;
+        ringing(&ada, &ada_log, t0, &sid).await?.reject();
+        let b = ringing(&bob, &bob_log, t0, &sid).await?;
+        b.accept();
+        assert_eq!(outcome(&b).await?, None);
+        b.hangup();
+        ended(&b).await?;
+        for node in [1, 3] {
+            let clean = eventually(EVENT, async || {
+                metrics(&c.url(node))
+                    .await
+                    .is_ok_and(|m| m.get("audin_remote_calls") == Some(&0.0))
+            })
+            .await;
+            ensure!(clean, "node {node} still tracks another node's calls");
+        }
         Ok(())
     })
     .await

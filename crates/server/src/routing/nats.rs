@@ -288,29 +288,38 @@ impl Inner {
                     kv::UpdateError::new(kind)
                 });
             }
-            let mut m = self.mine.lock().expect("routing lock");
-            let map = match n {
-                0 => &mut m.presence,
-                1 => &mut m.assign,
-                _ => &mut m.holder,
+            let stale = {
+                let mut m = self.mine.lock().expect("routing lock");
+                let map = match n {
+                    0 => &mut m.presence,
+                    1 => &mut m.assign,
+                    _ => &mut m.holder,
+                };
+                match result {
+                    Ok(rev) => match map.get_mut(&key) {
+                        Some(e) if e.1 == revision => {
+                            e.1 = rev;
+                            None
+                        }
+                        // Released or rewritten while this refresh was on
+                        // its way: what it just wrote must not outlive
+                        // that (a released operator would look busy).
+                        _ => Some(rev),
+                    },
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        if map.get(&key).is_some_and(|e| e.1 == revision) {
+                            map.remove(&key);
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "routing refresh failed, trying again");
+                        None
+                    }
+                }
             };
-            match result {
-                Ok(rev) => {
-                    // Only if nobody replaced it meanwhile in `mine`.
-                    if let Some(e) = map.get_mut(&key)
-                        && e.1 == revision
-                    {
-                        e.1 = rev;
-                    }
-                }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    if map.get(&key).is_some_and(|e| e.1 == revision) {
-                        map.remove(&key);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "routing refresh failed, trying again");
-                }
+            if let Some(rev) = stale {
+                let _ = store.delete_expect_revision(&key, Some(rev)).await;
             }
         }
     }

@@ -329,3 +329,38 @@ impl Bus for LocalBus {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_command_round_trips() {
+        let op = OperatorKey {
+            account: "acc".into(),
+            operator_ref: "a.b\u{202e}".into(),
+        };
+        for cmd in [
+            CallCommand::Accept { op: op.clone() },
+            CallCommand::Reject { op: op.clone() },
+            CallCommand::Hangup {
+                op: op.clone(),
+                reason: EndReason::Hangup,
+                from_presence: false,
+            },
+            CallCommand::Status,
+            CallCommand::Attach {
+                op,
+                relay: "r1".into(),
+                node: "n1".into(),
+            },
+            CallCommand::Mute { muted: true },
+            CallCommand::Dtmf { digit: '#' },
+            CallCommand::AudioClosed { attach_id: 7 },
+        ] {
+            let json = serde_json::to_vec(&cmd).unwrap();
+            let back: CallCommand = serde_json::from_slice(&json).unwrap();
+            assert_eq!(back, cmd);
+        }
+    }
+}

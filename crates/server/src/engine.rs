@@ -1344,6 +1344,11 @@ impl Engine {
             dead
         };
         for (sid, call) in &dead {
+            // Freed first, as a call's own task does: told the call ended,
+            // the operator may be offered the next one at once.
+            if let Err(e) = self.routing.release(sid).await {
+                tracing::warn!(call_sid = %sid, error = %e, "routing: freeing a dead node's call failed");
+            }
             let ended = ServerMessage::CallEnded {
                 call_sid: sid.clone(),
                 reason: EndReason::Failed,
@@ -1354,9 +1359,6 @@ impl Engine {
                 }
             }
             tracing::info!(call_sid = %sid, node = %node, "a call on a dead node ended for its operators here");
-            if let Err(e) = self.routing.release(sid).await {
-                tracing::warn!(call_sid = %sid, error = %e, "routing: freeing a dead node's call failed");
-            }
         }
         // This node's calls whose audio socket was on the dead node: the
         // socket is gone (the call's grace window for a reattach starts).

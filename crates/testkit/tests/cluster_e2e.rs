@@ -29,8 +29,8 @@ use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::sip::harness::bounded;
 use audin_testkit::support::{
-    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually, metrics,
-    operator, play_tone, sim_call, sim_hangup,
+    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually,
+    live_calls, metrics, operator, play_tone, sim_call, sim_hangup,
 };
 use audin_testkit::{ServerOptions, ServerProcess};
 use tokio::task::JoinHandle;
@@ -195,6 +195,20 @@ async fn listen(call: &Call, d: Duration) -> Analysis {
     analyze(&to_f32(&from_mulaw(&heard)), TELEPHONY_RATE)
 }
 
+/// Waits until `node` has no live call: the SDK ends a call the moment its
+/// operator hangs up, the server a moment later (across nodes, a NATS hop
+/// or two); until then the operator still holds it and is not offered the
+/// next call.
+async fn settled(c: &Cluster, node: usize) -> Result<()> {
+    let url = c.url(node);
+    let done = eventually(EVENT, async || {
+        metrics(&url).await.is_ok_and(|m| live_calls(&m) == 0.0)
+    })
+    .await;
+    ensure!(done, "node {node} still has live calls");
+    Ok(())
+}
+
 /// The record of `sid` once it is closed (record writes are queued).
 async fn closed_record(base: &str, key: &str, sid: &str) -> Result<serde_json::Value> {
     closed_record_within(EVENT, base, key, sid).await
@@ -306,6 +320,7 @@ async fn operators_on_two_nodes_accepting_at_once_have_exactly_one_winner() -> R
             assert_eq!(loser, Some(EndReason::TakenByOther), "round {round}");
             winner.hangup();
             assert_eq!(ended(winner).await?, EndReason::Hangup, "round {round}");
+            settled(&c, 2).await?;
         }
         println!("50 rounds: ada won {}, bob won {}", wins[0], wins[1]);
         // Ada rejects, Bob takes it: nothing is left behind on either
@@ -495,6 +510,7 @@ async fn through_a_balancer_a_call_survives_the_death_of_its_audio_sockets_node(
                 _ => {
                     call.hangup();
                     ended(&call).await?;
+                    settled(&c, call_node).await?;
                 }
             }
         }
@@ -816,6 +832,7 @@ async fn steered_audio_sockets_attach_on_the_calls_node_without_a_token_request(
             );
             call.hangup();
             ended(&call).await?;
+            settled(&c, call_node).await?;
         }
         Ok(())
     })

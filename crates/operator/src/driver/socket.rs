@@ -18,6 +18,8 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 
 /// Longest gap without anything sent on an audio socket with media.
 const KEEPALIVE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a closing socket waits for the server's close frame.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often a socket tells the core that audio frames are arriving.
 const RX_REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -102,6 +104,16 @@ async fn run(
                 Some(WsOut::Close(code, reason)) => {
                     let frame = CloseFrame { code: code.into(), reason: reason.into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
+                    // The close handshake: read (and drop) until the server
+                    // closes too. Dropping the socket while its frames are
+                    // still unread makes the kernel reset the connection,
+                    // and a reset can discard what we sent last (a
+                    // `hangup` just before the close) before the server
+                    // reads it.
+                    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+                        while let Some(Ok(_)) = stream.next().await {}
+                    })
+                    .await;
                     return;
                 }
                 Some(WsOut::Media(m)) => media = m,

@@ -257,10 +257,7 @@ async fn softphone_calls_a_dev_number_audio_both_ways_dtmf_and_either_side_hangs
         call.accept();
         active(&call).await?;
         caller.wait_event(EventKind::CallEstablished, EVENT).await?;
-        // Talk a moment first, as an operator does. (A hang-up within a few
-        // ms of the audio socket attaching can be lost under load: the SDK
-        // sends it on the audio socket and closes it at once; see the
-        // report of issue 13.)
+        // Talk a moment first, as an operator does.
         let ear = Ear::on(&call);
         let heard = ear.listen(Duration::from_millis(600)).await;
         assert!(heard.is_tone(440.0, 5.0), "operator heard {heard}");

@@ -18,9 +18,21 @@
 //!   node 1, the call on node 2, and every frame crosses NATS both ways
 //!   (`audin.relay.{id}.up` / `.down`);
 //! - `single` (not run by default): one node without `--cluster`, on its
-//!   own SQLite file, for the single-node figure.
+//!   own SQLite file, for the single-node figure;
+//! - `spread` (not run by default; `--nodes 3` for three nodes): call `i`
+//!   arrives at node `(i % N) + 1` and its operator `op-i` is on node
+//!   `((i + i / N) % N) + 1` (round robin, shifted by one every `N`
+//!   operators), so in every `N²` calls each (operator node, call node)
+//!   pair occurs once: 1 call in `N` has its audio socket on its node, the
+//!   others are relayed. No `--advertise-url`: the relay is the fallback;
+//! - `spread-steered`: the same with `--advertise-url` on every node, so
+//!   the SDK attaches each audio socket straight to its call's node.
 //!
-//! Where the audio sockets landed is checked on each node's `/metrics`.
+//! `--nodes` (default 2) sets how many cluster nodes run; `direct` and
+//! `relayed` use nodes 1 and 2 only. Where the audio sockets landed is
+//! checked on each node's `/metrics` (the expected count on each node).
+//! Round trips are also split by whether the call's audio socket was on its
+//! call's node (`local`) or not (`relayed`).
 //! Then, for `--secs`, every call sends one frame every 20 ms (calls
 //! spread evenly over the 20 ms) carrying its sequence number and call
 //! index in its first 12 bytes and pseudo-random μ-law bytes after them;
@@ -29,7 +41,8 @@
 //! coming out of `recv_frame`, is recorded. Frames not back a second after
 //! the window are lost. CPU (utime + stime from `/proc/PID/stat`) of each
 //! node, of nats-server and of this process (the generator) is read at the
-//! window's start and end, and given per call-second.
+//! window's start and end, and given per call-second, as is the whole
+//! machine's busy time (`/proc/stat`).
 //!
 //! Prints Markdown tables on stdout (progress on stderr). Only 127.0.0.1 is
 //! used.
@@ -71,6 +84,9 @@ struct Args {
     /// Modes, run in this order for each call count.
     #[arg(long, value_delimiter = ',', default_value = "direct,relayed")]
     modes: Vec<Mode>,
+    /// Cluster nodes (`direct` and `relayed` use nodes 1 and 2 only).
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
     /// Use the debug server build instead of release.
     #[arg(long)]
     debug_server: bool,
@@ -84,6 +100,12 @@ enum Mode {
     Direct,
     /// Two nodes; audio socket on the other node, frames over NATS.
     Relayed,
+    /// `--nodes` nodes; operators and calls round robin over them, 1 call
+    /// in N on its operator's node, the others relayed.
+    Spread,
+    /// As `spread`, every node with `--advertise-url`: each audio socket is
+    /// steered to its call's node.
+    SpreadSteered,
 }
 
 impl Mode {
@@ -92,22 +114,39 @@ impl Mode {
             Mode::Single => "single",
             Mode::Direct => "direct",
             Mode::Relayed => "relayed",
+            Mode::Spread => "spread",
+            Mode::SpreadSteered => "spread-steered",
         }
     }
 
-    /// The node (1-based) the operators' sockets go to.
-    fn operator_node(self) -> usize {
+    fn spread(self) -> bool {
+        matches!(self, Mode::Spread | Mode::SpreadSteered)
+    }
+
+    /// The node (1-based) operator `i`'s sockets go to, of `n`.
+    fn operator_node(self, i: usize, n: usize) -> usize {
         match self {
             Mode::Single | Mode::Relayed => 1,
             Mode::Direct => 2,
+            Mode::Spread | Mode::SpreadSteered => (i + i / n) % n + 1,
         }
     }
 
-    /// The node the calls arrive at.
-    fn call_node(self) -> usize {
+    /// The node call `i` arrives at, of `n`.
+    fn call_node(self, i: usize, n: usize) -> usize {
         match self {
             Mode::Single => 1,
             Mode::Direct | Mode::Relayed => 2,
+            Mode::Spread | Mode::SpreadSteered => i % n + 1,
+        }
+    }
+
+    /// The node call `i`'s audio socket is expected on, of `n`.
+    fn socket_node(self, i: usize, n: usize) -> usize {
+        if self == Mode::SpreadSteered {
+            self.call_node(i, n)
+        } else {
+            self.operator_node(i, n)
         }
     }
 }
@@ -122,7 +161,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(mode: Mode, release: bool) -> Result<Bench> {
+    async fn start(mode: Mode, release: bool, n: usize) -> Result<Bench> {
         // As `tests/cluster_e2e.rs`, with the sim's recorder off as in the
         // load benchmark (a dev feature, not on the frame path).
         let base = ServerOptions {
@@ -150,20 +189,32 @@ impl Bench {
         let nats = TempNats::start_new()?;
         let mut nodes = Vec::new();
         // One after the other: the first creates the schema.
-        for i in 1..=2 {
-            let opts = ServerOptions {
+        for i in 1..=n {
+            let mut opts = ServerOptions {
                 database: Some(PathBuf::from(&url)),
                 ..base.clone()
             }
             .arg("--cluster", nats.url())
             .arg("--node-id", format!("node-{i}"));
+            if mode == Mode::SpreadSteered {
+                // As `tests/cluster_e2e.rs`: a port known before the start,
+                // to advertise.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port();
+                opts.listen = Some(([127, 0, 0, 1], port).into());
+                opts = opts.arg("--advertise-url", format!("http://127.0.0.1:{port}"));
+            }
             let node = ServerProcess::spawn(opts)
                 .await
                 .with_context(|| format!("node {i} starts"))?;
             nodes.push(node);
         }
         let key = nodes[0].key();
-        ensure!(nodes[1].key() == key, "both nodes print the same dev key");
+        ensure!(
+            nodes.iter().all(|node| node.key() == key),
+            "every node prints the same dev key"
+        );
         Ok(Bench {
             nodes,
             key,
@@ -229,6 +280,8 @@ struct Got {
 #[derive(Debug)]
 struct Probe {
     idx: u32,
+    /// Its audio socket is on its call's node.
+    local: bool,
     sent: Mutex<Vec<Instant>>,
     got: Mutex<Got>,
 }
@@ -347,6 +400,20 @@ fn load1() -> String {
 struct Outcome {
     mode: Mode,
     calls: usize,
+    /// Nodes running.
+    nodes: usize,
+    /// Operators, calls (at their node) and audio sockets open, per node.
+    ops_per_node: Vec<usize>,
+    calls_per_node: Vec<usize>,
+    sockets_per_node: Vec<f64>,
+    /// Sorted round trips of calls with the audio socket on the call's
+    /// node, and of the others, ms.
+    rtt_local: Vec<f64>,
+    rtt_relayed: Vec<f64>,
+    /// The machine's busy time in the window (at least the processes'
+    /// sum), seconds, and its share of all cores.
+    box_busy: f64,
+    box_share: f64,
     /// The measured window, seconds.
     window: f64,
     sent: u64,
@@ -446,27 +513,38 @@ async fn audio_sockets(b: &Bench) -> Result<Vec<f64>> {
     Ok(open)
 }
 
+/// How many of `0..calls` `node_of` puts on each of `n` nodes.
+fn per_node(calls: usize, n: usize, node_of: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut v = vec![0; n];
+    for i in 0..calls {
+        v[node_of(i) - 1] += 1;
+    }
+    v
+}
+
 async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> {
-    let op_url = b.url(mode.operator_node());
-    let call_url = b.url(mode.call_node());
+    let n = b.nodes.len();
+    let ops_per_node = per_node(calls, n, |i| mode.operator_node(i, n));
+    let calls_per_node = per_node(calls, n, |i| mode.call_node(i, n));
+    let want_sockets = per_node(calls, n, |i| mode.socket_node(i, n));
     eprintln!(
-        "[{} × {calls}] operators on node {}, calls at node {}",
+        "[{} × {calls}] {n} node(s); operators per node {ops_per_node:?}, calls per node {calls_per_node:?}",
         mode.name(),
-        mode.operator_node(),
-        mode.call_node()
     );
     let mut ops = Vec::new();
     for i in 0..calls {
-        ops.push(online(&op_url, &b.key, &format!("op-{i}")).await?);
+        let url = b.url(mode.operator_node(i, n));
+        ops.push(online(&url, &b.key, &format!("op-{i}")).await?);
     }
     // One call at a time, each taken by its own operator (the others are
     // offered it too and see it taken).
     let mut live = Vec::new();
     let mut receivers = Vec::new();
     for (i, (op, log)) in ops.iter().enumerate() {
-        let call = answered(&call_url, op, log).await?;
+        let call = answered(&b.url(mode.call_node(i, n)), op, log).await?;
         let probe = Arc::new(Probe {
             idx: u32::try_from(i)?,
+            local: mode.socket_node(i, n) == mode.call_node(i, n),
             sent: Mutex::new(Vec::new()),
             got: Mutex::new(Got::default()),
         });
@@ -474,15 +552,11 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         live.push((call, probe));
     }
     let open = audio_sockets(b).await?;
-    let want_on = mode.operator_node() - 1;
-    for (i, n) in open.iter().enumerate() {
-        let want = if i == want_on { calls as f64 } else { 0.0 };
-        ensure!(
-            *n == want,
-            "audio sockets open per node {open:?}: expected {calls} on node {}",
-            want_on + 1
-        );
-    }
+    let want: Vec<f64> = want_sockets.iter().map(|&c| c as f64).collect();
+    ensure!(
+        open == want,
+        "audio sockets open per node {open:?}: expected {want:?}"
+    );
     eprintln!(
         "[{} × {calls}] answered; audio sockets per node {open:?}",
         mode.name()
@@ -536,11 +610,24 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         .collect();
     cpu.push(("generator".to_owned(), (me1 - me0) as f64 / hz));
     let ours: f64 = cpu.iter().map(|(_, s)| s).sum();
-    let others = ((m1.0 - m0.0) as f64 / hz - ours).max(0.0);
+    let busy = (m1.0 - m0.0) as f64 / hz;
+    let others = (busy - ours).max(0.0);
+    // `/proc/stat` is tick-sampled and on this VM can read below the sum
+    // of the processes' own times: the whole machine is at least that sum.
+    let box_busy = ours + others;
+    let box_share = box_busy / ((m1.1 - m0.1).max(1) as f64 / hz);
 
     let mut out = Outcome {
         mode,
         calls,
+        nodes: n,
+        ops_per_node,
+        calls_per_node,
+        sockets_per_node: open,
+        rtt_local: Vec::new(),
+        rtt_relayed: Vec::new(),
+        box_busy,
+        box_share,
         window,
         sent: 0,
         returned: 0,
@@ -562,9 +649,16 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         out.duplicates += got.duplicates;
         out.keepalive += got.keepalive;
         out.rtt_ms.extend_from_slice(&got.rtt_ms);
+        if probe.local {
+            out.rtt_local.extend_from_slice(&got.rtt_ms);
+        } else {
+            out.rtt_relayed.extend_from_slice(&got.rtt_ms);
+        }
         out.sdk_dropped += call.audio().dropped_frames();
     }
     out.rtt_ms.sort_by(f64::total_cmp);
+    out.rtt_local.sort_by(f64::total_cmp);
+    out.rtt_relayed.sort_by(f64::total_cmp);
 
     for (call, _) in &live {
         call.hangup();
@@ -595,6 +689,35 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// Per-node values joined with ` / `.
+fn slash<T: std::fmt::Display>(v: &[T]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// Where a run's audio sockets and calls were.
+fn placement(r: &Outcome) -> String {
+    if r.mode.spread() {
+        format!(
+            "{} nodes, {}",
+            r.nodes,
+            if r.mode == Mode::SpreadSteered {
+                "steered"
+            } else {
+                "1 in N local"
+            }
+        )
+    } else {
+        format!(
+            "node {} / node {}",
+            r.mode.operator_node(0, r.nodes),
+            r.mode.call_node(0, r.nodes)
+        )
+    }
+}
+
 fn print_tables(results: &[Outcome], secs: u64) {
     println!("### Round trip of one frame (operator → server(s) → sim echo → operator)\n");
     println!(
@@ -603,11 +726,10 @@ fn print_tables(results: &[Outcome], secs: u64) {
     println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         println!(
-            "| {} | {} | node {} / node {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.calls,
             r.mode.name(),
-            r.mode.operator_node(),
-            r.mode.call_node(),
+            placement(r),
             r.sent,
             r.returned,
             r.lost(),
@@ -635,13 +757,68 @@ fn print_tables(results: &[Outcome], secs: u64) {
         println!("\n{}", extra.join("; "));
     }
 
+    let spread: Vec<_> = results.iter().filter(|r| r.mode.spread()).collect();
+    if !spread.is_empty() {
+        println!(
+            "\n### Where the calls were (per node, node 1 / node 2 / …) and round trips by audio socket placement\n"
+        );
+        println!(
+            "`local`: calls whose audio socket is on the call's node; `relayed`: the others (frames over NATS both ways). Percentiles of the same run.\n"
+        );
+        println!(
+            "| calls | mode | operators (presence) | calls carried (call's node) | audio sockets open | local calls: RTT p50 / p99 ms | relayed calls: RTT p50 / p99 ms | added by the relay p50 / p99 ms (≈ one way: ½) |"
+        );
+        println!("|---:|---|---|---|---|---|---|---|");
+        for r in spread {
+            let pp =
+                |v: &[f64]| format!("{} / {}", ms(percentile(v, 50.0)), ms(percentile(v, 99.0)));
+            let added = if r.rtt_local.is_empty() || r.rtt_relayed.is_empty() {
+                "—".to_owned()
+            } else {
+                let d50 = percentile(&r.rtt_relayed, 50.0) - percentile(&r.rtt_local, 50.0);
+                let d99 = percentile(&r.rtt_relayed, 99.0) - percentile(&r.rtt_local, 99.0);
+                format!(
+                    "{} / {} ({} / {})",
+                    ms(d50),
+                    ms(d99),
+                    ms(d50 / 2.0),
+                    ms(d99 / 2.0)
+                )
+            };
+            let open: Vec<String> = r
+                .sockets_per_node
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.calls,
+                r.mode.name(),
+                slash(&r.ops_per_node),
+                slash(&r.calls_per_node),
+                slash(&open),
+                pp(&r.rtt_local),
+                pp(&r.rtt_relayed),
+                added,
+            );
+        }
+    }
+
     println!(
         "\n### CPU during the {secs} s window: ms of CPU per call-second (CPU seconds in brackets)\n"
     );
+    let nodes = results.iter().map(|r| r.nodes).max().unwrap_or(2).max(2);
+    let node_cols: String = (1..=nodes)
+        .map(|i| format!("node {i}"))
+        .collect::<Vec<_>>()
+        .join(" | ");
     println!(
-        "| calls | mode | node 1 | node 2 | nats-server | servers + NATS | generator (SDK operators) | rest of the machine, % of a core | load avg 1 min (start → end) |"
+        "| calls | mode | {node_cols} | nats-server | servers + NATS | generator (SDK operators) | rest of the machine, % of a core | whole machine (% of all cores) | load avg 1 min (start → end) |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "|---:|---|{}---:|---:|---:|---:|---|",
+        "---:|".repeat(nodes + 1)
+    );
     for r in results {
         let cell = |name: &str| match r.cpu_of(name) {
             Some(s) => format!("{:.3} ({s:.2} s)", r.per_call_second(s)),
@@ -653,16 +830,20 @@ fn print_tables(results: &[Outcome], secs: u64) {
             .filter(|(n, _)| n != "generator")
             .map(|(_, s)| s)
             .sum();
+        let node_cells: String = (1..=nodes)
+            .map(|i| cell(&format!("node {i}")))
+            .collect::<Vec<_>>()
+            .join(" | ");
         println!(
-            "| {} | {} | {} | {} | {} | {:.3} ({cluster:.2} s) | {} | {:.0} % | {} → {} |",
+            "| {} | {} | {node_cells} | {} | {:.3} ({cluster:.2} s) | {} | {:.0} % | {:.3} ({:.0} %) | {} → {} |",
             r.calls,
             r.mode.name(),
-            cell("node 1"),
-            cell("node 2"),
             cell("nats-server"),
             r.per_call_second(cluster),
             cell("generator"),
             r.others / r.window * 100.0,
+            r.per_call_second(r.box_busy),
+            r.box_share * 100.0,
             r.load_before,
             r.load_after,
         );
@@ -720,11 +901,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.secs > 0, "--secs must be above 0");
     ensure!(args.calls.iter().all(|&c| c > 0), "--calls must be above 0");
+    ensure!(args.nodes >= 2, "--nodes must be at least 2");
     let release = !args.debug_server;
     let mut results = Vec::new();
     for &calls in &args.calls {
         for &mode in &args.modes {
-            let b = Bench::start(mode, release).await?;
+            let b = Bench::start(mode, release, args.nodes).await?;
             let bound = Duration::from_secs(args.secs + 120 + calls as u64);
             let outcome = tokio::time::timeout(bound, run(&b, mode, calls, args.secs))
                 .await
@@ -739,8 +921,8 @@ async fn main() -> Result<()> {
     }
     let server = if release { "release" } else { "debug" };
     println!(
-        "Relayed-frame latency: {server} audin-server, {} s per run, one frame per call every 20 ms, sim `echo` far end.\n",
-        args.secs
+        "Relayed-frame latency: {server} audin-server, {} cluster nodes (`single`: 1), {} s per run, one frame per call every 20 ms, sim `echo` far end.\n",
+        args.nodes, args.secs
     );
     print_tables(&results, args.secs);
     let bad: u64 = results.iter().map(|r| r.altered).sum();

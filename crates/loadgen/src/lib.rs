@@ -5,6 +5,9 @@
 //! - [`load`]: one load run: N operators online, M concurrent echo calls
 //!   (inbound through `POST /dev/sim/calls`, outbound to the sim echo number),
 //!   20 ms paced stamped frames, latency / loss / setup / go-online figures.
+//! - [`lean`]: the lean generator (`--lean`): the protocol spoken directly,
+//!   many calls per task on one shared tick, for runs where the SDK would
+//!   cost more CPU than the server it measures.
 //! - [`server`]: spawning a release `audin-server --dev` with a temp
 //!   database, and provisioning one phone number per operator in it.
 //! - [`sipp`]: SIPp as the dev trunk's far end (answers, echoes RTP), for
@@ -19,6 +22,7 @@
 //! and it only ever targets loopback addresses.
 
 pub mod doc;
+pub mod lean;
 pub mod load;
 pub mod procfs;
 pub mod report;

@@ -26,6 +26,7 @@
 //!
 //! What the timings mean: see [`crate::report::Latency`].
 
+use crate::lean::{self, LeanOperator};
 use crate::procfs::{self, ProcSample};
 use crate::report::*;
 use crate::stamp::{self, Stamp};
@@ -138,7 +139,7 @@ pub fn plan_calls(
         dial,
     })
 }
-const FRAME: Duration = Duration::from_millis(20);
+pub(crate) const FRAME: Duration = Duration::from_millis(20);
 
 /// Where the server is.
 #[derive(Debug, Clone)]
@@ -159,48 +160,48 @@ struct OpSlot {
     number: crate::server::Number,
 }
 
-struct Shared {
-    http: reqwest::Client,
-    url: String,
-    cfg: LoadConfig,
-    window_start: Instant,
-    window_end: Instant,
-    drain_end: Instant,
+pub(crate) struct Shared {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) cfg: LoadConfig,
+    pub(crate) window_start: Instant,
+    pub(crate) window_end: Instant,
+    pub(crate) drain_end: Instant,
     /// Calls active right now.
-    active: AtomicI64,
+    pub(crate) active: AtomicI64,
     /// Frames the SDK's queues dropped (all calls).
-    sdk_dropped: AtomicU64,
+    pub(crate) sdk_dropped: AtomicU64,
 }
 
 /// What one call task reports.
 #[derive(Debug, Default)]
-struct CallResult {
-    inbound: bool,
-    error: Option<String>,
-    post_to_offer_us: Option<u64>,
-    offer_to_started_us: Option<u64>,
-    dial_to_accepted_us: Option<u64>,
-    setup_us: Option<u64>,
-    sent: u64,
-    received: u64,
-    duplicates: u64,
-    misrouted: u64,
-    reordered: u64,
+pub(crate) struct CallResult {
+    pub(crate) inbound: bool,
+    pub(crate) error: Option<String>,
+    pub(crate) post_to_offer_us: Option<u64>,
+    pub(crate) offer_to_started_us: Option<u64>,
+    pub(crate) dial_to_accepted_us: Option<u64>,
+    pub(crate) setup_us: Option<u64>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) misrouted: u64,
+    pub(crate) reordered: u64,
     /// Echoes with our stamp whose other bytes changed.
-    altered: u64,
+    pub(crate) altered: u64,
     /// Echo round trip from the actual send, per in-window frame (µs).
-    rtt_us: Vec<u32>,
+    pub(crate) rtt_us: Vec<u32>,
     /// Echo round trip from the due time (µs), same frames.
-    rtt_due_us: Vec<u32>,
+    pub(crate) rtt_due_us: Vec<u32>,
     /// How late the load generator handed frames to the SDK (µs).
-    send_late_us: Vec<u32>,
+    pub(crate) send_late_us: Vec<u32>,
 }
 
-fn us(d: Duration) -> u64 {
+pub(crate) fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-async fn fetch_token(
+pub(crate) async fn fetch_token(
     http: &reqwest::Client,
     url: &str,
     operator_ref: &str,
@@ -278,59 +279,58 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
     let server_idle = pid.and_then(|p| procfs::sample(Some(p)).ok());
 
     // 1. Operators online.
-    let mut slots = Vec::with_capacity(cfg.operators);
-    for i in 0..cfg.operators {
-        let number = target.numbers[i].clone();
-        let (http, url) = (http.clone(), token_url.clone());
-        let (op_ref, id) = (format!("loadgen-op-{i}"), number.id.clone());
-        let op = AudinOperator::builder(&target.url)
-            .client_name("audin-loadgen/0.1")
-            .get_token(move || {
-                let (http, url, op_ref, id) =
-                    (http.clone(), url.clone(), op_ref.clone(), id.clone());
-                async move { fetch_token(&http, &url, &op_ref, &id).await }
-            })
-            .build()
-            .map_err(|e| anyhow::anyhow!("building operator {i}: {e}"))?;
-        slots.push(Arc::new(OpSlot { op, number }));
-    }
     let online_started = Instant::now();
     let sem = Arc::new(Semaphore::new(cfg.online_concurrency.max(1)));
-    let mut set = JoinSet::new();
-    for slot in &slots {
-        let (slot, sem) = (slot.clone(), sem.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let t0 = Instant::now();
-            let r = tokio::time::timeout(
-                Duration::from_secs(30),
-                slot.op.go_online([slot.number.id.clone()]),
-            )
-            .await;
-            match r {
-                Ok(Ok(a)) if a.accepted.contains(&slot.number.id) => Ok(us(t0.elapsed())),
-                Ok(Ok(a)) => Err(format!("number refused: {:?}", a.rejected)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("go_online timed out after 30 s".into()),
+    let (operators, online_us) = if cfg.lean {
+        let (ops, online_us) = online_all(cfg.operators, &sem, |i| {
+            let (http, url, token_url) = (http.clone(), target.url.clone(), token_url.clone());
+            let number = target.numbers[i].clone();
+            async move {
+                let op_ref = format!("loadgen-op-{i}");
+                LeanOperator::go_online(&url, &http, &token_url, &op_ref, number).await
             }
-        });
-    }
-    let mut online_us = Vec::new();
-    let mut failures = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r? {
-            Ok(t) => online_us.push(t),
-            Err(e) => failures.push(format!("go online: {e}")),
+        })
+        .await?;
+        (
+            Operators::Lean(ops.into_iter().map(Arc::new).collect()),
+            online_us,
+        )
+    } else {
+        let mut slots = Vec::with_capacity(cfg.operators);
+        for i in 0..cfg.operators {
+            let number = target.numbers[i].clone();
+            let (http, url) = (http.clone(), token_url.clone());
+            let (op_ref, id) = (format!("loadgen-op-{i}"), number.id.clone());
+            let op = AudinOperator::builder(&target.url)
+                .client_name("audin-loadgen/0.1")
+                .get_token(move || {
+                    let (http, url, op_ref, id) =
+                        (http.clone(), url.clone(), op_ref.clone(), id.clone());
+                    async move { fetch_token(&http, &url, &op_ref, &id).await }
+                })
+                .build()
+                .map_err(|e| anyhow::anyhow!("building operator {i}: {e}"))?;
+            slots.push(Arc::new(OpSlot { op, number }));
         }
-    }
+        let (_, online_us) = online_all(cfg.operators, &sem, |i| {
+            let slot = slots[i].clone();
+            async move {
+                let a = slot
+                    .op
+                    .go_online([slot.number.id.clone()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if a.accepted.contains(&slot.number.id) {
+                    Ok(())
+                } else {
+                    Err(format!("number refused: {:?}", a.rejected))
+                }
+            }
+        })
+        .await?;
+        (Operators::Sdk(slots), online_us)
+    };
     let online_total = online_started.elapsed();
-    if !failures.is_empty() {
-        bail!(
-            "{} operators could not go online; first: {}",
-            failures.len(),
-            failures[0]
-        );
-    }
     let server_online = pid.and_then(|p| procfs::sample(Some(p)).ok());
 
     // 2. Calls.
@@ -348,17 +348,37 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
         sdk_dropped: AtomicU64::new(0),
     });
     let inbound_total = (cfg.calls as f64 * cfg.inbound_share).round() as usize;
+    let groups = match &operators {
+        Operators::Lean(_) => Some(Arc::new(lean::Groups::start(
+            cfg.calls, ramp_start, &shared,
+        ))),
+        Operators::Sdk(_) => None,
+    };
     let mut calls = JoinSet::new();
-    for (j, slot) in slots.iter().enumerate().take(cfg.calls) {
+    for j in 0..cfg.calls {
         // Bresenham: spread inbound calls evenly among the outbound ones.
         let inbound =
             (j + 1) * inbound_total / cfg.calls.max(1) > j * inbound_total / cfg.calls.max(1);
         let start_at = ramp_start + cfg.ramp.mul_f64(j as f64 / cfg.calls.max(1) as f64);
-        let (slot, shared) = (slot.clone(), shared.clone());
-        calls.spawn(async move {
-            tokio::time::sleep_until(start_at).await;
-            call_task(j as u32, inbound, slot, shared).await
-        });
+        let shared = shared.clone();
+        let idx = j as u32;
+        match &operators {
+            Operators::Lean(ops) => {
+                let op = ops[j].clone();
+                let groups = groups.clone().expect("lean operators have groups");
+                calls.spawn(async move {
+                    tokio::time::sleep_until(start_at).await;
+                    lean::call_task(idx, inbound, op, groups, shared).await
+                });
+            }
+            Operators::Sdk(slots) => {
+                let slot = slots[j].clone();
+                calls.spawn(async move {
+                    tokio::time::sleep_until(start_at).await;
+                    call_task(idx, inbound, slot, shared).await
+                });
+            }
+        }
     }
 
     // Window edges: server and load generator CPU / RSS, server counters;
@@ -424,15 +444,30 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
 
     // 3. Offline (bounded concurrency), server counters after the run.
     let mut set = JoinSet::new();
-    for slot in &slots {
-        let (slot, sem) = (slot.clone(), sem.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), slot.op.go_offline()).await;
-        });
+    match operators {
+        Operators::Sdk(slots) => {
+            for slot in slots {
+                let sem = sem.clone();
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), slot.op.go_offline()).await;
+                });
+            }
+        }
+        Operators::Lean(ops) => {
+            for op in ops {
+                let sem = sem.clone();
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    if let Some(op) = Arc::into_inner(op) {
+                        op.go_offline(Duration::from_secs(10)).await;
+                    }
+                });
+            }
+        }
     }
     while set.join_next().await.is_some() {}
-    drop(slots);
 
     Ok(build_report(
         cfg,
@@ -448,6 +483,56 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
         timeline,
         t_start.elapsed(),
     ))
+}
+
+/// The operators of a run: SDK instances, or lean clients.
+enum Operators {
+    Sdk(Vec<Arc<OpSlot>>),
+    Lean(Vec<Arc<LeanOperator>>),
+}
+
+/// Brings `n` operators online, at most `sem`'s permits at a time, each
+/// bounded to 30 s: what `online(i)` returned for each, in order, and
+/// each one's going-online time (µs). Any failure fails the run.
+async fn online_all<T, F, Fut>(
+    n: usize,
+    sem: &Arc<Semaphore>,
+    online: F,
+) -> Result<(Vec<T>, Vec<u64>)>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let (sem, fut) = (sem.clone(), online(i));
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let t0 = Instant::now();
+            let r = match tokio::time::timeout(Duration::from_secs(30), fut).await {
+                Ok(r) => r,
+                Err(_) => Err("going online timed out after 30 s".into()),
+            };
+            (i, r.map(|t| (t, us(t0.elapsed()))))
+        });
+    }
+    let mut done: Vec<Option<(T, u64)>> = (0..n).map(|_| None).collect();
+    let mut failures = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r? {
+            (i, Ok(x)) => done[i] = Some(x),
+            (_, Err(e)) => failures.push(format!("go online: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} operators could not go online; first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+    Ok(done.into_iter().flatten().unzip())
 }
 
 /// Readings at a window edge.
@@ -504,6 +589,27 @@ async fn wait_event<T>(
     }
 }
 
+/// Places an inbound sim call (behaviour `echo`) to `to`; its call sid.
+pub(crate) async fn post_sim_call(shared: &Shared, to: &str) -> Result<String, String> {
+    let resp = shared
+        .http
+        .post(format!("{}/dev/sim/calls", shared.url))
+        .json(&json!({"from": CALLER, "to": to, "behaviour": "echo"}))
+        .send()
+        .await
+        .map_err(|e| format!("POST /dev/sim/calls: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("POST /dev/sim/calls answered {status}: {body}"));
+    }
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("sim call answer: {e}"))?;
+    Ok(v["callSid"].as_str().unwrap_or_default().to_owned())
+}
+
 async fn call_task(idx: u32, inbound: bool, slot: Arc<OpSlot>, shared: Arc<Shared>) -> CallResult {
     let mut r = CallResult {
         inbound,
@@ -514,30 +620,10 @@ async fn call_task(idx: u32, inbound: bool, slot: Arc<OpSlot>, shared: Arc<Share
     // Set up.
     let call: Call = if inbound {
         let mut events = slot.op.events();
-        let resp = shared
-            .http
-            .post(format!("{}/dev/sim/calls", shared.url))
-            .json(&json!({"from": CALLER, "to": slot.number.e164, "behaviour": "echo"}))
-            .send()
-            .await;
-        let sid = match resp {
-            Ok(resp) if resp.status().is_success() => {
-                match resp.json::<serde_json::Value>().await {
-                    Ok(v) => v["callSid"].as_str().unwrap_or_default().to_owned(),
-                    Err(e) => {
-                        r.error = Some(format!("sim call answer: {e}"));
-                        return r;
-                    }
-                }
-            }
-            Ok(resp) => {
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                r.error = Some(format!("POST /dev/sim/calls answered {status}: {body}"));
-                return r;
-            }
+        let sid = match post_sim_call(&shared, &slot.number.e164).await {
+            Ok(sid) => sid,
             Err(e) => {
-                r.error = Some(format!("POST /dev/sim/calls: {e}"));
+                r.error = Some(e);
                 return r;
             }
         };
@@ -655,72 +741,117 @@ async fn media_loop(idx: u32, call: &Call, shared: &Shared, r: &mut CallResult) 
     let grid = Instant::now();
     let mut tick = tokio::time::interval_at(grid, FRAME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let (ws, we) = (shared.window_start, shared.window_end);
-    let in_window = |due: Instant| due >= ws && due < we;
-    let mut seq: u32 = 0;
-    let mut seen: Vec<bool> = Vec::new();
-    let mut last_seq: Option<u32> = None;
+    let mut tally = Tally::new(idx, shared);
     let mut sending = true;
-    let epoch = Instant::from_std(stamp::epoch());
     loop {
         tokio::select! {
             _ = tick.tick(), if sending => {
-                let due = grid + FRAME * seq;
-                if due >= we {
-                    sending = false;
-                    continue;
+                match tally.next_frame(grid + FRAME * tally.seq, r) {
+                    Some(frame) => audio.send_frame(frame),
+                    None => sending = false,
                 }
-                let sent = std::time::Instant::now();
-                let s = Stamp {
-                    call: idx,
-                    seq,
-                    due_ns: stamp::ns_since_epoch(due.into_std()),
-                    sent_ns: stamp::ns_since_epoch(sent),
-                };
-                audio.send_frame(s.encode());
-                if in_window(due) {
-                    r.sent += 1;
-                    r.send_late_us.push(sent.saturating_duration_since(due.into_std()).as_micros() as u32);
-                }
-                seq += 1;
             }
             frame = audio.recv_frame() => {
                 let Some(frame) = frame else { return true };
-                let now = stamp::now_ns();
-                let Some(s) = Stamp::decode(&frame) else { continue };
-                if s.call != idx {
-                    r.misrouted += 1;
-                    continue;
-                }
-                // The rest of the frame must be intact too: a transcoding
-                // or mixing far end would keep the stamp's bytes readable
-                // only by chance, and "echoed" must mean "unchanged".
-                if !s.is_intact(&frame) {
-                    r.altered += 1;
-                }
-                let due = epoch + Duration::from_nanos(s.due_ns);
-                if !in_window(due) {
-                    continue;
-                }
-                let i = s.seq as usize;
-                if seen.len() <= i {
-                    seen.resize(i + 1, false);
-                }
-                if seen[i] {
-                    r.duplicates += 1;
-                    continue;
-                }
-                seen[i] = true;
-                if last_seq.is_some_and(|l| s.seq < l) {
-                    r.reordered += 1;
-                }
-                last_seq = Some(s.seq);
-                r.received += 1;
-                r.rtt_us.push((now.saturating_sub(s.sent_ns) / 1000) as u32);
-                r.rtt_due_us.push((now.saturating_sub(s.due_ns) / 1000) as u32);
+                tally.echoed(&frame, r);
             }
             _ = tokio::time::sleep_until(shared.drain_end) => return false,
         }
+    }
+}
+
+/// One call's frame accounting, shared by the SDK and the lean generator:
+/// stamps the frames it sends, matches the echoes, and counts what was due
+/// inside the window.
+pub(crate) struct Tally {
+    idx: u32,
+    window: (Instant, Instant),
+    epoch: Instant,
+    /// The next frame's sequence number.
+    seq: u32,
+    seen: Vec<bool>,
+    last_seq: Option<u32>,
+}
+
+impl Tally {
+    pub(crate) fn new(idx: u32, shared: &Shared) -> Self {
+        Tally {
+            idx,
+            window: (shared.window_start, shared.window_end),
+            epoch: Instant::from_std(stamp::epoch()),
+            seq: 0,
+            seen: Vec::new(),
+            last_seq: None,
+        }
+    }
+
+    fn in_window(&self, due: Instant) -> bool {
+        due >= self.window.0 && due < self.window.1
+    }
+
+    /// The stamped frame due at `due`, stamped and counted as leaving now;
+    /// `None` once `due` is past the window (the call stops sending).
+    pub(crate) fn next_frame(
+        &mut self,
+        due: Instant,
+        r: &mut CallResult,
+    ) -> Option<[u8; audin_protocol::FRAME_BYTES]> {
+        if due >= self.window.1 {
+            return None;
+        }
+        let sent = std::time::Instant::now();
+        let frame = Stamp {
+            call: self.idx,
+            seq: self.seq,
+            due_ns: stamp::ns_since_epoch(due.into_std()),
+            sent_ns: stamp::ns_since_epoch(sent),
+        }
+        .encode();
+        if self.in_window(due) {
+            r.sent += 1;
+            r.send_late_us
+                .push(sent.saturating_duration_since(due.into_std()).as_micros() as u32);
+        }
+        self.seq += 1;
+        Some(frame)
+    }
+
+    /// Accounts one frame from the far end.
+    pub(crate) fn echoed(&mut self, frame: &[u8], r: &mut CallResult) {
+        let now = stamp::now_ns();
+        let Some(s) = Stamp::decode(frame) else {
+            return;
+        };
+        if s.call != self.idx {
+            r.misrouted += 1;
+            return;
+        }
+        // The rest of the frame must be intact too: a transcoding or mixing
+        // far end would keep the stamp's bytes readable only by chance, and
+        // "echoed" must mean "unchanged".
+        if !s.is_intact(frame) {
+            r.altered += 1;
+        }
+        if !self.in_window(self.epoch + Duration::from_nanos(s.due_ns)) {
+            return;
+        }
+        let i = s.seq as usize;
+        if self.seen.len() <= i {
+            self.seen.resize(i + 1, false);
+        }
+        if self.seen[i] {
+            r.duplicates += 1;
+            return;
+        }
+        self.seen[i] = true;
+        if self.last_seq.is_some_and(|l| s.seq < l) {
+            r.reordered += 1;
+        }
+        self.last_seq = Some(s.seq);
+        r.received += 1;
+        r.rtt_us.push((now.saturating_sub(s.sent_ns) / 1000) as u32);
+        r.rtt_due_us
+            .push((now.saturating_sub(s.due_ns) / 1000) as u32);
     }
 }
 
@@ -893,7 +1024,7 @@ fn build_report(
     let ok = failures.is_empty() && calls_ok == cfg.calls;
     failures.truncate(20);
     LoadReport {
-        mode: "sdk".into(),
+        mode: if cfg.lean { "lean" } else { "sdk" }.into(),
         config: cfg.clone(),
         ok,
         calls_ok,

@@ -68,6 +68,11 @@ struct RunArgs {
     /// sip:127.0.0.1:<SIPp port>`; needs --server-bin and `sipp` on PATH).
     #[arg(long, value_enum, default_value_t = FarEnd::Sim)]
     far_end: FarEnd,
+    /// The lean generator: the wire protocol spoken directly, many calls
+    /// per task on one shared 20 ms tick (default: one native SDK instance
+    /// per operator, one task per call).
+    #[arg(long)]
+    lean: bool,
     /// Steady measurement window, seconds.
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
@@ -208,6 +213,7 @@ fn run(args: RunArgs) -> Result<bool> {
             inbound_share: plan.inbound_share,
             dial: plan.dial.clone(),
             far_end: args.far_end,
+            lean: args.lean,
             ramp: Duration::from_secs_f64(args.ramp.unwrap_or_else(|| default_ramp(calls))),
             settle: Duration::from_secs_f64(args.settle),
             duration: Duration::from_secs_f64(args.duration),

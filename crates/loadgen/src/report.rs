@@ -80,6 +80,9 @@ pub struct LoadConfig {
     /// Who answers them (and echoes their frames).
     #[serde(default)]
     pub far_end: FarEnd,
+    /// The lean generator ([`crate::lean`]) instead of the SDK.
+    #[serde(default)]
+    pub lean: bool,
 }
 
 impl Default for LoadConfig {
@@ -97,6 +100,7 @@ impl Default for LoadConfig {
             setup_timeout: Duration::from_secs(30),
             dial: default_dial(),
             far_end: FarEnd::Sim,
+            lean: false,
         }
     }
 }

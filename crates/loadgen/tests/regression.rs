@@ -14,7 +14,23 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_echo_calls_lose_no_frame() {
-    let dir = temp_dir("regression").expect("temp dir");
+    twenty_echo_calls(false).await;
+}
+
+/// The lean generator (`--lean`) measures the same thing: the same frames,
+/// the same counts, every call set up and ended `hangup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_echo_calls_of_the_lean_generator_lose_no_frame() {
+    twenty_echo_calls(true).await;
+}
+
+async fn twenty_echo_calls(lean: bool) {
+    let dir = temp_dir(if lean {
+        "regression-lean"
+    } else {
+        "regression"
+    })
+    .expect("temp dir");
     let mut config = ServerConfig::for_tests();
     config.database = dir.join("audin.db");
     let server = Server::start(config.clone()).await.expect("server starts");
@@ -27,6 +43,7 @@ async fn twenty_echo_calls_lose_no_frame() {
         settle: Duration::from_millis(1_500),
         duration: Duration::from_secs(5),
         online_concurrency: 10,
+        lean,
         ..LoadConfig::default()
     };
     let target = Target {
@@ -40,6 +57,7 @@ async fn twenty_echo_calls_lose_no_frame() {
     let _ = std::fs::remove_dir_all(&dir);
     println!("{}", report.summary());
     assert!(report.ok, "failures: {:?}", report.failures);
+    assert_eq!(report.mode, if lean { "lean" } else { "sdk" });
     assert_eq!(report.calls_ok, 20);
     assert_eq!(
         report.concurrent_calls.min, 20,

@@ -172,6 +172,28 @@ pub fn operator(
         .expect("operator builds")
 }
 
+/// An SDK operator of the account `api_key` on the server at `url` (its
+/// sockets and its tokens both go there), online on every one of `numbers`
+/// within `limit`, with its events recorded from before it went online.
+pub async fn operator_online(
+    url: &str,
+    api_key: &str,
+    operator_ref: &str,
+    numbers: &[&str],
+    limit: Duration,
+) -> Result<(AudinOperator, EventLog)> {
+    let tokens = TokenSource::new(url, api_key);
+    let op = operator(url, &tokens, operator_ref, numbers, &Timings::default());
+    let log = EventLog::record(&op);
+    let availability = tokio::time::timeout(limit, op.go_online(numbers.iter().copied()))
+        .await
+        .context("goOnline timed out")??;
+    if !availability.rejected.is_empty() {
+        bail!("{operator_ref} not online on every number: {availability:?}");
+    }
+    Ok((op, log))
+}
+
 /// Every event with the time it was received.
 #[derive(Debug, Clone, Default)]
 pub struct EventLog(Arc<Mutex<Vec<(Instant, Event)>>>);

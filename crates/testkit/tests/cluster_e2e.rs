@@ -30,7 +30,7 @@ use audin_testkit::postgres::TempPostgres;
 use audin_testkit::sip::harness::bounded;
 use audin_testkit::support::{
     CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, eventually,
-    live_calls, metrics, operator, play_tone, sim_call, sim_hangup,
+    live_calls, metrics, operator, operator_online, play_tone, sim_call, sim_hangup,
 };
 use audin_testkit::{ServerOptions, ServerProcess};
 use tokio::task::JoinHandle;
@@ -140,18 +140,7 @@ impl Cluster {
     /// An SDK operator whose sockets go to `url` (a node or the
     /// balancer), online on Milano.
     async fn operator_at(&self, url: &str, name: &str) -> Result<(AudinOperator, EventLog)> {
-        let url = url.to_owned();
-        let tokens = TokenSource::new(&url, &self.key);
-        let op = operator(&url, &tokens, name, &[MILANO], &Timings::default());
-        let log = EventLog::record(&op);
-        let availability = tokio::time::timeout(EVENT, op.go_online([MILANO]))
-            .await
-            .context("goOnline timed out")??;
-        ensure!(
-            availability.accepted == [MILANO],
-            "not online: {availability:?}"
-        );
-        Ok((op, log))
+        operator_online(url, &self.key, name, &[MILANO], EVENT).await
     }
 }
 

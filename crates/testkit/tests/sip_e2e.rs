@@ -34,8 +34,8 @@ use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, to_f32
 use audin_testkit::sip::harness::{A440, EVENT, bounded, closed_reason};
 use audin_testkit::sip::{AudioSource, Baresip, BaresipOptions, EventKind, Tool, tools_or_skip};
 use audin_testkit::support::{
-    EventLog, MILANO, MILANO_E164, Timings, TokenSource, call_record, call_records, eventually,
-    operator, play_tone,
+    EventLog, MILANO, MILANO_E164, call_record, call_records, eventually, operator_online,
+    play_tone,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -83,26 +83,6 @@ async fn dev_server(dev_trunk: &str) -> Result<ServerHandle> {
 /// `sip:NUMBER@SIP_ADDR` of the server.
 fn number_uri(s: &ServerHandle, number: &str) -> String {
     format!("sip:{number}@{}", s.sip_addr.expect("SIP endpoint"))
-}
-
-/// An SDK operator of the account `key`, online on `numbers`.
-async fn online(
-    s: &ServerHandle,
-    key: &str,
-    name: &str,
-    numbers: &[&str],
-) -> Result<(AudinOperator, EventLog)> {
-    let tokens = TokenSource::new(&s.url(), key);
-    let op = operator(&s.url(), &tokens, name, numbers, &Timings::default());
-    let log = EventLog::record(&op);
-    let availability = tokio::time::timeout(EVENT, op.go_online(numbers.iter().copied()))
-        .await
-        .context("goOnline timed out")??;
-    ensure!(
-        availability.rejected.is_empty(),
-        "numbers refused: {availability:?}"
-    );
-    Ok((op, log))
 }
 
 /// The next `incomingCall` after `since`: its call, taken from the SDK.
@@ -197,7 +177,7 @@ async fn softphone_calls_a_dev_number_audio_both_ways_dtmf_and_either_side_hangs
         // The dev trunk on loopback: baresip calls from 127.0.0.1.
         let s = dev_server("sip:127.0.0.1:5060").await?;
         let key = s.dev_api_key.clone().context("dev key")?;
-        let (op, log) = online(&s, &key, "op-sip-in", &[MILANO]).await?;
+        let (op, log) = operator_online(&s.url(), &key, "op-sip-in", &[MILANO], EVENT).await?;
         let mut caller =
             Baresip::start(BaresipOptions::new("390211111111").source(A440).record()).await?;
 
@@ -289,7 +269,7 @@ async fn operator_dials_out_through_the_dev_trunk_and_hears_its_tone_echoed() ->
         .await?;
         let s = dev_server(&format!("sip:{}", phone.sip_addr())).await?;
         let key = s.dev_api_key.clone().context("dev key")?;
-        let (op, _log) = online(&s, &key, "op-sip-out", &[MILANO]).await?;
+        let (op, _log) = operator_online(&s.url(), &key, "op-sip-out", &[MILANO], EVENT).await?;
 
         // A number outside the sim's table goes to the dev trunk.
         let call = op.dial(CALLEE, MILANO_E164).await?;
@@ -517,7 +497,7 @@ async fn admin_cli_trunk_carries_its_numbers_calls_both_ways_and_hides_its_passw
         );
 
         let s = server_on(&db).await?;
-        let (op, log) = online(&s, &key, "op-pbx", &[&number_id]).await?;
+        let (op, log) = operator_online(&s.url(), &key, "op-pbx", &[&number_id], EVENT).await?;
 
         // Outbound: the caller id's trunk, even to a number the sim would
         // answer busy.
@@ -573,7 +553,7 @@ async fn invite_from_an_address_the_trunk_does_not_list_gets_403_and_rings_nobod
         )?;
         let number_id = &numbers[0];
         let s = server_on(&db).await?;
-        let (_op, log) = online(&s, &key, "op-403", &[number_id]).await?;
+        let (_op, log) = operator_online(&s.url(), &key, "op-403", &[number_id], EVENT).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111115")).await?;
         let t0 = Instant::now();
         caller.dial(&number_uri(&s, NUMBER)).await?;
@@ -653,9 +633,11 @@ async fn a_trunk_rings_only_its_own_numbers_never_another_accounts() -> Result<(
             &[(THEIRS_ON_TRUNK, Some("carrier")), (THEIRS_ON_SIM, None)],
         )?;
         let s = server_on(&db).await?;
-        let (acme_op, acme_log) = online(&s, &acme_key, "op-acme", &[&acme_numbers[0]]).await?;
+        let (acme_op, acme_log) =
+            operator_online(&s.url(), &acme_key, "op-acme", &[&acme_numbers[0]], EVENT).await?;
         let rival_ids: Vec<&str> = rival_numbers.iter().map(String::as_str).collect();
-        let (_rival_op, rival_log) = online(&s, &rival_key, "op-rival", &rival_ids).await?;
+        let (_rival_op, rival_log) =
+            operator_online(&s.url(), &rival_key, "op-rival", &rival_ids, EVENT).await?;
         let caller = Baresip::start(BaresipOptions::new("390211111116")).await?;
 
         // Through Acme's trunk, Rival's numbers do not exist: the answer

@@ -58,7 +58,7 @@ use audin_protocol::FRAME_BYTES;
 use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::support::{
-    CALLER, EventLog, MILANO, MILANO_E164, Timings, TokenSource, metrics, operator, sim_call,
+    CALLER, EventLog, MILANO, MILANO_E164, metrics, operator_online, sim_call,
 };
 use audin_testkit::{ServerOptions, ServerProcess};
 use clap::{Parser, ValueEnum};
@@ -463,21 +463,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// An operator on `url`, online on Milano.
-async fn online(url: &str, key: &str, name: &str) -> Result<(AudinOperator, EventLog)> {
-    let tokens = TokenSource::new(url, key);
-    let op = operator(url, &tokens, name, &[MILANO], &Timings::default());
-    let log = EventLog::record(&op);
-    let availability = tokio::time::timeout(EVENT, op.go_online([MILANO]))
-        .await
-        .context("goOnline timed out")??;
-    ensure!(
-        availability.accepted == [MILANO],
-        "{name} not online: {availability:?}"
-    );
-    Ok((op, log))
-}
-
 /// A call arriving at `base`, taken by `op`: answered once this returns.
 async fn answered(base: &str, op: &AudinOperator, log: &EventLog) -> Result<Call> {
     let t0 = Instant::now();
@@ -534,7 +519,7 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
     let mut ops = Vec::new();
     for i in 0..calls {
         let url = b.url(mode.operator_node(i, n));
-        ops.push(online(&url, &b.key, &format!("op-{i}")).await?);
+        ops.push(operator_online(&url, &b.key, &format!("op-{i}"), &[MILANO], EVENT).await?);
     }
     // One call at a time, each taken by its own operator (the others are
     // offered it too and see it taken).

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use async_nats::Subject;
+use async_nats::{Subject, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -65,11 +65,11 @@ struct Inner {
     node_id: String,
     inbox: OnceLock<Weak<dyn Inbox>>,
     /// Operators whose presence socket is here: session id and listener.
-    ops: Mutex<HashMap<OperatorKey, (String, JoinHandle<()>)>>,
+    ops: Mutex<HashMap<OperatorKey, (String, AbortOnDrop)>>,
     /// Calls owned here: their listeners.
-    calls: Mutex<HashMap<String, JoinHandle<()>>>,
-    offline: Mutex<Option<JoinHandle<()>>>,
-    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    calls: Mutex<HashMap<String, AbortOnDrop>>,
+    offline: Mutex<Option<AbortOnDrop>>,
+    heartbeat: Mutex<Option<AbortOnDrop>>,
     /// Fire-and-forget messages, in order, to the one task that publishes
     /// them (a task per message would reorder an operator's messages).
     outgoing: mpsc::Sender<(Subject, Bytes)>,
@@ -152,16 +152,10 @@ impl NatsBus {
     /// inbox, once, but only while this node hears its own heartbeats (a
     /// node cut off from NATS hears nobody and must not declare everybody
     /// dead).
-    async fn heartbeat(&self) -> Result<JoinHandle<()>, BusError> {
+    async fn heartbeat(&self) -> Result<AbortOnDrop, BusError> {
         let subject: Subject = format!("{}.alive", self.inner.prefix).into();
-        let mut sub = self
-            .inner
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| unavailable("listening for heartbeats", e))?;
         let inner = Arc::downgrade(&self.inner);
-        Ok(tokio::spawn(async move {
+        self.listen(subject.clone(), "listening for heartbeats", |mut sub| async move {
             let mut seen: HashMap<String, tokio::time::Instant> = HashMap::new();
             let mut own = tokio::time::Instant::now();
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -203,7 +197,8 @@ impl NatsBus {
                     }
                 }
             }
-        }))
+        })
+        .await
     }
 
     /// Returns once nats-server has processed everything this connection
@@ -229,25 +224,25 @@ impl NatsBus {
         format!("{}.relay.{relay}.{way}", self.inner.prefix).into()
     }
 
-    /// Subscribes to `subject` and hands every payload to `each` in a task
-    /// that lives as long as the returned handle.
-    async fn listen(
+    /// Subscribes to `subject` (an error says `what` failed) and runs
+    /// `listener` on the subscription in a task that lives as long as the
+    /// returned handle.
+    async fn listen<F>(
         &self,
-        subject: Subject,
-        each: impl Fn(Bytes) + Send + 'static,
-    ) -> Result<AbortOnDrop, BusError> {
-        let mut sub = self
+        subject: impl Into<Subject>,
+        what: &str,
+        listener: impl FnOnce(Subscriber) -> F,
+    ) -> Result<AbortOnDrop, BusError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let sub = self
             .inner
             .client
-            .subscribe(subject)
+            .subscribe(subject.into())
             .await
-            .map_err(|e| unavailable("listening on a relay", e))?;
-        let task = tokio::spawn(async move {
-            while let Some(msg) = sub.next().await {
-                each(msg.payload);
-            }
-        });
-        Ok(AbortOnDrop(task))
+            .map_err(|e| unavailable(what, e))?;
+        Ok(AbortOnDrop(tokio::spawn(listener(sub))))
     }
 }
 
@@ -343,16 +338,11 @@ fn deliver_down(sink: &dyn RelaySink, payload: &Bytes) {
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
-        for (_, (_, task)) in self.inner.ops.lock().expect("bus lock").drain() {
-            task.abort();
-        }
-        for (_, task) in self.inner.calls.lock().expect("bus lock").drain() {
-            task.abort();
-        }
+        // Dropping a listener stops it.
+        self.inner.ops.lock().expect("bus lock").clear();
+        self.inner.calls.lock().expect("bus lock").clear();
         for slot in [&self.inner.offline, &self.inner.heartbeat] {
-            if let Some(task) = slot.lock().expect("bus lock").take() {
-                task.abort();
-            }
+            slot.lock().expect("bus lock").take();
         }
         self.inner.publisher.abort();
     }
@@ -370,14 +360,8 @@ impl Bus for NatsBus {
     fn start<'a>(&'a self, inbox: Weak<dyn Inbox>) -> BusFuture<'a, ()> {
         Box::pin(async move {
             let _ = self.inner.inbox.set(inbox);
-            let mut sub = self
-                .inner
-                .client
-                .subscribe(format!("{}.offline", self.inner.prefix))
-                .await
-                .map_err(|e| unavailable("listening for operators going offline", e))?;
             let inner = Arc::downgrade(&self.inner);
-            let task = tokio::spawn(async move {
+            let going_offline = |mut sub: Subscriber| async move {
                 while let Some(msg) = sub.next().await {
                     let Some(inner) = inner.upgrade() else { return };
                     let Ok(m) = serde_json::from_slice::<Offline>(&msg.payload) else {
@@ -389,20 +373,18 @@ impl Bus for NatsBus {
                         }
                     }
                 }
-            });
-            if let Some(old) = self.inner.offline.lock().expect("bus lock").replace(task) {
-                old.abort();
-            }
+            };
+            let offline = self
+                .listen(
+                    format!("{}.offline", self.inner.prefix),
+                    "listening for operators going offline",
+                    going_offline,
+                )
+                .await?;
+            // Replacing a listener stops the old one.
+            *self.inner.offline.lock().expect("bus lock") = Some(offline);
             let heartbeat = self.heartbeat().await?;
-            if let Some(old) = self
-                .inner
-                .heartbeat
-                .lock()
-                .expect("bus lock")
-                .replace(heartbeat)
-            {
-                old.abort();
-            }
+            *self.inner.heartbeat.lock().expect("bus lock") = Some(heartbeat);
             Ok(())
         })
     }
@@ -410,15 +392,9 @@ impl Bus for NatsBus {
     fn watch_operator<'a>(&'a self, op: &'a OperatorKey, session_id: &'a str) -> BusFuture<'a, ()> {
         Box::pin(async move {
             let subject = self.op_subject(op);
-            let mut sub = self
-                .inner
-                .client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| unavailable("listening for an operator", e))?;
             let inner = Arc::downgrade(&self.inner);
             let key = op.clone();
-            let task = tokio::spawn(async move {
+            let messages = |mut sub: Subscriber| async move {
                 while let Some(msg) = sub.next().await {
                     let Some(inner) = inner.upgrade() else { return };
                     let Some(inbox) = Self::inbox(&inner) else {
@@ -447,16 +423,16 @@ impl Bus for NatsBus {
                         _ => {}
                     }
                 }
-            });
-            let old = self
-                .inner
+            };
+            let listener = self
+                .listen(subject.clone(), "listening for an operator", messages)
+                .await?;
+            // Replacing a listener stops the old one.
+            self.inner
                 .ops
                 .lock()
                 .expect("bus lock")
-                .insert(op.clone(), (session_id.to_owned(), task));
-            if let Some((_, old)) = old {
-                old.abort();
-            }
+                .insert(op.clone(), (session_id.to_owned(), listener));
             // After the listener: this node hears its own announcement and
             // ignores it (the session is the current one).
             let mut moved = vec![MOVED];
@@ -473,9 +449,7 @@ impl Bus for NatsBus {
     fn unwatch_operator(&self, op: &OperatorKey, session_id: &str) {
         let mut ops = self.inner.ops.lock().expect("bus lock");
         if ops.get(op).is_some_and(|(s, _)| s == session_id) {
-            if let Some((_, task)) = ops.remove(op) {
-                task.abort();
-            }
+            ops.remove(op);
         }
     }
 
@@ -484,15 +458,9 @@ impl Bus for NatsBus {
             if !plain_token(call_sid) {
                 return Err(unavailable("listening for a call", "not a plain call sid"));
             }
-            let mut sub = self
-                .inner
-                .client
-                .subscribe(self.call_subject(call_sid))
-                .await
-                .map_err(|e| unavailable("listening for a call", e))?;
             let inner = Arc::downgrade(&self.inner);
             let sid = call_sid.to_owned();
-            let task = tokio::spawn(async move {
+            let commands = |mut sub: Subscriber| async move {
                 while let Some(msg) = sub.next().await {
                     let Some(inner) = inner.upgrade() else { return };
                     let Some(inbox) = Self::inbox(&inner) else {
@@ -507,29 +475,33 @@ impl Bus for NatsBus {
                         let _ = inner.client.publish(reply, body.into()).await;
                     }
                 }
-            });
-            if let Some(old) = self
-                .inner
+            };
+            let listener = self
+                .listen(
+                    self.call_subject(call_sid),
+                    "listening for a call",
+                    commands,
+                )
+                .await?;
+            // Replacing a listener stops the old one.
+            self.inner
                 .calls
                 .lock()
                 .expect("bus lock")
-                .insert(call_sid.to_owned(), task)
-            {
-                old.abort();
-            }
+                .insert(call_sid.to_owned(), listener);
             self.sync().await
         })
     }
 
     fn unwatch_call(&self, call_sid: &str) {
-        if let Some(task) = self.inner.calls.lock().expect("bus lock").remove(call_sid) {
+        if let Some(listener) = self.inner.calls.lock().expect("bus lock").remove(call_sid) {
             // Not at once: a command already on its way gets "not live
             // here" from the engine (which has forgotten the call) rather
             // than being dropped by a vanished subscription and leaving
             // its sender to time out.
             tokio::spawn(async move {
                 tokio::time::sleep(CALL_LINGER).await;
-                task.abort();
+                drop(listener);
             });
         }
     }
@@ -594,7 +566,15 @@ impl Bus for NatsBus {
                 return Err(unavailable("opening a relay", "not a plain relay id"));
             }
             let listener = self
-                .listen(self.relay_subject(relay, "up"), move |frame| up(frame))
+                .listen(
+                    self.relay_subject(relay, "up"),
+                    "listening on a relay",
+                    |mut sub| async move {
+                        while let Some(msg) = sub.next().await {
+                            up(msg.payload);
+                        }
+                    },
+                )
                 .await?;
             self.sync().await?;
             Ok(Arc::new(Down {
@@ -615,9 +595,15 @@ impl Bus for NatsBus {
                 return Err(unavailable("joining a relay", "not a plain relay id"));
             }
             let listener = self
-                .listen(self.relay_subject(relay, "down"), move |payload| {
-                    deliver_down(&*sink, &payload)
-                })
+                .listen(
+                    self.relay_subject(relay, "down"),
+                    "listening on a relay",
+                    |mut sub| async move {
+                        while let Some(msg) = sub.next().await {
+                            deliver_down(&*sink, &msg.payload);
+                        }
+                    },
+                )
                 .await?;
             self.sync().await?;
             Ok(Arc::new(Up {

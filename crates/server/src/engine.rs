@@ -19,6 +19,7 @@ use audin_protocol::{
     ActiveCall, CloseCode, Direction, EndReason, ErrorCode, HangupReason, ServerMessage,
     validate_e164,
 };
+use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -1701,15 +1702,18 @@ impl CallTask {
         if !self.released {
             self.released = true;
             let (routing, sid) = (self.engine.routing.clone(), self.call.sid().to_owned());
-            let release = tokio::spawn(async move {
+            let mut release = Box::pin(async move {
                 if let Err(e) = routing.release(&sid).await {
                     tracing::warn!(call_sid = %sid, error = %e, "routing: releasing an ended call failed");
                 }
             });
-            // Waited for (a freed operator may dial at once), but not for
-            // long: with the shared routing away the release goes on in the
-            // background, and the operator hears of the end meanwhile.
-            let _ = tokio::time::timeout(RELEASE_WAIT, release).await;
+            // In process the release is done at its first poll. Otherwise
+            // it is waited for (a freed operator may dial at once), but not
+            // for long: with the shared routing away the release goes on in
+            // the background, and the operator hears of the end meanwhile.
+            if release.as_mut().now_or_never().is_none() {
+                let _ = tokio::time::timeout(RELEASE_WAIT, tokio::spawn(release)).await;
+            }
         }
     }
 

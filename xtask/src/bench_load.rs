@@ -3,8 +3,10 @@
 //!
 //! 1. `cargo build --release -p audin-server -p audin-loadgen`;
 //! 2. `ws_stack_bench run`: the WebSocket stack comparison (relay harness);
-//! 3. `audin-loadgen run --server-bin <release audin-server>`: load steps,
-//!    a fresh server per step;
+//! 3. `audin-loadgen run --lean --server-bin <release audin-server>`: load
+//!    steps, a fresh server per step, driven by the lean generator (the
+//!    protocol spoken directly, many calls per task: it costs less CPU than
+//!    the server, so both fit on the same cores further);
 //! 4. `audin-loadgen run --far-end sipp`: the SIP trunk path, every call
 //!    outbound through the server's dev trunk to SIPp (`sipp`, installed by
 //!    `cargo xtask setup`), which answers and echoes the RTP;
@@ -19,7 +21,9 @@
 //! `AUDIN_BENCH_LOAD_DURATION=20`, `AUDIN_BENCH_STACK_CONNS=1000`,
 //! `AUDIN_BENCH_STACK_DURATION=10`, `AUDIN_BENCH_SIP_CALLS=200`,
 //! `AUDIN_BENCH_SIP_DURATION=20`, `AUDIN_BENCH_WAIT_QUIET=<s>` (wait for
-//! other processes to go idle before each step; 0 = don't).
+//! other processes to go idle before each step; 0 = don't),
+//! `AUDIN_BENCH_GENERATOR=sdk` (one native SDK instance per operator
+//! instead of the lean generator, for the load and the SIP steps).
 //!
 //! Returns `Ok(false)` when a load or SIP step had failed calls (the docs
 //! are still written, with the failure in the table); an error when a step
@@ -105,10 +109,17 @@ pub fn bench_load(root: &Path) -> Result<bool> {
         bail!("ws_stack_bench failed");
     }
 
-    println!("\n==> bench: audin-server under load (native SDK)");
+    let generator = env_or("AUDIN_BENCH_GENERATOR", "lean");
+    let lean: &[&str] = match generator.as_str() {
+        "lean" => &["--lean"],
+        "sdk" => &[],
+        other => bail!("AUDIN_BENCH_GENERATOR={other:?}: expected lean or sdk"),
+    };
+    println!("\n==> bench: audin-server under load ({generator} generator)");
     let load = status(
         Command::new(release.join("audin-loadgen"))
             .arg("run")
+            .args(lean)
             .arg("--server-bin")
             .arg(release.join("audin-server"))
             .args([
@@ -133,6 +144,7 @@ pub fn bench_load(root: &Path) -> Result<bool> {
     let sip = status(
         Command::new(release.join("audin-loadgen"))
             .arg("run")
+            .args(lean)
             .arg("--server-bin")
             .arg(release.join("audin-server"))
             .args([

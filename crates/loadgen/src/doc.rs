@@ -157,9 +157,19 @@ fn f2(x: f64) -> String {
     format!("{x:.2}")
 }
 
+/// The load generator's column: which one, its CPU, its CPU per call-second.
+fn generator(r: &LoadReport) -> String {
+    format!(
+        "({}) {:.0}%, {}",
+        r.mode,
+        r.loadgen.cpu_cores * 100.0,
+        f2(r.generator_ms_per_call_second())
+    )
+}
+
 fn load_table(steps: &[LoadReport]) -> String {
     let mut s = String::from(
-        "| calls (held min) | frames/s (both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (not counted by server or SDK) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load-gen CPU | other processes | calls | 2,000-call targets met (p99 ≤ 10 ms, 0 lost, ≤ 50 KB/call) |\n\
+        "| calls (held min) | frames/s (both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 | lost (not counted by server or SDK) | late > 20 ms | server CPU (% of a core) | CPU ms per call-second | server RSS KiB per call (sim recording) | load generator (kind): CPU, ms per call-second | other processes | calls | 2,000-call targets met (p99 ≤ 10 ms, 0 lost, ≤ 50 KB/call) |\n\
          |---|---:|---|---|---:|---:|---:|---:|---|---:|---:|---|---|\n",
     );
     for r in steps {
@@ -179,7 +189,7 @@ fn load_table(steps: &[LoadReport]) -> String {
         let l = &r.latency;
         let _ = writeln!(
             s,
-            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} | {} ({}) | {} | {} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
+            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} | {} ({}) | {} | {} | {} | {} | {} | {:.0}% | {} | {} |",
             r.config.calls,
             r.concurrent_calls.min,
             r.frames.relayed_per_second,
@@ -194,7 +204,7 @@ fn load_table(steps: &[LoadReport]) -> String {
             cpu,
             ms,
             rss,
-            r.loadgen.cpu_cores * 100.0,
+            generator(r),
             r.loadgen.other_processes_cores * 100.0,
             if r.ok {
                 "all ok".to_owned()
@@ -211,7 +221,7 @@ fn load_table(steps: &[LoadReport]) -> String {
 /// apart from the server's and from other processes'.
 fn sip_table(steps: &[LoadReport]) -> String {
     let mut s = String::from(
-        "| calls (held min) | frames/s (WebSocket, both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 (floor) | lost (not counted by server or SDK) / altered | late > 20 ms | server CPU (% of a core) | server CPU ms per call-second | SIPp CPU (% of a core) | load-gen CPU | other processes | calls |\n\
+        "| calls (held min) | frames/s (WebSocket, both ways) | relay delay ms p50 / p99 / p99.9 | echo RTT ms p50 / p99 (floor) | lost (not counted by server or SDK) / altered | late > 20 ms | server CPU (% of a core) | server CPU ms per call-second | SIPp CPU (% of a core) | load generator (kind): CPU, ms per call-second | other processes | calls |\n\
          |---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in steps {
@@ -228,7 +238,7 @@ fn sip_table(steps: &[LoadReport]) -> String {
         let l = &r.latency;
         let _ = writeln!(
             s,
-            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} ({}) | {} ({}) / {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {} |",
+            "| {} ({}) | {:.0} | {} / {} / {} | {} / {} ({}) | {} ({}) / {} | {} | {} | {} | {} | {} | {:.0}% | {} |",
             r.config.calls,
             r.concurrent_calls.min,
             r.frames.relayed_per_second,
@@ -245,7 +255,7 @@ fn sip_table(steps: &[LoadReport]) -> String {
             cpu,
             ms,
             sipp,
-            r.loadgen.cpu_cores * 100.0,
+            generator(r),
             r.loadgen.other_processes_cores * 100.0,
             sip_verdict(r),
         );

@@ -498,11 +498,18 @@ impl LoadReport {
         }
         let _ = writeln!(
             s,
-            "load generator  cpu {:.0}% of a core, rss {} KiB; other processes {:.0}% of a core",
+            "load generator  {} cpu {:.0}% of a core ({:.3} ms per call-second), rss {} KiB; other processes {:.0}% of a core",
+            self.mode,
             self.loadgen.cpu_cores * 100.0,
+            self.generator_ms_per_call_second(),
             self.loadgen.rss_kb,
             self.loadgen.other_processes_cores * 100.0
         );
         s
+    }
+
+    /// The load generator's CPU per call-second over the window.
+    pub fn generator_ms_per_call_second(&self) -> f64 {
+        self.loadgen.cpu_cores * 1000.0 / self.concurrent_calls.max.max(1) as f64
     }
 }

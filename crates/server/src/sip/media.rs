@@ -1,6 +1,7 @@
-//! The RTP media session of one SIP call: a tokio task owning one UDP
-//! socket, driving the sans-IO [`RtpSender`] and [`RtpIngress`] on one
-//! 20 ms tick.
+//! The RTP media session of one SIP call: one non-blocking UDP socket and
+//! the sans-IO [`RtpSender`] and [`RtpIngress`], served on a 20 ms tick
+//! shared by all the sessions of the runtime (see [`Ticker`]: a few shard
+//! tasks, no task, timer or socket wake-up per call).
 //!
 //! The SIP leg starts it with [`MediaHandle::start`] (before the offer or
 //! answer is written: [`MediaHandle::local_addr`] is the port to put in
@@ -12,7 +13,7 @@
 //! - **One tick.** Every 20 ms the session sends exactly one packet to the
 //!   far end (the operator's frame, or silence, or an RFC 4733 event in
 //!   place of audio) and hands exactly one frame to the operator. Ticks are
-//!   deadlines on a fixed grid (no drift); a task that was late runs the
+//!   deadlines on a fixed grid (no drift); a shard that was late runs the
 //!   ticks it owes back to back, but after a stall longer than
 //!   [`MAX_CATCH_UP_TICKS`] the excess ticks are skipped (RTP timestamps
 //!   keep following real time, nothing is sent for them): a burst of
@@ -59,9 +60,9 @@
 //! - RTCP is neither sent nor required: RTCP arriving on the RTP port
 //!   (RFC 5761) is ignored, and no RTCP port is bound.
 //!
-//! The task ends on [`MediaHandle::stop`] or when the last handle is
-//! dropped, and closes the socket. The sink is called from the media task:
-//! it must not block.
+//! The session ends at the first tick after [`MediaHandle::stop`] or after
+//! the last handle is dropped, and closes the socket. The sink is called
+//! from a shard task that serves many sessions: it must not block.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -74,10 +75,8 @@ use std::time::Duration;
 use audin_codec::mulaw;
 use bytes::{Bytes, BytesMut};
 use rtp_types::RtpPacket;
-use tokio::net::UdpSocket;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::dtmf::{self, DtmfError};
 use super::rtp::{
@@ -102,7 +101,7 @@ pub const LATCH_PACKETS: u32 = 2;
 /// A sequence step up to this counts as "in sequence" while learning a
 /// source (loss and mild reordering must not stop the latch).
 const LEARN_MAX_STEP: u16 = 16;
-/// Ticks a late task runs back to back before it skips the rest.
+/// Ticks a late shard runs back to back before it skips the rest.
 pub const MAX_CATCH_UP_TICKS: u32 = 10;
 /// Largest datagram read (a 160 ms G.711 packet is 1292 bytes with its
 /// header); longer ones are truncated by the kernel and fail to parse.
@@ -180,7 +179,7 @@ pub enum MediaEvent {
     Timeout,
 }
 
-/// Where the session delivers the far end. Called from the media task:
+/// Where the session delivers the far end. Called from the shard task:
 /// implementations must not block (push to a bounded queue, `try_send`).
 pub trait FarEndSink: Send + Sync + 'static {
     /// One 20 ms frame of µ-law (160 bytes) for the operator, every tick
@@ -278,7 +277,7 @@ impl From<DtmfError> for MediaError {
     }
 }
 
-/// State shared by the handles and the task.
+/// State shared by the handles and the shard serving the session.
 #[derive(Debug)]
 struct Shared {
     local_addr: SocketAddr,
@@ -291,18 +290,15 @@ struct Shared {
     telephone_event: AtomicBool,
     answered: AtomicBool,
     stopped: AtomicBool,
-    /// Wakes the task for `remote`, `answered` and `stopped`.
-    wake: Notify,
 }
 
 impl Shared {
     fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
-        self.wake.notify_one();
     }
 }
 
-/// Stops the task when the last handle goes away, so a leg dropped
+/// Stops the session when the last handle goes away, so a leg dropped
 /// without `stop()` does not leave RTP flowing.
 #[derive(Debug)]
 struct HandleInner {
@@ -319,7 +315,7 @@ impl Drop for HandleInner {
 /// The SIP leg's handle on a media session: cheap to clone, every method
 /// returns at once.
 ///
-/// Keep in mind that the task holds the [`FarEndSink`]: a sink that
+/// Keep in mind that the session holds the [`FarEndSink`]: a sink that
 /// (indirectly) holds a handle keeps the session alive until
 /// [`MediaHandle::stop`] is called.
 #[derive(Debug, Clone)]
@@ -328,8 +324,8 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
-    /// Binds the socket and starts the session task on the current tokio
-    /// runtime. Nothing is sent or delivered until
+    /// Binds the socket and hands the session to the current tokio
+    /// runtime's shared tick. Nothing is sent or delivered until
     /// [`MediaHandle::set_remote`], and datagrams arriving before it are
     /// dropped (their codec is not known yet).
     pub fn start(config: MediaConfig, sink: Arc<dyn FarEndSink>) -> Result<Self, MediaError> {
@@ -351,12 +347,9 @@ impl MediaHandle {
             addr: local_addr,
             error,
         };
+        // Never blocks: the shard task reads until WouldBlock and a full
+        // send buffer counts as a send error.
         std_socket.set_nonblocking(true).map_err(bind_error)?;
-        // Registering with the reactor needs the runtime's context.
-        let socket = {
-            let _guard = runtime.enter();
-            UdpSocket::from_std(std_socket).map_err(bind_error)?
-        };
         let shared = Arc::new(Shared {
             local_addr,
             audio: FrameQueue::new(config.operator_queue_frames),
@@ -365,13 +358,18 @@ impl MediaHandle {
             telephone_event: AtomicBool::new(false),
             answered: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            wake: Notify::new(),
         });
         let (done_tx, done_rx) = watch::channel(());
         let state = Session::new(config, sink, shared.clone());
         tracing::debug!(%local_addr, "RTP media session started");
-        runtime.spawn(
-            run(socket, state, shared.clone(), done_tx).instrument(tracing::Span::current()),
+        Ticker::of(&runtime).serve(
+            Entry {
+                socket: std_socket,
+                session: state,
+                span: tracing::Span::current(),
+                _done: done_tx,
+            },
+            &runtime,
         );
         Ok(MediaHandle {
             inner: Arc::new(HandleInner {
@@ -435,7 +433,6 @@ impl MediaHandle {
             .telephone_event
             .store(negotiated.telephone_event.is_some(), Ordering::Release);
         *shared.remote.lock().expect("remote lock") = Some(negotiated);
-        shared.wake.notify_one();
         Ok(())
     }
 
@@ -444,11 +441,10 @@ impl MediaHandle {
     pub fn answered(&self) -> Result<(), MediaError> {
         let shared = self.check_running()?;
         shared.answered.store(true, Ordering::Release);
-        shared.wake.notify_one();
         Ok(())
     }
 
-    /// Ends the session: the task stops sending and delivering and closes
+    /// Ends the session: its shard stops sending and delivering and closes
     /// the socket ([`MediaHandle::closed`] says when). Idempotent.
     pub fn stop(&self) {
         self.inner.shared.stop();
@@ -459,11 +455,11 @@ impl MediaHandle {
         self.inner.shared.stopped.load(Ordering::Acquire)
     }
 
-    /// Resolves once the task has ended and its socket is closed.
+    /// Resolves once the session has ended and its socket is closed.
     pub async fn closed(&self) {
         let mut done = self.inner.done.clone();
         // Nothing is ever sent: `changed` only returns (with an error) when
-        // the task drops its end.
+        // the session drops its end.
         while done.changed().await.is_ok() {}
     }
 }
@@ -639,7 +635,7 @@ impl Pacer {
     }
 
     /// The tick due at [`Pacer::deadline`] runs at `now`: moves the grid on
-    /// and returns how many later ticks are skipped because the task is
+    /// and returns how many later ticks are skipped because the shard is
     /// more than [`MAX_CATCH_UP_TICKS`] behind (the rest run back to back).
     fn advance(&mut self, now: Instant) -> u32 {
         self.next += TICK;
@@ -659,7 +655,7 @@ impl Pacer {
 }
 
 // ---------------------------------------------------------------------------
-// The task
+// The session
 
 /// Counters, logged when the session ends.
 #[derive(Debug, Default, Clone, Copy)]
@@ -713,13 +709,18 @@ impl Session {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// `now` in the session's milliseconds.
+    fn ms_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A remote description a handle set since the last tick.
+    fn pending_remote(&self) -> Option<Negotiated> {
+        self.shared.remote.lock().expect("remote lock").take()
     }
 
     /// Applies what the handles changed.
-    fn wake(&mut self, now_ms: u64) {
-        let pending = self.shared.remote.lock().expect("remote lock").take();
+    fn wake(&mut self, now_ms: u64, pending: Option<Negotiated>) {
         if let Some(negotiated) = pending {
             self.apply_remote(negotiated);
         }
@@ -916,60 +917,183 @@ impl fmt::Debug for Session {
     }
 }
 
-enum Step {
-    Wake,
-    Tick,
-    Datagram(io::Result<(usize, SocketAddr)>),
+// ---------------------------------------------------------------------------
+// The shared tick
+
+/// Datagrams one session reads per tick at most. A stream brings one (two
+/// at 10 ms packets, a few after a network stall); more waits in the
+/// kernel's buffer for the next tick, and a flood beyond that buffer is
+/// dropped by the kernel rather than burning the shard's time.
+pub const MAX_DATAGRAMS_PER_TICK: usize = 32;
+
+/// The media sessions of one tokio runtime, served by a few shard tasks
+/// (one per worker thread) on one 20 ms grid instead of a task, a timer
+/// and a socket wake-up per call.
+///
+/// Every tick a shard serves each of its sessions in turn: it reads the
+/// socket until `WouldBlock` (the sockets are non-blocking std sockets,
+/// not registered with the reactor, so a datagram wakes nobody), sends
+/// the one packet due and hands the operator one frame. Playout is the
+/// same as with a task per call: a frame arriving between two ticks was
+/// always played at the next one. The shards' grids are spread over the
+/// 20 ms so their bursts do not coincide; a shard whose last session ends
+/// stops, and the next session starts it again.
+struct Ticker {
+    /// The grid's origin: shard `i` ticks at `epoch + i × 20 ms / n + k × 20 ms`.
+    epoch: Instant,
+    shards: Vec<Arc<Shard>>,
 }
 
-/// The session task. `_done` is dropped (after the socket) when it ends.
-async fn run(socket: UdpSocket, mut s: Session, shared: Arc<Shared>, done: watch::Sender<()>) {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut pacer = Pacer::new(Instant::now() + TICK);
-    let sleep = tokio::time::sleep_until(pacer.deadline());
-    tokio::pin!(sleep);
-    loop {
-        if shared.stopped.load(Ordering::Acquire) {
-            break;
+struct Shard {
+    offset: Duration,
+    /// Sessions served (joining ones included): where new ones go.
+    load: std::sync::atomic::AtomicUsize,
+    state: Mutex<ShardState>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    /// Sessions started since the shard last took them in.
+    joining: Vec<Entry>,
+    /// Whether the shard's task runs.
+    running: bool,
+}
+
+/// One media session as its shard holds it.
+struct Entry {
+    socket: std::net::UdpSocket,
+    session: Session,
+    /// The span the session was started in (the call's), for its logs.
+    span: tracing::Span,
+    /// Dropped with the entry: [`MediaHandle::closed`] resolves.
+    _done: watch::Sender<()>,
+}
+
+/// The tickers of the runtimes that have had media sessions, by runtime.
+/// A server has one runtime; each entry is a few hundred bytes.
+static TICKERS: Mutex<Vec<(tokio::runtime::Id, Arc<Ticker>)>> = Mutex::new(Vec::new());
+
+impl Ticker {
+    /// The ticker of `runtime`.
+    fn of(runtime: &tokio::runtime::Handle) -> Arc<Ticker> {
+        let id = runtime.id();
+        let mut tickers = TICKERS.lock().expect("tickers lock");
+        if let Some((_, ticker)) = tickers.iter().find(|(i, _)| *i == id) {
+            return ticker.clone();
         }
-        let step = tokio::select! {
-            () = shared.wake.notified() => Step::Wake,
-            () = &mut sleep => Step::Tick,
-            r = socket.recv_from(&mut buf) => Step::Datagram(r),
-        };
-        match step {
-            Step::Wake => {
-                let now_ms = s.now_ms();
-                s.wake(now_ms);
-            }
-            Step::Datagram(Ok((len, src))) => {
-                let now_ms = s.now_ms();
-                s.on_datagram(now_ms, src, &buf[..len]);
-            }
-            Step::Datagram(Err(e)) => {
-                // UDP reports ICMP errors of earlier sends here on some
-                // systems; the socket itself stays usable.
-                tracing::trace!(error = %e, "RTP receive error");
-            }
-            Step::Tick => {
-                let now = Instant::now();
-                let skip = pacer.advance(now);
-                sleep.as_mut().reset(pacer.deadline());
-                let now_ms = s.now_ms();
-                tick(&socket, &mut s, now_ms).await;
-                if skip > 0 {
-                    s.skip_ticks(now_ms, skip);
-                }
+        let n = runtime.metrics().num_workers().max(1);
+        let ticker = Arc::new(Ticker {
+            epoch: Instant::now(),
+            shards: (0..n)
+                .map(|i| {
+                    Arc::new(Shard {
+                        offset: TICK.mul_f64(i as f64 / n as f64),
+                        load: Default::default(),
+                        state: Mutex::default(),
+                    })
+                })
+                .collect(),
+        });
+        tickers.push((id, ticker.clone()));
+        ticker
+    }
+
+    /// Hands `entry` to the least loaded shard, starting its task if it
+    /// is idle.
+    fn serve(self: Arc<Self>, entry: Entry, runtime: &tokio::runtime::Handle) {
+        let shard = self
+            .shards
+            .iter()
+            .min_by_key(|s| s.load.load(Ordering::Relaxed))
+            .expect("a ticker has shards")
+            .clone();
+        shard.load.fetch_add(1, Ordering::Relaxed);
+        let mut state = shard.state.lock().expect("shard lock");
+        state.joining.push(entry);
+        if !state.running {
+            state.running = true;
+            let first = self.next_tick(&shard, Instant::now());
+            runtime.spawn(run_shard(shard.clone(), first));
+        }
+    }
+
+    /// The shard's first grid point after `now`.
+    fn next_tick(&self, shard: &Shard, now: Instant) -> Instant {
+        let origin = self.epoch + shard.offset;
+        let ticks = now.saturating_duration_since(origin).as_micros() / TICK.as_micros() + 1;
+        origin + TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+}
+
+/// A shard's task: serves its sessions every tick until none is left.
+async fn run_shard(shard: Arc<Shard>, first: Instant) {
+    let mut sessions: Vec<Entry> = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut pacer = Pacer::new(first);
+    loop {
+        tokio::time::sleep_until(pacer.deadline()).await;
+        let now = Instant::now();
+        let skip = pacer.advance(now);
+        sessions.append(&mut shard.state.lock().expect("shard lock").joining);
+        let before = sessions.len();
+        sessions.retain_mut(|entry| entry.serve(now, skip, &mut buf));
+        shard
+            .load
+            .fetch_sub(before - sessions.len(), Ordering::Relaxed);
+        if sessions.is_empty() {
+            let mut state = shard.state.lock().expect("shard lock");
+            if state.joining.is_empty() {
+                state.running = false;
+                return;
             }
         }
     }
-    tracing::debug!(counters = ?s.counters, "RTP media session stopped");
-    drop(socket);
-    drop(done);
 }
 
-/// One 20 ms tick.
-async fn tick(socket: &UdpSocket, s: &mut Session, now_ms: u64) {
+impl Entry {
+    /// One tick of this session; false once it has stopped (the entry is
+    /// then dropped, which closes its socket).
+    fn serve(&mut self, now: Instant, skip: u32, buf: &mut [u8]) -> bool {
+        let _span = self.span.enter();
+        let s = &mut self.session;
+        if s.shared.stopped.load(Ordering::Acquire) {
+            tracing::debug!(counters = ?s.counters, "RTP media session stopped");
+            return false;
+        }
+        let now_ms = s.ms_at(now);
+        let pending = s.pending_remote();
+        if pending.is_some() && s.remote.is_some() {
+            // A renegotiation: what is waiting mostly came before it (the
+            // old source's last packets must not confirm the old latch
+            // after it reopened).
+            receive(&self.socket, s, now_ms, buf);
+        }
+        s.wake(now_ms, pending);
+        receive(&self.socket, s, now_ms, buf);
+        tick(&self.socket, s, now_ms);
+        if skip > 0 {
+            s.skip_ticks(now_ms, skip);
+        }
+        true
+    }
+}
+
+/// Reads what waits on the socket, up to [`MAX_DATAGRAMS_PER_TICK`].
+fn receive(socket: &std::net::UdpSocket, s: &mut Session, now_ms: u64, buf: &mut [u8]) {
+    for _ in 0..MAX_DATAGRAMS_PER_TICK {
+        match socket.recv_from(buf) {
+            Ok((len, src)) => s.on_datagram(now_ms, src, &buf[..len]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // UDP reports ICMP errors of earlier sends here on some
+            // systems; the socket itself stays usable.
+            Err(e) => tracing::trace!(error = %e, "RTP receive error"),
+        }
+    }
+}
+
+/// One 20 ms tick: the packet due to the far end, the frame due to the
+/// operator, the media timeout.
+fn tick(socket: &std::net::UdpSocket, s: &mut Session, now_ms: u64) {
     let frame = s.shared.audio.pop();
     if let (Some(sender), Some(remote)) = (&mut s.sender, &s.remote) {
         let destination = remote.send_to().and_then(|_| s.latch.destination());
@@ -986,7 +1110,7 @@ async fn tick(socket: &UdpSocket, s: &mut Session, now_ms: u64) {
                 let operator: Option<&[u8; FRAME_SAMPLES]> =
                     frame.as_deref().and_then(|f| f.try_into().ok());
                 let out = sender.tick(operator);
-                match socket.send_to(out.bytes, to).await {
+                match socket.send_to(out.bytes, to) {
                     Ok(_) => s.counters.sent += 1,
                     Err(e) => {
                         s.counters.send_errors += 1;

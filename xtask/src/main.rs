@@ -39,8 +39,9 @@ commands:
                    npm test (typecheck + node --test incl. Chromium), bounded fuzzing
   wasm             build crates/wasm + crates/worklet into packages/operator-sdk/src/generated
   bench [-- ARGS]  codec criterion benches (short; ARGS replace the times), then the server
-                   load steps (docs/performance-load.md) and browser audio latency
-                   (docs/performance-browser.md)
+                   load steps (docs/performance-load.md), the SIP path (docs/performance.md),
+                   the three-node cluster (docs/performance-cluster.md) and browser audio
+                   latency (docs/performance-browser.md)
   demo  [-- ARGS]  setup, wasm, npm build, then run audin-server --dev [ARGS]
   demo --cluster N setup, wasm, npm build, release server build, then a local cluster:
                    throw-away PostgreSQL and NATS, N audin-server --dev nodes (1-9) and

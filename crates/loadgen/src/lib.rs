@@ -15,12 +15,17 @@
 //! - [`procfs`]: CPU (utime + stime) and RSS of a process from `/proc`.
 //! - [`stamp`]: the 160-byte stamped frame.
 //! - [`report`]: the JSON report and its human summary; [`doc`]: the
-//!   Markdown tables and PNG plots of `docs/performance-load.md`.
+//!   Markdown tables and PNG plots of `docs/performance-load.md`, of the
+//!   SIP block of `docs/performance.md` and of the cluster block of
+//!   `docs/performance-cluster.md`.
+//! - [`cluster`]: the JSON of the cluster benchmark (`audin-relay-latency
+//!   --json`, in the testkit), read by `report-cluster`.
 //! - [`stack`]: the WebSocket stack comparison harness (`ws_stack_bench`).
 //!
 //! It is a measuring tool: it must not be depended on by the product crates,
 //! and it only ever targets loopback addresses.
 
+pub mod cluster;
 pub mod doc;
 pub mod lean;
 pub mod load;

@@ -28,9 +28,13 @@ enum Cmd {
     Run(RunArgs),
     /// Write the Markdown tables and PNG plots from JSON results.
     Report(ReportArgs),
-    /// Write the SIP step's table (`run --far-end sipp` JSON) into the
-    /// `loadgen:begin sip` block of a Markdown file.
+    /// Write the SIP steps' table and plots (`run --far-end sipp` JSON)
+    /// into the `loadgen:begin sip` block of a Markdown file.
     ReportSip(ReportSipArgs),
+    /// Write the cluster runs' table and plots (`audin-relay-latency
+    /// --json` JSON) into the `loadgen:begin cluster` block of a Markdown
+    /// file.
+    ReportCluster(ReportClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +145,26 @@ struct ReportSipArgs {
     /// when it has none).
     #[arg(long)]
     markdown: PathBuf,
+    /// Directory for the PNG plots (`sip-cpu.png`, `sip-latency.png`,
+    /// `sip-memory.png`), referenced from the block.
+    #[arg(long, default_value = "docs/img")]
+    img_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ReportClusterArgs {
+    /// JSON of `audin-relay-latency --json` (crates/testkit).
+    #[arg(long)]
+    load: PathBuf,
+    /// Existing Markdown file whose `cluster` block is rewritten (appended
+    /// when it has none).
+    #[arg(long)]
+    markdown: PathBuf,
+    /// Directory for the PNG plots (`cluster-cpu.png`,
+    /// `cluster-latency.png`, `cluster-memory.png`), referenced from the
+    /// block.
+    #[arg(long, default_value = "docs/img")]
+    img_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -154,7 +178,12 @@ fn main() -> ExitCode {
             &args.img_dir,
         )
         .map(|()| true),
-        Cmd::ReportSip(args) => doc::write_sip(&args.load, &args.markdown).map(|()| true),
+        Cmd::ReportSip(args) => {
+            doc::write_sip(&args.load, &args.markdown, &args.img_dir).map(|()| true)
+        }
+        Cmd::ReportCluster(args) => {
+            doc::write_cluster(&args.load, &args.markdown, &args.img_dir).map(|()| true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

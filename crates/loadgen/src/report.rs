@@ -345,7 +345,7 @@ pub struct LoadRun {
 
 /// The machine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Machine {
     /// Online CPUs.
     pub cpus: usize,

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! cargo run -p audin-testkit --release --bin audin-relay-latency -- --calls 1,50 --secs 20
+//! cargo run -p audin-testkit --release --bin audin-relay-latency -- \
+//!     --nodes 3 --modes single,spread,spread-steered --calls 50,150 --json cluster.json
 //! ```
 //!
 //! Per run: a throw-away PostgreSQL and nats-server and two release
@@ -42,10 +44,17 @@
 //! the window are lost. CPU (utime + stime from `/proc/PID/stat`) of each
 //! node, of nats-server and of this process (the generator) is read at the
 //! window's start and end, and given per call-second, as is the whole
-//! machine's busy time (`/proc/stat`).
+//! machine's busy time (`/proc/stat`). VmRSS of each node and of
+//! nats-server is read before the operators connect, once they are all
+//! online, and at the window's start and end: per call, the nodes' growth
+//! from online to window start (the calls), and from before the operators
+//! (a call with its operator: one operator per call here).
 //!
-//! Prints Markdown tables on stdout (progress on stderr). Only 127.0.0.1 is
-//! used.
+//! Prints Markdown tables on stdout (progress on stderr). `--json PATH`
+//! also writes every run's figures as JSON (rewritten after each run), which
+//! `audin-loadgen report-cluster` turns into a table and plots (see
+//! `docs/performance-cluster.md`; `cargo xtask bench` runs both). Only
+//! 127.0.0.1 is used.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -90,6 +99,10 @@ struct Args {
     /// Use the debug server build instead of release.
     #[arg(long)]
     debug_server: bool,
+    /// Also write the figures as JSON here (rewritten after every run),
+    /// for `audin-loadgen report-cluster`.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -433,6 +446,23 @@ struct Outcome {
     others: f64,
     load_before: String,
     load_after: String,
+    /// VmRSS of each node, then nats-server (if any), in the order and
+    /// with the names of `cpu` (without the generator).
+    rss: Vec<(String, Rss)>,
+}
+
+/// VmRSS of one server process, KiB, at the points of a run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rss {
+    /// Before any operator connected.
+    idle: u64,
+    /// Every operator online, before the calls.
+    online: u64,
+    /// Every call up, when the window opened.
+    window_start: u64,
+    /// When it closed.
+    window_end: u64,
 }
 
 impl Outcome {
@@ -452,6 +482,62 @@ impl Outcome {
     fn per_call_second(&self, cpu_s: f64) -> f64 {
         cpu_s * 1e3 / (self.calls as f64 * self.window)
     }
+
+    /// CPU seconds of the nodes and nats-server (not the generator).
+    fn cluster_cpu(&self) -> f64 {
+        self.cpu
+            .iter()
+            .filter(|(n, _)| n != "generator")
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    fn rss_of(&self, name: &str) -> Option<Rss> {
+        self.rss.iter().find(|(n, _)| n == name).map(|(_, r)| *r)
+    }
+
+    /// The nodes' RSS.
+    fn node_rss(&self) -> impl Iterator<Item = Rss> + '_ {
+        self.rss
+            .iter()
+            .filter(|(n, _)| n.starts_with("node "))
+            .map(|(_, r)| *r)
+    }
+
+    /// KiB per call of the nodes together: what the calls added (window
+    /// start − online), and with their operators (window start − idle;
+    /// every call has its own operator here).
+    fn rss_per_call(&self) -> (f64, f64) {
+        let (mut calls, mut with_ops) = (0.0, 0.0);
+        for r in self.node_rss() {
+            calls += r.window_start as f64 - r.online as f64;
+            with_ops += r.window_start as f64 - r.idle as f64;
+        }
+        (calls / self.calls as f64, with_ops / self.calls as f64)
+    }
+
+    /// nats-server's growth (window start − idle) per call, KiB.
+    fn nats_rss_per_call(&self) -> Option<f64> {
+        self.rss_of("nats-server")
+            .map(|r| (r.window_start as f64 - r.idle as f64) / self.calls as f64)
+    }
+}
+
+/// VmRSS of `pid`, KiB.
+fn rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// VmRSS of each of `processes`, KiB.
+fn rss_all(processes: &[(String, u32)]) -> Result<Vec<u64>> {
+    processes.iter().map(|(_, pid)| rss_kb(*pid)).collect()
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -516,11 +602,14 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         "[{} × {calls}] {n} node(s); operators per node {ops_per_node:?}, calls per node {calls_per_node:?}",
         mode.name(),
     );
+    let processes = b.processes();
+    let rss_idle = rss_all(&processes)?;
     let mut ops = Vec::new();
     for i in 0..calls {
         let url = b.url(mode.operator_node(i, n));
         ops.push(operator_online(&url, &b.key, &format!("op-{i}"), &[MILANO], EVENT).await?);
     }
+    let rss_online = rss_all(&processes)?;
     // One call at a time, each taken by its own operator (the others are
     // offered it too and see it taken).
     let mut live = Vec::new();
@@ -550,10 +639,10 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
     // The window.
     let frames = secs * 1000 / FRAME.as_millis() as u64;
     let t0 = Instant::now() + Duration::from_millis(200);
-    let processes = b.processes();
     let me = std::process::id();
     tokio::time::sleep_until(t0).await;
     let load_before = load1();
+    let rss_start = rss_all(&processes)?;
     let cpu0: Vec<u64> = processes
         .iter()
         .map(|(_, pid)| cpu_ticks(*pid))
@@ -578,6 +667,7 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
     let me1 = cpu_ticks(me)?;
     let m1 = machine_ticks();
     let load_after = load1();
+    let rss_end = rss_all(&processes)?;
     let window = t1.duration_since(t0).as_secs_f64();
     for s in senders {
         s.await?;
@@ -625,6 +715,19 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         others,
         load_before,
         load_after,
+        rss: processes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let rss = Rss {
+                    idle: rss_idle[i],
+                    online: rss_online[i],
+                    window_start: rss_start[i],
+                    window_end: rss_end[i],
+                };
+                (name.clone(), rss)
+            })
+            .collect(),
     };
     for (call, probe) in &live {
         out.sent += probe.sent.lock().expect("sent lock").len() as u64;
@@ -809,12 +912,7 @@ fn print_tables(results: &[Outcome], secs: u64) {
             Some(s) => format!("{:.3} ({s:.2} s)", r.per_call_second(s)),
             None => "—".into(),
         };
-        let cluster: f64 = r
-            .cpu
-            .iter()
-            .filter(|(n, _)| n != "generator")
-            .map(|(_, s)| s)
-            .sum();
+        let cluster = r.cluster_cpu();
         let node_cells: String = (1..=nodes)
             .map(|i| cell(&format!("node {i}")))
             .collect::<Vec<_>>()
@@ -831,6 +929,39 @@ fn print_tables(results: &[Outcome], secs: u64) {
             r.box_share * 100.0,
             r.load_before,
             r.load_after,
+        );
+    }
+
+    println!("\n### Memory: VmRSS of the servers\n");
+    println!(
+        "Per call: the nodes' RSS when the window opened less theirs with every operator online (the calls), or less theirs before any operator connected (calls with their operators: one operator per call here), divided by the calls; nats-server's growth since before the operators, per call.\n"
+    );
+    let node_cols: String = (1..=nodes)
+        .map(|i| format!("node {i} MiB"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    println!(
+        "| calls | mode | {node_cols} | nats-server MiB | nodes KiB per call | with its operator | nats-server KiB per call |"
+    );
+    println!("|---:|---|{}---:|---:|---:|", "---:|".repeat(nodes + 1));
+    for r in results {
+        let mib = |name: &str| {
+            r.rss_of(name).map_or("—".into(), |v| {
+                format!("{:.1}", v.window_start as f64 / 1024.0)
+            })
+        };
+        let node_cells: String = (1..=nodes)
+            .map(|i| mib(&format!("node {i}")))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let (calls_kb, with_ops_kb) = r.rss_per_call();
+        println!(
+            "| {} | {} | {node_cells} | {} | {calls_kb:.1} | {with_ops_kb:.1} | {} |",
+            r.calls,
+            r.mode.name(),
+            mib("nats-server"),
+            r.nats_rss_per_call()
+                .map_or("—".into(), |v| format!("{v:.1}")),
         );
     }
 
@@ -858,15 +989,7 @@ fn print_tables(results: &[Outcome], secs: u64) {
     for (d, rel) in pairs {
         let p50 = rel.pct(50.0) - d.pct(50.0);
         let p99 = rel.pct(99.0) - d.pct(99.0);
-        let cluster = |r: &Outcome| -> f64 {
-            let s: f64 = r
-                .cpu
-                .iter()
-                .filter(|(n, _)| n != "generator")
-                .map(|(_, s)| s)
-                .sum();
-            r.per_call_second(s)
-        };
+        let cluster = |r: &Outcome| r.per_call_second(r.cluster_cpu());
         let nats = |r: &Outcome| r.per_call_second(r.cpu_of("nats-server").unwrap_or(0.0));
         println!(
             "| {} | {} | {} | {} | {} | {:.3} | {:.3} |",
@@ -881,6 +1004,223 @@ fn print_tables(results: &[Outcome], secs: u64) {
     }
 }
 
+// ── JSON (`--json`) ──────────────────────────────────────────────────────
+
+/// What `--json` writes, read by `audin-loadgen report-cluster` (its own
+/// structs in `crates/loadgen/src/cluster.rs`, which keeps a sample of this
+/// JSON; the test below checks that the sample has this shape).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRun {
+    tool: &'static str,
+    /// `release` or `debug`.
+    server_build: &'static str,
+    /// `--secs`.
+    secs: u64,
+    machine: JsonMachine,
+    /// One per run (mode × calls), in the order they ran.
+    steps: Vec<JsonStep>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonMachine {
+    cpus: usize,
+    cpu_model: String,
+    kernel: String,
+}
+
+impl JsonMachine {
+    fn detect() -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            kernel,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonStep {
+    mode: &'static str,
+    /// Nodes running (`single`: 1).
+    nodes: usize,
+    calls: usize,
+    /// The measured window, seconds.
+    window_s: f64,
+    operators_per_node: Vec<usize>,
+    calls_per_node: Vec<usize>,
+    audio_sockets_per_node: Vec<f64>,
+    /// Calls whose audio socket is not on the call's node.
+    relayed_calls: usize,
+    frames: JsonFrames,
+    /// Round trip of a frame (operator → server(s) → sim echo →
+    /// operator), ms, all calls; `null` when no frame came back.
+    rtt_ms: Option<JsonRtt>,
+    /// Of the calls whose audio socket is on the call's node.
+    rtt_local_ms: Option<JsonRtt>,
+    /// Of the others (frames over NATS both ways).
+    rtt_relayed_ms: Option<JsonRtt>,
+    /// CPU seconds in the window.
+    cpu_s: JsonCpu,
+    /// The same, ms per call-second (÷ calls × window).
+    cpu_ms_per_call_second: JsonCpu,
+    /// The whole machine's busy share of all its cores in the window.
+    whole_machine_share: f64,
+    /// VmRSS, KiB.
+    rss_kb: JsonRss,
+    rss_per_call_kb: JsonRssPerCall,
+    /// 1-minute load average at the window's start and end.
+    load_avg_1m: [String; 2],
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonFrames {
+    sent: u64,
+    returned: u64,
+    lost: u64,
+    altered: u64,
+    duplicates: u64,
+    sdk_dropped: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRtt {
+    count: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl JsonRtt {
+    fn of(sorted: &[f64]) -> Option<Self> {
+        Some(Self {
+            count: sorted.len(),
+            p50: percentile(sorted, 50.0),
+            p90: percentile(sorted, 90.0),
+            p99: percentile(sorted, 99.0),
+            max: *sorted.last()?,
+        })
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonCpu {
+    /// Node 1, node 2, …
+    nodes: Vec<f64>,
+    /// `null` without NATS (`single`).
+    nats_server: Option<f64>,
+    /// The nodes and nats-server together.
+    servers_and_nats: f64,
+    /// This process (the SDK operators).
+    generator: f64,
+    /// The machine's busy time less the processes above.
+    rest_of_machine: f64,
+    /// All of it (at least the processes' sum).
+    whole_machine: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRss {
+    nodes: Vec<Rss>,
+    nats_server: Option<Rss>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRssPerCall {
+    /// The nodes together: window start − every operator online.
+    nodes: f64,
+    /// The nodes together: window start − before the operators (one
+    /// operator per call).
+    nodes_with_operator: f64,
+    /// nats-server: window start − before the operators.
+    nats_server: Option<f64>,
+}
+
+impl JsonStep {
+    fn of(r: &Outcome) -> Self {
+        let per = |s: f64| r.per_call_second(s);
+        let node_cpu: Vec<f64> = (1..=r.nodes)
+            .map(|i| r.cpu_of(&format!("node {i}")).unwrap_or(0.0))
+            .collect();
+        let nats = r.cpu_of("nats-server");
+        let generator = r.cpu_of("generator").unwrap_or(0.0);
+        let cpu_s = JsonCpu {
+            nodes: node_cpu.clone(),
+            nats_server: nats,
+            servers_and_nats: r.cluster_cpu(),
+            generator,
+            rest_of_machine: r.others,
+            whole_machine: r.box_busy,
+        };
+        let cpu_ms = JsonCpu {
+            nodes: node_cpu.iter().map(|&s| per(s)).collect(),
+            nats_server: nats.map(per),
+            servers_and_nats: per(cpu_s.servers_and_nats),
+            generator: per(generator),
+            rest_of_machine: per(r.others),
+            whole_machine: per(r.box_busy),
+        };
+        let (nodes_kb, with_ops_kb) = r.rss_per_call();
+        let n = r.nodes;
+        Self {
+            mode: r.mode.name(),
+            nodes: n,
+            calls: r.calls,
+            window_s: r.window,
+            operators_per_node: r.ops_per_node.clone(),
+            calls_per_node: r.calls_per_node.clone(),
+            audio_sockets_per_node: r.sockets_per_node.clone(),
+            relayed_calls: (0..r.calls)
+                .filter(|&i| r.mode.socket_node(i, n) != r.mode.call_node(i, n))
+                .count(),
+            frames: JsonFrames {
+                sent: r.sent,
+                returned: r.returned,
+                lost: r.lost(),
+                altered: r.altered,
+                duplicates: r.duplicates,
+                sdk_dropped: r.sdk_dropped,
+            },
+            rtt_ms: JsonRtt::of(&r.rtt_ms),
+            rtt_local_ms: JsonRtt::of(&r.rtt_local),
+            rtt_relayed_ms: JsonRtt::of(&r.rtt_relayed),
+            cpu_s,
+            cpu_ms_per_call_second: cpu_ms,
+            whole_machine_share: r.box_share,
+            rss_kb: JsonRss {
+                nodes: r.node_rss().collect(),
+                nats_server: r.rss_of("nats-server"),
+            },
+            rss_per_call_kb: JsonRssPerCall {
+                nodes: nodes_kb,
+                nodes_with_operator: with_ops_kb,
+                nats_server: r.nats_rss_per_call(),
+            },
+            load_avg_1m: [r.load_before.clone(), r.load_after.clone()],
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -888,6 +1228,13 @@ async fn main() -> Result<()> {
     ensure!(args.calls.iter().all(|&c| c > 0), "--calls must be above 0");
     ensure!(args.nodes >= 2, "--nodes must be at least 2");
     let release = !args.debug_server;
+    let mut json = JsonRun {
+        tool: "audin-relay-latency",
+        server_build: if release { "release" } else { "debug" },
+        secs: args.secs,
+        machine: JsonMachine::detect(),
+        steps: Vec::new(),
+    };
     let mut results = Vec::new();
     for &calls in &args.calls {
         for &mode in &args.modes {
@@ -898,6 +1245,11 @@ async fn main() -> Result<()> {
                 .context("the run did not finish in time")
                 .and_then(|r| r);
             let outcome = outcome.inspect_err(|_| b.dump_logs())?;
+            if let Some(path) = &args.json {
+                json.steps.push(JsonStep::of(&outcome));
+                std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             results.push(outcome);
             drop(b);
             // Let the dropped processes go before the next run.
@@ -915,4 +1267,121 @@ async fn main() -> Result<()> {
     let keep: u64 = results.iter().map(|r| r.keepalive).sum();
     eprintln!("(echo keepalive frames before the windows: {keep})");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{JsonStep, Mode, Outcome, Rss};
+    use serde_json::Value;
+
+    /// The sample `audin-loadgen report-cluster` is tested with, from its
+    /// source (the loadgen crate does not depend on this one, nor this one
+    /// on it).
+    fn loadgen_sample() -> Value {
+        let src = include_str!("../../../loadgen/src/cluster.rs");
+        let begin = src
+            .find("// relay-latency sample: begin")
+            .expect("begin marker");
+        let end = src
+            .find("// relay-latency sample: end")
+            .expect("end marker");
+        let block = &src[begin..end];
+        let json = &block[block.find("r#\"").expect("raw string") + 3
+            ..block.rfind("\"#").expect("raw string end")];
+        serde_json::from_str(json).expect("the sample is JSON")
+    }
+
+    /// Every key path of `v` (array elements by their first element).
+    fn keys(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let p = format!("{at}.{k}");
+                    out.push(p.clone());
+                    keys(v, &p, out);
+                }
+            }
+            Value::Array(a) => {
+                if let Some(first) = a.first() {
+                    keys(first, &format!("{at}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn outcome() -> Outcome {
+        let rss = |base: u64| Rss {
+            idle: base,
+            online: base + 100,
+            window_start: base + 400,
+            window_end: base + 410,
+        };
+        Outcome {
+            mode: Mode::Spread,
+            calls: 9,
+            nodes: 3,
+            ops_per_node: vec![3, 3, 3],
+            calls_per_node: vec![3, 3, 3],
+            sockets_per_node: vec![3.0, 3.0, 3.0],
+            rtt_local: vec![0.1, 0.2],
+            rtt_relayed: vec![0.3, 0.4],
+            box_busy: 1.0,
+            box_share: 0.25,
+            window: 2.0,
+            sent: 900,
+            returned: 899,
+            altered: 0,
+            duplicates: 0,
+            keepalive: 0,
+            sdk_dropped: 0,
+            rtt_ms: vec![0.1, 0.2, 0.3, 0.4],
+            cpu: vec![
+                ("node 1".into(), 0.1),
+                ("node 2".into(), 0.1),
+                ("node 3".into(), 0.1),
+                ("nats-server".into(), 0.2),
+                ("generator".into(), 0.3),
+            ],
+            others: 0.2,
+            load_before: "0.10".into(),
+            load_after: "0.20".into(),
+            rss: vec![
+                ("node 1".into(), rss(20_000)),
+                ("node 2".into(), rss(21_000)),
+                ("node 3".into(), rss(22_000)),
+                ("nats-server".into(), rss(15_000)),
+            ],
+        }
+    }
+
+    #[test]
+    fn json_has_the_shape_loadgen_reads() {
+        let step = serde_json::to_value(JsonStep::of(&outcome())).unwrap();
+        // The run around it, as `main` writes it.
+        let run = serde_json::json!({
+            "tool": "audin-relay-latency",
+            "serverBuild": "release",
+            "secs": 2,
+            "machine": serde_json::to_value(super::JsonMachine::detect()).unwrap(),
+            "steps": [step],
+        });
+        let (mut ours, mut sample) = (Vec::new(), Vec::new());
+        keys(&run, "", &mut ours);
+        keys(&loadgen_sample(), "", &mut sample);
+        ours.sort();
+        sample.sort();
+        assert_eq!(
+            ours, sample,
+            "crates/loadgen/src/cluster.rs's sample is out of step with JsonStep"
+        );
+        let s = &run["steps"][0];
+        // Of 9 spread calls on 3 nodes, 1 in 3 is on its operator's node.
+        assert_eq!(s["relayedCalls"], 6);
+        assert_eq!(s["frames"]["lost"], 1);
+        // (node growth 3 × 300 KiB) / 9 calls; with operators 3 × 400 / 9.
+        assert_eq!(s["rssPerCallKb"]["nodes"], 100.0);
+        assert_eq!(s["rssPerCallKb"]["nodesWithOperator"], 1200.0 / 9.0);
+        assert_eq!(s["cpuMsPerCallSecond"]["natsServer"], 0.2 * 1e3 / 18.0);
+    }
 }

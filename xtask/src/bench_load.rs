@@ -26,7 +26,7 @@
 //!
 //! CI-friendly defaults (several minutes): load steps 100, 500, 1000, 2000
 //! calls × 20 s; stacks at 500, 1000, 2000 connections × 10 s; SIP steps
-//! 100, 200, 400 calls × 20 s; cluster runs of 50 and 150 calls × 20 s in
+//! 100, 200, 400 calls × 20 s; cluster runs of 50, 150 and 300 calls × 20 s in
 //! the modes `single,spread,spread-steered` on 3 nodes. Override with
 //! `AUDIN_BENCH_LOAD_CALLS=100,500`, `AUDIN_BENCH_LOAD_DURATION=20`,
 //! `AUDIN_BENCH_STACK_CONNS=1000`, `AUDIN_BENCH_STACK_DURATION=10`,
@@ -205,7 +205,7 @@ pub fn bench_load(root: &Path) -> Result<bool> {
                     "--modes",
                     &env_or("AUDIN_BENCH_CLUSTER_MODES", "single,spread,spread-steered"),
                     "--calls",
-                    &env_or("AUDIN_BENCH_CLUSTER_CALLS", "50,150"),
+                    &env_or("AUDIN_BENCH_CLUSTER_CALLS", "50,150,300"),
                     "--secs",
                     &env_or("AUDIN_BENCH_CLUSTER_SECS", "20"),
                     "--json",

@@ -43,6 +43,16 @@ pub fn write(load: &Path, stacks: Option<&Path>, markdown: &Path, img_dir: &Path
             "load-cpu.png",
             "Server and load-generator CPU, server RSS against concurrent calls",
         ));
+        plot_cpu_per_call(&load.steps, &img_dir.join("load-cpu-per-call.png"))?;
+        images.push((
+            "load-cpu-per-call.png",
+            "Server and load-generator CPU per call-second against concurrent calls",
+        ));
+        plot_memory(&load.steps, &img_dir.join("load-memory.png"))?;
+        images.push((
+            "load-memory.png",
+            "Server RSS per call, with and without the operator's presence session",
+        ));
     }
     if let Some(s) = &stacks {
         plot_stacks(&s.results, &img_dir.join("ws-stacks.png"))?;
@@ -713,6 +723,48 @@ fn plot_cpu(steps: &[LoadReport], path: &Path) -> Result<()> {
                     r.server
                         .as_ref()
                         .map(|s| s.rss_window_start_kb as f64 / 1024.0)
+                }),
+            ],
+        ),
+    )
+}
+
+fn plot_cpu_per_call(steps: &[LoadReport], path: &Path) -> Result<()> {
+    line_plot(
+        path,
+        "CPU per call-second against concurrent calls",
+        "concurrent calls",
+        "ms of CPU per call-second",
+        &series(
+            steps,
+            &[
+                ("audin-server", BLUE_, &|r| {
+                    r.server.as_ref().map(|s| s.cpu_ms_per_call_second)
+                }),
+                ("load generator", ORANGE_, &|r| {
+                    Some(r.generator_ms_per_call_second())
+                }),
+            ],
+        ),
+    )
+}
+
+fn plot_memory(steps: &[LoadReport], path: &Path) -> Result<()> {
+    line_plot(
+        path,
+        "Server RSS per call against concurrent calls",
+        "concurrent calls",
+        "KiB per call",
+        &series(
+            steps,
+            &[
+                ("call path", GREEN_, &|r| {
+                    r.server.as_ref().map(|s| s.rss_per_call_kb)
+                }),
+                ("with the operator's presence session", BLUE_, &|r| {
+                    r.server
+                        .as_ref()
+                        .map(|s| s.rss_per_call_kb + s.rss_per_operator_kb)
                 }),
             ],
         ),

@@ -16,7 +16,7 @@
 //!   `audin-protocol` messages on a task per operator that sleeps between
 //!   heartbeats.
 //!
-//! The frames and their accounting are the SDK mode's ([`Tally`]): the
+//! The frames and their accounting are the SDK mode's (`load::Tally`): the
 //! same stamps, windows and figures, so the two modes' reports compare.
 //! What the lean client does not do: reconnect, refresh tokens, reattach
 //! audio. A dropped socket fails its call, which is what a load run should

@@ -1,16 +1,19 @@
-//! One load run through the native SDK.
+//! One load run, through the native SDK or the lean generator
+//! ([`crate::lean`], `LoadConfig::lean`): the same steps, frames and
+//! accounting (`load::Tally`) either way.
 //!
-//! 1. N operators (`AudinOperator`, one presence socket each) get tokens
-//!    from the dev `POST /api/operator/token` (distinct `operatorRef`, one
-//!    phone number each) and go online, at most `online_concurrency` at a
+//! 1. N operators (`AudinOperator`, or a lean client: one presence socket
+//!    each) get tokens from the dev `POST /api/operator/token` (distinct
+//!    `operatorRef`, one phone number each) and go online, at most `online_concurrency` at a
 //!    time; `go_online` time is measured per operator.
 //! 2. M calls start staggered over `ramp`: inbound ones through
 //!    `POST /dev/sim/calls` (behaviour `echo`) to operator i's own number, the
 //!    operator accepting the offer; outbound ones dialling
 //!    [`LoadConfig::dial`] (the sim echo number `+15550100001` by default).
 //!    Setup time is measured up to `CallStarted`.
-//! 3. Every active call sends one stamped 160-byte frame every 20 ms (tokio
-//!    interval, `MissedTickBehavior::Burst`) and reads the echo back.
+//! 3. Every active call sends one stamped 160-byte frame every 20 ms (a
+//!    tokio interval per call, or per group of calls when lean;
+//!    `MissedTickBehavior::Burst`) and reads the echo back.
 //! 4. Frames due inside the steady window (after ramp + settle, `duration`
 //!    long) are accounted: sent, echoed, lost, late, and their timings.
 //!    Server CPU and RSS are read from `/proc` at the window's edges.

@@ -918,3 +918,36 @@ fn starting_outside_a_runtime_is_a_typed_error() {
         Err(MediaError::NoRuntime)
     ));
 }
+
+/// A sink that panics on its first frame (a bug in the code it feeds).
+struct PanickingSink;
+
+impl FarEndSink for PanickingSink {
+    fn frame(&self, _frame: Bytes) {
+        panic!("a bug in the operator side");
+    }
+    fn event(&self, _event: MediaEvent) {}
+}
+
+// One worker: one shard serves both sessions.
+#[tokio::test(flavor = "current_thread")]
+async fn a_session_that_panics_stops_alone_and_the_others_go_on() {
+    let (healthy, sink) = start();
+    let broken =
+        MediaHandle::start(MediaConfig::new(LOCALHOST), Arc::new(PanickingSink)).unwrap();
+    let peer = socket().await;
+    let at = peer.local_addr().unwrap();
+    healthy.set_remote(negotiated(at, 0, "sendrecv", false)).unwrap();
+    broken.set_remote(negotiated(at, 0, "sendrecv", false)).unwrap();
+    let stopped = timeout(Duration::from_secs(2), broken.closed()).await;
+    assert!(stopped.is_ok(), "the panicking session ends");
+    assert!(broken.is_stopped());
+    let before = sink.frames().len();
+    sleep(Duration::from_millis(300)).await;
+    let after = sink.frames().len();
+    assert!(
+        after >= before + 10,
+        "the other session still gets a frame per tick ({before} → {after})"
+    );
+    healthy.stop();
+}

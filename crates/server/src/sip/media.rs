@@ -1036,7 +1036,18 @@ async fn run_shard(shard: Arc<Shard>, first: Instant) {
         let skip = pacer.advance(now);
         sessions.append(&mut shard.state.lock().expect("shard lock").joining);
         let before = sessions.len();
-        sessions.retain_mut(|entry| entry.serve(now, skip, &mut buf));
+        sessions.retain_mut(|entry| {
+            // One session's bug must not stop every call of the shard: that
+            // session alone ends (its handles then report it stopped).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                entry.serve(now, skip, &mut buf)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(parent: &entry.span, "RTP media session panicked: stopped");
+                entry.session.shared.stop();
+                false
+            })
+        });
         shard
             .load
             .fetch_sub(before - sessions.len(), Ordering::Relaxed);

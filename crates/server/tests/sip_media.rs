@@ -933,12 +933,15 @@ impl FarEndSink for PanickingSink {
 #[tokio::test(flavor = "current_thread")]
 async fn a_session_that_panics_stops_alone_and_the_others_go_on() {
     let (healthy, sink) = start();
-    let broken =
-        MediaHandle::start(MediaConfig::new(LOCALHOST), Arc::new(PanickingSink)).unwrap();
+    let broken = MediaHandle::start(MediaConfig::new(LOCALHOST), Arc::new(PanickingSink)).unwrap();
     let peer = socket().await;
     let at = peer.local_addr().unwrap();
-    healthy.set_remote(negotiated(at, 0, "sendrecv", false)).unwrap();
-    broken.set_remote(negotiated(at, 0, "sendrecv", false)).unwrap();
+    healthy
+        .set_remote(negotiated(at, 0, "sendrecv", false))
+        .unwrap();
+    broken
+        .set_remote(negotiated(at, 0, "sendrecv", false))
+        .unwrap();
     let stopped = timeout(Duration::from_secs(2), broken.closed()).await;
     assert!(stopped.is_ok(), "the panicking session ends");
     assert!(broken.is_stopped());

@@ -234,7 +234,22 @@ async fn attach(engine: &Engine, conn: &mut WsConn) -> Option<(OperatorKey, Stri
             // The same token check, errors and close codes as `attach`.
             Ok(AudioClientMessage::Preflight { token }) => {
                 match engine.signer.verify(&token) {
-                    Ok(_) => crate::preflight::run(engine, conn).await,
+                    Ok(claims) => match engine.preflight_slot(&claims) {
+                        Ok(_slot) => crate::preflight::run(engine, conn).await,
+                        Err(max) => {
+                            conn.close_with(
+                                Some(error_msg(
+                                    ErrorCode::RateLimited,
+                                    format!(
+                                        "at most {max} preflight sessions per operator at once"
+                                    ),
+                                )),
+                                CloseCode::RateLimited,
+                                "RATE_LIMITED",
+                            )
+                            .await
+                        }
+                    },
                     Err(e) => close_for_token(conn, e).await,
                 }
                 return None;

@@ -299,7 +299,9 @@ pub struct Engine {
     remote_calls: Mutex<HashMap<String, RemoteCall>>,
     ended: Mutex<EndedCalls>,
     /// Live outbound calls per account, for the dialling policy's limit.
-    outbound_slots: Arc<OutboundSlots>,
+    outbound_slots: Arc<Slots>,
+    /// Live preflight sessions per operator (account and operatorRef).
+    preflight_slots: Arc<Slots>,
     shutdown_tx: watch::Sender<bool>,
     /// Set by [`Engine::drain`]: no new calls or presence sessions.
     draining: AtomicBool,
@@ -354,7 +356,8 @@ impl Engine {
             calls: Mutex::new(HashMap::new()),
             remote_calls: Mutex::new(HashMap::new()),
             ended: Mutex::new(EndedCalls::default()),
-            outbound_slots: Arc::new(OutboundSlots::default()),
+            outbound_slots: Arc::new(Slots::default()),
+            preflight_slots: Arc::new(Slots::default()),
             shutdown_tx: watch::channel(false).0,
             draining: AtomicBool::new(false),
             next_attach: AtomicU64::new(1),
@@ -1039,6 +1042,17 @@ impl Engine {
         }
     }
 
+    /// A preflight session of the token's operator, unless it already has
+    /// [`PREFLIGHT_SESSIONS_PER_OPERATOR`] (`Err` with that bound): a token
+    /// holder must not be able to open echo sessions without end. Dropping
+    /// the slot ends the count.
+    pub(crate) fn preflight_slot(&self, claims: &Claims) -> Result<Slot, u32> {
+        // A NUL cannot occur in either part (both are checked printable).
+        let key = format!("{}\0{}", claims.acc, claims.sub);
+        self.preflight_slots
+            .try_take(&key, Some(PREFLIGHT_SESSIONS_PER_OPERATOR))
+    }
+
     /// Attaches an audio socket to a call.
     pub async fn attach(
         &self,
@@ -1466,7 +1480,7 @@ struct CallTask {
     /// Outbound: the account's concurrent-call slot, held until the call
     /// has ended and no leg of it can still be placed (dropping it gives it
     /// back, so a panicking task does not leak it either).
-    slot: Option<OutboundSlot>,
+    slot: Option<Slot>,
     /// Attached audio sockets by attach id (two at most, during a replace).
     sockets: HashMap<u64, AudioPeer>,
     /// The routing has forgotten the call's holder.
@@ -1766,57 +1780,62 @@ impl CallTask {
     }
 }
 
+/// Preflight sessions one operator may hold at once (a browser tab or
+/// two testing their path; not a way to load the service).
+pub const PREFLIGHT_SESSIONS_PER_OPERATOR: u32 = 2;
+
 /// A new presence session id.
 pub fn new_session_id() -> String {
     format!("ps_{}", random_hex(8))
 }
 
-/// Live outbound calls per account. The limit is checked and the slot
-/// taken under one lock, so concurrent dials never both take the last
-/// slot. Every outbound call is counted, limited or not, so a limit set
-/// while calls are live counts them too. Per process: with several
-/// servers, the limit applies on each.
+/// Live things per key, under a limit: an account's outbound calls, an
+/// operator's preflight sessions. The limit is checked and the slot taken
+/// under one lock, so concurrent requests never both take the last slot.
+/// Everything is counted, limited or not, so a limit set while some are
+/// live counts them too. Per process: with several servers, the limit
+/// applies on each.
 #[derive(Debug, Default)]
-struct OutboundSlots(Mutex<HashMap<String, u32>>);
+struct Slots(Mutex<HashMap<String, u32>>);
 
-impl OutboundSlots {
-    /// Takes a slot of `account` unless it already has `max` live outbound
-    /// calls (`Err(max)`); `None`: no limit.
-    fn try_take(self: &Arc<Self>, account: &str, max: Option<u32>) -> Result<OutboundSlot, u32> {
-        let mut live = self.0.lock().expect("outbound slots lock");
-        let n = live.get(account).copied().unwrap_or(0);
+impl Slots {
+    /// Takes a slot of `key` unless it already has `max` live ones
+    /// (`Err(max)`); `None`: no limit.
+    fn try_take(self: &Arc<Self>, key: &str, max: Option<u32>) -> Result<Slot, u32> {
+        let mut live = self.0.lock().expect("slots lock");
+        let n = live.get(key).copied().unwrap_or(0);
         if let Some(max) = max.filter(|max| n >= *max) {
             return Err(max);
         }
-        live.insert(account.to_owned(), n + 1);
-        Ok(OutboundSlot {
+        live.insert(key.to_owned(), n + 1);
+        Ok(Slot {
             slots: self.clone(),
-            account: account.to_owned(),
+            key: key.to_owned(),
         })
     }
 
     #[cfg(test)]
-    fn live(&self, account: &str) -> u32 {
-        let live = self.0.lock().expect("outbound slots lock");
-        live.get(account).copied().unwrap_or(0)
+    fn live(&self, key: &str) -> u32 {
+        let live = self.0.lock().expect("slots lock");
+        live.get(key).copied().unwrap_or(0)
     }
 }
 
-/// One live outbound call of an account; dropping it gives the slot back.
+/// One live thing of a key; dropping it gives the slot back.
 #[derive(Debug)]
-struct OutboundSlot {
-    slots: Arc<OutboundSlots>,
-    account: String,
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    key: String,
 }
 
-impl Drop for OutboundSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut live = self.slots.0.lock().expect("outbound slots lock");
-        if let Some(n) = live.get_mut(&self.account) {
+        let mut live = self.slots.0.lock().expect("slots lock");
+        if let Some(n) = live.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                // Accounts without live calls take no memory.
-                live.remove(&self.account);
+                // Keys with nothing live take no memory.
+                live.remove(&self.key);
             }
         }
     }
@@ -1829,10 +1848,10 @@ mod tests {
 
     #[test]
     fn concurrent_takers_never_exceed_the_limit_and_drops_give_slots_back() {
-        let slots = Arc::new(OutboundSlots::default());
+        let slots = Arc::new(Slots::default());
         for round in 0..50 {
             let start = Arc::new(Barrier::new(8));
-            let held: Vec<Option<OutboundSlot>> = std::thread::scope(|scope| {
+            let held: Vec<Option<Slot>> = std::thread::scope(|scope| {
                 let takers: Vec<_> = (0..8)
                     .map(|_| {
                         let (slots, start) = (slots.clone(), start.clone());
@@ -1858,7 +1877,7 @@ mod tests {
 
     #[test]
     fn a_limit_counts_calls_taken_while_unlimited_and_per_account() {
-        let slots = Arc::new(OutboundSlots::default());
+        let slots = Arc::new(Slots::default());
         let a = slots.try_take("a", None).unwrap();
         let _b = slots.try_take("a", None).unwrap();
         assert_eq!(slots.try_take("a", Some(2)).unwrap_err(), 2);

@@ -191,3 +191,46 @@ async fn echo_count(audio: &mut Ws, n: u8) -> u32 {
     }
     echoed
 }
+
+#[tokio::test]
+async fn an_operator_holds_two_preflight_sessions_at_most_and_the_slot_comes_back() {
+    let s = TestServer::start().await;
+    let token = s.token("op-1", &[MILANO]).await;
+    let mut first = preflight(&s, &token).await;
+    first.expect("preflightStarted").await;
+    let mut second = preflight(&s, &token).await;
+    second.expect("preflightStarted").await;
+
+    // A third of the same operator is refused with a clear code.
+    let mut third = preflight(&s, &token).await;
+    let refused = third.expect_error("RATE_LIMITED").await;
+    assert_eq!(
+        refused["message"],
+        "at most 2 preflight sessions per operator at once"
+    );
+    assert_eq!(third.closed().await, Some(4007));
+
+    // Another operator of the account is not held back by it.
+    let other = s.token("op-2", &[MILANO]).await;
+    let mut theirs = preflight(&s, &other).await;
+    theirs.expect("preflightStarted").await;
+
+    // Once a session ends its slot is free again.
+    first.close().await;
+    let mut again = None;
+    for _ in 0..50 {
+        let mut audio = preflight(&s, &token).await;
+        match audio.next().await {
+            Got::Text(m) if m["type"] == "preflightStarted" => {
+                again = Some(audio);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let mut again = again.expect("a slot comes back after a session ends");
+    again.send_binary(frame(7)).await;
+    assert_eq!(again.frame().await, frame(7));
+    second.send_binary(frame(8)).await;
+    assert_eq!(second.frame().await, frame(8), "the others go on");
+}

@@ -61,6 +61,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use audin_loadgen::procfs::{self, ProcSample};
+use audin_loadgen::report::Machine;
 use audin_operator::core::{CallState, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_protocol::FRAME_BYTES;
@@ -354,50 +356,22 @@ fn send(call: &Call, probe: Arc<Probe>, start: Instant, frames: u64) -> JoinHand
     })
 }
 
-/// Clock ticks per second of `/proc/PID/stat`'s times.
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of `pid`, in ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The name is in parentheses and may hold spaces: split after it. The
-    // fields after it start at field 3 (state); utime is 14, stime 15.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64> {
-        fields
-            .get(n - 3)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("field {n} of /proc/{pid}/stat"))
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-/// The machine's busy and total time, in ticks (`/proc/stat`).
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal.
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+/// utime + stime (seconds) and VmRSS (KiB) of each of `processes`, from
+/// `/proc/PID/stat` and `/proc/PID/status`. A server that has exited (a
+/// zombie has no VmRSS) is an error, not a zero.
+fn sample_all(processes: &[(String, u32)]) -> Result<Vec<ProcSample>> {
+    processes
+        .iter()
+        .map(|(name, pid)| {
+            let s = procfs::sample(Some(*pid))
+                .with_context(|| format!("reading /proc/{pid} ({name})"))?;
+            ensure!(
+                s.rss_kb > 0,
+                "no VmRSS in /proc/{pid}/status ({name}): has it exited?"
+            );
+            Ok(s)
+        })
+        .collect()
 }
 
 /// The 1-minute load average.
@@ -523,23 +497,6 @@ impl Outcome {
     }
 }
 
-/// VmRSS of `pid`, KiB.
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
-/// VmRSS of each of `processes`, KiB.
-fn rss_all(processes: &[(String, u32)]) -> Result<Vec<u64>> {
-    processes.iter().map(|(_, pid)| rss_kb(*pid)).collect()
-}
-
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -603,13 +560,13 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         mode.name(),
     );
     let processes = b.processes();
-    let rss_idle = rss_all(&processes)?;
+    let at_idle = sample_all(&processes)?;
     let mut ops = Vec::new();
     for i in 0..calls {
         let url = b.url(mode.operator_node(i, n));
         ops.push(operator_online(&url, &b.key, &format!("op-{i}"), &[MILANO], EVENT).await?);
     }
-    let rss_online = rss_all(&processes)?;
+    let at_online = sample_all(&processes)?;
     // One call at a time, each taken by its own operator (the others are
     // offered it too and see it taken).
     let mut live = Vec::new();
@@ -639,16 +596,13 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
     // The window.
     let frames = secs * 1000 / FRAME.as_millis() as u64;
     let t0 = Instant::now() + Duration::from_millis(200);
-    let me = std::process::id();
     tokio::time::sleep_until(t0).await;
     let load_before = load1();
-    let rss_start = rss_all(&processes)?;
-    let cpu0: Vec<u64> = processes
-        .iter()
-        .map(|(_, pid)| cpu_ticks(*pid))
-        .collect::<Result<_>>()?;
-    let me0 = cpu_ticks(me)?;
-    let m0 = machine_ticks();
+    // Each node's and nats-server's CPU time and VmRSS; this process's
+    // (the generator's) CPU time; the machine's busy and total time.
+    let at_start = sample_all(&processes)?;
+    let me0 = procfs::sample(None).context("reading /proc/self")?.cpu_s;
+    let m0 = procfs::machine_cpu();
     let senders: Vec<_> = live
         .iter()
         .enumerate()
@@ -660,14 +614,10 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         .collect();
     let t1 = t0 + FRAME * u32::try_from(frames)?;
     tokio::time::sleep_until(t1).await;
-    let cpu1: Vec<u64> = processes
-        .iter()
-        .map(|(_, pid)| cpu_ticks(*pid))
-        .collect::<Result<_>>()?;
-    let me1 = cpu_ticks(me)?;
-    let m1 = machine_ticks();
+    let at_end = sample_all(&processes)?;
+    let me1 = procfs::sample(None).context("reading /proc/self")?.cpu_s;
+    let m1 = procfs::machine_cpu();
     let load_after = load1();
-    let rss_end = rss_all(&processes)?;
     let window = t1.duration_since(t0).as_secs_f64();
     for s in senders {
         s.await?;
@@ -677,20 +627,21 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
         r.abort();
     }
 
-    let hz = clock_ticks();
+    // CPU seconds (procfs gives ticks ÷ CLK_TCK).
     let mut cpu: Vec<(String, f64)> = processes
         .iter()
-        .zip(cpu0.iter().zip(&cpu1))
-        .map(|((name, _), (a, b))| (name.clone(), (b - a) as f64 / hz))
+        .zip(at_start.iter().zip(&at_end))
+        .map(|((name, _), (a, b))| (name.clone(), b.cpu_s - a.cpu_s))
         .collect();
-    cpu.push(("generator".to_owned(), (me1 - me0) as f64 / hz));
+    cpu.push(("generator".to_owned(), me1 - me0));
     let ours: f64 = cpu.iter().map(|(_, s)| s).sum();
-    let busy = (m1.0 - m0.0) as f64 / hz;
+    let busy = m1.0 - m0.0;
     let others = (busy - ours).max(0.0);
     // `/proc/stat` is tick-sampled and on this VM can read below the sum
     // of the processes' own times: the whole machine is at least that sum.
     let box_busy = ours + others;
-    let box_share = box_busy / ((m1.1 - m0.1).max(1) as f64 / hz);
+    // Of at least one tick of total time (USER_HZ: 100 a second).
+    let box_share = box_busy / (m1.1 - m0.1).max(0.01);
 
     let mut out = Outcome {
         mode,
@@ -720,10 +671,10 @@ async fn run(b: &Bench, mode: Mode, calls: usize, secs: u64) -> Result<Outcome> 
             .enumerate()
             .map(|(i, (name, _))| {
                 let rss = Rss {
-                    idle: rss_idle[i],
-                    online: rss_online[i],
-                    window_start: rss_start[i],
-                    window_end: rss_end[i],
+                    idle: at_idle[i].rss_kb,
+                    online: at_online[i].rss_kb,
+                    window_start: at_start[i].rss_kb,
+                    window_end: at_end[i].rss_kb,
                 };
                 (name.clone(), rss)
             })
@@ -1017,39 +968,10 @@ struct JsonRun {
     server_build: &'static str,
     /// `--secs`.
     secs: u64,
-    machine: JsonMachine,
+    /// The shape `audin-loadgen report-cluster` reads it in.
+    machine: Machine,
     /// One per run (mode × calls), in the order they ran.
     steps: Vec<JsonStep>,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonMachine {
-    cpus: usize,
-    cpu_model: String,
-    kernel: String,
-}
-
-impl JsonMachine {
-    fn detect() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap_or_default();
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
-        Self {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model,
-            kernel,
-        }
-    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -1232,7 +1154,7 @@ async fn main() -> Result<()> {
         tool: "audin-relay-latency",
         server_build: if release { "release" } else { "debug" },
         secs: args.secs,
-        machine: JsonMachine::detect(),
+        machine: Machine::detect(),
         steps: Vec::new(),
     };
     let mut results = Vec::new();
@@ -1271,12 +1193,11 @@ async fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{JsonStep, Mode, Outcome, Rss};
+    use super::{JsonStep, Machine, Mode, Outcome, Rss};
     use serde_json::Value;
 
     /// The sample `audin-loadgen report-cluster` is tested with, from its
-    /// source (the loadgen crate does not depend on this one, nor this one
-    /// on it).
+    /// source (it is in a test module there, not in the library).
     fn loadgen_sample() -> Value {
         let src = include_str!("../../../loadgen/src/cluster.rs");
         let begin = src
@@ -1363,7 +1284,7 @@ mod tests {
             "tool": "audin-relay-latency",
             "serverBuild": "release",
             "secs": 2,
-            "machine": serde_json::to_value(super::JsonMachine::detect()).unwrap(),
+            "machine": serde_json::to_value(Machine::detect()).unwrap(),
             "steps": [step],
         });
         let (mut ours, mut sample) = (Vec::new(), Vec::new());

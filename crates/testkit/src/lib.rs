@@ -20,8 +20,9 @@
 //! process driven over stdin, for the browser SDK's node tests. Only
 //! loopback addresses are ever targeted.
 //!
-//! It is test-only code (`publish = false`): it may depend on the SDK and
-//! on the server's library, but product crates must never depend on it.
+//! It is test-only code (`publish = false`): it may depend on the SDK, on
+//! the server's library and on the load generator's (for `/proc`
+//! readings), but product crates must never depend on it.
 
 pub mod audio;
 pub mod balancer;

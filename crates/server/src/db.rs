@@ -921,6 +921,21 @@ pub fn numbers_of(conn: &mut Connection, account_id: &str) -> Result<Vec<NumberR
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Which of `ids` are numbers of the account, in the order of `ids`
+/// (a repeated id once): one primary-key lookup each.
+pub fn owned_numbers(conn: &mut Connection, account_id: &str, ids: &[String]) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT 1 FROM phone_numbers WHERE id = ?1 AND account_id = ?2")?;
+    let mut seen = std::collections::HashSet::new();
+    let mut owned = Vec::new();
+    for id in ids {
+        if seen.insert(id) && stmt.exists(params![id, account_id])? {
+            owned.push(id.clone());
+        }
+    }
+    Ok(owned)
+}
+
 /// The number row for an E.164 number.
 pub fn number_by_e164(conn: &mut Connection, number: &str) -> Result<Option<NumberRow>> {
     Ok(conn

@@ -10,7 +10,7 @@
 //! task: the carrier and the audio socket share the call's [`CallMedia`].
 //! An ended call is removed from memory; its record stays in the database.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -524,12 +524,30 @@ impl Engine {
         granted: &[String],
         requested: Vec<String>,
     ) -> Result<(Vec<String>, Vec<String>), ReqError> {
-        let owned = self.db.numbers_of(&op.account).await.map_err(internal)?;
+        // Only the requested numbers are looked up, and sets keep it linear:
+        // an account may have thousands of numbers.
+        let granted: HashSet<&str> = granted.iter().map(String::as_str).collect();
+        let candidates: Vec<String> = requested
+            .iter()
+            .filter(|id| granted.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let owned: HashSet<String> = self
+            .db
+            .owned_numbers(&op.account, &candidates)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .collect();
         let (mut accepted, mut rejected) = (Vec::new(), Vec::new());
+        let mut seen = HashSet::new();
         for id in requested {
-            let ok = granted.contains(&id) && owned.iter().any(|n| n.id == id);
-            let list = if ok { &mut accepted } else { &mut rejected };
-            if !list.contains(&id) {
+            if seen.insert(id.clone()) {
+                let list = if owned.contains(&id) {
+                    &mut accepted
+                } else {
+                    &mut rejected
+                };
                 list.push(id);
             }
         }

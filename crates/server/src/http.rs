@@ -207,20 +207,33 @@ async fn issue_for(
             ),
         ));
     }
-    let owned = engine.db.numbers_of(&account).await.map_err(internal)?;
+    // Only the requested numbers are looked up: a token costs the same
+    // for an account with thousands of numbers.
     let ids = match ids {
-        Some(ids) => ids,
-        None => owned.iter().map(|n| n.id.clone()).collect(),
+        Some(ids) => {
+            let owned: std::collections::HashSet<String> = engine
+                .db
+                .owned_numbers(&account, &ids)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .collect();
+            if let Some(bad) = ids.iter().find(|id| !owned.contains(*id)) {
+                return Err(ApiError::new(
+                    ErrorCode::NumberNotOwned,
+                    format!(
+                        "phone number {} is not a number of this account",
+                        audin_protocol::Untrusted(bad)
+                    ),
+                ));
+            }
+            ids
+        }
+        None => (engine.db.numbers_of(&account).await.map_err(internal)?)
+            .into_iter()
+            .map(|n| n.id)
+            .collect(),
     };
-    if let Some(bad) = ids.iter().find(|id| !owned.iter().any(|n| &n.id == *id)) {
-        return Err(ApiError::new(
-            ErrorCode::NumberNotOwned,
-            format!(
-                "phone number {} is not a number of this account",
-                audin_protocol::Untrusted(bad)
-            ),
-        ));
-    }
     let (token, claims) = engine.signer.issue(
         &account,
         &operator_ref,

@@ -139,6 +139,25 @@ async fn numbers_on_the_sim_and_on_trunks(b: Backend) {
         ],
         "by number"
     );
+    let other = s.create_account("Other").await.unwrap();
+    let theirs = s
+        .add_number(&other, "+390211113333", "", None)
+        .await
+        .unwrap();
+    let asked = [
+        on_trunk.clone(),
+        "pn_nobody".to_owned(),
+        theirs.clone(),
+        on_sim.clone(),
+        on_trunk.clone(),
+    ];
+    assert_eq!(
+        s.owned_numbers(&acc, &asked).await.unwrap(),
+        [on_trunk.clone(), on_sim.clone()],
+        "only the account's, in the order asked, each once"
+    );
+    assert_eq!(s.owned_numbers(&other, &asked).await.unwrap(), [theirs]);
+    assert!(s.owned_numbers(&acc, &[]).await.unwrap().is_empty());
     let row = s.number_by_e164("+390211112222").await.unwrap().unwrap();
     assert_eq!(
         (row.account_id.as_str(), row.display_name.as_str()),

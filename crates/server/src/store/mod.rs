@@ -196,6 +196,16 @@ pub trait CallStore: Send + Sync + fmt::Debug {
     /// Every number of an account, by number.
     fn numbers_of<'a>(&'a self, account_id: &'a str) -> StoreFuture<'a, Vec<NumberRow>>;
 
+    /// Which of `ids` are numbers of the account, in the order of `ids`
+    /// (a repeated id once). Looks up only those ids: going online and
+    /// minting a token cost the same for an account with thousands of
+    /// numbers as for one with a few.
+    fn owned_numbers<'a>(
+        &'a self,
+        account_id: &'a str,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<String>>;
+
     /// The number row of an E.164 number.
     fn number_by_e164<'a>(&'a self, number: &'a str) -> StoreFuture<'a, Option<NumberRow>>;
 

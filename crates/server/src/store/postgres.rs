@@ -945,6 +945,29 @@ impl CallStore for PostgresStore {
         })
     }
 
+    fn owned_numbers<'a>(
+        &'a self,
+        account_id: &'a str,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT id FROM phone_numbers WHERE account_id = $1 AND id = ANY($2)",
+                )
+                .await?;
+            let mut found: std::collections::HashSet<String> = client
+                .query(&st, &[&account_id, &ids])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            // In the order of `ids`, each once.
+            Ok(ids.iter().filter(|id| found.remove(*id)).cloned().collect())
+        })
+    }
+
     fn number_by_e164<'a>(&'a self, number: &'a str) -> StoreFuture<'a, Option<NumberRow>> {
         Box::pin(async move {
             let client = self.client().await?;

@@ -87,6 +87,15 @@ impl CallStore for SqliteStore {
         Box::pin(self.db.call(move |c| db::numbers_of(c, &account)))
     }
 
+    fn owned_numbers<'a>(
+        &'a self,
+        account_id: &'a str,
+        ids: &'a [String],
+    ) -> StoreFuture<'a, Vec<String>> {
+        let (account, ids) = (account_id.to_owned(), ids.to_vec());
+        Box::pin(self.db.call(move |c| db::owned_numbers(c, &account, &ids)))
+    }
+
     fn number_by_e164<'a>(&'a self, number: &'a str) -> StoreFuture<'a, Option<NumberRow>> {
         let number = number.to_owned();
         Box::pin(self.db.call(move |c| db::number_by_e164(c, &number)))

@@ -923,7 +923,11 @@ pub fn numbers_of(conn: &mut Connection, account_id: &str) -> Result<Vec<NumberR
 
 /// Which of `ids` are numbers of the account, in the order of `ids`
 /// (a repeated id once): one primary-key lookup each.
-pub fn owned_numbers(conn: &mut Connection, account_id: &str, ids: &[String]) -> Result<Vec<String>> {
+pub fn owned_numbers(
+    conn: &mut Connection,
+    account_id: &str,
+    ids: &[String],
+) -> Result<Vec<String>> {
     let mut stmt =
         conn.prepare_cached("SELECT 1 FROM phone_numbers WHERE id = ?1 AND account_id = ?2")?;
     let mut seen = std::collections::HashSet::new();

@@ -2,15 +2,15 @@
 //! benchmark's runs (mode × calls × nodes), read by `audin-loadgen
 //! report-cluster` ([`crate::doc::write_cluster`]).
 //!
-//! Its own structs, not the writer's (this crate does not depend on the
-//! testkit): every field has a default, so a JSON from an older or newer
-//! writer still reads. The sample in the tests below is checked against
-//! the writer's output by the relay-latency binary's own test.
+//! The one schema of that file: the binary builds these structs and
+//! writes them (`Serialize`), and `report-cluster` reads them back
+//! (`Deserialize`). Every field has a default, so a JSON from an older or
+//! newer writer still reads.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One `audin-relay-latency` invocation.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterRun {
     /// `audin-relay-latency`.
@@ -26,7 +26,7 @@ pub struct ClusterRun {
 }
 
 /// One run: `calls` concurrent calls in `mode` on `nodes` nodes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterStep {
     /// `single`, `direct`, `relayed`, `spread` or `spread-steered`.
@@ -69,7 +69,7 @@ pub struct ClusterStep {
 }
 
 /// Frames of the window.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterFrames {
     /// Sent.
@@ -87,7 +87,7 @@ pub struct ClusterFrames {
 }
 
 /// Round-trip percentiles, ms (nearest rank).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Rtt {
     /// Frames.
@@ -103,7 +103,7 @@ pub struct Rtt {
 }
 
 /// CPU by process (seconds, or ms per call-second).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterCpu {
     /// Node 1, node 2, …
@@ -121,7 +121,7 @@ pub struct ClusterCpu {
 }
 
 /// VmRSS of the servers, KiB.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterRss {
     /// Node 1, node 2, …
@@ -131,7 +131,7 @@ pub struct ClusterRss {
 }
 
 /// VmRSS of one process at the points of a run, KiB.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RssPoints {
     /// Before any operator connected.
@@ -145,7 +145,7 @@ pub struct RssPoints {
 }
 
 /// RSS per call, KiB.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RssPerCall {
     /// The nodes together: window start − every operator online.
@@ -167,13 +167,10 @@ impl ClusterStep {
 #[cfg(test)]
 mod tests {
     use super::ClusterRun;
+    use serde_json::Value;
 
     // One step of `audin-relay-latency --nodes 3 --modes spread --json`,
-    // trimmed to round figures. The relay-latency binary's test
-    // (crates/testkit/src/bin/audin-relay-latency.rs) reads the JSON below
-    // from this file, between the marker lines, and checks that it has
-    // exactly the keys its writer puts out.
-    // relay-latency sample: begin
+    // trimmed to round figures (every key the writer puts out).
     const SAMPLE: &str = r#"{
   "tool": "audin-relay-latency",
   "serverBuild": "release",
@@ -209,7 +206,6 @@ mod tests {
     }
   ]
 }"#;
-    // relay-latency sample: end
 
     #[test]
     fn reads_the_relay_latency_json() {
@@ -242,5 +238,32 @@ mod tests {
         assert!(s.rtt_ms.is_none() && s.rtt_local_ms.is_none());
         assert_eq!(s.cpu_ms_per_call_second.nats_server, None);
         assert_eq!(s.rss_per_call_kb.nodes, 0.0);
+    }
+
+    /// What the binary writes is what `report-cluster` reads: the sample,
+    /// read and written again, is the same JSON (same keys, same values,
+    /// `null` where it was `null`).
+    #[test]
+    fn the_sample_round_trips() {
+        let run: ClusterRun = serde_json::from_str(SAMPLE).unwrap();
+        let written = serde_json::to_value(&run).unwrap();
+        let sample: Value = serde_json::from_str(SAMPLE).unwrap();
+        assert_eq!(written, sample);
+        let again: ClusterRun = serde_json::from_value(written).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), sample);
+    }
+
+    /// A value that cannot be measured is written as `null`, not left out.
+    #[test]
+    fn none_is_written_as_null() {
+        let run: ClusterRun =
+            serde_json::from_str(r#"{"steps":[{"mode":"single","rttMs":null}]}"#).unwrap();
+        let v = serde_json::to_value(&run).unwrap();
+        let s = &v["steps"][0];
+        assert_eq!(s["rttMs"], Value::Null);
+        assert_eq!(s["rttRelayedMs"], Value::Null);
+        assert_eq!(s["cpuS"]["natsServer"], Value::Null);
+        assert_eq!(s["rssKb"]["natsServer"], Value::Null);
+        assert_eq!(s["rssPerCallKb"]["natsServer"], Value::Null);
     }
 }

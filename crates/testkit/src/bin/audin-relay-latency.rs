@@ -61,6 +61,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use audin_loadgen::cluster::{
+    ClusterCpu, ClusterFrames, ClusterRss, ClusterRun, ClusterStep, RssPerCall, RssPoints as Rss,
+    Rtt,
+};
 use audin_loadgen::procfs::{self, ProcSample};
 use audin_loadgen::report::Machine;
 use audin_operator::core::{CallState, Event};
@@ -423,20 +427,6 @@ struct Outcome {
     /// VmRSS of each node, then nats-server (if any), in the order and
     /// with the names of `cpu` (without the generator).
     rss: Vec<(String, Rss)>,
-}
-
-/// VmRSS of one server process, KiB, at the points of a run.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Rss {
-    /// Before any operator connected.
-    idle: u64,
-    /// Every operator online, before the calls.
-    online: u64,
-    /// Every call up, when the window opened.
-    window_start: u64,
-    /// When it closed.
-    window_end: u64,
 }
 
 impl Outcome {
@@ -957,189 +947,83 @@ fn print_tables(results: &[Outcome], secs: u64) {
 
 // ── JSON (`--json`) ──────────────────────────────────────────────────────
 
-/// What `--json` writes, read by `audin-loadgen report-cluster` (its own
-/// structs in `crates/loadgen/src/cluster.rs`, which keeps a sample of this
-/// JSON; the test below checks that the sample has this shape).
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRun {
-    tool: &'static str,
-    /// `release` or `debug`.
-    server_build: &'static str,
-    /// `--secs`.
-    secs: u64,
-    /// The shape `audin-loadgen report-cluster` reads it in.
-    machine: Machine,
-    /// One per run (mode × calls), in the order they ran.
-    steps: Vec<JsonStep>,
+// What `--json` writes is `audin-loadgen report-cluster`'s own schema
+// (`crates/loadgen/src/cluster.rs`): a `ClusterRun` of one `ClusterStep` per
+// run (mode × calls), in the order they ran; `null` where a value cannot be
+// measured (no frame back: `rttMs`; no NATS in `single`: `natsServer`).
+
+/// Round-trip percentiles of `sorted` (ms); `None` when it is empty.
+fn rtt_of(sorted: &[f64]) -> Option<Rtt> {
+    Some(Rtt {
+        count: sorted.len(),
+        p50: percentile(sorted, 50.0),
+        p90: percentile(sorted, 90.0),
+        p99: percentile(sorted, 99.0),
+        max: *sorted.last()?,
+    })
 }
 
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonStep {
-    mode: &'static str,
-    /// Nodes running (`single`: 1).
-    nodes: usize,
-    calls: usize,
-    /// The measured window, seconds.
-    window_s: f64,
-    operators_per_node: Vec<usize>,
-    calls_per_node: Vec<usize>,
-    audio_sockets_per_node: Vec<f64>,
-    /// Calls whose audio socket is not on the call's node.
-    relayed_calls: usize,
-    frames: JsonFrames,
-    /// Round trip of a frame (operator → server(s) → sim echo →
-    /// operator), ms, all calls; `null` when no frame came back.
-    rtt_ms: Option<JsonRtt>,
-    /// Of the calls whose audio socket is on the call's node.
-    rtt_local_ms: Option<JsonRtt>,
-    /// Of the others (frames over NATS both ways).
-    rtt_relayed_ms: Option<JsonRtt>,
-    /// CPU seconds in the window.
-    cpu_s: JsonCpu,
-    /// The same, ms per call-second (÷ calls × window).
-    cpu_ms_per_call_second: JsonCpu,
-    /// The whole machine's busy share of all its cores in the window.
-    whole_machine_share: f64,
-    /// VmRSS, KiB.
-    rss_kb: JsonRss,
-    rss_per_call_kb: JsonRssPerCall,
-    /// 1-minute load average at the window's start and end.
-    load_avg_1m: [String; 2],
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonFrames {
-    sent: u64,
-    returned: u64,
-    lost: u64,
-    altered: u64,
-    duplicates: u64,
-    sdk_dropped: u64,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRtt {
-    count: usize,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl JsonRtt {
-    fn of(sorted: &[f64]) -> Option<Self> {
-        Some(Self {
-            count: sorted.len(),
-            p50: percentile(sorted, 50.0),
-            p90: percentile(sorted, 90.0),
-            p99: percentile(sorted, 99.0),
-            max: *sorted.last()?,
-        })
-    }
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonCpu {
-    /// Node 1, node 2, …
-    nodes: Vec<f64>,
-    /// `null` without NATS (`single`).
-    nats_server: Option<f64>,
-    /// The nodes and nats-server together.
-    servers_and_nats: f64,
-    /// This process (the SDK operators).
-    generator: f64,
-    /// The machine's busy time less the processes above.
-    rest_of_machine: f64,
-    /// All of it (at least the processes' sum).
-    whole_machine: f64,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRss {
-    nodes: Vec<Rss>,
-    nats_server: Option<Rss>,
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRssPerCall {
-    /// The nodes together: window start − every operator online.
-    nodes: f64,
-    /// The nodes together: window start − before the operators (one
-    /// operator per call).
-    nodes_with_operator: f64,
-    /// nats-server: window start − before the operators.
-    nats_server: Option<f64>,
-}
-
-impl JsonStep {
-    fn of(r: &Outcome) -> Self {
-        let per = |s: f64| r.per_call_second(s);
-        let node_cpu: Vec<f64> = (1..=r.nodes)
-            .map(|i| r.cpu_of(&format!("node {i}")).unwrap_or(0.0))
-            .collect();
-        let nats = r.cpu_of("nats-server");
-        let generator = r.cpu_of("generator").unwrap_or(0.0);
-        let cpu_s = JsonCpu {
-            nodes: node_cpu.clone(),
-            nats_server: nats,
-            servers_and_nats: r.cluster_cpu(),
-            generator,
-            rest_of_machine: r.others,
-            whole_machine: r.box_busy,
-        };
-        let cpu_ms = JsonCpu {
-            nodes: node_cpu.iter().map(|&s| per(s)).collect(),
-            nats_server: nats.map(per),
-            servers_and_nats: per(cpu_s.servers_and_nats),
-            generator: per(generator),
-            rest_of_machine: per(r.others),
-            whole_machine: per(r.box_busy),
-        };
-        let (nodes_kb, with_ops_kb) = r.rss_per_call();
-        let n = r.nodes;
-        Self {
-            mode: r.mode.name(),
-            nodes: n,
-            calls: r.calls,
-            window_s: r.window,
-            operators_per_node: r.ops_per_node.clone(),
-            calls_per_node: r.calls_per_node.clone(),
-            audio_sockets_per_node: r.sockets_per_node.clone(),
-            relayed_calls: (0..r.calls)
-                .filter(|&i| r.mode.socket_node(i, n) != r.mode.call_node(i, n))
-                .count(),
-            frames: JsonFrames {
-                sent: r.sent,
-                returned: r.returned,
-                lost: r.lost(),
-                altered: r.altered,
-                duplicates: r.duplicates,
-                sdk_dropped: r.sdk_dropped,
-            },
-            rtt_ms: JsonRtt::of(&r.rtt_ms),
-            rtt_local_ms: JsonRtt::of(&r.rtt_local),
-            rtt_relayed_ms: JsonRtt::of(&r.rtt_relayed),
-            cpu_s,
-            cpu_ms_per_call_second: cpu_ms,
-            whole_machine_share: r.box_share,
-            rss_kb: JsonRss {
-                nodes: r.node_rss().collect(),
-                nats_server: r.rss_of("nats-server"),
-            },
-            rss_per_call_kb: JsonRssPerCall {
-                nodes: nodes_kb,
-                nodes_with_operator: with_ops_kb,
-                nats_server: r.nats_rss_per_call(),
-            },
-            load_avg_1m: [r.load_before.clone(), r.load_after.clone()],
-        }
+/// One run's step of the JSON.
+fn cluster_step(r: &Outcome) -> ClusterStep {
+    let per = |s: f64| r.per_call_second(s);
+    let node_cpu: Vec<f64> = (1..=r.nodes)
+        .map(|i| r.cpu_of(&format!("node {i}")).unwrap_or(0.0))
+        .collect();
+    let nats = r.cpu_of("nats-server");
+    let generator = r.cpu_of("generator").unwrap_or(0.0);
+    let cpu_s = ClusterCpu {
+        nodes: node_cpu.clone(),
+        nats_server: nats,
+        servers_and_nats: r.cluster_cpu(),
+        generator,
+        rest_of_machine: r.others,
+        whole_machine: r.box_busy,
+    };
+    let cpu_ms = ClusterCpu {
+        nodes: node_cpu.iter().map(|&s| per(s)).collect(),
+        nats_server: nats.map(per),
+        servers_and_nats: per(cpu_s.servers_and_nats),
+        generator: per(generator),
+        rest_of_machine: per(r.others),
+        whole_machine: per(r.box_busy),
+    };
+    let (nodes_kb, with_ops_kb) = r.rss_per_call();
+    let n = r.nodes;
+    ClusterStep {
+        mode: r.mode.name().to_owned(),
+        nodes: n,
+        calls: r.calls,
+        window_s: r.window,
+        operators_per_node: r.ops_per_node.clone(),
+        calls_per_node: r.calls_per_node.clone(),
+        audio_sockets_per_node: r.sockets_per_node.clone(),
+        relayed_calls: (0..r.calls)
+            .filter(|&i| r.mode.socket_node(i, n) != r.mode.call_node(i, n))
+            .count(),
+        frames: ClusterFrames {
+            sent: r.sent,
+            returned: r.returned,
+            lost: r.lost(),
+            altered: r.altered,
+            duplicates: r.duplicates,
+            sdk_dropped: r.sdk_dropped,
+        },
+        rtt_ms: rtt_of(&r.rtt_ms),
+        rtt_local_ms: rtt_of(&r.rtt_local),
+        rtt_relayed_ms: rtt_of(&r.rtt_relayed),
+        cpu_s,
+        cpu_ms_per_call_second: cpu_ms,
+        whole_machine_share: r.box_share,
+        rss_kb: ClusterRss {
+            nodes: r.node_rss().collect(),
+            nats_server: r.rss_of("nats-server"),
+        },
+        rss_per_call_kb: RssPerCall {
+            nodes: nodes_kb,
+            nodes_with_operator: with_ops_kb,
+            nats_server: r.nats_rss_per_call(),
+        },
+        load_avg_1m: vec![r.load_before.clone(), r.load_after.clone()],
     }
 }
 
@@ -1150,9 +1034,9 @@ async fn main() -> Result<()> {
     ensure!(args.calls.iter().all(|&c| c > 0), "--calls must be above 0");
     ensure!(args.nodes >= 2, "--nodes must be at least 2");
     let release = !args.debug_server;
-    let mut json = JsonRun {
-        tool: "audin-relay-latency",
-        server_build: if release { "release" } else { "debug" },
+    let mut json = ClusterRun {
+        tool: "audin-relay-latency".to_owned(),
+        server_build: if release { "release" } else { "debug" }.to_owned(),
         secs: args.secs,
         machine: Machine::detect(),
         steps: Vec::new(),
@@ -1168,7 +1052,7 @@ async fn main() -> Result<()> {
                 .and_then(|r| r);
             let outcome = outcome.inspect_err(|_| b.dump_logs())?;
             if let Some(path) = &args.json {
-                json.steps.push(JsonStep::of(&outcome));
+                json.steps.push(cluster_step(&outcome));
                 std::fs::write(path, serde_json::to_vec_pretty(&json)?)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
@@ -1193,43 +1077,7 @@ async fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{JsonStep, Machine, Mode, Outcome, Rss};
-    use serde_json::Value;
-
-    /// The sample `audin-loadgen report-cluster` is tested with, from its
-    /// source (it is in a test module there, not in the library).
-    fn loadgen_sample() -> Value {
-        let src = include_str!("../../../loadgen/src/cluster.rs");
-        let begin = src
-            .find("// relay-latency sample: begin")
-            .expect("begin marker");
-        let end = src
-            .find("// relay-latency sample: end")
-            .expect("end marker");
-        let block = &src[begin..end];
-        let json = &block[block.find("r#\"").expect("raw string") + 3
-            ..block.rfind("\"#").expect("raw string end")];
-        serde_json::from_str(json).expect("the sample is JSON")
-    }
-
-    /// Every key path of `v` (array elements by their first element).
-    fn keys(v: &Value, at: &str, out: &mut Vec<String>) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m {
-                    let p = format!("{at}.{k}");
-                    out.push(p.clone());
-                    keys(v, &p, out);
-                }
-            }
-            Value::Array(a) => {
-                if let Some(first) = a.first() {
-                    keys(first, &format!("{at}[]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
+    use super::{Mode, Outcome, Rss, cluster_step};
 
     fn outcome() -> Outcome {
         let rss = |base: u64| Rss {
@@ -1277,26 +1125,10 @@ mod tests {
     }
 
     #[test]
-    fn json_has_the_shape_loadgen_reads() {
-        let step = serde_json::to_value(JsonStep::of(&outcome())).unwrap();
-        // The run around it, as `main` writes it.
-        let run = serde_json::json!({
-            "tool": "audin-relay-latency",
-            "serverBuild": "release",
-            "secs": 2,
-            "machine": serde_json::to_value(Machine::detect()).unwrap(),
-            "steps": [step],
-        });
-        let (mut ours, mut sample) = (Vec::new(), Vec::new());
-        keys(&run, "", &mut ours);
-        keys(&loadgen_sample(), "", &mut sample);
-        ours.sort();
-        sample.sort();
-        assert_eq!(
-            ours, sample,
-            "crates/loadgen/src/cluster.rs's sample is out of step with JsonStep"
-        );
-        let s = &run["steps"][0];
+    fn json_step_figures() {
+        // As `main` writes it: loadgen's `ClusterStep`, serialised.
+        let s = serde_json::to_value(cluster_step(&outcome())).unwrap();
+        assert_eq!(s["mode"], "spread");
         // Of 9 spread calls on 3 nodes, 1 in 3 is on its operator's node.
         assert_eq!(s["relayedCalls"], 6);
         assert_eq!(s["frames"]["lost"], 1);
@@ -1304,5 +1136,21 @@ mod tests {
         assert_eq!(s["rssPerCallKb"]["nodes"], 100.0);
         assert_eq!(s["rssPerCallKb"]["nodesWithOperator"], 1200.0 / 9.0);
         assert_eq!(s["cpuMsPerCallSecond"]["natsServer"], 0.2 * 1e3 / 18.0);
+    }
+
+    #[test]
+    fn json_step_writes_null_for_what_was_not_measured() {
+        // No relayed frame back, no nats-server (as in `single`).
+        let mut o = outcome();
+        o.rtt_relayed.clear();
+        o.cpu.retain(|(name, _)| name != "nats-server");
+        o.rss.retain(|(name, _)| name != "nats-server");
+        let s = serde_json::to_value(cluster_step(&o)).unwrap();
+        assert!(s["rttRelayedMs"].is_null());
+        assert_eq!(s["rttLocalMs"]["count"], 2);
+        assert!(s["cpuS"]["natsServer"].is_null());
+        assert!(s["cpuMsPerCallSecond"]["natsServer"].is_null());
+        assert!(s["rssKb"]["natsServer"].is_null());
+        assert!(s["rssPerCallKb"]["natsServer"].is_null());
     }
 }

@@ -13,7 +13,8 @@
 //!   call store's conformance and end-to-end tests; [`nats`]: a throw-away
 //!   NATS server with JetStream (`TempNats`) for the cluster seam's;
 //!   [`balancer`]: a throw-away round-robin haproxy (`TempBalancer`) in
-//!   front of cluster nodes.
+//!   front of cluster nodes; [`cluster`]: both engines and `n` clustered
+//!   nodes on them (`TempCluster`).
 //!
 //! The reliability and security suites live in `tests/`; the bounded soak
 //! is `src/bin/soak.rs`; `src/bin/fault-proxy.rs` runs the proxy as a
@@ -26,6 +27,7 @@
 
 pub mod audio;
 pub mod balancer;
+pub mod cluster;
 pub mod nats;
 pub mod postgres;
 mod process;

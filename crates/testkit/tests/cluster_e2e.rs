@@ -15,7 +15,6 @@
 //! `AUDIN_REQUIRE_NATS` / `AUDIN_REQUIRE_POSTGRES` is set (as
 //! `cargo xtask test` does).
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use audin_operator::core::{CallState, EndReason, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_testkit::audio::{Analysis, TELEPHONY_RATE, analyze, from_mulaw, to_f32};
 use audin_testkit::balancer::TempBalancer;
+use audin_testkit::cluster::TempCluster;
 use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::sip::harness::bounded;
@@ -77,41 +77,16 @@ impl Cluster {
         {
             return Ok(None);
         }
-        let pg = TempPostgres::start_new()?;
-        let url = pg.create_database()?;
-        let nats = TempNats::start_new()?;
-        let mut nodes = Vec::new();
-        // One after the other: the first creates the schema.
-        for i in 1..=n {
-            let mut opts = ServerOptions {
-                database: Some(PathBuf::from(&url)),
-                ..ServerOptions::default()
-            }
-            .arg("--cluster", nats.url())
-            .arg("--node-id", format!("node-{i}"));
-            if advertise {
-                // A port known before the start, to advertise.
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port();
-                opts.listen = Some(([127, 0, 0, 1], port).into());
-                opts = opts.arg("--advertise-url", format!("http://127.0.0.1:{port}"));
-            }
-            for (flag, value) in args {
-                opts = opts.arg(flag, value);
-            }
-            let node = ServerProcess::spawn(opts)
-                .await
-                .with_context(|| format!("node {i} starts"))?;
-            nodes.push(node);
+        let mut base = ServerOptions::default();
+        for (flag, value) in args {
+            base = base.arg(flag, value);
         }
-        let key = nodes[0].key();
-        for node in &nodes {
-            ensure!(
-                node.key() == key,
-                "every node of one database prints the same dev key"
-            );
-        }
+        let TempCluster {
+            nodes,
+            key,
+            nats,
+            pg,
+        } = TempCluster::start(n, base, advertise).await?;
         Ok(Some(Cluster {
             nodes,
             key,

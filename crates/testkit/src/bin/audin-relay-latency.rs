@@ -70,6 +70,7 @@ use audin_loadgen::report::Machine;
 use audin_operator::core::{CallState, Event};
 use audin_operator::{AudinOperator, Call};
 use audin_protocol::FRAME_BYTES;
+use audin_testkit::cluster::TempCluster;
 use audin_testkit::nats::TempNats;
 use audin_testkit::postgres::TempPostgres;
 use audin_testkit::support::{
@@ -203,42 +204,14 @@ impl Bench {
         {
             bail!("nats-server and PostgreSQL are needed");
         }
-        let pg = TempPostgres::start_new()?;
-        let url = pg.create_database()?;
-        let nats = TempNats::start_new()?;
-        let mut nodes = Vec::new();
-        // One after the other: the first creates the schema.
-        for i in 1..=n {
-            let mut opts = ServerOptions {
-                database: Some(PathBuf::from(&url)),
-                ..base.clone()
-            }
-            .arg("--cluster", nats.url())
-            .arg("--node-id", format!("node-{i}"));
-            if mode == Mode::SpreadSteered {
-                // As `tests/cluster_e2e.rs`: a port known before the start,
-                // to advertise.
-                let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                    .local_addr()?
-                    .port();
-                opts.listen = Some(([127, 0, 0, 1], port).into());
-                opts = opts.arg("--advertise-url", format!("http://127.0.0.1:{port}"));
-            }
-            let node = ServerProcess::spawn(opts)
-                .await
-                .with_context(|| format!("node {i} starts"))?;
-            nodes.push(node);
-        }
-        let key = nodes[0].key();
-        ensure!(
-            nodes.iter().all(|node| node.key() == key),
-            "every node prints the same dev key"
-        );
+        // Steered: each node advertises its own URL, as in
+        // `tests/cluster_e2e.rs`.
+        let cluster = TempCluster::start(n, base, mode == Mode::SpreadSteered).await?;
         Ok(Bench {
-            nodes,
-            key,
-            nats: Some(nats),
-            _pg: Some(pg),
+            nodes: cluster.nodes,
+            key: cluster.key,
+            nats: Some(cluster.nats),
+            _pg: Some(cluster.pg),
         })
     }
 

@@ -22,44 +22,47 @@ const BLOCKS: &[&str] = &["machine", "load", "setup", "stacks", "anchors", "plot
 
 /// Writes the generated blocks of `markdown` and the plots into `img_dir`.
 pub fn write(load: &Path, stacks: Option<&Path>, markdown: &Path, img_dir: &Path) -> Result<()> {
-    let load: LoadRun = serde_json::from_slice(
-        &std::fs::read(load).with_context(|| format!("reading {}", load.display()))?,
-    )?;
+    let load: LoadRun = read_json(load)?;
     let stacks: Option<StackRun> = match stacks {
-        Some(p) if p.exists() => Some(serde_json::from_slice(&std::fs::read(p)?)?),
+        Some(p) if p.exists() => Some(read_json(p)?),
         _ => None,
     };
-    std::fs::create_dir_all(img_dir)?;
-    register_font()?;
-    let mut images = Vec::new();
-    if !load.steps.is_empty() {
-        plot_latency(&load.steps, &img_dir.join("load-latency.png"))?;
-        plot_cpu(&load.steps, &img_dir.join("load-cpu.png"))?;
-        images.push((
-            "load-latency.png",
-            "Relay delay and echo round trip against concurrent calls",
-        ));
-        images.push((
-            "load-cpu.png",
-            "Server and load-generator CPU, server RSS against concurrent calls",
-        ));
-        plot_cpu_per_call(&load.steps, &img_dir.join("load-cpu-per-call.png"))?;
-        images.push((
-            "load-cpu-per-call.png",
-            "Server and load-generator CPU per call-second against concurrent calls",
-        ));
-        plot_memory(&load.steps, &img_dir.join("load-memory.png"))?;
-        images.push((
-            "load-memory.png",
-            "Server RSS per call, with and without the operator's presence session",
-        ));
-    }
+    let mut images = draw(
+        &load.steps,
+        img_dir,
+        &[
+            (
+                "load-latency.png",
+                "Relay delay and echo round trip against concurrent calls",
+                plot_latency,
+            ),
+            (
+                "load-cpu.png",
+                "Server and load-generator CPU, server RSS against concurrent calls",
+                plot_cpu,
+            ),
+            (
+                "load-cpu-per-call.png",
+                "Server and load-generator CPU per call-second against concurrent calls",
+                plot_cpu_per_call,
+            ),
+            (
+                "load-memory.png",
+                "Server RSS per call, with and without the operator's presence session",
+                plot_memory,
+            ),
+        ],
+    )?;
     if let Some(s) = &stacks {
-        plot_stacks(&s.results, &img_dir.join("ws-stacks.png"))?;
-        images.push((
-            "ws-stacks.png",
-            "Relay server CPU and RSS per WebSocket stack",
-        ));
+        images.extend(draw(
+            &s.results,
+            img_dir,
+            &[(
+                "ws-stacks.png",
+                "Relay server CPU and RSS per WebSocket stack",
+                plot_stacks,
+            )],
+        )?);
     }
     let rel = relative_dir(markdown, img_dir);
     let mut text = std::fs::read_to_string(markdown).unwrap_or_else(|_| skeleton());
@@ -86,33 +89,28 @@ pub fn write(load: &Path, stacks: Option<&Path>, markdown: &Path, img_dir: &Path
 /// kept) from the JSON of `audin-loadgen run --far-end sipp`: the table,
 /// and the plots (`sip-*.png` in `img_dir`) it references.
 pub fn write_sip(load: &Path, markdown: &Path, img_dir: &Path) -> Result<()> {
-    let load: LoadRun = serde_json::from_slice(
-        &std::fs::read(load).with_context(|| format!("reading {}", load.display()))?,
-    )?;
-    let text = std::fs::read_to_string(markdown)
-        .with_context(|| format!("reading {}", markdown.display()))?;
-    let mut images = Vec::new();
-    if !load.steps.is_empty() {
-        std::fs::create_dir_all(img_dir)?;
-        register_font()?;
-        plot_sip_cpu(&load.steps, &img_dir.join("sip-cpu.png"))?;
-        plot_sip_latency(&load.steps, &img_dir.join("sip-latency.png"))?;
-        plot_sip_memory(&load.steps, &img_dir.join("sip-memory.png"))?;
-        images = vec![
+    let load: LoadRun = read_json(load)?;
+    let images = draw(
+        &load.steps,
+        img_dir,
+        &[
             (
                 "sip-cpu.png",
                 "SIP path: server and SIPp CPU per call-second against concurrent calls",
+                plot_sip_cpu,
             ),
             (
                 "sip-latency.png",
                 "SIP path: relay delay p50 and p99 against concurrent calls",
+                plot_sip_latency,
             ),
             (
                 "sip-memory.png",
                 "SIP path: server RSS per call against concurrent calls",
+                plot_sip_memory,
             ),
-        ];
-    }
+        ],
+    )?;
     let m = &load.machine;
     let body = format!(
         "Machine: {} CPUs ({}), Linux {}; load generator, server and SIPp on the same machine.\n\n{}\n{}",
@@ -122,43 +120,35 @@ pub fn write_sip(load: &Path, markdown: &Path, img_dir: &Path) -> Result<()> {
         sip_table(&load.steps),
         image_refs(&relative_dir(markdown, img_dir), &images),
     );
-    let text = replace_block(&text, "sip", &body);
-    std::fs::write(markdown, text).with_context(|| format!("writing {}", markdown.display()))?;
-    Ok(())
+    write_block(markdown, "sip", &body)
 }
 
 /// Writes the `cluster` block of `markdown` (an existing file: its text is
 /// kept) from the JSON of `audin-relay-latency --json`: the table, and the
 /// plots (`cluster-*.png` in `img_dir`) it references.
 pub fn write_cluster(load: &Path, markdown: &Path, img_dir: &Path) -> Result<()> {
-    let run: ClusterRun = serde_json::from_slice(
-        &std::fs::read(load).with_context(|| format!("reading {}", load.display()))?,
-    )
-    .with_context(|| format!("parsing {}", load.display()))?;
-    let text = std::fs::read_to_string(markdown)
-        .with_context(|| format!("reading {}", markdown.display()))?;
-    let mut images = Vec::new();
-    if !run.steps.is_empty() {
-        std::fs::create_dir_all(img_dir)?;
-        register_font()?;
-        plot_cluster_cpu(&run.steps, &img_dir.join("cluster-cpu.png"))?;
-        plot_cluster_latency(&run.steps, &img_dir.join("cluster-latency.png"))?;
-        plot_cluster_memory(&run.steps, &img_dir.join("cluster-memory.png"))?;
-        images = vec![
+    let run: ClusterRun = read_json(load)?;
+    let images = draw(
+        &run.steps,
+        img_dir,
+        &[
             (
                 "cluster-cpu.png",
                 "Cluster: servers + NATS and nats-server CPU per call-second against concurrent calls, per mode",
+                plot_cluster_cpu,
             ),
             (
                 "cluster-latency.png",
                 "Cluster: frame round trip p50 and p99 against concurrent calls, per mode",
+                plot_cluster_latency,
             ),
             (
                 "cluster-memory.png",
                 "Cluster: server and nats-server RSS per call against concurrent calls, per mode",
+                plot_cluster_memory,
             ),
-        ];
-    }
+        ],
+    )?;
     let m = &run.machine;
     let nodes = run.steps.iter().map(|s| s.nodes).max().unwrap_or(0);
     let body = format!(
@@ -180,9 +170,46 @@ pub fn write_cluster(load: &Path, markdown: &Path, img_dir: &Path) -> Result<()>
         cluster_table(&run.steps),
         image_refs(&relative_dir(markdown, img_dir), &images),
     );
-    let text = replace_block(&text, "cluster", &body);
-    std::fs::write(markdown, text).with_context(|| format!("writing {}", markdown.display()))?;
-    Ok(())
+    write_block(markdown, "cluster", &body)
+}
+
+/// A JSON results file.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Rewrites (or appends) the block `name` of the existing file `markdown`;
+/// the rest of its text is kept.
+fn write_block(markdown: &Path, name: &str, body: &str) -> Result<()> {
+    let text = std::fs::read_to_string(markdown)
+        .with_context(|| format!("reading {}", markdown.display()))?;
+    std::fs::write(markdown, replace_block(&text, name, body))
+        .with_context(|| format!("writing {}", markdown.display()))
+}
+
+/// One plot: its file name, its alt text, and how it is drawn.
+type Plot<T> = (&'static str, &'static str, fn(&[T], &Path) -> Result<()>);
+
+/// Draws `plots` of `steps` into `img_dir` (none when there are no
+/// steps); their file names and alt texts, for [`image_refs`].
+fn draw<T>(
+    steps: &[T],
+    img_dir: &Path,
+    plots: &[Plot<T>],
+) -> Result<Vec<(&'static str, &'static str)>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(img_dir)?;
+    register_font()?;
+    plots
+        .iter()
+        .map(|(file, alt, plot)| {
+            plot(steps, &img_dir.join(file))?;
+            Ok((*file, *alt))
+        })
+        .collect()
 }
 
 /// Markdown image references, one paragraph each.

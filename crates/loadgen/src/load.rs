@@ -351,12 +351,8 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
         sdk_dropped: AtomicU64::new(0),
     });
     let inbound_total = (cfg.calls as f64 * cfg.inbound_share).round() as usize;
-    let groups = match &operators {
-        Operators::Lean(_) => Some(Arc::new(lean::Groups::start(
-            cfg.calls, ramp_start, &shared,
-        ))),
-        Operators::Sdk(_) => None,
-    };
+    // The lean generator's group tasks, started with its first call.
+    let mut groups: Option<Arc<lean::Groups>> = None;
     let mut calls = JoinSet::new();
     for j in 0..cfg.calls {
         // Bresenham: spread inbound calls evenly among the outbound ones.
@@ -368,7 +364,11 @@ pub async fn run(cfg: &LoadConfig, target: &Target) -> Result<LoadReport> {
         match &operators {
             Operators::Lean(ops) => {
                 let op = ops[j].clone();
-                let groups = groups.clone().expect("lean operators have groups");
+                let groups = groups
+                    .get_or_insert_with(|| {
+                        Arc::new(lean::Groups::start(cfg.calls, ramp_start, &shared))
+                    })
+                    .clone();
                 calls.spawn(async move {
                     tokio::time::sleep_until(start_at).await;
                     lean::call_task(idx, inbound, op, groups, shared).await

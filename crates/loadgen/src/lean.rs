@@ -331,7 +331,7 @@ impl Stream for Socket {
 struct Member {
     tally: Tally,
     result: CallResult,
-    done: Option<oneshot::Sender<Outcome>>,
+    done: oneshot::Sender<Outcome>,
 }
 
 /// A group task: on each tick of its grid every member sends its frame;
@@ -352,7 +352,7 @@ async fn group(mut joins: mpsc::UnboundedReceiver<Joining>, grid: Instant, share
                 members.push(Member {
                     tally: Tally::new(j.idx, &shared),
                     result: j.result,
-                    done: Some(j.done),
+                    done: j.done,
                 });
                 sockets.push(Socket { slot, ws: j.ws, closed: false });
             }
@@ -376,18 +376,16 @@ async fn group(mut joins: mpsc::UnboundedReceiver<Joining>, grid: Instant, share
             () = &mut drain => break,
         }
     }
-    for socket in sockets {
-        if let Some(done) = members[socket.slot].done.take() {
-            let result = std::mem::take(&mut members[socket.slot].result);
-            let ws = (!socket.closed).then_some(socket.ws);
-            let _ = done.send(Outcome { result, ws });
-        }
+    // Every member gets its result back, with its socket if still open.
+    let mut open: Vec<Option<Ws>> = members.iter().map(|_| None).collect();
+    for socket in sockets.into_iter().filter(|s| !s.closed) {
+        open[socket.slot] = Some(socket.ws);
     }
-    for m in &mut members {
-        if let Some(done) = m.done.take() {
-            let result = std::mem::take(&mut m.result);
-            let _ = done.send(Outcome { result, ws: None });
-        }
+    for (m, ws) in members.into_iter().zip(open) {
+        let _ = m.done.send(Outcome {
+            result: m.result,
+            ws,
+        });
     }
 }
 

@@ -12,18 +12,15 @@
 //   pair (Opus, 10 ms packets) → <audio>. The click is handed to the route
 //   when the worklet writes it; with the SDK, the worklet's jitter buffer
 //   comes before this (audio-latency.mjs's 18.4 ms).
-// - `pcmu-insert`: the far end's G.711 frames go into the same kind of
-//   pair as they arrive, in place of what the sender encoded: the sender
-//   sends PCMU (20 ms, the wire's own codec and frame, bit-exact); an
-//   RTCRtpScriptTransform worker keeps the sender's encoded frames in a
-//   small pool and, for each far-end frame, writes the oldest pooled frame
-//   with the far-end bytes as its payload. The receiver's NetEq is then the
-//   one jitter buffer (there is no worklet buffer before it), and the
-//   packets leave when the far end's frames arrive. Far-end frames are
-//   simulated by a 20 ms timer in the worker (the SDK would post them from
-//   the audio socket's message event: one more postMessage hop, < 1 ms).
-//   Chromium 156 does not send frames made with `new RTCEncodedAudioFrame`
-//   (copy or new timestamp: 0 packets sent), hence the pool.
+// - `pcmu-insert`: the SDK's inserted route (playback.ts, its transform
+//   worker's source read from src/playback.ts): the far end's G.711 frames
+//   go into a PCMU loopback as they arrive, in place of what the sender
+//   encoded, so the receiver's NetEq is the one jitter buffer. The far end
+//   is a 20 ms timer on the page's main thread posting frames to the
+//   worker, as the SDK posts them from the audio socket's message event;
+//   a click is handed over when it is posted. (Chromium 156 does not send
+//   frames made with `new RTCEncodedAudioFrame`, copy or new timestamp: 0
+//   packets sent, hence the worker's pool of the sender's own frames.)
 //
 // Every page also plays reference clicks straight from its worklet into the
 // AudioContext (opposite polarity, so the two never mix up); their round
@@ -36,7 +33,7 @@
 //
 // Needs pulseaudio, pactl, espeak-ng, sox (cargo xtask setup); not the SDK.
 
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 
@@ -52,7 +49,7 @@ const { values } = parseArgs({
 });
 
 /** Runs in the page: window.measureRoute(route, seconds). */
-function pageScript() {
+function pageScript(WORKER) {
   const WORKLET = `
 class Probe extends AudioWorkletProcessor {
   constructor() {
@@ -81,43 +78,6 @@ class Probe extends AudioWorkletProcessor {
   }
 }
 registerProcessor("probe", Probe);`;
-
-  const WORKER = `
-const wall = () => Number(Temporal.Now.instant().epochNanoseconds) / 1e6;
-const pool = [], queue = [];
-let writer, n = 0, t0 = 0, started = false, dropped = 0;
-onrtctransform = (e) => {
-  writer = e.transformer.writable.getWriter();
-  const reader = e.transformer.readable.getReader();
-  (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      pool.push(value);
-      if (!started) { started = true; t0 = wall(); farEndFrame(); }
-      drain();
-    }
-  })();
-};
-function drain() {
-  while (pool.length && queue.length) {
-    const frame = pool.shift(), far = queue.shift();
-    frame.data = far.bytes.buffer;
-    writer.write(frame);
-    if (far.click) postMessage({ k: "handed", t: far.t, waited: wall() - far.t });
-  }
-  while (pool.length > 8) { pool.shift(); dropped++; }
-}
-function farEndFrame() {
-  n++;
-  const bytes = new Uint8Array(160).fill(0xff); // μ-law silence
-  const click = n % 25 === 0;
-  if (click) bytes[0] = bytes[1] = 0x00; // μ-law −32124: a negative click
-  queue.push({ bytes, click, t: wall() });
-  if (queue.length > 2) { queue.shift(); dropped++; }
-  drain();
-  setTimeout(farEndFrame, Math.max(0, t0 + 7 + n * 20 - wall()));
-}`;
 
   const url = (src) => URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
 
@@ -161,9 +121,23 @@ function farEndFrame() {
     node.connect(sink, 1);
     const track = sink.stream.getAudioTracks()[0];
     let worker;
+    const farEnd = [];
     if (route === "pcmu-insert") {
       worker = new Worker(url(WORKER));
-      worker.onmessage = (e) => ev.handed.push(e.data);
+      // The far end: a frame every 20 ms (a click every 25th), on the main thread.
+      const t0 = performance.now();
+      let n = 0;
+      const frame = () => {
+        n++;
+        const bytes = new Uint8Array(160).fill(0xff); // μ-law silence
+        if (n % 25 === 0) {
+          bytes[0] = bytes[1] = 0x00; // μ-law −32124: a negative click
+          ev.handed.push({ t: Number(Temporal.Now.instant().epochNanoseconds) / 1e6 });
+        }
+        worker.postMessage(bytes.buffer, [bytes.buffer]);
+        farEnd[0] = setTimeout(frame, Math.max(0, t0 + n * 20 - performance.now()));
+      };
+      frame();
     }
     const pc = await loopback(track, sink.stream, { pcmu: route === "pcmu-insert", worker });
     await ctx.resume();
@@ -185,6 +159,7 @@ function farEndFrame() {
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const s1 = await neteq();
     timers.forEach(clearInterval);
+    clearTimeout(farEnd[0]);
     worker?.terminate();
     pc.a.close();
     pc.b.close();
@@ -198,6 +173,14 @@ function farEndFrame() {
       neteq: { delay: per("jitterBufferDelay"), target: per("jitterBufferTargetDelay"), minimum: per("jitterBufferMinimumDelay") },
     };
   };
+}
+
+/** The SDK's transform worker, as src/playback.ts builds it. */
+function insertWorker() {
+  const src = readFileSync(new URL("../src/playback.ts", import.meta.url), "utf8");
+  const m = /const INSERT_WORKER =([\s\S]*?");\n/.exec(src);
+  if (!m) throw new Error("src/playback.ts: INSERT_WORKER not found");
+  return new Function(`return (${m[1]})`)();
 }
 
 const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
@@ -215,7 +198,7 @@ function lags(events, echoes, sign, at, echoAt) {
 
 const server = createServer((_req, res) => {
   res.setHeader("content-type", "text/html");
-  res.end(`<!doctype html><body><script>(${pageScript.toString()})()</script></body>`);
+  res.end(`<!doctype html><body><script>(${pageScript.toString()})(${JSON.stringify(insertWorker())})</script></body>`);
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const pageUrl = `http://127.0.0.1:${server.address().port}/`;

@@ -94,16 +94,6 @@ async function roundTrip(pulse, base, route, k) {
     await waitForEvent(page, "callStarted");
     // NetEq starts with a large target and adapts down: measure settled.
     await sleep(Number(process.env.ROUTE_SETTLE_MS ?? 4_000));
-    const snap = await page.evaluate(() => {
-      const t = /** @type {any} */ (window).t;
-      const n = Math.min(t.taps.playback.length, t.taps.capture.length, 12);
-      return {
-        route: t.route,
-        sampleRate: t.taps.playback.at(-1).sampleRate,
-        play: t.taps.playback.slice(-n).flatMap((x) => x.samples),
-        cap: t.taps.capture.slice(-n).flatMap((x) => x.samples),
-      };
-    });
     if (process.env.ROUTE_STATS) {
       const st = await page.evaluate(async () => {
         const out = [];
@@ -135,6 +125,18 @@ async function roundTrip(pulse, base, route, k) {
     const c1 = c0 ? await counters() : null;
     const per = (k) => (c1[k] === undefined ? null : (1000 * (c1[k] - c0[k])) / (c1.n - c0.n));
     const neteq = c0 && c1 && c1.n > c0.n ? { delay: per("d"), target: per("t"), minimum: per("m") } : null;
+    // Last: copying the taps out blocks the page's main thread for tens of
+    // ms, a stall the inserted route's NetEq would answer with a higher target.
+    const snap = await page.evaluate(() => {
+      const t = /** @type {any} */ (window).t;
+      const n = Math.min(t.taps.playback.length, t.taps.capture.length, 12);
+      return {
+        route: t.route,
+        sampleRate: t.taps.playback.at(-1).sampleRate,
+        play: t.taps.playback.slice(-n).flatMap((x) => x.samples),
+        cap: t.taps.capture.slice(-n).flatMap((x) => x.samples),
+      };
+    });
     await fetch(`${base}/dev/sim/calls/${sid}/hangup`, { method: "POST" });
     if (snap.route !== route) throw new Error(`asked for ${route}, got ${snap.route}`);
     const lag = bestLag(snap.play, snap.cap, Math.round((snap.sampleRate * MAX_LAG_MS) / 1000));

@@ -294,18 +294,22 @@ export class MediaSession {
 
   /**
    * A binary frame from the far end (on any socket of this call), handed to
-   * the worklet with its arrival time on the audio clock.
+   * the worklet with its arrival time on the audio clock, and on the
+   * inserted loopback route (playback.ts) a copy to the loopback, which
+   * plays it.
    *
    * Why stamp here: the jitter buffer measures jitter from arrival times,
    * and the worklet's own `currentTime` moves in the device's render
    * callbacks (about 10 ms in Chromium), which alone read as ~10 ms of
    * jitter and raise the buffer's target; a frame that arrived just after a
    * callback also waited for the next one uncounted. One reused message
-   * object per frame; nothing else is allocated.
+   * object per frame; nothing else is allocated but the loopback's copy.
    */
   receive(_socket: number, frame: ArrayBuffer): void {
     const node = this.node;
     if (!node) return;
+    // The inserted loopback plays the frame; the worklet still meters it.
+    this.loopback?.push?.(frame.slice(0));
     const msg = this.frameMessage;
     msg.frame = frame;
     msg.at = this.arrivalOnAudioClock();

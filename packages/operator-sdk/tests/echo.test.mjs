@@ -208,6 +208,62 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       `control: direct Web Audio playback is not cancelled without Chrome-wide AEC (${fmt(webOff.echo - webOn.echo)} dB)`,
     );
   });
+
+  /**
+   * What the speaker plays, heard through the rig's microphone (canceller
+   * off), and what the loopback carried: its codec and packets.
+   */
+  async function loopbackPlays({ insert }) {
+    const browser = await launchRigBrowser(pulse, { args: [DISABLE_CWEC] });
+    try {
+      const audioConstraints = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+      const { page, logs } = await operator(browser.context, base, { ref: `plays-${++n}`, audioConstraints });
+      await page.evaluate((insert) => {
+        const w = /** @type {any} */ (window);
+        if (!insert) w.RTCRtpScriptTransform = undefined; // a browser that cannot insert
+        const Orig = w.RTCPeerConnection;
+        w.t.pcs = [];
+        w.RTCPeerConnection = function (...a) {
+          const pc = new Orig(...a);
+          w.t.pcs.push(pc);
+          return pc;
+        };
+      }, insert);
+      const r = await fetch(`${base}/dev/sim/calls`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber }),
+      });
+      const sid = (await r.json()).callSid;
+      await waitForEvent(page, "callStarted");
+      await sleep(3_000);
+      const heard = await tapSamples(page, "capture", { last: 4 });
+      const loopback = await page.evaluate(async () => {
+        for (const pc of /** @type {any} */ (window).t.pcs) {
+          const stats = [...(await pc.getStats()).values()];
+          const inbound = stats.find((s) => s.type === "inbound-rtp");
+          if (inbound) return { codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
+        }
+        return null;
+      });
+      await hangup(base, sid);
+      await waitForEvent(page, "callEnded");
+      return { tone: toneMedian(heard.samples, heard.sampleRate, 440).share, loopback, logs };
+    } finally {
+      await browser.close();
+    }
+  }
+
+  test("the far end's own PCMU frames cross the loopback as they arrive; a browser without RTCRtpScriptTransform gets the encoded route", async () => {
+    const inserted = await loopbackPlays({ insert: true });
+    assert.equal(inserted.loopback?.codec, "audio/PCMU", `the wire's frames go in unchanged\n${inserted.logs.join("\n")}`);
+    assert.ok(inserted.loopback.packets >= 100, `the loopback carries the call (${inserted.loopback.packets} packets in ≥ 3 s)`);
+    assert.ok(inserted.tone > 0.9, `the speaker plays the far end's 440 Hz tone (share ${inserted.tone.toFixed(2)})`);
+
+    const encoded = await loopbackPlays({ insert: false });
+    assert.equal(encoded.loopback?.codec, "audio/opus", "without the transform the worklet's output is encoded");
+    assert.ok(encoded.tone > 0.9, `the encoded route plays the tone too (share ${encoded.tone.toFixed(2)})`);
+  });
 });
 
 describe("playback route", { skip: browserSkipReason() }, () => {

@@ -13,14 +13,17 @@
 //   far-end frame, as it arrives from the audio socket, into the next
 //   encoded frame the sender made, in place of what it encoded. The
 //   receiver's jitter buffer (NetEq) is then the only one on the way and
-//   the bytes arrive unchanged: bench/neteq-route.mjs measured 38 ms from
+//   the bytes arrive unchanged: bench/neteq-route.mjs measured 34 ms from
 //   the frame's hand-off to where the direct route's worklet output
-//   starts, against 73 ms for the encoded route plus the worklet's buffer
-//   (docs/performance-browser.md). The worklet still decodes every frame,
-//   for the levels and the call-quality figures, but its output is not heard.
-// - **Encoded**: the worklet's output leaves the AudioContext through a
-//   MediaStreamAudioDestinationNode and the loopback encodes it (Opus,
-//   10 ms packets); the worklet's jitter buffer plays, NetEq adds its own.
+//   starts, against about 80 ms for the worklet's buffer followed by the
+//   encoded loopback (docs/performance-browser.md). The worklet still
+//   decodes every frame, for the levels and the call-quality figures, but
+//   its output is not heard.
+// - **Encoded** (browsers without the transform, or pages whose CSP
+//   refuses blob: workers): the worklet's output leaves the AudioContext
+//   through a MediaStreamAudioDestinationNode and the loopback encodes it
+//   (PCMU too, in 10 ms packets: 20 ms ones added about 12 ms more); the
+//   worklet's jitter buffer plays, NetEq adds its own.
 
 import type { OperatorLogger } from "./types.js";
 
@@ -29,30 +32,6 @@ export type AudioRoute = "webrtc-loopback" | "web-audio";
 
 /** How long the loopback may take to connect before the direct route is used. */
 export const LOOPBACK_CONNECT_MS = 1500;
-
-/**
- * The loopback's Opus settings, in place of the browser's fmtp on both
- * descriptions (the receiver's fmtp tells the sender how to encode): no
- * in-band FEC (nothing is lost on a loopback), 128 kbit/s so the extra
- * encode costs no audible quality. Left out means RFC 7587's defaults: no
- * DTX (it would cut the speech tails the canceller needs and add comfort
- * noise) and mono.
- */
-const OPUS_FMTP = "maxaveragebitrate=128000;useinbandfec=0";
-
-/**
- * Sets the Opus parameters (replacing the browser's own fmtp for it) and
- * 10 ms packets instead of 20: half the packetisation delay, and the
- * receiver's jitter buffer can run on a smaller target.
- * @internal
- */
-export function mungeOpus(sdp: string): string {
-  const pt = /^a=rtpmap:(\d+) opus\/48000/im.exec(sdp)?.[1];
-  if (!pt) return sdp;
-  return sdp
-    .replace(new RegExp(`^a=(?:fmtp:${pt} .*|(?:max)?ptime:\\d+)\\r?\\n`, "gm"), "")
-    .replace(/^a=rtpmap:\d+ opus\/48000.*\r?\n/im, `$&a=fmtp:${pt} ${OPUS_FMTP}\r\na=ptime:10\r\na=maxptime:10\r\n`);
-}
 
 /**
  * The inserted route's transform worker (see the top of this file). `p`
@@ -70,7 +49,7 @@ export function mungeOpus(sdp: string): string {
  * a delay that grows.
  */
 const INSERT_WORKER =
-  "let w,v,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{w=t.writable.getWriter();" +
+  "postMessage(0);let w,v,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{w=t.writable.getWriter();" +
   "t.readable.pipeTo(new WritableStream({write(x){p.push(x),s()}}))};" +
   "onmessage=e=>{q.push(e.data);q[1]&&(q.shift(),k=4);s()};" +
   "function s(){if(p.length>=k)for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v);p[8]&&p.shift()}";
@@ -83,10 +62,29 @@ export interface Loopback {
   close(): void;
 }
 
-/** The PCMU codec when the browser can insert frames into a loopback. */
-function insertCodec(): RTCRtpCodec | undefined {
+/**
+ * The inserted route's worker once it runs, or `undefined` where frames
+ * cannot be inserted: no RTCRtpScriptTransform, or a page whose CSP refuses
+ * blob: workers (Chromium reports that with an error event, not a throw).
+ */
+async function startInserter(): Promise<Worker | undefined> {
   if (typeof RTCRtpScriptTransform !== "function") return undefined;
-  return RTCRtpSender.getCapabilities("audio")?.codecs.find((c) => c.mimeType == "audio/PCMU");
+  const url = URL.createObjectURL(new Blob([INSERT_WORKER], { type: "text/javascript" }));
+  try {
+    const w = new Worker(url);
+    const up = await new Promise((ok) => {
+      w.onmessage = ok;
+      w.onerror = () => ok(0);
+    });
+    w.onmessage = w.onerror = null;
+    if (up) return w;
+    w.terminate();
+  } catch {
+    // refused at once: the encoded route
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+  return undefined;
 }
 
 /**
@@ -100,7 +98,6 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
   const a = new RTCPeerConnection({ iceServers: [] });
   const b = new RTCPeerConnection({ iceServers: [] });
   const element = document.createElement("audio");
-  const pcmu = insertCodec();
   let worker: Worker | undefined;
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -125,25 +122,22 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
     const track = stream.getAudioTracks()[0];
     if (!track) throw new Error("no playback track");
     const sender = a.addTrack(track, stream);
-    if (pcmu) {
-      a.getTransceivers()[0]?.setCodecPreferences([pcmu]);
-      const url = URL.createObjectURL(new Blob([INSERT_WORKER], { type: "text/javascript" }));
-      worker = new Worker(url);
-      URL.revokeObjectURL(url);
-      sender.transform = new RTCRtpScriptTransform(worker);
-    }
-    const offer = await a.createOffer();
-    await a.setLocalDescription({ type: "offer", sdp: mungeOpus(offer.sdp ?? "") });
-    await b.setRemoteDescription({ type: "offer", sdp: mungeOpus(offer.sdp ?? "") });
-    const answer = await b.createAnswer();
-    await b.setLocalDescription({ type: "answer", sdp: mungeOpus(answer.sdp ?? "") });
-    await a.setRemoteDescription({ type: "answer", sdp: mungeOpus(answer.sdp ?? "") });
-    // The fmtp asks for 128 kbit/s; the encoding cap must not be lower.
-    const params = sender.getParameters();
-    if (params.encodings?.[0]) {
-      params.encodings[0].maxBitrate = 128_000;
-      await sender.setParameters(params).catch(() => undefined);
-    }
+    // PCMU both ways: the wire's own codec and 20 ms frame, so inserted
+    // frames go in unchanged, and an encoded worklet output (already 8 kHz
+    // speech) loses nothing audible.
+    const pcmu = RTCRtpSender.getCapabilities?.("audio")?.codecs.find((c) => c.mimeType == "audio/PCMU");
+    if (pcmu) a.getTransceivers()[0]?.setCodecPreferences([pcmu]);
+    worker = pcmu && (await startInserter());
+    if (worker) sender.transform = new RTCRtpScriptTransform(worker);
+    // Encoding the worklet's output: 10 ms packets, half the wait.
+    const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit =>
+      worker ? d : { type: d.type, sdp: d.sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
+    const offer = ptime(await a.createOffer());
+    await a.setLocalDescription(offer);
+    await b.setRemoteDescription(offer);
+    const answer = ptime(await b.createAnswer());
+    await b.setLocalDescription(answer);
+    await a.setRemoteDescription(answer);
     // A loopback has no network jitter: ask the receiver for the smallest
     // playout buffer (Chromium's jitterBufferTarget, ms; ignored elsewhere).
     for (const r of b.getReceivers()) {

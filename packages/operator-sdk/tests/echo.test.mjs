@@ -213,14 +213,21 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
    * What the speaker plays, heard through the rig's microphone (canceller
    * off), and what the loopback carried: its codec and packets.
    */
-  async function loopbackPlays({ insert }) {
+  async function loopbackPlays({ insert, csp }) {
     const browser = await launchRigBrowser(pulse, { args: [DISABLE_CWEC] });
     try {
       const audioConstraints = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
       const { page, logs } = await operator(browser.context, base, { ref: `plays-${++n}`, audioConstraints });
-      await page.evaluate((insert) => {
+      await page.evaluate(([insert, csp]) => {
         const w = /** @type {any} */ (window);
         if (!insert) w.RTCRtpScriptTransform = undefined; // a browser that cannot insert
+        if (csp) {
+          // The page's own policy refuses workers (the AudioWorklet is script-src).
+          const meta = document.createElement("meta");
+          meta.httpEquiv = "Content-Security-Policy";
+          meta.content = csp;
+          document.head.append(meta);
+        }
         const Orig = w.RTCPeerConnection;
         w.t.pcs = [];
         w.RTCPeerConnection = function (...a) {
@@ -228,7 +235,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
           w.t.pcs.push(pc);
           return pc;
         };
-      }, insert);
+      }, [insert, csp]);
       const r = await fetch(`${base}/dev/sim/calls`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -239,10 +246,12 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       await sleep(3_000);
       const heard = await tapSamples(page, "capture", { last: 4 });
       const loopback = await page.evaluate(async () => {
-        for (const pc of /** @type {any} */ (window).t.pcs) {
+        const pcs = /** @type {any} */ (window).t.pcs;
+        const inserted = pcs.some((pc) => pc.getSenders().some((s) => s.transform));
+        for (const pc of pcs) {
           const stats = [...(await pc.getStats()).values()];
           const inbound = stats.find((s) => s.type === "inbound-rtp");
-          if (inbound) return { codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
+          if (inbound) return { inserted, codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
         }
         return null;
       });
@@ -254,15 +263,25 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     }
   }
 
-  test("the far end's own PCMU frames cross the loopback as they arrive; a browser without RTCRtpScriptTransform gets the encoded route", async () => {
+  test("the far end's own PCMU frames cross the loopback as they arrive; without RTCRtpScriptTransform or blob: workers the loopback encodes", async () => {
     const inserted = await loopbackPlays({ insert: true });
-    assert.equal(inserted.loopback?.codec, "audio/PCMU", `the wire's frames go in unchanged\n${inserted.logs.join("\n")}`);
+    assert.deepEqual(
+      { inserted: inserted.loopback?.inserted, codec: inserted.loopback?.codec },
+      { inserted: true, codec: "audio/PCMU" },
+      `the wire's frames go in unchanged\n${inserted.logs.join("\n")}`,
+    );
     assert.ok(inserted.loopback.packets >= 100, `the loopback carries the call (${inserted.loopback.packets} packets in ≥ 3 s)`);
     assert.ok(inserted.tone > 0.9, `the speaker plays the far end's 440 Hz tone (share ${inserted.tone.toFixed(2)})`);
 
-    const encoded = await loopbackPlays({ insert: false });
-    assert.equal(encoded.loopback?.codec, "audio/opus", "without the transform the worklet's output is encoded");
-    assert.ok(encoded.tone > 0.9, `the encoded route plays the tone too (share ${encoded.tone.toFixed(2)})`);
+    for (const [what, opts] of [
+      ["without RTCRtpScriptTransform", { insert: false }],
+      ["with a CSP that refuses workers", { insert: true, csp: "worker-src 'none'" }],
+    ]) {
+      const encoded = await loopbackPlays(opts);
+      assert.equal(encoded.loopback?.inserted, false, `${what} the worklet's output is encoded\n${encoded.logs.join("\n")}`);
+      assert.ok(encoded.loopback.packets >= 100, `${what} the loopback still carries the call`);
+      assert.ok(encoded.tone > 0.9, `${what} the speaker still plays the tone (share ${encoded.tone.toFixed(2)})`);
+    }
   });
 });
 

@@ -7,11 +7,12 @@
 //   node packages/operator-sdk/bench/neteq-route.mjs [--calls 3] [--seconds 8] [--json FILE]
 //
 // Routes (one fresh browser per route and call):
-// - `opus-loopback`: what the SDK does today (playback.ts): the worklet's
-//   output → MediaStreamAudioDestinationNode → an in-page RTCPeerConnection
-//   pair (Opus, 10 ms packets) → <audio>. The click is handed to the route
-//   when the worklet writes it; with the SDK, the worklet's jitter buffer
-//   comes before this (audio-latency.mjs's 18.4 ms).
+// - `encoded`: the SDK's route where frames cannot be inserted
+//   (playback.ts): the worklet's output → MediaStreamAudioDestinationNode →
+//   an in-page RTCPeerConnection pair (PCMU, 10 ms packets) → <audio>. The
+//   click is handed to the route when the worklet writes it; with the SDK,
+//   the worklet's jitter buffer comes before this (audio-latency.mjs's
+//   "wire → playback" figure).
 // - `pcmu-insert`: the SDK's inserted route (playback.ts, its transform
 //   worker's source read from src/playback.ts): the far end's G.711 frames
 //   go into a PCMU loopback as they arrive, in place of what the sender
@@ -43,7 +44,7 @@ const { values } = parseArgs({
   options: {
     calls: { type: "string", default: "3" },
     seconds: { type: "string", default: "8" },
-    routes: { type: "string", default: "opus-loopback,pcmu-insert" },
+    routes: { type: "string", default: "encoded,pcmu-insert" },
     json: { type: "string" },
   },
 });
@@ -66,7 +67,8 @@ class Probe extends AudioWorkletProcessor {
     const ref = outputs[0] && outputs[0][0];
     const route = outputs[1] && outputs[1][0];
     if (this.clicks > 0 && ref) { ref[0] = 1; this.clicks--; this.port.postMessage({ k: "ref", t: now }); }
-    if (this.route && route) { route[0] = -1; this.route = false; this.port.postMessage({ k: "handed", t: now + this.offset }); }
+    // 0.5 ms long: a one-sample click would not survive the encoded route's 8 kHz.
+    if (this.route && route) { route.fill(-1, 0, 22); this.route = false; this.port.postMessage({ k: "handed", t: now + this.offset }); }
     if (!input) return true;
     for (let i = 0; i < input.length; i++) {
       const sign = input[i] > 0.2 ? 1 : input[i] < -0.2 ? -1 : 0;
@@ -81,17 +83,17 @@ registerProcessor("probe", Probe);`;
 
   const url = (src) => URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
 
-  async function loopback(track, stream, { pcmu, worker }) {
+  async function loopback(track, stream, { worker }) {
     const a = new RTCPeerConnection({ iceServers: [] });
     const b = new RTCPeerConnection({ iceServers: [] });
     a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
     b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
     const remote = new Promise((ok) => (b.ontrack = (ev) => ok(new MediaStream([ev.track]))));
     const tr = a.addTransceiver(track, { direction: "sendonly", streams: [stream] });
-    if (pcmu) tr.setCodecPreferences(RTCRtpSender.getCapabilities("audio").codecs.filter((c) => c.mimeType === "audio/PCMU"));
+    tr.setCodecPreferences(RTCRtpSender.getCapabilities("audio").codecs.filter((c) => c.mimeType === "audio/PCMU"));
     if (worker) tr.sender.transform = new RTCRtpScriptTransform(worker, {});
-    // As playback.ts: 10 ms Opus packets.
-    const munge = (s) => (pcmu ? s : s.replace(/^(a=rtpmap:(\d+) opus\/48000.*\r?\n)/im, "$1a=ptime:10\r\na=maxptime:10\r\n"));
+    // As playback.ts: 10 ms packets when encoding.
+    const munge = (s) => (worker ? s : s.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n"));
     const offer = await a.createOffer();
     await a.setLocalDescription({ type: "offer", sdp: munge(offer.sdp) });
     await b.setRemoteDescription({ type: "offer", sdp: munge(offer.sdp) });
@@ -139,11 +141,11 @@ registerProcessor("probe", Probe);`;
       };
       frame();
     }
-    const pc = await loopback(track, sink.stream, { pcmu: route === "pcmu-insert", worker });
+    const pc = await loopback(track, sink.stream, { worker });
     await ctx.resume();
     // Reference clicks every 500 ms; the route's own every 500 ms, 250 ms apart.
     const timers = [setInterval(() => node.port.postMessage("click"), 500)];
-    if (route === "opus-loopback") {
+    if (route === "encoded") {
       await new Promise((r) => setTimeout(r, 250));
       timers.push(setInterval(() => node.port.postMessage("route-click"), 500));
     }

@@ -63,27 +63,34 @@ export interface Loopback {
 }
 
 /**
- * The inserted route's worker once it runs, or `undefined` where frames
- * cannot be inserted: no RTCRtpScriptTransform, or a page whose CSP refuses
- * blob: workers (Chromium reports that with an error event, not a throw).
+ * A blob: URL of the inserted route's worker where frames can be inserted,
+ * else `undefined`: no RTCRtpScriptTransform, or a page whose CSP refuses
+ * blob: workers (Chromium reports that with an error event, not a throw),
+ * or a worker not running within 500 ms. A first worker only answers
+ * whether workers run here, before the loopback exists: the route's own
+ * worker is made with its transform right after the track is added
+ * (measured in Chromium 156: a transform set after awaiting anything since
+ * `addTrack`, or made for a worker already running, was given no frame,
+ * and one set on a refused worker and then removed left the sender
+ * sending nothing).
  */
-async function startInserter(): Promise<Worker | undefined> {
+async function insertWorkerUrl(): Promise<string | undefined> {
   if (typeof RTCRtpScriptTransform !== "function") return undefined;
   const url = URL.createObjectURL(new Blob([INSERT_WORKER], { type: "text/javascript" }));
-  try {
-    const w = new Worker(url);
-    const up = await new Promise((ok) => {
-      w.onmessage = ok;
-      w.onerror = () => ok(0);
-    });
-    w.onmessage = w.onerror = null;
-    if (up) return w;
-    w.terminate();
-  } catch {
-    // refused at once: the encoded route
-  } finally {
-    URL.revokeObjectURL(url);
-  }
+  let probe: Worker | undefined;
+  const up = await new Promise((ok) => {
+    try {
+      probe = new Worker(url);
+      probe.onmessage = ok;
+      probe.onerror = () => ok(0);
+      setTimeout(ok, 500, 0);
+    } catch {
+      ok(0); // refused at once
+    }
+  });
+  probe?.terminate();
+  if (up) return url;
+  URL.revokeObjectURL(url);
   return undefined;
 }
 
@@ -94,6 +101,7 @@ async function startInserter(): Promise<Worker | undefined> {
  */
 export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CONNECT_MS): Promise<Loopback> {
   if (typeof RTCPeerConnection !== "function") throw new Error("RTCPeerConnection is not available");
+  const insertUrl = await insertWorkerUrl();
   // No ICE servers: host candidates only, the two ends are in this page.
   const a = new RTCPeerConnection({ iceServers: [] });
   const b = new RTCPeerConnection({ iceServers: [] });
@@ -109,6 +117,7 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
     a.close();
     b.close();
     worker?.terminate();
+    if (insertUrl) URL.revokeObjectURL(insertUrl);
     element.pause();
     element.srcObject = null;
     element.remove();
@@ -127,8 +136,10 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
     // speech) loses nothing audible.
     const pcmu = RTCRtpSender.getCapabilities?.("audio")?.codecs.find((c) => c.mimeType == "audio/PCMU");
     if (pcmu) a.getTransceivers()[0]?.setCodecPreferences([pcmu]);
-    worker = pcmu && (await startInserter());
-    if (worker) sender.transform = new RTCRtpScriptTransform(worker);
+    if (pcmu && insertUrl) {
+      worker = new Worker(insertUrl);
+      sender.transform = new RTCRtpScriptTransform(worker);
+    }
     // Encoding the worklet's output: 10 ms packets, half the wait.
     const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit =>
       worker ? d : { type: d.type, sdp: d.sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };

@@ -211,31 +211,64 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
 
   /**
    * What the speaker plays, heard through the rig's microphone (canceller
-   * off), and what the loopback carried: its codec and packets.
+   * off), and what the loopback carried: its codec, its packet rate and,
+   * with `probe`, whether its payloads are the audio socket's frames (a
+   * receiver transform reads them).
    */
-  async function loopbackPlays({ insert, csp }) {
+  async function loopbackPlays({ insert, csp, probe = false }) {
     const browser = await launchRigBrowser(pulse, { args: [DISABLE_CWEC] });
     try {
       const audioConstraints = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
       const { page, logs } = await operator(browser.context, base, { ref: `plays-${++n}`, audioConstraints });
-      await page.evaluate(([insert, csp]) => {
-        const w = /** @type {any} */ (window);
-        if (!insert) w.RTCRtpScriptTransform = undefined; // a browser that cannot insert
-        if (csp) {
-          // The page's own policy refuses workers (the AudioWorklet is script-src).
-          const meta = document.createElement("meta");
-          meta.httpEquiv = "Content-Security-Policy";
-          meta.content = csp;
-          document.head.append(meta);
-        }
-        const Orig = w.RTCPeerConnection;
-        w.t.pcs = [];
-        w.RTCPeerConnection = function (...a) {
-          const pc = new Orig(...a);
-          w.t.pcs.push(pc);
-          return pc;
-        };
-      }, [insert, csp]);
+      await page.evaluate(
+        ([insert, csp, probe]) => {
+          const w = /** @type {any} */ (window);
+          const Transform = w.RTCRtpScriptTransform;
+          if (!insert) w.RTCRtpScriptTransform = undefined; // a browser that cannot insert
+          if (csp) {
+            // The page's own policy refuses workers (the AudioWorklet is script-src).
+            const meta = document.createElement("meta");
+            meta.httpEquiv = "Content-Security-Policy";
+            meta.content = csp;
+            document.head.append(meta);
+          }
+          w.t.wire = new Set();
+          w.t.payloads = [];
+          const WS = w.WebSocket;
+          w.WebSocket = class extends WS {
+            constructor(...a) {
+              super(...a);
+              this.addEventListener("message", (e) => {
+                if (e.data instanceof ArrayBuffer) w.t.wire.add(new Uint8Array(e.data).join());
+              });
+            }
+          };
+          const reader = URL.createObjectURL(
+            new Blob(
+              [
+                "onrtctransform=({transformer:t})=>{const w=t.writable.getWriter();" +
+                  "t.readable.pipeTo(new WritableStream({write(f){postMessage(new Uint8Array(f.data).join());w.write(f)}}))}",
+              ],
+              { type: "text/javascript" },
+            ),
+          );
+          const Orig = w.RTCPeerConnection;
+          w.t.pcs = [];
+          w.RTCPeerConnection = function (...a) {
+            const pc = new Orig(...a);
+            w.t.pcs.push(pc);
+            if (probe) {
+              pc.addEventListener("track", (e) => {
+                const worker = new Worker(reader);
+                worker.onmessage = (m) => w.t.payloads.push(m.data);
+                e.receiver.transform = new Transform(worker);
+              });
+            }
+            return pc;
+          };
+        },
+        [insert, csp, probe],
+      );
       const r = await fetch(`${base}/dev/sim/calls`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -243,34 +276,49 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       });
       const sid = (await r.json()).callSid;
       await waitForEvent(page, "callStarted");
-      await sleep(3_000);
+      await sleep(2_000);
+      const received = () =>
+        page.evaluate(async () => {
+          for (const pc of /** @type {any} */ (window).t.pcs) {
+            const stats = [...(await pc.getStats()).values()];
+            const inbound = stats.find((s) => s.type === "inbound-rtp");
+            if (inbound) return { codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
+          }
+          return { codec: undefined, packets: 0 };
+        });
+      const before = await received();
+      await sleep(2_000);
+      const after = await received();
       const heard = await tapSamples(page, "capture", { last: 4 });
-      const loopback = await page.evaluate(async () => {
-        const pcs = /** @type {any} */ (window).t.pcs;
-        const inserted = pcs.some((pc) => pc.getSenders().some((s) => s.transform));
-        for (const pc of pcs) {
-          const stats = [...(await pc.getStats()).values()];
-          const inbound = stats.find((s) => s.type === "inbound-rtp");
-          if (inbound) return { inserted, codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
-        }
-        return null;
+      const carried = await page.evaluate(() => {
+        const t = /** @type {any} */ (window).t;
+        const payloads = t.payloads.slice(-50);
+        return {
+          inserted: t.pcs.some((pc) => pc.getSenders().some((s) => s.transform)),
+          fromWire: payloads.length ? payloads.filter((p) => t.wire.has(p)).length / payloads.length : null,
+        };
       });
       await hangup(base, sid);
       await waitForEvent(page, "callEnded");
-      return { tone: toneMedian(heard.samples, heard.sampleRate, 440).share, loopback, logs };
+      return {
+        tone: toneMedian(heard.samples, heard.sampleRate, 440).share,
+        codec: after.codec,
+        packetsPerSecond: (after.packets - before.packets) / 2,
+        ...carried,
+        logs,
+      };
     } finally {
       await browser.close();
     }
   }
 
   test("the far end's own PCMU frames cross the loopback as they arrive; without RTCRtpScriptTransform or blob: workers the loopback encodes", async () => {
-    const inserted = await loopbackPlays({ insert: true });
-    assert.deepEqual(
-      { inserted: inserted.loopback?.inserted, codec: inserted.loopback?.codec },
-      { inserted: true, codec: "audio/PCMU" },
-      `the wire's frames go in unchanged\n${inserted.logs.join("\n")}`,
-    );
-    assert.ok(inserted.loopback.packets >= 100, `the loopback carries the call (${inserted.loopback.packets} packets in ≥ 3 s)`);
+    const inserted = await loopbackPlays({ insert: true, probe: true });
+    const logs = inserted.logs.join("\n");
+    assert.equal(inserted.codec, "audio/PCMU", logs);
+    assert.ok(inserted.fromWire >= 0.9, `the loopback's payloads are the audio socket's frames (${inserted.fromWire})\n${logs}`);
+    const rate = inserted.packetsPerSecond;
+    assert.ok(rate >= 40 && rate <= 60, `one packet per far-end frame (${rate} a second)`);
     assert.ok(inserted.tone > 0.9, `the speaker plays the far end's 440 Hz tone (share ${inserted.tone.toFixed(2)})`);
 
     for (const [what, opts] of [
@@ -278,8 +326,9 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       ["with a CSP that refuses workers", { insert: true, csp: "worker-src 'none'" }],
     ]) {
       const encoded = await loopbackPlays(opts);
-      assert.equal(encoded.loopback?.inserted, false, `${what} the worklet's output is encoded\n${encoded.logs.join("\n")}`);
-      assert.ok(encoded.loopback.packets >= 100, `${what} the loopback still carries the call`);
+      assert.equal(encoded.inserted, false, `${what} no transform is left on the sender\n${encoded.logs.join("\n")}`);
+      const rate = encoded.packetsPerSecond;
+      assert.ok(rate >= 80 && rate <= 120, `${what} the worklet's output is encoded in 10 ms packets (${rate} a second)`);
       assert.ok(encoded.tone > 0.9, `${what} the speaker still plays the tone (share ${encoded.tone.toFixed(2)})`);
     }
   });

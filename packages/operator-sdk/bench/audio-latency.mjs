@@ -248,11 +248,11 @@ export function markdown(results, meta) {
     `| capture → wire: the frame's oldest sample, from the worklet input to \`WebSocket.send\` | ≤ 25 ms | ${dist(base.capture.oldestMs)} | ${verdict(base.capture.oldestMs, 25)} | RFC 3551: 20 ms packetization, so 20 ms is the floor |`,
     `| wire → playback, no jitter: WebSocket message event → the click leaves the worklet | ≤ 30 ms | ${dist(base.playback.totalMs)} (p50 per call: ${base.playback.totalP50PerCall.map(fmt).join(", ")}) | ${verdict(base.playback.totalMs, 30)} | G.114: one way < 150 ms acceptable, > 400 ms unacceptable |`,
   );
-  const route = (meta.routes ?? []).find((r) => String(r.jitterBufferTarget) === "0") ?? meta.routes?.[0];
+  const route = sdkRoute(meta.routes);
   if (route) {
     const withRoute = base.playback.totalMs.p50 + route.addedMs;
     p(
-      `| wire → playback, no jitter, **with the echo-safe route** (the worklet figure + what the WebRTC loopback adds, \`bench/route-latency.mjs\`, ${route.date}) | ≤ 30 ms | ${fmt(withRoute)} at p50 (${fmt(base.playback.totalMs.p50)} + ${fmt(route.addedMs)}) | ${withRoute <= 30 ? "**met**" : `**missed** (by ${fmt(withRoute - 30)} ms: the loopback's own jitter buffer alone holds ≥ 40 ms, see below)`} | the `+"`"+`playbackRoute: "direct"`+"`"+` option meets it with headsets |`,
+      `| wire → playback, no jitter, **with the echo-safe route** (the worklet figure + what the loopback adds on top of it, \`bench/route-latency.mjs\`, ${route.date}) | ≤ 30 ms | ${fmt(withRoute)} at p50 (${fmt(base.playback.totalMs.p50)} + ${fmt(route.addedMs)}) | ${withRoute <= 30 ? "**met**" : `**missed** (by ${fmt(withRoute - 30)} ms: the loopback's jitter buffer, NetEq, holds at least its 20 ms target plus its 10 ms output steps, see below)`} | the `+"`"+`playbackRoute: "direct"`+"`"+` option meets it with headsets |`,
     );
   }
   if (j30?.jitterBuffer) {
@@ -377,13 +377,20 @@ export function markdown(results, meta) {
     "     merely late and the renumbering is undone.",
     "  What remains is the target (its 20 ms floor, or the p95 jitter + 20 ms)",
     "  less the stamp lead, and the resampler.",
-    "- **With the echo-safe route** the far end leaves the worklet through a",
-    "  `MediaStreamAudioDestinationNode`, an in-page WebRTC loopback (Opus,",
-    "  10 ms packets) and an `<audio>` element, all inside Chromium: see \"The",
-    "  echo-safe route\" below. Its own receive jitter buffer (NetEq) holds",
-    "  at least 40 ms whatever the page asks, so the 30 ms target cannot be",
-    "  met on this route in Chromium; only `playbackRoute: \"direct\"` (the",
-    "  application's choice, for headsets) meets it.",
+    "- **With the echo-safe route** the far end's frames cross an in-page",
+    "  WebRTC loopback into an `<audio>` element, which is what makes the",
+    "  echo canceller hear them (see \"The echo-safe route\" below). Where the",
+    "  browser has `RTCRtpScriptTransform` they go in as they arrive, as PCMU,",
+    "  and the loopback's receive jitter buffer (NetEq) is the only buffer on",
+    "  the way, in place of the worklet's; this halved what the route costs",
+    "  (it used to follow the worklet's buffer and add an Opus-encoded",
+    "  loopback on top). What is left is NetEq's own floor: its target never",
+    "  goes below 20 ms (it counts delay in 20 ms steps) and it plays in 10 ms",
+    "  steps, so a frame waits about 30 ms in it even with no jitter at all;",
+    "  `jitterBufferTarget = 0` cannot lower that, and 10 ms packets raised",
+    "  its target to 40 ms (measured). The 30 ms target is therefore met only",
+    "  on the direct route (`playbackRoute: \"direct\"`, the application's",
+    "  choice for headsets).",
     "- **Concealment beyond the injected loss** now comes mostly from the",
     "  buffer's resync rule: three late frames in a row (a host stall of",
     "  ~100 ms, or jitter beyond the target) re-prime it (`RESYNC_AFTER_LATE`),",
@@ -412,37 +419,80 @@ export function markdown(results, meta) {
     p(
       "## The echo-safe route",
       "",
+      "The far end plays through an in-page WebRTC loopback (two local peer",
+      "connections) into an `<audio>` element, so that the browser's echo",
+      "canceller has it as its reference (\"Echo safety\" below). It crosses",
+      "the loopback one of two ways (`src/playback.ts`):",
+      "",
+      "- **inserted** (the default where the browser has `RTCRtpScriptTransform`):",
+      "  the loopback sends PCMU, and a transform worker writes each far-end",
+      "  frame, the moment the audio socket delivers it, into one of the",
+      "  sender's own encoded frames in place of what the sender encoded. The",
+      "  bytes are the wire's, unchanged, and NetEq, the loopback receiver's",
+      "  jitter buffer, sees the audio socket's timing: it is the only jitter",
+      "  buffer on the way. The worklet still decodes every frame, for the",
+      "  levels and the call-quality figures, but is not heard. (Chromium 156",
+      "  does not send frames made with `new RTCEncodedAudioFrame`, hence the",
+      "  worker's small pool of the sender's own frames.)",
+      "- **encoded** (browsers without the transform, or a page whose CSP",
+      "  refuses `blob:` workers): the worklet's output, after its own jitter",
+      "  buffer, is encoded by the loopback (PCMU in 10 ms packets; the rows",
+      "  dated before the inserted route used Opus, 10 ms) and NetEq adds its",
+      "  buffer on top.",
+      "",
       "Measured by `node packages/operator-sdk/bench/route-latency.mjs` on the echo",
       "rig (a private PulseAudio whose null sink's monitor is Chromium's real",
-      "microphone, echo canceller off): the round trip from a click leaving the",
-      "worklet to its return in the worklet's input, once played directly through",
-      "Web Audio and once through the WebRTC loopback; the difference is what the",
-      "loopback adds. The loopback's receive jitter buffer (NetEq) is read from",
-      "`getStats()` over 2 s after 4 s of settling (ms per emitted sample).",
+      "microphone, echo canceller off): the round trip from a click in the",
+      "worklet's output to its return in the worklet's input, once played",
+      "directly through Web Audio and once through the loopback; the",
+      "difference is what the loopback adds on top of the worklet figure",
+      "(on the inserted route the click heard is the same frame's, played by",
+      "NetEq from its arrival instead of by the worklet's buffer). NetEq is",
+      "read from `getStats()` over 2 s after 4 s of settling (ms per emitted",
+      "sample).",
       "",
-      "| receiver `jitterBufferTarget` | Web Audio round trip | loopback round trip | added by the loopback (medians) | loopback NetEq delay | NetEq target | NetEq minimum |",
-      "|---|---|---|---|---|---|---|",
+      "| loopback | receiver `jitterBufferTarget` | Web Audio round trip | loopback round trip | added by the loopback (medians) | loopback NetEq delay | NetEq target | NetEq minimum |",
+      "|---|---|---|---|---|---|---|---|",
     );
     for (const r of meta.routes) {
       const label = String(r.jitterBufferTarget) === "0" ? "0 (what the SDK sets)" : r.jitterBufferTarget === "unset" ? "not set (Chromium's default)" : `${r.jitterBufferTarget} ms`;
+      const kind = r.loopback ?? "encoded (before the inserted route)";
       p(
-        `| ${label} | ${r.webAudioMs.map(fmt).join(", ")} (median ${fmt(med(r.webAudioMs))}) | ${r.loopbackMs.map(fmt).join(", ")} (median ${fmt(med(r.loopbackMs))}) | **${fmt(r.addedMs)}** | ${nq(r, "delay")} | ${nq(r, "target")} | ${nq(r, "minimum")} |`,
+        `| ${kind} (${r.date}) | ${label} | ${r.webAudioMs.map(fmt).join(", ")} (median ${fmt(med(r.webAudioMs))}) | ${r.loopbackMs.map(fmt).join(", ")} (median ${fmt(med(r.loopbackMs))}) | **${fmt(r.addedMs)}** | ${nq(r, "delay")} | ${nq(r, "target")} | ${nq(r, "minimum")} |`,
       );
     }
     p(
       "",
       "`jitterBufferTarget = 0` asks for no delay beyond what NetEq itself needs,",
       "and that is all it can do: it is a floor the page may raise (100 ms",
-      "raises NetEq's target to 100 ms), not a way below NetEq's own minimum,",
-      "which Chromium holds at 40 ms on this loopback (the loopback's packets",
-      "leave in the AudioContext's render-callback bursts). With it, the route",
-      "adds the NetEq delay, Opus's 10 ms packets and look-ahead, the",
-      "MediaStream hand-offs and the `<audio>` element's own output buffer:",
-      "the echo-safe route's wire → speaker latency is therefore the worklet",
-      "figure above plus the added row, and the 30 ms target holds only for",
-      "the direct route.",
+      "raises NetEq's target to 100 ms), not a way below NetEq's own minimum.",
+      "NetEq counts arrival delay in 20 ms steps, so its target is at least",
+      "20 ms, 40 ms when a frame in twenty comes 20 ms later than the fastest",
+      "(a main-thread stall of the page does that: the inserted route's NetEq",
+      "sees the audio socket's timing, so a page that blocks its main thread",
+      "for 70 ms raises the target to 80–100 ms for seconds; the bench reads",
+      "its taps only after NetEq for that reason).",
       "",
     );
+    const probe = meta.neteqRoute;
+    if (probe) {
+      p(
+        "Without the SDK, `bench/neteq-route.mjs` hands a click to each route",
+        "and times it to where the direct route's worklet output would start",
+        "(the same page's direct Web Audio round trip subtracted), so no",
+        "worklet buffer is in it:",
+        "",
+        "| route | hand-off → heard, less the direct acoustic path, per call (ms) | median | NetEq delay | NetEq target |",
+        "|---|---|---|---|---|",
+      );
+      for (const [name, rows] of Object.entries(probe.results)) {
+        const what = name === "pcmu-insert" ? "inserted (the SDK's worker; the far end's frames posted from the main thread every 20 ms)" : "encoded: the loopback of a worklet's output (PCMU, 10 ms), its buffer not included";
+        p(
+          `| ${what} | ${rows.map((x) => fmt(x.routeMs)).join(", ")} | **${fmt(med(rows.map((x) => x.routeMs)))}** | ${rows.map((x) => fmt(x.neteq.delay)).join(", ")} | ${rows.map((x) => fmt(x.neteq.target)).join(", ")} |`,
+        );
+      }
+      p("", `(${probe.date}, ${probe.seconds} s measured per call after 4 s.)`, "");
+    }
   }
   if (meta.history?.length) {
     p(
@@ -524,9 +574,9 @@ export function markdown(results, meta) {
     "#          --worklet-stamps (frames stamped on arrival in the worklet, as",
     "#          before main-thread stamps: what those buy)",
     "# the echo-safe route's rows (needs the echo rig: pulseaudio, cargo xtask setup):",
-    "node packages/operator-sdk/bench/route-latency.mjs --json packages/operator-sdk/bench/results/route-0.json",
-    "node packages/operator-sdk/bench/route-latency.mjs --jitter-buffer-target unset \\",
-    "  --json packages/operator-sdk/bench/results/route-unset.json",
+    "node packages/operator-sdk/bench/route-latency.mjs --calls 5 --json packages/operator-sdk/bench/results/route-inserted.json",
+    "node packages/operator-sdk/bench/route-latency.mjs --encoded --json packages/operator-sdk/bench/results/route-encoded.json",
+    "node packages/operator-sdk/bench/neteq-route.mjs --json packages/operator-sdk/bench/results/neteq-route.json",
     "```",
     "",
     "The report quotes what `bench/results/` holds: the route runs above and",
@@ -558,7 +608,8 @@ function measurementArgs(argv) {
 
 /**
  * Saved measurements the report quotes (bench/results/): `route-*.json` from
- * `route-latency.mjs --json` (the echo-safe route's added latency) and
+ * `route-latency.mjs --json` (the echo-safe route's added latency),
+ * `neteq-route.json` from `neteq-route.mjs --json` (the routes without the SDK) and
  * `history.json` (`{ notes: [...], steps: [{ label, file }] }`, each file an
  * `--json` report of this bench: what each latency change bought).
  */
@@ -569,6 +620,7 @@ function savedResults(dir) {
     .filter((f) => /^route-.*\.json$/.test(f))
     .sort()
     .map(read);
+  const neteqRoute = existsSync(join(dir, "neteq-route.json")) ? read("neteq-route.json") : undefined;
   let history;
   let historyNotes;
   if (existsSync(join(dir, "history.json"))) {
@@ -576,7 +628,13 @@ function savedResults(dir) {
     history = h.steps.map((st) => ({ label: st.label, results: read(st.file).results }));
     historyNotes = h.notes;
   }
-  return { routes, history, historyNotes };
+  return { routes, neteqRoute, history, historyNotes };
+}
+
+/** The route the SDK takes by default: inserted, `jitterBufferTarget` 0 (older saved runs: the encoded one). */
+function sdkRoute(routes = []) {
+  const at0 = routes.filter((r) => String(r.jitterBufferTarget) === "0");
+  return at0.find((r) => r.loopback === "inserted") ?? at0[0] ?? routes[0];
 }
 
 const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), "results");

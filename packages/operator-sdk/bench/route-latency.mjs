@@ -10,8 +10,15 @@
 // same for both routes, so the difference between the WebRTC loopback and
 // the direct Web Audio route is what the loopback adds.
 //
-//   node packages/operator-sdk/bench/route-latency.mjs [--calls 3] [--jitter-buffer-target 0|N|unset]
+//   node packages/operator-sdk/bench/route-latency.mjs [--calls 3] [--jitter-buffer-target 0|N|unset] [--encoded]
 //        [--json FILE] (for audio-latency.mjs --route-json)
+//
+// The loopback inserts the far end's frames where the browser has
+// RTCRtpScriptTransform (playback.ts); --encoded hides it, so the loopback
+// encodes the worklet's output (the route of browsers without it). On the
+// inserted route the worklet's output is not what is heard, but it is the
+// same frames through a buffer whose delay audio-latency.mjs measures, so
+// "added" is again what to put on top of that figure.
 //
 // --jitter-buffer-target replaces what the SDK asks of the loopback
 // receiver's jitterBufferTarget (it sets 0): a number of ms, or `unset` to
@@ -36,6 +43,7 @@ const { values } = parseArgs({
   options: {
     calls: { type: "string", default: "3" },
     "jitter-buffer-target": { type: "string" },
+    encoded: { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
@@ -66,7 +74,7 @@ async function roundTrip(pulse, base, route, k) {
       operatorRef: `lat-${route}-${k}`,
       audioConstraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
-    await page.evaluate(async ([route, jbTarget]) => {
+    await page.evaluate(async ([route, jbTarget, encoded]) => {
       const w = /** @type {any} */ (window);
       if (route === "web-audio") w.__audinTestPlaybackRoute = "web-audio";
       const d = Object.getOwnPropertyDescriptor(RTCRtpReceiver.prototype, "jitterBufferTarget");
@@ -79,6 +87,7 @@ async function roundTrip(pulse, base, route, k) {
           },
         });
       }
+      if (encoded) w.RTCRtpScriptTransform = undefined;
       w.__audinTestRoute = (r) => (w.t.route = r);
       const Orig = w.RTCPeerConnection;
       w.t.pcs = [];
@@ -89,7 +98,7 @@ async function roundTrip(pulse, base, route, k) {
       };
       w.t.op.on("incomingCall", (call) => call.accept());
       await w.t.op.goOnline(["pn_dev_milano"]);
-    }, [route, JB_TARGET ?? null]);
+    }, [route, JB_TARGET ?? null, values.encoded]);
     const sid = await simCall(base, { behaviour: "click" });
     await waitForEvent(page, "callStarted");
     // NetEq starts with a large target and adapts down: measure settled.
@@ -155,7 +164,7 @@ try {
   }
   const med = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const f = (x) => (x === null || x === undefined ? "–" : x.toFixed(1));
-  console.log(`jitterBufferTarget: ${JB_TARGET ?? "0 (as the SDK sets it)"}`);
+  console.log(`jitterBufferTarget: ${JB_TARGET ?? "0 (as the SDK sets it)"}; loopback ${values.encoded ? "encoded" : "inserted"}`);
   for (const [route, v] of Object.entries(out)) {
     const ms = v.map((x) => x.ms);
     console.log(`${route}: round trip ${ms.map(f).join(", ")} ms (median ${f(med(ms))})`);
@@ -171,6 +180,7 @@ try {
     const report = {
       date: new Date().toISOString().slice(0, 10),
       jitterBufferTarget: JB_TARGET ?? "0",
+      loopback: values.encoded ? "encoded" : "inserted",
       calls: CALLS,
       webAudioMs: out["web-audio"].map((x) => x.ms),
       loopbackMs: out["webrtc-loopback"].map((x) => x.ms),

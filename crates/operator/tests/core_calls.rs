@@ -1072,3 +1072,44 @@ fn a_dial_accepted_with_a_ticket_attaches_with_it() {
     sim.server(audio2, json!({"type":"answered","callSid":"CA9"}));
     assert_eq!(state(&sim), Some(CallState::Active));
 }
+
+/// Hangs up CA1 while neither socket can carry it: the audio socket is
+/// reattaching and presence is reconnecting (a node of a cluster
+/// restarting under both). The presence socket the operator is back on.
+fn hangup_with_both_sockets_down() -> Sim {
+    let mut sim = Sim::new();
+    let (presence, audio) = sim.active_inbound("CA1");
+    sim.close(audio, Some(1006));
+    sim.close(presence, Some(1006));
+    sim.sent(presence);
+    sim.op.hangup(sim.now, "CA1");
+    assert_eq!(
+        ended(&sim.events()),
+        [("CA1".into(), Some(EndReason::Hangup))],
+        "the call ends for the operator at once"
+    );
+    sim
+}
+
+#[test]
+fn a_hangup_no_socket_could_carry_is_sent_once_presence_is_back() {
+    let mut sim = hangup_with_both_sockets_down();
+    sim.fire_next_timer();
+    let presence = sim.connect_presence(json!({"callSid":"CA1","answered":true}));
+    assert_eq!(
+        sim.sent_one(presence, "hangup"),
+        json!({"type":"hangup","callSid":"CA1","reason":"hangup"}),
+        "the service still holds the call: it is told"
+    );
+}
+
+#[test]
+fn a_hangup_no_socket_could_carry_is_dropped_if_the_call_ended_meanwhile() {
+    let mut sim = hangup_with_both_sockets_down();
+    sim.fire_next_timer();
+    let presence = sim.connect_presence(Value::Null);
+    assert!(
+        !sim.sent(presence).iter().any(|m| m["type"] == "hangup"),
+        "nothing is owed for a call the service no longer holds"
+    );
+}

@@ -327,13 +327,29 @@ impl Operator {
     }
 
     /// Tells the server the operator ends the call (audio socket if
-    /// attached, else presence).
+    /// attached, else presence, else once presence is back).
     fn send_hangup(&mut self, sid: &str, reason: HangupReason) {
-        if !self.send_audio(&AudioClientMessage::Hangup {
+        let sent = self.send_audio(&AudioClientMessage::Hangup {
             reason: Some(reason),
-        }) {
+        }) || self.send_presence(&ClientMessage::Hangup {
+            call_sid: sid.to_string(),
+            reason: Some(reason),
+        });
+        if !sent {
+            self.undelivered_hangup = Some((sid.to_string(), reason));
+        }
+    }
+
+    /// After a (re)connect: the hangup neither socket could carry goes out
+    /// now if the service still holds that call for us (else it ended on
+    /// its own meanwhile, and nothing is owed).
+    pub(super) fn deliver_hangup(&mut self, server_call: Option<&str>) {
+        let Some((sid, reason)) = self.undelivered_hangup.take() else {
+            return;
+        };
+        if server_call == Some(sid.as_str()) {
             self.send_presence(&ClientMessage::Hangup {
-                call_sid: sid.to_string(),
+                call_sid: sid,
                 reason: Some(reason),
             });
         }

@@ -11,7 +11,7 @@ use super::config::{Config, ConfigError, Urls};
 use super::json::cat;
 use super::time::token_expiry_ms;
 use super::types::*;
-use audin_protocol::ErrorCode;
+use audin_protocol::{ErrorCode, HangupReason};
 use std::collections::VecDeque;
 
 /// The operator client's state machine. See the [module docs](crate::core).
@@ -27,6 +27,10 @@ pub struct Operator {
     last_token: Option<CachedToken>,
     presence: presence::Presence,
     call: Option<call::Call>,
+    /// A hangup that neither socket could carry (the call's audio socket
+    /// was reattaching and presence reconnecting): sent once presence is
+    /// back if the service still holds that call for us.
+    undelivered_hangup: Option<(String, HangupReason)>,
     dial: Option<call::PendingDial>,
     http: Pending<RequestId, http::HttpFetch>,
 }
@@ -123,6 +127,7 @@ impl Operator {
             last_token: None,
             presence: presence::Presence::default(),
             call: None,
+            undelivered_hangup: None,
             dial: None,
             http: Pending::default(),
         })

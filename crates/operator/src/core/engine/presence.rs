@@ -301,7 +301,9 @@ impl Operator {
         self.presence.attempt = 0;
         self.presence.was_online = true;
         self.set_state(PresenceState::Online);
-        self.reconcile_call(now, active_call.map(|c| c.call_sid));
+        let server_call = active_call.map(|c| c.call_sid);
+        self.deliver_hangup(server_call.as_deref());
+        self.reconcile_call(now, server_call);
         self.announce_availability();
     }
 

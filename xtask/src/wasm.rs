@@ -177,7 +177,13 @@ fn wasm_opt(ctx: &Ctx, input: &Path, output: &Path, passes: &[&str]) -> Result<(
     run(Command::new(wasm_opt_bin(ctx)?)
         .args(passes)
         .args(WASM_OPT_FEATURES)
-        .args(["--strip-debug", "--strip-producers"])
+        // The target-features section is for tools (wasm-bindgen, wasm-opt,
+        // both done by now); browsers ignore it, so it only costs bytes.
+        .args([
+            "--strip-debug",
+            "--strip-producers",
+            "--strip-target-features",
+        ])
         .arg(input)
         .arg("-o")
         .arg(output))

@@ -77,7 +77,11 @@ const minifyWorkletSource = {
         fail("worklet-source.ts: expected exactly one ${PROCESSOR_NAME} and no other escapes");
       }
       const marker = "__AUDIN_PROCESSOR_NAME__";
-      const min = (await esbuild.transform(head + marker + tail, { minify: true, target: TARGET, loader: "js" })).code;
+      // An AudioWorklet script is an ES module: its top-level names are its
+      // own (renamed, the unused ones dropped) and it is strict already.
+      const min = (
+        await esbuild.transform(head + marker + tail, { minify: true, target: TARGET, loader: "js", format: "esm", treeShaking: true })
+      ).code;
       const [a, b] = min.split(marker);
       if (b === undefined) fail("worklet-source.ts: the minifier lost the processor name");
       const replaced = `PROCESSOR_SOURCE = ${JSON.stringify(a)} + PROCESSOR_NAME + ${JSON.stringify(b)};`;

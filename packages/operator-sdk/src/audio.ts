@@ -53,7 +53,7 @@ export interface MediaSessionOptions {
   deviceProblem?(kind: "input" | "output", code: OperatorErrorCode, message: string): void;
 }
 
-/** What `setSinkId` is called on: the loopback's `<audio>` element or the AudioContext. */
+/** What `setSinkId` is called on: the loopback (its `<audio>` elements) or the AudioContext. */
 type SinkTarget = { setSinkId?: (id: string) => Promise<void> };
 
 /** Whether getUserMedia failed because the asked-for device does not exist (any more). */
@@ -240,7 +240,7 @@ export class MediaSession {
         const loopback = await openLoopback(sink.stream);
         if (this.stopped) return loopback.close();
         this.loopback = loopback;
-        this.applyChosenSink(loopback.element as SinkTarget);
+        this.applyChosenSink(loopback);
         routeHook()?.("webrtc-loopback", loopback.element);
         this.opts.logger.debug("audin: playback through the WebRTC loopback");
         return;
@@ -522,7 +522,7 @@ export class MediaSession {
 
   /** Where the chosen speaker is set: `undefined` until the playback route is chosen. */
   private sinkTarget(): SinkTarget | undefined {
-    if (this.loopback) return this.loopback.element as SinkTarget;
+    if (this.loopback) return this.loopback;
     if (this.directRoute && this.context) return this.context as SinkTarget;
     return undefined;
   }

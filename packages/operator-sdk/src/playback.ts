@@ -34,29 +34,58 @@ export type AudioRoute = "webrtc-loopback" | "web-audio";
 export const LOOPBACK_CONNECT_MS = 1500;
 
 /**
- * The inserted route's transform worker (see the top of this file). `p`
- * holds the sender's encoded frames not yet used, `q` a far-end frame
- * waiting for one. A far-end frame leaves the moment it comes as long as
- * the pool has a frame, so NetEq sees the audio socket's timing, not the
+ * The inserted route's transform worker (see the top of this file), one per
+ * stream. `p` holds the sender's encoded frames not yet used, `q` a far-end
+ * frame waiting for one. A far-end frame leaves the moment it comes as long
+ * as the pool has a frame, so NetEq sees the audio socket's timing, not the
  * sender's (whose frames come in bursts of the render callbacks): the pool
  * gathers `k` = 4 before the first is used (the far end's frames meanwhile
- * are dropped, at the start of the call only), and during a pause of the
- * far end it fills up again (at most 8: older ones are dropped, which
- * NetEq takes for a gap). A second frame arriving while one still waits
- * means the pool ran dry (the far end's clock runs faster than the
- * sender's): the older frame is dropped and the pool gathers 4 again, a
- * glitch of about 100 ms every ten minutes or so at 100 ppm, rather than
- * a delay that grows.
+ * are dropped, at the start of the call only), and while the stream rests
+ * it fills up again (at most 8: older ones are dropped); a stream taking the
+ * far end again first keeps the newest 4 (message `0`). A second frame
+ * arriving while one still waits means the pool ran dry (the far end's
+ * clock runs faster than the sender's): the older frame is dropped and the
+ * pool gathers 4 again, a glitch of about 100 ms every ten minutes or so at
+ * 100 ppm, rather than a delay that grows. The transform's options, a
+ * number `n`, make it pass the sender's own frames (silence) through first,
+ * the second stream's warm-up, and say when that ends (message `1`).
  */
 const INSERT_WORKER =
-  "postMessage(0);let w,v,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{w=t.writable.getWriter();" +
-  "t.readable.pipeTo(new WritableStream({write(x){p.push(x),s()}}))};" +
-  "onmessage=e=>{q.push(e.data);q[1]&&(q.shift(),k=4);s()};" +
+  "postMessage(0);let w,v,n,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{n=t.options;w=t.writable.getWriter();" +
+  "t.readable.pipeTo(new WritableStream({write(x){n>0?(w.write(x),--n||postMessage(1)):(p.push(x),s())}}))};" +
+  "onmessage=({data:d})=>{d?(q.push(d),q[1]&&(q.shift(),k=4)):p.splice(0,p.length-4);s()};" +
   "function s(){if(p.length>=k)for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v);p[8]&&p.shift()}";
+
+/**
+ * Frames the second stream passes through before it rests (1 s): NetEq
+ * starts with an 80 ms target and needs about 25 packets to learn the
+ * loopback's 20 ms.
+ */
+const WARM_FRAMES = 50;
+/**
+ * How long a stream must have carried nothing before the far end moves to
+ * it: NetEq restarts playout (at its floor) after 1 s of concealment, and
+ * forgets the arrival times it compares new packets with after 2 s.
+ */
+const REST_MS = 2200;
+/** Quiet far-end frames in a row before a move: the old stream's unplayed ones too. */
+const QUIET_FRAMES = 4;
+
+/**
+ * Whether a μ-law frame is quiet: every sample within exponent 1 (|x| ≤ 372
+ * of 32 767, peaks below −39 dBFS), line noise between words, not speech.
+ */
+function quiet(frame: ArrayBuffer): boolean {
+  for (const b of new Uint8Array(frame)) if ((b & 0x70) < 0x60) return false;
+  return true;
+}
 
 /** A connected loopback; `close()` releases every piece (idempotent). */
 export interface Loopback {
+  /** The <audio> element that plays the far end (the inserted route's second stream has its own). */
   element: HTMLAudioElement;
+  /** Plays every stream on one speaker (where the browser has `setSinkId`). */
+  setSinkId?: (id: string) => Promise<void>;
   /** Inserted route only: hands one far-end frame (160 bytes μ-law) to the loopback. */
   push?: (frame: ArrayBuffer) => void;
   close(): void;
@@ -98,6 +127,17 @@ async function insertWorkerUrl(): Promise<string | undefined> {
  * Carries `stream` through a local peer-connection pair into an <audio>
  * element. Rejects (after cleaning up) if RTCPeerConnection is missing or
  * the pair does not connect within `timeoutMs`.
+ *
+ * The inserted route has two streams (transceivers), each with its own
+ * worker and <audio> element, and the far end on one of them. Why: NetEq
+ * holds a delay anywhere between 15 and 40 ms once its target is 20 (it
+ * time-stretches only outside that band), and where it lands depends on
+ * its start (it starts at an 80 ms target, so it comes down from above,
+ * measured 33–38 ms) and on every late frame since (each one adds the time
+ * it was late, for good). A stream that has rested restarts at the floor
+ * (measured 13–16 ms). So once the other stream has rested `REST_MS`, the
+ * far end moves to it, at a quiet moment so that nothing audible is cut:
+ * the old stream's few unplayed frames were quiet too.
  */
 export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CONNECT_MS): Promise<Loopback> {
   if (typeof RTCPeerConnection !== "function") throw new Error("RTCPeerConnection is not available");
@@ -105,44 +145,48 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
   // No ICE servers: host candidates only, the two ends are in this page.
   const a = new RTCPeerConnection({ iceServers: [] });
   const b = new RTCPeerConnection({ iceServers: [] });
-  const element = document.createElement("audio");
-  let worker: Worker | undefined;
+  const elements: HTMLAudioElement[] = [];
+  const workers: Worker[] = [];
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const close = (): void => {
     if (closed) return;
     closed = true;
     clearTimeout(timer);
-    a.onicecandidate = b.onicecandidate = b.ontrack = null;
+    a.onicecandidate = b.onicecandidate = null;
     a.close();
     b.close();
-    worker?.terminate();
+    for (const w of workers) w.terminate();
     if (insertUrl) URL.revokeObjectURL(insertUrl);
-    element.pause();
-    element.srcObject = null;
-    element.remove();
+    for (const e of elements) {
+      e.pause();
+      e.srcObject = null;
+      e.remove();
+    }
   };
   try {
     a.onicecandidate = (e) => void (e.candidate && b.addIceCandidate(e.candidate).catch(() => undefined));
     b.onicecandidate = (e) => void (e.candidate && a.addIceCandidate(e.candidate).catch(() => undefined));
-    const remote = new Promise<MediaStream>((ok) => {
-      b.ontrack = (ev) => ok(ev.streams[0] ?? new MediaStream([ev.track]));
-    });
     const track = stream.getAudioTracks()[0];
     if (!track) throw new Error("no playback track");
-    const sender = a.addTrack(track, stream);
     // PCMU both ways: the wire's own codec and 20 ms frame, so inserted
     // frames go in unchanged, and an encoded worklet output (already 8 kHz
     // speech) loses nothing audible.
     const pcmu = RTCRtpSender.getCapabilities?.("audio")?.codecs.find((c) => c.mimeType == "audio/PCMU");
-    if (pcmu) a.getTransceivers()[0]?.setCodecPreferences([pcmu]);
-    if (pcmu && insertUrl) {
-      worker = new Worker(insertUrl);
-      sender.transform = new RTCRtpScriptTransform(worker);
+    const insert = pcmu && insertUrl;
+    for (let i = 0; i < (insert ? 2 : 1); i++) {
+      const t = a.addTransceiver(track);
+      if (pcmu) t.setCodecPreferences([pcmu]);
+      // Made right after the transceiver, before any await (see insertWorkerUrl).
+      if (insert) {
+        const w = new Worker(insertUrl);
+        workers.push(w);
+        t.sender.transform = new RTCRtpScriptTransform(w, i * WARM_FRAMES);
+      }
     }
     // Encoding the worklet's output: 10 ms packets, half the wait.
     const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit =>
-      worker ? d : { type: d.type, sdp: d.sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
+      insert ? d : { type: d.type, sdp: d.sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
     const offer = ptime(await a.createOffer());
     await a.setLocalDescription(offer);
     await b.setRemoteDescription(offer);
@@ -166,21 +210,53 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
     const deadline = new Promise<never>((_ok, fail) => {
       timer = setTimeout(() => fail(new Error(`not connected within ${timeoutMs} ms`)), timeoutMs);
     });
-    const [out] = await Promise.race([Promise.all([remote, connected]), deadline]);
+    await Promise.race([connected, deadline]);
     clearTimeout(timer);
     a.onconnectionstatechange = b.onconnectionstatechange = null;
-    element.autoplay = true;
-    element.muted = false;
-    element.srcObject = out;
-    // Autoplay rules may refuse until a gesture; the element then starts on
-    // its own once allowed (autoplay), like the AudioContext does.
-    element.play().catch(() => undefined);
-    const w = worker;
-    return { element, close, push: w && ((frame) => w.postMessage(frame, [frame])) };
+    for (const r of b.getReceivers()) {
+      const element = document.createElement("audio");
+      elements.push(element);
+      element.autoplay = true;
+      element.srcObject = new MediaStream([r.track]);
+      // Autoplay rules may refuse until a gesture; the element then starts on
+      // its own once allowed (autoplay), like the AudioContext does.
+      element.play().catch(() => undefined);
+    }
+    const element = elements[0]!;
+    return {
+      element,
+      close,
+      setSinkId: element.setSinkId && (async (id) => void (await Promise.all(elements.map((e) => e.setSinkId(id))))),
+      push: insert ? pusher(workers) : undefined,
+    };
   } catch (e) {
     close();
     throw e;
   }
+}
+
+/**
+ * The inserted route's frame hand-off: each far-end frame to the stream
+ * that carries the far end, which changes (see openLoopback) once the
+ * other stream has rested and the far end has been quiet for a moment.
+ */
+function pusher(workers: Worker[]): (frame: ArrayBuffer) => void {
+  // When each stream last carried a frame: the second one rests from the
+  // end of its warm-up.
+  const last = [0, Infinity];
+  workers[1]!.onmessage = () => (last[1] = performance.now());
+  let live = 0;
+  let calm = 0;
+  return (frame) => {
+    const now = performance.now();
+    calm = quiet(frame) ? calm + 1 : 0;
+    if (calm >= QUIET_FRAMES && now - last[1 - live]! > REST_MS) {
+      live = 1 - live;
+      workers[live]!.postMessage(0);
+    }
+    last[live] = now;
+    workers[live]!.postMessage(frame, [frame]);
+  };
 }
 
 /** Logged once per page: the fallback is a property of the browser. */

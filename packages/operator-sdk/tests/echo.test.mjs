@@ -213,9 +213,11 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
    * What the speaker plays, heard through the rig's microphone (canceller
    * off), and what the loopback carried: its codec, its packet rate and,
    * with `probe`, whether its payloads are the audio socket's frames (a
-   * receiver transform reads them).
+   * receiver transform reads them). With `watchMs`, also `watch`: every
+   * 500 ms from 3 s into the call, each loopback stream's packets and its
+   * NetEq delay (ms per emitted sample) over the last 500 ms.
    */
-  async function loopbackPlays({ insert, csp, probe = false }) {
+  async function loopbackPlays({ insert, csp, probe = false, behaviour, watchMs = 0 }) {
     const browser = await launchRigBrowser(pulse, { args: [DISABLE_CWEC] });
     try {
       const audioConstraints = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
@@ -272,20 +274,50 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       const r = await fetch(`${base}/dev/sim/calls`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber }),
+        body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber, behaviour }),
       });
       const sid = (await r.json()).callSid;
       await waitForEvent(page, "callStarted");
-      await sleep(2_000);
-      const received = () =>
+      // The inserted route's second stream warms up in the first seconds.
+      await sleep(3_000);
+      /** Each inbound stream's counters, by mid. */
+      const inbound = () =>
         page.evaluate(async () => {
+          const out = {};
           for (const pc of /** @type {any} */ (window).t.pcs) {
             const stats = [...(await pc.getStats()).values()];
-            const inbound = stats.find((s) => s.type === "inbound-rtp");
-            if (inbound) return { codec: stats.find((s) => s.id === inbound.codecId)?.mimeType, packets: inbound.packetsReceived };
+            for (const s of stats.filter((s) => s.type === "inbound-rtp")) {
+              out[s.mid] = {
+                codec: stats.find((c) => c.id === s.codecId)?.mimeType,
+                packets: s.packetsReceived,
+                emitted: s.jitterBufferEmittedCount,
+                delay: s.jitterBufferDelay,
+              };
+            }
           }
-          return { codec: undefined, packets: 0 };
+          return out;
         });
+      const watch = [];
+      const watchStart = Date.now();
+      for (let last = await inbound(), t = 0; t < watchMs; t += 500) {
+        await sleep(500);
+        const now = await inbound();
+        watch.push(
+          Object.fromEntries(
+            Object.entries(now).map(([mid, c]) => {
+              const p = last[mid] ?? { packets: 0, emitted: 0, delay: 0 };
+              const emitted = c.emitted - p.emitted;
+              return [mid, { packets: c.packets - p.packets, delayMs: emitted ? (1000 * (c.delay - p.delay)) / emitted : null }];
+            }),
+          ),
+        );
+        last = now;
+      }
+      const watchSeconds = (Date.now() - watchStart) / 1000;
+      const received = async () => {
+        const all = Object.values(await inbound());
+        return { codec: all[0]?.codec, packets: all.reduce((n, c) => n + c.packets, 0) };
+      };
       const before = await received();
       await sleep(2_000);
       const after = await received();
@@ -304,6 +336,8 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         tone: toneMedian(heard.samples, heard.sampleRate, 440).share,
         codec: after.codec,
         packetsPerSecond: (after.packets - before.packets) / 2,
+        watch,
+        watchSeconds,
         ...carried,
         logs,
       };
@@ -331,6 +365,28 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       assert.ok(rate >= 80 && rate <= 120, `${what} the worklet's output is encoded in 10 ms packets (${rate} a second)`);
       assert.ok(encoded.tone > 0.9, `${what} the speaker still plays the tone (share ${encoded.tone.toFixed(2)})`);
     }
+  });
+
+  test("the far end moves to the loopback's rested stream when it is quiet, and plays there with NetEq at its floor", async () => {
+    // `click`: one full-scale sample every 500 ms, quiet in between.
+    const r = await loopbackPlays({ insert: true, probe: true, behaviour: "click", watchMs: 9_000 });
+    const logs = r.logs.join("\n");
+    const table = r.watch.map((w) => Object.entries(w).map(([mid, c]) => `${mid}: ${c.packets} ${c.delayMs?.toFixed(1) ?? "–"} ms`).join(", "));
+    const why = `\nper 500 ms, stream: packets, NetEq delay:\n${table.join("\n")}\n${logs}`;
+    // Which stream carried the far end in each 500 ms (a move splits one).
+    const carrier = r.watch.map((w) => Object.entries(w).find(([, c]) => c.packets >= 20)?.[0]);
+    const moves = carrier.filter((mid, i) => i > 0 && mid && carrier[i - 1] && mid !== carrier[i - 1]).length;
+    assert.ok(moves >= 2, `the far end moved between the two streams at least twice in 9 s (${moves})${why}`);
+    const total = r.watch.reduce((n, w) => n + Object.values(w).reduce((m, c) => m + c.packets, 0), 0);
+    const frames = 50 * r.watchSeconds;
+    assert.ok(Math.abs(total - frames) <= 0.05 * frames, `one packet per far-end frame across the moves (${total} in ${r.watchSeconds} s)${why}`);
+    assert.ok(r.fromWire >= 0.9, `the payloads are the audio socket's frames (${r.fromWire})${why}`);
+    // Once moved, the stream plays at NetEq's floor (it came down from 80 ms
+    // to 33–38 before: see playback.ts).
+    const moved = carrier.findIndex((mid, i) => i > 0 && mid && carrier[i - 1] && mid !== carrier[i - 1]);
+    const delays = r.watch.flatMap((w, i) => (i > moved && carrier[i - 1] === carrier[i] ? [w[carrier[i]].delayMs] : []));
+    const median = [...delays].sort((a, b) => a - b)[Math.floor(delays.length / 2)];
+    assert.ok(median <= 25, `NetEq's delay on the stream that carries the far end (median ${median?.toFixed(1)} ms)${why}`);
   });
 });
 

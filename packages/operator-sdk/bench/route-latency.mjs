@@ -116,24 +116,32 @@ async function roundTrip(pulse, base, route, k) {
       console.log(JSON.stringify(st));
     }
     // The loopback receiver's NetEq over the next 2 s: mean delay, target
-    // and minimum per emitted sample (ms), from the inbound-rtp counters.
+    // and minimum per emitted sample (ms), from the inbound-rtp counters of
+    // the stream that carried the far end most (the inserted route has two,
+    // see playback.ts; the other one rests).
     const counters = () =>
       page.evaluate(async () => {
+        const out = {};
         for (const pc of /** @type {any} */ (window).t.pcs) {
           for (const r of (await pc.getStats()).values()) {
             if (r.type === "inbound-rtp" && r.jitterBufferEmittedCount) {
-              const { jitterBufferEmittedCount: n, jitterBufferDelay: d, jitterBufferTargetDelay: t, jitterBufferMinimumDelay: m } = r;
-              return { n, d, t, m };
+              const { jitterBufferEmittedCount: n, jitterBufferDelay: d, jitterBufferTargetDelay: t, jitterBufferMinimumDelay: m, packetsReceived: p } = r;
+              out[r.mid] = { n, d, t, m, p };
             }
           }
         }
-        return null;
+        return out;
       });
     const c0 = await counters();
-    if (c0) await sleep(2000);
-    const c1 = c0 ? await counters() : null;
-    const per = (k) => (c1[k] === undefined ? null : (1000 * (c1[k] - c0[k])) / (c1.n - c0.n));
-    const neteq = c0 && c1 && c1.n > c0.n ? { delay: per("d"), target: per("t"), minimum: per("m") } : null;
+    await sleep(2000);
+    const c1 = await counters();
+    const busiest = Object.keys(c1)
+      .filter((mid) => c0[mid])
+      .sort((x, y) => c1[y].p - c0[y].p - (c1[x].p - c0[x].p))[0];
+    const a = c0[busiest];
+    const b = c1[busiest];
+    const per = (k) => (b[k] === undefined ? null : (1000 * (b[k] - a[k])) / (b.n - a.n));
+    const neteq = a && b && b.n > a.n ? { delay: per("d"), target: per("t"), minimum: per("m") } : null;
     // Last: copying the taps out blocks the page's main thread for tens of
     // ms, a stall the inserted route's NetEq would answer with a higher target.
     const snap = await page.evaluate(() => {

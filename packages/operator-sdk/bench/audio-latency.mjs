@@ -500,10 +500,8 @@ export function markdown(results, meta) {
       for (const [name, rows] of Object.entries(probe.results)) {
         const what =
           name === "pcmu-insert"
-            ? "inserted (the SDK's worker; the far end's frames posted from the main thread every 20 ms), from the stream's start"
-            : name === "pcmu-insert-rested"
-              ? "inserted, after the stream rested 2.5 s (what the SDK's far end finds on the stream it moves to)"
-              : "encoded: the loopback of a worklet's output (PCMU, 10 ms), its buffer not included";
+            ? "inserted, one stream from its start (the SDK's worker; the far end's frames posted from the main thread every 20 ms): what the SDK's first stream plays in a call's first seconds"
+            : "encoded: the loopback of a worklet's output (PCMU, 10 ms), its buffer not included";
         p(
           `| ${what} | ${rows.map((x) => fmt(x.routeMs)).join(", ")} | **${fmt(med(rows.map((x) => x.routeMs)))}** | ${rows.map((x) => fmt(x.neteq.delay)).join(", ")} | ${rows.map((x) => fmt(x.neteq.target)).join(", ")} |`,
         );

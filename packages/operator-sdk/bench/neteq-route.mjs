@@ -19,11 +19,7 @@
 //   encoded, so the receiver's NetEq is the one jitter buffer. The far end
 //   is a 20 ms timer on the page's main thread posting frames to the
 //   worker, as the SDK posts them from the audio socket's message event;
-//   a click is handed over when it is posted. `pcmu-insert-rested`: the
-//   same, but the far end goes quiet from 1.2 s to 3.7 s (nothing posted),
-//   as a stream the SDK has let rest sees it (playback.ts: NetEq restarts
-//   its playout at its floor once the stream comes back; measured after).
-//   (Chromium 156 does not send
+//   a click is handed over when it is posted. (Chromium 156 does not send
 //   frames made with `new RTCEncodedAudioFrame`, copy or new timestamp: 0
 //   packets sent, hence the worker's pool of the sender's own frames.)
 //
@@ -48,7 +44,7 @@ const { values } = parseArgs({
   options: {
     calls: { type: "string", default: "3" },
     seconds: { type: "string", default: "8" },
-    routes: { type: "string", default: "encoded,pcmu-insert,pcmu-insert-rested" },
+    routes: { type: "string", default: "encoded,pcmu-insert" },
     json: { type: "string" },
   },
 });
@@ -128,8 +124,7 @@ registerProcessor("probe", Probe);`;
     const track = sink.stream.getAudioTracks()[0];
     let worker;
     const farEnd = [];
-    if (route.startsWith("pcmu-insert")) {
-      const rests = route === "pcmu-insert-rested";
+    if (route === "pcmu-insert") {
       worker = new Worker(url(WORKER));
       // The far end: a frame every 20 ms (a click every 25th), on the main thread.
       const t0 = performance.now();
@@ -141,7 +136,7 @@ registerProcessor("probe", Probe);`;
           bytes[0] = bytes[1] = 0x00; // μ-law −32124: a negative click
           ev.handed.push({ t: Number(Temporal.Now.instant().epochNanoseconds) / 1e6 });
         }
-        if (!rests || n < 60 || n >= 185) worker.postMessage(bytes.buffer, [bytes.buffer]);
+        worker.postMessage(bytes.buffer, [bytes.buffer]);
         farEnd[0] = setTimeout(frame, Math.max(0, t0 + n * 20 - performance.now()));
       };
       frame();

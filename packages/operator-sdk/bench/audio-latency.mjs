@@ -460,7 +460,7 @@ export function markdown(results, meta) {
       "difference is what the loopback adds on top of the worklet figure",
       "(on the inserted route the click heard is the same frame's, played by",
       "NetEq from its arrival instead of by the worklet's buffer). NetEq is",
-      "read from `getStats()` over 2 s after 4 s of settling (ms per emitted",
+      "read from `getStats()` over 2 s after 7 s of settling (ms per emitted",
       "sample), on the stream that carried the far end most.",
       "",
       "| loopback | receiver `jitterBufferTarget` | Web Audio round trip | loopback round trip | added by the loopback (medians) | loopback NetEq delay | NetEq target | NetEq minimum |",

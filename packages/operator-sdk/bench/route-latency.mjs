@@ -26,7 +26,9 @@
 // then reported from getStats() (its mean delay, target and minimum per
 // emitted sample) next to the round trip.
 //
-// ROUTE_SETTLE_MS (default 4000) waits longer before measuring;
+// ROUTE_SETTLE_MS (default 7000) is how long into the call measuring starts:
+// on the inserted route the far end first moves to the loopback's rested
+// second stream about 5 s in (playback.ts), and that is what is measured;
 // ROUTE_STATS=1 prints the loopback's getStats() (jitter buffer, playout).
 //
 // Needs pulseaudio, pactl, espeak-ng, sox (cargo xtask setup), the built SDK
@@ -101,8 +103,9 @@ async function roundTrip(pulse, base, route, k) {
     }, [route, JB_TARGET ?? null, values.encoded]);
     const sid = await simCall(base, { behaviour: "click" });
     await waitForEvent(page, "callStarted");
-    // NetEq starts with a large target and adapts down: measure settled.
-    await sleep(Number(process.env.ROUTE_SETTLE_MS ?? 4_000));
+    // NetEq starts with a large target and adapts down, and the far end
+    // moves to the rested stream about 5 s in: measure after that.
+    await sleep(Number(process.env.ROUTE_SETTLE_MS ?? 7_000));
     if (process.env.ROUTE_STATS) {
       const st = await page.evaluate(async () => {
         const out = [];

@@ -46,21 +46,23 @@ export const LOOPBACK_CONNECT_MS = 1500;
  * arriving while one still waits means the pool ran dry (the far end's
  * clock runs faster than the sender's): the older frame is dropped and the
  * pool gathers 4 again, a glitch of about 100 ms every ten minutes or so at
- * 100 ppm, rather than a delay that grows. The worker says when its pool
- * has gathered its 4 (message `1`).
+ * 100 ppm, rather than a delay that grows. The transform's options, a
+ * number `n`, make it pass the sender's own frames (silence) through first,
+ * the second stream's warm-up, and say when that ends (message `1`).
  */
 const INSERT_WORKER =
-  "postMessage(0);let w,v,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{w=t.writable.getWriter();" +
-  "t.readable.pipeTo(new WritableStream({write(x){p.push(x),s()}}))};" +
+  "postMessage(0);let w,v,n,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{n=t.options;w=t.writable.getWriter();" +
+  "t.readable.pipeTo(new WritableStream({write(x){n>0?(w.write(x),--n||postMessage(1)):(p.push(x),s())}}))};" +
   "onmessage=({data:d})=>{d?(q.push(d),q[1]&&(q.shift(),k=4)):p.splice(0,p.length-4);s()};" +
-  "function s(){if(p.length>=k){k&&postMessage(1);for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v)}p[8]&&p.shift()}";
+  "function s(){if(p.length>=k)for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v);p[8]&&p.shift()}";
 
 /**
- * Silent frames the second stream carries first, one with each far-end
- * frame once its pool has gathered (1 s): NetEq starts with an 80 ms
- * target and needs about 25 packets to learn the 20 ms it will then keep.
- * At the far end's timing, as it will be given later: the sender's own
- * frames come in bursts, which taught it 40 ms.
+ * Frames the second stream passes through before it rests (1 s): NetEq
+ * starts with an 80 ms target and needs about 25 packets to come down.
+ * The sender's frames come in bursts, so it may learn 40 ms rather than
+ * 20; it still restarts at about 20 ms and unlearns the 40 while it
+ * carries the far end (measured). Silence paced by the far end's frames
+ * instead made that stream restart at 60-70 ms, for reasons not found.
  */
 const WARM_FRAMES = 50;
 /**
@@ -182,7 +184,7 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
       if (insert) {
         const w = new Worker(insertUrl);
         workers.push(w);
-        t.sender.transform = new RTCRtpScriptTransform(w);
+        t.sender.transform = new RTCRtpScriptTransform(w, i * WARM_FRAMES);
       }
     }
     // Encoding the worklet's output: 10 ms packets, half the wait.
@@ -242,20 +244,14 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
  * other stream has rested and the far end has been quiet for a moment.
  */
 function pusher(workers: Worker[]): (frame: ArrayBuffer) => void {
-  /** When each stream last carried a frame. */
-  const last = [0, 0];
+  // When each stream last carried a frame: the second one rests from the
+  // end of its warm-up.
+  const last = [0, Infinity];
+  workers[1]!.onmessage = () => (last[1] = performance.now());
   let live = 0;
   let calm = 0;
-  /** Warm-up frames the second stream has still to carry (-1: its pool is gathering). */
-  let warm = -1;
-  workers[1]!.onmessage = (e) => void (e.data && warm < 0 && (warm = WARM_FRAMES));
   return (frame) => {
     const now = performance.now();
-    if (warm) {
-      workers[1]!.postMessage(new Uint8Array(160).fill(255).buffer); // μ-law silence
-      last[1] = now;
-      if (warm > 0) warm--;
-    }
     calm = quiet(frame) ? calm + 1 : 0;
     if (calm >= QUIET_FRAMES && now - last[1 - live]! > REST_MS) {
       live = 1 - live;

@@ -170,11 +170,12 @@ export interface AudinOperatorConfig {
    * echo canceller always hears it as the reference and an operator on
    * laptop speakers never sends the caller's own voice back (measured 53–63
    * dB less echo in Chromium, with or without Chrome-wide echo
-   * cancellation). It costs about 20 ms of extra playback delay where the
-   * browser can insert the far end's frames into the loopback
-   * (`RTCRtpScriptTransform`), about 60 ms where the loopback must encode
-   * them (WebRTC's own jitter buffer and output). `"direct"` plays through Web Audio: that
-   * delay is saved, but only browsers that cancel Web Audio output
+   * cancellation). Where the browser can insert the far end's frames into
+   * the loopback (`RTCRtpScriptTransform`) it adds under 10 ms over the
+   * direct route from 3–4 s into a call (about 20 ms before that);
+   * where the loopback must encode them it adds about 60 ms (WebRTC's own
+   * jitter buffer and output). `"direct"` plays through Web Audio, but only
+   * browsers that cancel Web Audio output
    * (Chromium with its default Chrome-wide echo cancellation) keep the echo
    * out; meant for operators on headsets. Additive to the seed contract.
    */

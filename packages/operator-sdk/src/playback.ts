@@ -13,12 +13,13 @@
 //   far-end frame, as it arrives from the audio socket, into the next
 //   encoded frame the sender made, in place of what it encoded. The
 //   receiver's jitter buffer (NetEq) is then the only one on the way and
-//   the bytes arrive unchanged: bench/neteq-route.mjs measured 34 ms from
-//   the frame's hand-off to where the direct route's worklet output
-//   starts, against about 80 ms for the worklet's buffer followed by the
-//   encoded loopback (docs/performance-browser.md). The worklet still
-//   decodes every frame, for the levels and the call-quality figures, but
-//   its output is not heard.
+//   the bytes arrive unchanged. Two streams take turns (see openLoopback)
+//   so that NetEq plays at its floor: 16–21 ms of NetEq delay 7–9 s into
+//   a call, 33–38 ms on one stream from its start, against about 80 ms for
+//   the worklet's buffer followed by the encoded loopback
+//   (docs/performance-browser.md). The worklet still decodes every frame,
+//   for the levels and the call-quality figures, but its output is not
+//   heard.
 // - **Encoded** (browsers without the transform, or pages whose CSP
 //   refuses blob: workers): the worklet's output leaves the AudioContext
 //   through a MediaStreamAudioDestinationNode and the loopback encodes it
@@ -138,7 +139,7 @@ async function insertWorkerUrl(): Promise<string | undefined> {
  * its start (it starts at an 80 ms target, so it comes down from above,
  * measured 33–38 ms) and on every late frame since (each one adds the time
  * it was late, for good). A stream that has rested restarts at the floor
- * (measured 13–16 ms). So once the other stream has rested `REST_MS`, the
+ * (measured 12–16 ms; about 20 ms while it still holds a 40 ms target). So once the other stream has rested `REST_MS`, the
  * far end moves to it, at a quiet moment so that nothing audible is cut:
  * the old stream's few unplayed frames were quiet too.
  */
@@ -247,7 +248,7 @@ function pusher(workers: Worker[]): (frame: ArrayBuffer) => void {
   // When each stream last carried a frame: the second one rests from the
   // end of its warm-up.
   const last = [0, Infinity];
-  workers[1]!.onmessage = () => (last[1] = performance.now());
+  workers[1]!.onmessage = (e) => void (e.data && (last[1] = performance.now()));
   let live = 0;
   let calm = 0;
   return (frame) => {

@@ -347,8 +347,11 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
   }
 
   test("the far end's own PCMU frames cross the loopback as they arrive; without RTCRtpScriptTransform or blob: workers the loopback encodes", async () => {
-    const inserted = await loopbackPlays({ insert: true, probe: true });
+    const inserted = await loopbackPlays({ insert: true, probe: true, watchMs: 4_000 });
     const logs = inserted.logs.join("\n");
+    // A tone is never quiet: the far end stays on one stream (a move would cut it).
+    const moved = inserted.watch.filter((w) => Object.values(w).filter((c) => c.packets > 0).length !== 1);
+    assert.deepEqual(moved, [], `the far end's tone stays on one loopback stream\n${logs}`);
     assert.equal(inserted.codec, "audio/PCMU", logs);
     assert.ok(inserted.fromWire >= 0.9, `the loopback's payloads are the audio socket's frames (${inserted.fromWire})\n${logs}`);
     const rate = inserted.packetsPerSecond;

@@ -276,11 +276,7 @@ impl Operator {
                 LogLevel::Warn,
                 cat(&["stale dialAccepted for ", &sid, ": hanging up"]),
             );
-            let hangup = ClientMessage::Hangup {
-                call_sid: sid,
-                reason: Some(HangupReason::Hangup),
-            };
-            self.send_presence(&hangup);
+            self.send_presence_hangup(sid, HangupReason::Hangup);
             return;
         }
         let Some(dial) = self.dial.take() else { return };
@@ -331,10 +327,7 @@ impl Operator {
     fn send_hangup(&mut self, sid: &str, reason: HangupReason) {
         let sent = self.send_audio(&AudioClientMessage::Hangup {
             reason: Some(reason),
-        }) || self.send_presence(&ClientMessage::Hangup {
-            call_sid: sid.to_string(),
-            reason: Some(reason),
-        });
+        }) || self.send_presence_hangup(sid.to_string(), reason);
         if !sent {
             self.undelivered_hangup = Some((sid.to_string(), reason));
         }
@@ -348,11 +341,16 @@ impl Operator {
             return;
         };
         if server_call == Some(sid.as_str()) {
-            self.send_presence(&ClientMessage::Hangup {
-                call_sid: sid,
-                reason: Some(reason),
-            });
+            self.send_presence_hangup(sid, reason);
         }
+    }
+
+    /// The presence socket's hangup of call `sid` (false: not connected).
+    fn send_presence_hangup(&mut self, sid: String, reason: HangupReason) -> bool {
+        self.send_presence(&ClientMessage::Hangup {
+            call_sid: sid,
+            reason: Some(reason),
+        })
     }
 
     pub(super) fn call_hangup(&mut self, now: Millis, sid: &str) {

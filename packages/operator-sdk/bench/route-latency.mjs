@@ -39,7 +39,7 @@ import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { launchRigBrowser, startPulse } from "../tests/harness/pulse.mjs";
-import { openOperatorPage, simCall, sleep, startServer, waitForEvent } from "../tests/sdk-support.mjs";
+import { openOperatorPage, recordPeerConnections, simCall, sleep, startServer, waitForEvent } from "../tests/sdk-support.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -76,6 +76,7 @@ async function roundTrip(pulse, base, route, k) {
       operatorRef: `lat-${route}-${k}`,
       audioConstraints: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
     });
+    await recordPeerConnections(page);
     await page.evaluate(async ([route, jbTarget, encoded]) => {
       const w = /** @type {any} */ (window);
       if (route === "web-audio") w.__audinTestPlaybackRoute = "web-audio";
@@ -91,13 +92,6 @@ async function roundTrip(pulse, base, route, k) {
       }
       if (encoded) w.RTCRtpScriptTransform = undefined;
       w.__audinTestRoute = (r) => (w.t.route = r);
-      const Orig = w.RTCPeerConnection;
-      w.t.pcs = [];
-      w.RTCPeerConnection = function (...a) {
-        const pc = new Orig(...a);
-        w.t.pcs.push(pc);
-        return pc;
-      };
       w.t.op.on("incomingCall", (call) => call.accept());
       await w.t.op.goOnline(["pn_dev_milano"]);
     }, [route, JB_TARGET ?? null, values.encoded]);

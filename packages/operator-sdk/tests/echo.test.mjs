@@ -19,6 +19,7 @@ import { browserSkipReason, launchBrowser, makeToneWav } from "./harness/index.m
 import { audioRigSkipReason, launchRigBrowser, speechClip, startPulse } from "./harness/pulse.mjs";
 import {
   openOperatorPage,
+  recordPeerConnections,
   rms,
   simRecording,
   sleep,
@@ -222,6 +223,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     try {
       const audioConstraints = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
       const { page, logs } = await operator(browser.context, base, { ref: `plays-${++n}`, audioConstraints });
+      await recordPeerConnections(page);
       await page.evaluate(
         ([insert, csp, probe]) => {
           const w = /** @type {any} */ (window);
@@ -254,20 +256,14 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
               { type: "text/javascript" },
             ),
           );
-          const Orig = w.RTCPeerConnection;
-          w.t.pcs = [];
-          w.RTCPeerConnection = function (...a) {
-            const pc = new Orig(...a);
-            w.t.pcs.push(pc);
-            if (probe) {
+          if (probe) {
+            w.t.onPeerConnection = (pc) =>
               pc.addEventListener("track", (e) => {
                 const worker = new Worker(reader);
                 worker.onmessage = (m) => w.t.payloads.push(m.data);
                 e.receiver.transform = new Transform(worker);
               });
-            }
-            return pc;
-          };
+          }
         },
         [insert, csp, probe],
       );
@@ -425,16 +421,7 @@ describe("playback route", { skip: browserSkipReason() }, () => {
   test("three calls in a row each use the loopback and release it", async () => {
     const { page, logs } = await operator(browser.context, base, { ref: `route-${++n}` });
     // Count the peer connections the SDK makes.
-    await page.evaluate(() => {
-      const w = /** @type {any} */ (window);
-      const Orig = w.RTCPeerConnection;
-      w.t.pcs = [];
-      w.RTCPeerConnection = function (...a) {
-        const pc = new Orig(...a);
-        w.t.pcs.push(pc);
-        return pc;
-      };
-    });
+    await recordPeerConnections(page);
     for (let k = 1; k <= 3; k++) {
       const sid = await simTone();
       await waitForEvent(page, "callStarted", { count: k });

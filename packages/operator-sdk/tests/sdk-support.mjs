@@ -228,6 +228,25 @@ export async function openOperatorPage(context, base, { operatorRef, audioConstr
   return { page, logs };
 }
 
+/**
+ * Collects every RTCPeerConnection the page makes from now on into
+ * `window.t.pcs`; `window.t.onPeerConnection(pc)`, if the test sets it,
+ * sees each one as it is made (before the SDK uses it).
+ */
+export async function recordPeerConnections(page) {
+  await page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    const Orig = w.RTCPeerConnection;
+    w.t.pcs = [];
+    w.RTCPeerConnection = function (...a) {
+      const pc = new Orig(...a);
+      w.t.pcs.push(pc);
+      w.t.onPeerConnection?.(pc);
+      return pc;
+    };
+  });
+}
+
 /** The names of the events the page saw, in order. */
 export async function eventNames(page) {
   return page.evaluate(() => /** @type {any} */ (window).t.events.map((e) => e[0]));

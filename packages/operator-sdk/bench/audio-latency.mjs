@@ -649,10 +649,15 @@ function savedResults(dir) {
   return { routes, neteqRoute, history, historyNotes };
 }
 
-/** The route the SDK takes by default: inserted, `jitterBufferTarget` 0 (older saved runs: the encoded one). */
+/**
+ * The route the SDK takes by default: inserted, `jitterBufferTarget` 0
+ * (older saved runs: the encoded one); of several runs, the one with the
+ * most calls.
+ */
 function sdkRoute(routes = []) {
   const at0 = routes.filter((r) => String(r.jitterBufferTarget) === "0");
-  return at0.find((r) => r.loopback === "inserted") ?? at0[0] ?? routes[0];
+  const inserted = at0.filter((r) => r.loopback === "inserted").sort((a, b) => b.calls - a.calls);
+  return inserted[0] ?? at0[0] ?? routes[0];
 }
 
 const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), "results");

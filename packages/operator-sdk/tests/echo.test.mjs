@@ -294,10 +294,12 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
           return out;
         });
       const watch = [];
-      const watchStart = Date.now();
+      /** When each `watch` entry was read (ms; the first: when watching began). */
+      const watchTimes = [Date.now()];
       for (let last = await inbound(), t = 0; t < watchMs; t += 500) {
         await sleep(500);
         const now = await inbound();
+        watchTimes.push(Date.now());
         watch.push(
           Object.fromEntries(
             Object.entries(now).map(([mid, c]) => {
@@ -309,7 +311,6 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         );
         last = now;
       }
-      const watchSeconds = (Date.now() - watchStart) / 1000;
       const received = async () => {
         const all = Object.values(await inbound());
         return { codec: all[0]?.codec, packets: all.reduce((n, c) => n + c.packets, 0) };
@@ -333,7 +334,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         codec: after.codec,
         packetsPerSecond: (after.packets - before.packets) / 2,
         watch,
-        watchSeconds,
+        watchTimes,
         ...carried,
         logs,
       };
@@ -345,9 +346,10 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
   test("the far end's own PCMU frames cross the loopback as they arrive; without RTCRtpScriptTransform or blob: workers the loopback encodes", async () => {
     const inserted = await loopbackPlays({ insert: true, probe: true, watchMs: 4_000 });
     const logs = inserted.logs.join("\n");
-    // A tone is never quiet: the far end stays on one stream (a move would cut it).
-    const moved = inserted.watch.filter((w) => Object.values(w).filter((c) => c.packets > 0).length !== 1);
-    assert.deepEqual(moved, [], `the far end's tone stays on one loopback stream\n${logs}`);
+    // A tone is never quiet: the far end stays on the first stream (a move
+    // would cut it; the second may still be warming up at first).
+    const first = inserted.watch.map((w) => w["0"]?.packets ?? 0);
+    assert.ok(Math.min(...first) >= 20, `the far end's tone stays on one loopback stream (packets per 500 ms: ${first})\n${logs}`);
     assert.equal(inserted.codec, "audio/PCMU", logs);
     assert.ok(inserted.fromWire >= 0.9, `the loopback's payloads are the audio socket's frames (${inserted.fromWire})\n${logs}`);
     const rate = inserted.packetsPerSecond;
@@ -372,17 +374,18 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     const logs = r.logs.join("\n");
     const table = r.watch.map((w) => Object.entries(w).map(([mid, c]) => `${mid}: ${c.packets} ${c.delayMs?.toFixed(1) ?? "–"} ms`).join(", "));
     const why = `\nper 500 ms, stream: packets, NetEq delay:\n${table.join("\n")}\n${logs}`;
-    // Which stream carried the far end in each 500 ms (a move splits one).
-    const carrier = r.watch.map((w) => Object.entries(w).find(([, c]) => c.packets >= 20)?.[0]);
+    // Which stream carried the far end in each 500 ms (most of it, when a move splits one).
+    const carrier = r.watch.map((w) => Object.entries(w).sort(([, a], [, b]) => b.packets - a.packets)[0]?.[0]);
     const moves = carrier.filter((mid, i) => i > 0 && mid && carrier[i - 1] && mid !== carrier[i - 1]).length;
     assert.ok(moves >= 2, `the far end moved between the two streams at least twice in 9 s (${moves})${why}`);
-    const total = r.watch.reduce((n, w) => n + Object.values(w).reduce((m, c) => m + c.packets, 0), 0);
-    const frames = 50 * r.watchSeconds;
-    assert.ok(Math.abs(total - frames) <= 0.05 * frames, `one packet per far-end frame across the moves (${total} in ${r.watchSeconds} s)${why}`);
+    // From the first move on (the second stream's warm-up is over by then).
+    const moved = carrier.findIndex((mid, i) => i > 0 && mid && carrier[i - 1] && mid !== carrier[i - 1]);
+    const total = r.watch.slice(moved).reduce((n, w) => n + Object.values(w).reduce((m, c) => m + c.packets, 0), 0);
+    const seconds = (r.watchTimes.at(-1) - r.watchTimes[moved]) / 1000;
+    assert.ok(Math.abs(total - 50 * seconds) <= 2.5 * seconds, `one packet per far-end frame across the moves (${total} in ${seconds} s)${why}`);
     assert.ok(r.fromWire >= 0.9, `the payloads are the audio socket's frames (${r.fromWire})${why}`);
     // Once moved, the stream plays at NetEq's floor (it came down from 80 ms
     // to 33–38 before: see playback.ts).
-    const moved = carrier.findIndex((mid, i) => i > 0 && mid && carrier[i - 1] && mid !== carrier[i - 1]);
     const delays = r.watch.flatMap((w, i) => (i > moved && carrier[i - 1] === carrier[i] ? [w[carrier[i]].delayMs] : []));
     const median = [...delays].sort((a, b) => a - b)[Math.floor(delays.length / 2)];
     assert.ok(median <= 25, `NetEq's delay on the stream that carries the far end (median ${median?.toFixed(1)} ms)${why}`);

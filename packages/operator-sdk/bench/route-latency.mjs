@@ -28,7 +28,7 @@
 //
 // ROUTE_SETTLE_MS (default 7000) is how long into the call measuring starts:
 // on the inserted route the far end first moves to the loopback's rested
-// second stream about 5 s in (playback.ts), and that is what is measured;
+// second stream about 3–4 s in (playback.ts), and that is what is measured;
 // ROUTE_STATS=1 prints the loopback's getStats() (jitter buffer, playout).
 //
 // Needs pulseaudio, pactl, espeak-ng, sox (cargo xtask setup), the built SDK
@@ -39,7 +39,15 @@ import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { launchRigBrowser, startPulse } from "../tests/harness/pulse.mjs";
-import { openOperatorPage, recordPeerConnections, simCall, sleep, startServer, waitForEvent } from "../tests/sdk-support.mjs";
+import {
+  inboundStreams,
+  openOperatorPage,
+  recordPeerConnections,
+  simCall,
+  sleep,
+  startServer,
+  waitForEvent,
+} from "../tests/sdk-support.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -98,7 +106,7 @@ async function roundTrip(pulse, base, route, k) {
     const sid = await simCall(base, { behaviour: "click" });
     await waitForEvent(page, "callStarted");
     // NetEq starts with a large target and adapts down, and the far end
-    // moves to the rested stream about 5 s in: measure after that.
+    // moves to the rested stream about 3–4 s in: measure after that.
     await sleep(Number(process.env.ROUTE_SETTLE_MS ?? 7_000));
     if (process.env.ROUTE_STATS) {
       const st = await page.evaluate(async () => {
@@ -116,29 +124,16 @@ async function roundTrip(pulse, base, route, k) {
     // and minimum per emitted sample (ms), from the inbound-rtp counters of
     // the stream that carried the far end most (the inserted route has two,
     // see playback.ts; the other one rests).
-    const counters = () =>
-      page.evaluate(async () => {
-        const out = {};
-        for (const pc of /** @type {any} */ (window).t.pcs) {
-          for (const r of (await pc.getStats()).values()) {
-            if (r.type === "inbound-rtp" && r.jitterBufferEmittedCount) {
-              const { jitterBufferEmittedCount: n, jitterBufferDelay: d, jitterBufferTargetDelay: t, jitterBufferMinimumDelay: m, packetsReceived: p } = r;
-              out[r.mid] = { n, d, t, m, p };
-            }
-          }
-        }
-        return out;
-      });
-    const c0 = await counters();
+    const c0 = await inboundStreams(page);
     await sleep(2000);
-    const c1 = await counters();
+    const c1 = await inboundStreams(page);
     const busiest = Object.keys(c1)
       .filter((mid) => c0[mid])
-      .sort((x, y) => c1[y].p - c0[y].p - (c1[x].p - c0[x].p))[0];
+      .sort((x, y) => c1[y].packets - c0[y].packets - (c1[x].packets - c0[x].packets))[0];
     const a = c0[busiest];
     const b = c1[busiest];
-    const per = (k) => (b[k] === undefined ? null : (1000 * (b[k] - a[k])) / (b.n - a.n));
-    const neteq = a && b && b.n > a.n ? { delay: per("d"), target: per("t"), minimum: per("m") } : null;
+    const per = (k) => (b[k] === undefined ? null : (1000 * (b[k] - a[k])) / (b.emitted - a.emitted));
+    const neteq = a && b && b.emitted > a.emitted ? { delay: per("delay"), target: per("target"), minimum: per("minimum") } : null;
     // Last: copying the taps out blocks the page's main thread for tens of
     // ms, a stall the inserted route's NetEq would answer with a higher target.
     const snap = await page.evaluate(() => {

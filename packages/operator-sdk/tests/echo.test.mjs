@@ -18,6 +18,7 @@ import { after, before, describe, test } from "node:test";
 import { browserSkipReason, launchBrowser, makeToneWav } from "./harness/index.mjs";
 import { audioRigSkipReason, launchRigBrowser, speechClip, startPulse } from "./harness/pulse.mjs";
 import {
+  inboundStreams,
   openOperatorPage,
   recordPeerConnections,
   rms,
@@ -276,29 +277,12 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       await waitForEvent(page, "callStarted");
       // The inserted route's second stream warms up in the first seconds.
       await sleep(3_000);
-      /** Each inbound stream's counters, by mid. */
-      const inbound = () =>
-        page.evaluate(async () => {
-          const out = {};
-          for (const pc of /** @type {any} */ (window).t.pcs) {
-            const stats = [...(await pc.getStats()).values()];
-            for (const s of stats.filter((s) => s.type === "inbound-rtp")) {
-              out[s.mid] = {
-                codec: stats.find((c) => c.id === s.codecId)?.mimeType,
-                packets: s.packetsReceived,
-                emitted: s.jitterBufferEmittedCount,
-                delay: s.jitterBufferDelay,
-              };
-            }
-          }
-          return out;
-        });
       const watch = [];
       /** When each `watch` entry was read (ms; the first: when watching began). */
       const watchTimes = [Date.now()];
-      for (let last = await inbound(), t = 0; t < watchMs; t += 500) {
+      for (let last = await inboundStreams(page), t = 0; t < watchMs; t += 500) {
         await sleep(500);
-        const now = await inbound();
+        const now = await inboundStreams(page);
         watchTimes.push(Date.now());
         watch.push(
           Object.fromEntries(
@@ -312,7 +296,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         last = now;
       }
       const received = async () => {
-        const all = Object.values(await inbound());
+        const all = Object.values(await inboundStreams(page));
         return { codec: all[0]?.codec, packets: all.reduce((n, c) => n + c.packets, 0) };
       };
       const before = await received();

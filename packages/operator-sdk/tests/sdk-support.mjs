@@ -247,6 +247,32 @@ export async function recordPeerConnections(page) {
   });
 }
 
+/**
+ * Each stream the page's peer connections receive (`window.t.pcs`, see
+ * recordPeerConnections), by mid: its codec, packets received, and NetEq's
+ * cumulative counters from `inbound-rtp` (samples emitted; delay, target
+ * and minimum summed over them, in seconds).
+ */
+export function inboundStreams(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const pc of /** @type {any} */ (window).t.pcs) {
+      const stats = [...(await pc.getStats()).values()];
+      for (const s of stats.filter((s) => s.type === "inbound-rtp")) {
+        out[s.mid] = {
+          codec: stats.find((c) => c.id === s.codecId)?.mimeType,
+          packets: s.packetsReceived,
+          emitted: s.jitterBufferEmittedCount,
+          delay: s.jitterBufferDelay,
+          target: s.jitterBufferTargetDelay,
+          minimum: s.jitterBufferMinimumDelay,
+        };
+      }
+    }
+    return out;
+  });
+}
+
 /** The names of the events the page saw, in order. */
 export async function eventNames(page) {
   return page.evaluate(() => /** @type {any} */ (window).t.events.map((e) => e[0]));

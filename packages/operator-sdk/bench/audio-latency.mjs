@@ -252,7 +252,7 @@ export function markdown(results, meta) {
   if (route) {
     const withRoute = base.playback.totalMs.p50 + route.addedMs;
     p(
-      `| wire → playback, no jitter, **with the echo-safe route** (the worklet figure + what the loopback adds on top of it, \`bench/route-latency.mjs\`, ${route.date}; from 3–4 s into a call, see below) | ≤ 30 ms | ${fmt(withRoute)} at p50 (${fmt(base.playback.totalMs.p50)} ${route.addedMs < 0 ? "−" : "+"} ${fmt(Math.abs(route.addedMs))}) | ${withRoute <= 30 ? "**met**" : `**missed** (by ${fmt(withRoute - 30)} ms: the loopback's jitter buffer, NetEq, holds at least its 20 ms target plus its 10 ms output steps, see below)`} | the `+"`"+`playbackRoute: "direct"`+"`"+` option meets it with headsets |`,
+      `| wire → playback, no jitter, **with the echo-safe route** (the worklet figure + what the loopback adds on top of it, \`bench/route-latency.mjs\`, ${route.date}; from 3–4 s into a call, see below) | ≤ 30 ms | ${fmt(withRoute)} at p50 (${fmt(base.playback.totalMs.p50)} ${route.addedMs < 0 ? "−" : "+"} ${fmt(Math.abs(route.addedMs))}) | ${withRoute <= 30 ? "**met**" : `**missed** (by ${fmt(withRoute - 30)} ms: see the loopback's NetEq delay below)`} | the `+"`"+`playbackRoute: "direct"`+"`"+` option meets it with headsets |`,
     );
   }
   if (j30?.jitterBuffer) {

@@ -22,6 +22,7 @@ import {
   openOperatorPage,
   recordPeerConnections,
   rms,
+  simCall,
   simRecording,
   sleep,
   startServer,
@@ -61,16 +62,6 @@ async function simPlay(base, mulaw) {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber, behaviour: "play", audio: mulaw.toString("base64") }),
-  });
-  if (!r.ok) throw new Error(`POST /dev/sim/calls: ${r.status} ${await r.text()}`);
-  return (await r.json()).callSid;
-}
-
-async function simSilence(base) {
-  const r = await fetch(`${base}/dev/sim/calls`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber, behaviour: "silence" }),
   });
   if (!r.ok) throw new Error(`POST /dev/sim/calls: ${r.status} ${await r.text()}`);
   return (await r.json()).callSid;
@@ -153,7 +144,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       await waitForEvent(page, "callEnded", { timeoutMs: 5_000 });
       if (doubleTalk) {
         // The same voice with the far end silent: its level alone.
-        const quiet = await simSilence(base);
+        const quiet = await simCall(base, { to: MILANO.phoneNumber, behaviour: "silence" });
         await waitForEvent(page, "callStarted", { count: 2, timeoutMs: 10_000 });
         await sleep(1_000);
         out.alone = await nearVoice(quiet);
@@ -268,12 +259,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         },
         [insert, csp, probe],
       );
-      const r = await fetch(`${base}/dev/sim/calls`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber, behaviour }),
-      });
-      const sid = (await r.json()).callSid;
+      const sid = await simCall(base, { to: MILANO.phoneNumber, behaviour });
       await waitForEvent(page, "callStarted");
       // The inserted route's second stream warms up in the first seconds.
       await sleep(3_000);
@@ -396,14 +382,7 @@ describe("playback route", { skip: browserSkipReason() }, () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  async function simTone() {
-    const r = await fetch(`${base}/dev/sim/calls`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ from: "+14155550100", to: MILANO.phoneNumber }),
-    });
-    return (await r.json()).callSid;
-  }
+  const simTone = () => simCall(base, { to: MILANO.phoneNumber });
 
   test("three calls in a row each use the loopback and release it", async () => {
     const { page, logs } = await operator(browser.context, base, { ref: `route-${++n}` });

@@ -92,8 +92,12 @@ registerProcessor("probe", Probe);`;
     const tr = a.addTransceiver(track, { direction: "sendonly", streams: [stream] });
     tr.setCodecPreferences(RTCRtpSender.getCapabilities("audio").codecs.filter((c) => c.mimeType === "audio/PCMU"));
     if (worker) tr.sender.transform = new RTCRtpScriptTransform(worker, {});
-    // As playback.ts: 10 ms packets when encoding.
-    const munge = (s) => (worker ? s : s.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n"));
+    // As playback.ts: no transport-wide congestion control (its probes are
+    // padding NetEq takes for late packets), 10 ms packets when encoding.
+    const munge = (s) => {
+      const sdp = s.replace(/^a=.*transport-(cc|wide).*\r?\n/gm, "");
+      return worker ? sdp : sdp.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n");
+    };
     const offer = await a.createOffer();
     await a.setLocalDescription({ type: "offer", sdp: munge(offer.sdp) });
     await b.setRemoteDescription({ type: "offer", sdp: munge(offer.sdp) });

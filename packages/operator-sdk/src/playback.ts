@@ -40,30 +40,34 @@ export const LOOPBACK_CONNECT_MS = 1500;
  * frame waiting for one. A far-end frame leaves the moment it comes as long
  * as the pool has a frame, so NetEq sees the audio socket's timing, not the
  * sender's (whose frames come in bursts of the render callbacks): the pool
- * gathers `k` = 4 before the first is used (the far end's frames meanwhile
+ * gathers `k` = 6 before the first is used (the far end's frames meanwhile
  * are dropped, at the start of the call only), and while the stream rests
- * it fills up again (at most 8: older ones are dropped); a stream taking the
- * far end again first keeps the newest 4 (message `0`). A second frame
- * arriving while one still waits means the pool ran dry (the far end's
- * clock runs faster than the sender's): the older frame is dropped and the
- * pool gathers 4 again, a glitch of about 100 ms every ten minutes or so at
- * 100 ppm, rather than a delay that grows. The transform's options, a
- * number `n`, make it pass the sender's own frames (silence) through first,
- * the second stream's warm-up, and say when that ends (message `1`).
+ * it fills up again (at most 12: older ones are dropped); a stream taking
+ * the far end again first keeps the newest 6 (message `0`). The pool costs
+ * no delay (a frame's RTP timestamp is all NetEq reads of it), so it is
+ * deep enough for a render burst of 100 ms: a frame that waited for the
+ * sender would arrive late, and NetEq keeps the time it was late for good,
+ * as it does when a dropped one skips a timestamp. A second frame arriving
+ * while one still waits means the pool ran dry (the far end's clock runs
+ * faster than the sender's, and no move has re-filled it): the older frame
+ * is dropped and the pool gathers 6 again, a glitch of about 140 ms,
+ * rather than a delay that grows.
  */
 const INSERT_WORKER =
-  "postMessage(0);let w,v,n,k=4,p=[],q=[];onrtctransform=({transformer:t})=>{n=t.options;w=t.writable.getWriter();" +
-  "t.readable.pipeTo(new WritableStream({write(x){n>0?(w.write(x),--n||postMessage(1)):(p.push(x),s())}}))};" +
-  "onmessage=({data:d})=>{d?(q.push(d),q[1]&&(q.shift(),k=4)):p.splice(0,p.length-4);s()};" +
-  "function s(){if(p.length>=k)for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v);p[8]&&p.shift()}";
+  "postMessage(0);let w,v,k=6,p=[],q=[];onrtctransform=({transformer:t})=>{w=t.writable.getWriter();" +
+  "t.readable.pipeTo(new WritableStream({write(x){p.push(x),s()}}))};" +
+  "onmessage=({data:d})=>{d?(q.push(d),q[1]&&(q.shift(),k=6)):p.splice(0,p.length-6);s()};" +
+  "function s(){if(p.length>=k)for(k=0;p[0]&&q[0];)(v=p.shift()).data=q.shift(),w.write(v);p[12]&&p.shift()}";
 
 /**
- * Frames the second stream passes through before it rests (1 s): NetEq
- * starts with an 80 ms target and needs about 25 packets to come down.
- * The sender's frames come in bursts, so it may learn 40 ms rather than
- * 20; it still restarts at about 20 ms and unlearns the 40 while it
- * carries the far end (measured). Silence paced by the far end's frames
- * instead made that stream restart at 60-70 ms, for reasons not found.
+ * Far-end frames the second stream carries muted at the start of a call
+ * (1 s), its warm-up: NetEq starts with an 80 ms target and needs about 25
+ * packets to come down, and it learns its target from how regularly they
+ * arrive. The far end's own frames arrive as they will when that stream
+ * carries them. The sender's own frames, passed through instead, come in
+ * the bursts of the render callbacks: NetEq then learnt a 40 ms target in
+ * some calls (more often on a busy machine) and played 37 ms after the
+ * first move instead of 12-16.
  */
 const WARM_FRAMES = 50;
 /**
@@ -139,8 +143,8 @@ async function insertWorkerUrl(): Promise<string | undefined> {
  * its start (it starts at an 80 ms target, so it comes down from above,
  * measured 33–38 ms) and on every late frame since (each one adds the time
  * it was late, for good). A stream that has rested restarts at the floor
- * (measured 12–16 ms; about 20 ms while it still holds a 40 ms target). So once the other stream has rested `REST_MS`, the
- * far end moves to it, at a quiet moment so that nothing audible is cut:
+ * (measured 12–16 ms). So once the other stream has rested `REST_MS`,
+ * the far end moves to it, at a quiet moment so that nothing audible is cut:
  * the old stream's few unplayed frames were quiet too.
  */
 export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CONNECT_MS): Promise<Loopback> {
@@ -185,12 +189,17 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
       if (insert) {
         const w = new Worker(insertUrl);
         workers.push(w);
-        t.sender.transform = new RTCRtpScriptTransform(w, i * WARM_FRAMES);
+        t.sender.transform = new RTCRtpScriptTransform(w);
       }
     }
-    // Encoding the worklet's output: 10 ms packets, half the wait.
-    const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit =>
-      insert ? d : { type: d.type, sdp: d.sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
+    // No transport-wide congestion control: its bandwidth probes are RTP
+    // padding on the audio stream (9 empty packets at once, 6.4 s into a
+    // call, measured), which NetEq took for late packets. Encoding the
+    // worklet's output: 10 ms packets, half the wait.
+    const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit => {
+      const sdp = d.sdp?.replace(/^a=.*transport-(cc|wide).*\r?\n/gm, "");
+      return { type: d.type, sdp: insert ? sdp : sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
+    };
     const offer = ptime(await a.createOffer());
     await a.setLocalDescription(offer);
     await b.setRemoteDescription(offer);
@@ -221,6 +230,8 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
       const element = document.createElement("audio");
       elements.push(element);
       element.autoplay = true;
+      // The second stream is heard from its first move on (see pusher).
+      element.muted = !!insert && elements.length > 1;
       element.srcObject = new MediaStream([r.track]);
       // Autoplay rules may refuse until a gesture; the element then starts on
       // its own once allowed (autoplay), like the AudioContext does.
@@ -231,7 +242,7 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
       element,
       close,
       setSinkId: element.setSinkId && (async (id) => void (await Promise.all(elements.map((e) => e.setSinkId(id))))),
-      push: insert ? pusher(workers) : undefined,
+      push: insert ? pusher(workers, elements[1]!) : undefined,
     };
   } catch (e) {
     close();
@@ -243,19 +254,27 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
  * The inserted route's frame hand-off: each far-end frame to the stream
  * that carries the far end, which changes (see openLoopback) once the
  * other stream has rested and the far end has been quiet for a moment.
+ * The second stream first gets a copy of the far end's first frames, its
+ * warm-up, on an element muted until the far end moves there (the warm-up
+ * is over 2 s by then, so none of the copy is left to play).
  */
-function pusher(workers: Worker[]): (frame: ArrayBuffer) => void {
+function pusher(workers: Worker[], second: HTMLAudioElement): (frame: ArrayBuffer) => void {
   // When each stream last carried a frame: the second one rests from the
   // end of its warm-up.
   const last = [0, Infinity];
-  workers[1]!.onmessage = (e) => void (e.data && (last[1] = performance.now()));
+  let warm = WARM_FRAMES;
   let live = 0;
   let calm = 0;
   return (frame) => {
     const now = performance.now();
+    if (warm > 0) {
+      workers[1]!.postMessage(frame.slice(0));
+      if (--warm == 0) last[1] = now;
+    }
     calm = quiet(frame) ? calm + 1 : 0;
     if (calm >= QUIET_FRAMES && now - last[1 - live]! > REST_MS) {
       live = 1 - live;
+      second.muted = false;
       workers[live]!.postMessage(0);
     }
     last[live] = now;

@@ -14,10 +14,10 @@
 //   encoded frame the sender made, in place of what it encoded. The
 //   receiver's jitter buffer (NetEq) is then the only one on the way and
 //   the bytes arrive unchanged. Two streams take turns (see openLoopback)
-//   so that NetEq plays at its floor: 13–21 ms of NetEq delay 7–9 s into
-//   a call, 33–38 ms on one stream from its start, against about 80 ms for
-//   the worklet's buffer followed by the encoded loopback
-//   (docs/performance-browser.md). The worklet still decodes every frame,
+//   so that NetEq plays near its floor: 15–32 ms of NetEq delay 7–9 s into
+//   a call (49 where it aims at 40 ms), 33–38 ms on one stream from its
+//   start, against about 80 ms for the worklet's buffer followed by the
+//   encoded loopback (docs/performance-browser.md). The worklet still decodes every frame,
 //   for the levels and the call-quality figures, but its output is not
 //   heard.
 // - **Encoded** (browsers without the transform, or pages whose CSP

@@ -17,9 +17,9 @@
 //   so that NetEq plays near its floor: 15–32 ms of NetEq delay 7–9 s into
 //   a call (49 where it aims at 40 ms), 33–38 ms on one stream from its
 //   start, against about 80 ms for the worklet's buffer followed by the
-//   encoded loopback (docs/performance-browser.md). The worklet still decodes every frame,
-//   for the levels and the call-quality figures, but its output is not
-//   heard.
+//   encoded loopback (docs/performance-browser.md). The worklet still
+//   decodes every frame, for the levels and the call-quality figures, but
+//   its output is not heard.
 // - **Encoded** (browsers without the transform, or pages whose CSP
 //   refuses blob: workers): the worklet's output leaves the AudioContext
 //   through a MediaStreamAudioDestinationNode and the loopback encodes it
@@ -196,14 +196,14 @@ export async function openLoopback(stream: MediaStream, timeoutMs = LOOPBACK_CON
     // padding on the audio stream (9 empty packets at once, 6.4 s into a
     // call, measured), which NetEq took for late packets. Encoding the
     // worklet's output: 10 ms packets, half the wait.
-    const ptime = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit => {
+    const munge = (d: RTCSessionDescriptionInit): RTCSessionDescriptionInit => {
       const sdp = d.sdp?.replace(/^a=.*transport-(cc|wide).*\r?\n/gm, "");
       return { type: d.type, sdp: insert ? sdp : sdp?.replace(/^m=audio.*\r?\n/m, "$&a=ptime:10\r\n") };
     };
-    const offer = ptime(await a.createOffer());
+    const offer = munge(await a.createOffer());
     await a.setLocalDescription(offer);
     await b.setRemoteDescription(offer);
-    const answer = ptime(await b.createAnswer());
+    const answer = munge(await b.createAnswer());
     await b.setLocalDescription(answer);
     await a.setRemoteDescription(answer);
     // A loopback has no network jitter: ask the receiver for the smallest

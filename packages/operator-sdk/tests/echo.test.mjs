@@ -59,9 +59,9 @@ function medianLevel(samples) {
 /**
  * The peak of every 20 ms of what the rig's microphone heard (the worklet's
  * capture taps) since page time `since`, how long that was, and the newest
- * tap's time. Reduced
- * in the page: moving the samples out would load the main thread that
- * delivers the far end's frames, which is what is being measured.
+ * tap's time. Reduced in the page: moving the samples out would load the
+ * main thread that delivers the far end's frames, which is what is being
+ * measured.
  */
 async function heardPeaksSince(page, since) {
   return page.evaluate((since) => {
@@ -241,8 +241,8 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
    * receiver transform reads them). With `watchMs`, also `watch`: every
    * 500 ms from 3 s into the call, each loopback stream's packets and its
    * NetEq delay and target (ms per emitted sample) over the last 500 ms,
-   * and `clicks`: the clicks the rig's microphone heard meanwhile (in all,
-   * in how many seconds, and per 500 ms).
+   * and `clicks`: the clicks the rig's microphone heard in each of those
+   * 500 ms (`heardSeconds` of it in all).
    */
   async function loopbackPlays({ insert, csp, probe = false, behaviour, watchMs = 0 }) {
     const browser = await launchRigBrowser(pulse, { args: [DISABLE_CWEC] });
@@ -298,18 +298,16 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
       // The inserted route's second stream warms up in the first seconds.
       await sleep(3_000);
       const watch = [];
-      /** When each `watch` entry was read (ms; the first: when watching began). */
-      const watchTimes = [Date.now()];
-      const heardDuring = { at: await page.evaluate(() => performance.now()), peaks: [], seconds: 0, each: [] };
+      const clicks = [];
+      let heardSeconds = 0;
+      let heardUpTo = await page.evaluate(() => performance.now());
       for (let last = await inboundStreams(page), t = 0; t < watchMs; t += 500) {
         await sleep(500);
         const now = await inboundStreams(page);
-        const more = await heardPeaksSince(page, heardDuring.at);
-        heardDuring.peaks.push(...more.peaks);
-        heardDuring.at = more.at;
-        heardDuring.seconds += more.seconds;
-        heardDuring.each.push(countClicks(more.peaks));
-        watchTimes.push(Date.now());
+        const heard = await heardPeaksSince(page, heardUpTo);
+        heardUpTo = heard.at;
+        heardSeconds += heard.seconds;
+        clicks.push(countClicks(heard.peaks));
         watch.push(
           Object.fromEntries(
             Object.entries(now).map(([mid, c]) => {
@@ -345,8 +343,8 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
         codec: after.codec,
         packetsPerSecond: (after.packets - before.packets) / 2,
         watch,
-        watchTimes,
-        clicks: { clicks: countClicks(heardDuring.peaks), seconds: heardDuring.seconds, each: heardDuring.each },
+        clicks,
+        heardSeconds,
         ...carried,
         logs,
       };
@@ -387,7 +385,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     const r = await loopbackPlays({ insert: true, behaviour: "click", watchMs: 9_000 });
     const logs = r.logs.join("\n");
     const table = r.watch.map(
-      (w, i) => `${Object.entries(w).map(([mid, c]) => `${mid}: ${c.packets} ${c.delayMs?.toFixed(1) ?? "–"} ms (target ${c.targetMs?.toFixed(0) ?? "–"})`).join(", ")}; ${r.clicks.each[i]} heard`,
+      (w, i) => `${Object.entries(w).map(([mid, c]) => `${mid}: ${c.packets} ${c.delayMs?.toFixed(1) ?? "–"} ms (target ${c.targetMs?.toFixed(0) ?? "–"})`).join(", ")}; ${r.clicks[i]} heard`,
     );
     const why = `\nper 500 ms, stream: packets, NetEq delay; clicks heard:\n${table.join("\n")}\n${logs}`;
     // Which stream carried the far end in each 500 ms (most of it, when a move splits one).
@@ -401,12 +399,11 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     // 500 ms a stream carried from start to end). Not every click: the rig
     // itself goes deaf for 2–5 s now and then, on the direct Web Audio
     // route too (PulseAudio's null sink on a busy VM).
-    const whole = (mid) => r.clicks.each.filter((_, i) => i > 0 && carrier[i - 1] === mid && carrier[i] === mid && r.watch[i][mid].packets >= 20);
+    const whole = (mid) => r.clicks.filter((_, i) => i > 0 && carrier[i - 1] === mid && carrier[i] === mid && r.watch[i][mid].packets >= 20);
     for (const mid of ["0", "1"]) {
       const heard = whole(mid);
       assert.ok(heard.some((n) => n > 0), `clicks heard while stream ${mid} carried the far end (${heard})${why}`);
     }
-    const { clicks, seconds: heard } = r.clicks;
     // The latency this buys is the benchmark's (bench/route-latency.mjs):
     // NetEq's delay depends on its target, which late frames on a busy
     // machine raise from 20 to 40 ms in some calls. Logged here, from the
@@ -415,7 +412,7 @@ describe("echo rig", { skip: audioRigSkipReason(), timeout: 120_000 }, () => {
     const carried = r.watch.flatMap((w, i) => (i > moved && carrier[i - 1] === carrier[i] ? [w[carrier[i]]] : []));
     const median = carried.map((c) => c.delayMs).sort((a, b) => a - b)[Math.floor(carried.length / 2)];
     const targets = [...new Set(carried.map((c) => Math.round(c.targetMs)))].join(", ");
-    console.log(`loopback moves: ${moves} in 9 s; NetEq delay median ${median?.toFixed(1)} ms (targets ${targets} ms); clicks heard ${clicks} in ${heard.toFixed(2)} s`);
+    console.log(`loopback moves: ${moves} in 9 s; NetEq delay median ${median?.toFixed(1)} ms (targets ${targets} ms); clicks heard ${r.clicks.reduce((n, c) => n + c, 0)} in ${r.heardSeconds.toFixed(2)} s`);
   });
 });
 
